@@ -1,0 +1,154 @@
+"""Text → Spec: the lark grammar in vgg.lark, with errors that point at the text."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .ast import Conv, FullyConnected, Input, Loc, Lrn, MaxPool, SoftMax, Spec
+from .errors import SpecError
+
+# The comments before the first token are the spec's description.
+_LEADING_COMMENT = re.compile(r"[ \t\f\r\n,]*#([^\n]*)")
+_CONV = re.compile(r"conv(\d*)-(\d+)", re.IGNORECASE)
+_FC = re.compile(r"fc-(\d+)", re.IGNORECASE)
+
+# How lark's terminal names read to a person.
+_EXPECTED_WORDS = {
+    "CONV": "conv<k>-<channels>",
+    "MAXPOOL": "maxpool",
+    "LRN": "LRN",
+    "FC": "FC-<n>",
+    "SOFTMAX": "soft-max",
+    "INPUT": "input",
+    "INT": "a number",
+    "_TIMES": "'x'",
+    "COLOUR": "RGB or gray",
+    "IMAGE": "'image'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "$END": "end of spec",
+    "<END-OF-FILE>": "end of spec",
+}
+
+
+@cache
+def _parser() -> Lark:
+    return Lark.open(
+        "vgg.lark",
+        rel_to=__file__,
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+def _loc(token: Token) -> Loc:
+    return Loc(token.line, token.column, token.end_line, token.end_column)
+
+
+def _number(digits: str, what: str, token: Token) -> int:
+    if len(digits) > 9:
+        raise SpecError(f"{what} {digits[:12]}… is out of range", _loc(token))
+    return int(digits)
+
+
+def _layer(tree: Tree):
+    token = tree.children[0]
+    loc = _loc(token)
+    try:
+        if tree.data == "conv":
+            kernel, channels = _CONV.fullmatch(str(token)).groups()
+            k = _number(kernel, "kernel size", token) if kernel else 3
+            return Conv(k, _number(channels, "channel count", token), loc)
+        if tree.data == "fc":
+            (features,) = _FC.fullmatch(str(token)).groups()
+            return FullyConnected(_number(features, "FC size", token), loc)
+    except ValueError as err:
+        raise SpecError(f"{token}: {err}", loc) from None
+    return {"maxpool": MaxPool, "lrn": Lrn, "softmax": SoftMax}[tree.data](loc)
+
+
+def _input(tree: Tree) -> Input:
+    height, width, colour = (c for c in tree.children if c.type in ("INT", "COLOUR"))
+    loc = Loc(tree.meta.line, tree.meta.column, tree.meta.end_line, tree.meta.end_column)
+    name = "RGB" if colour.lower() == "rgb" else "gray"
+    try:
+        return Input(
+            _number(height, "input height", height),
+            _number(width, "input width", width),
+            name,
+            loc,
+        )
+    except ValueError as err:
+        raise SpecError(str(err), loc) from None
+
+
+def _description(text: str) -> tuple[str, ...]:
+    lines, pos = [], 0
+    while match := _LEADING_COMMENT.match(text, pos):
+        lines.append(match.group(1).strip())
+        pos = match.end()
+    return tuple(lines)
+
+
+def _expected(names) -> str:
+    words = sorted({_EXPECTED_WORDS.get(name, name) for name in names})
+    return ", ".join(words)
+
+
+def _after_softmax(err: UnexpectedToken, text: str) -> bool:
+    before = text[: err.token.start_pos]
+    before = re.sub(r"#[^\n]*", "", before).rstrip(" \t\f\r\n,")
+    return re.search(r"soft-?max$", before, re.IGNORECASE) is not None
+
+
+def _syntax_error(err: UnexpectedInput, text: str) -> SpecError:
+    if isinstance(err, UnexpectedEOF) or (
+        isinstance(err, UnexpectedToken) and err.token.type == "$END"
+    ):
+        lines = text.rstrip().split("\n")
+        line = len(lines)
+        column = len(lines[-1].rstrip("\r")) + 1
+        loc = Loc(line, column, line, column + 1)
+        return SpecError("the spec ends too early", loc, expected=_expected(err.expected))
+    if isinstance(err, UnexpectedToken):
+        token = err.token
+        if _after_softmax(err, text):
+            return SpecError(f"{str(token)!r} after soft-max: soft-max ends the net", _loc(token))
+        return SpecError(
+            f"unexpected {str(token)!r}", _loc(token), expected=_expected(err.expected)
+        )
+    assert isinstance(err, UnexpectedCharacters)
+    word = re.match(r"[^\s,#]*", text[err.pos_in_stream :]).group(0) or text[err.pos_in_stream]
+    word = word[:40]
+    loc = Loc(err.line, err.column, err.line, err.column + len(word))
+    allowed = err.allowed or set()
+    return SpecError(f"unknown word {word!r}", loc, expected=_expected(allowed))
+
+
+def parse(text: str, filename: str | None = None) -> Spec:
+    """Parse spec text; any mistake raises SpecError pointing at the text."""
+    try:
+        if not text.strip(" \t\f\r\n,") or all(
+            line.strip(" \t\f\r,").startswith("#") or not line.strip(" \t\f\r,")
+            for line in text.split("\n")
+        ):
+            raise SpecError("the spec is empty: it has no layers")
+        try:
+            tree = _parser().parse(text)
+        except UnexpectedInput as err:
+            raise _syntax_error(err, text) from None
+        spec_input = Input()
+        layers = []
+        for child in tree.children:
+            if child.data == "input":
+                spec_input = _input(child)
+            else:
+                layers.append(_layer(child))
+        return Spec(tuple(layers), spec_input, _description(text))
+    except SpecError as err:
+        raise err.with_source(text, filename) from None

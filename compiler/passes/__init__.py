@@ -1,0 +1,1 @@
+"""The IR passes: analyses write `meta`, transforms return a new graph."""

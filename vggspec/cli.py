@@ -1,0 +1,45 @@
+"""The `vggspec` command: one sub-command per module, user mistakes as one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from compiler import SpecError
+
+from . import compile_command
+from .errors import UserError
+
+COMMANDS = (compile_command,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vggspec",
+        description="Declare, compile, train and evaluate VGG-style ConvNets "
+        "written in the notation of the VGG paper.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except UserError as err:
+        print(f"vggspec: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vggspec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `vggspec compile ... | head`
+        return 0
+    except OSError as err:
+        print(f"vggspec: error: {err}", file=sys.stderr)
+        return 1
