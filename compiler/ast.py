@@ -108,6 +108,10 @@ class Spec:
     layers: tuple[Layer, ...]
     input: Input = field(default_factory=Input)
     description: tuple[str, ...] = ()
+    # The text and file it was parsed from, so that errors found later by a pass
+    # can still quote the line; like locations, never compared.
+    source: str | None = field(default=None, compare=False, repr=False)
+    filename: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         body = [layer for layer in self.layers if not isinstance(layer, SoftMax)]

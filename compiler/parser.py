@@ -119,15 +119,22 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SpecError:
         token = err.token
         if _after_softmax(err, text):
             return SpecError(f"{str(token)!r} after soft-max: soft-max ends the net", _loc(token))
+        word = _word_at(text, token.start_pos)
+        if len(word) > len(str(token)):  # a known token glued to more text: one unknown word
+            loc = Loc(token.line, token.column, token.line, token.column + len(word))
+            return SpecError(f"unknown word {word!r}", loc, expected=_expected(err.expected))
         return SpecError(
             f"unexpected {str(token)!r}", _loc(token), expected=_expected(err.expected)
         )
     assert isinstance(err, UnexpectedCharacters)
-    word = re.match(r"[^\s,#]*", text[err.pos_in_stream :]).group(0) or text[err.pos_in_stream]
-    word = word[:40]
+    word = _word_at(text, err.pos_in_stream)
     loc = Loc(err.line, err.column, err.line, err.column + len(word))
-    allowed = err.allowed or set()
-    return SpecError(f"unknown word {word!r}", loc, expected=_expected(allowed))
+    return SpecError(f"unknown word {word!r}", loc, expected=_expected(err.allowed or set()))
+
+
+def _word_at(text: str, pos: int) -> str:
+    word = re.match(r"[^\s,#]*", text[pos:]).group(0) or text[pos]
+    return word if len(word) <= 40 else word[:40] + "…"
 
 
 def parse(text: str, filename: str | None = None) -> Spec:
@@ -149,6 +156,6 @@ def parse(text: str, filename: str | None = None) -> Spec:
                 spec_input = _input(child)
             else:
                 layers.append(_layer(child))
-        return Spec(tuple(layers), spec_input, _description(text))
+        return Spec(tuple(layers), spec_input, _description(text), text, filename)
     except SpecError as err:
         raise err.with_source(text, filename) from None

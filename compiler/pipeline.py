@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import ast, ops
+from .errors import SpecError
 from .graph import Graph, build_graph, meta, verify
 from .passes.count import count
 from .passes.densify import densify
@@ -46,12 +47,15 @@ def compile_spec(
     def counted(g: Graph) -> Graph:
         return count(g, batch, dtype)
 
-    g = build_graph(spec, input_size, name)
-    verify(g, after="build")
-    steps = [("infer_shapes", infer_shapes), ("count", counted)]
-    if fused:
-        steps += [("fuse", fuse), ("infer_shapes", infer_shapes), ("count", counted)]
-    return run_steps(g, steps)
+    try:
+        g = build_graph(spec, input_size, name)
+        verify(g, after="build")
+        steps = [("infer_shapes", infer_shapes), ("count", counted)]
+        if fused:
+            steps += [("fuse", fuse), ("infer_shapes", infer_shapes), ("count", counted)]
+        return run_steps(g, steps)
+    except SpecError as err:  # found late, told against the text it came from
+        raise err.with_source(spec.source, spec.filename) from None
 
 
 def dense_graph(g: Graph, image_size: tuple[int, int] | None = None) -> Graph:
@@ -67,7 +71,11 @@ def dense_graph(g: Graph, image_size: tuple[int, int] | None = None) -> Graph:
             (f"input {image_size[0]}x{image_size[1]}", lambda d: with_input_size(d, image_size))
         )
     steps += [("infer_shapes", infer_shapes), ("count", counted)]
-    return run_steps(g, steps)
+    spec = g.graph["spec"]
+    try:
+        return run_steps(g, steps)
+    except SpecError as err:
+        raise err.with_source(spec.source, spec.filename) from None
 
 
 def score_map_size(g: Graph) -> tuple[int, int] | None:

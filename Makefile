@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine with Python 3.10+ and pip:
+#   make demo   set up .venv and run the main job
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/vggspec: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/vggspec
+	$(BIN)/vggspec compile specs/E.vgg
+
+test: $(BIN)/vggspec
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/vggspec
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(BIN)/vggspec
+	$(BIN)/python bench/compile.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

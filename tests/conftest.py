@@ -1,0 +1,25 @@
+"""Shared test helpers: the spec files and running the CLI in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vggspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+TABLE1 = ("A", "A-LRN", "B", "C", "D", "E")
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `vggspec ARGS` in this process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,101 @@
+"""Hypothesis strategies: random ASTs, and random texts that spell a known AST."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from compiler.ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+
+description_lines = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=30
+).map(str.strip)
+
+body_layers = st.one_of(
+    st.builds(
+        Conv, kernel=st.integers(0, 5).map(lambda i: 2 * i + 1), channels=st.integers(1, 4096)
+    ),
+    st.builds(MaxPool),
+    st.builds(Lrn),
+    st.builds(FullyConnected, features=st.integers(1, 10_000)),
+)
+
+inputs = st.builds(
+    Input,
+    height=st.integers(1, 1024),
+    width=st.integers(1, 1024),
+    colour=st.sampled_from(["RGB", "gray"]),
+)
+
+
+@st.composite
+def specs(draw) -> Spec:
+    layers = draw(st.lists(body_layers, min_size=1, max_size=25))
+    if draw(st.booleans()):
+        layers.append(SoftMax())
+    description = tuple(draw(st.lists(description_lines, max_size=4)))
+    return Spec(tuple(layers), draw(inputs), description)
+
+
+_comment_text = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=15
+)
+
+
+@st.composite
+def separators(draw, required: bool = True) -> str:
+    """A mix of whitespace, commas, newlines (LF or CRLF) and comments."""
+    pieces = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from([" ", "  ", "\t", ",", ", ", "\n", "\r\n", " ,\n"]),
+                _comment_text.map(lambda t: f"#{t}\n"),
+            ),
+            min_size=1 if required else 0,
+            max_size=4,
+        )
+    )
+    text = "".join(pieces)
+    if required and not any(c in text for c in " \t,\n"):
+        text += " "
+    return text
+
+
+def _case(draw, word: str) -> str:
+    return draw(st.sampled_from([word, word.lower(), word.upper()]))
+
+
+@st.composite
+def spelled_specs(draw) -> tuple[Spec, str]:
+    """A spec and a text that spells it in any of the accepted ways."""
+    spec = draw(specs())
+    out = []
+    for line in spec.description:
+        out.append("#" + draw(st.sampled_from(["", " ", "  "])) + line)
+        out.append(draw(st.sampled_from(["\n", "\r\n", "\n\n"])))
+    i = spec.input
+    default = i == Input()
+    if not default or draw(st.booleans()):
+        times = draw(st.sampled_from(["x", "X", "×", " x ", " × "]))
+        colour = _case(
+            draw, i.colour if i.colour == "RGB" else draw(st.sampled_from(["gray", "grey"]))
+        )
+        if draw(st.booleans()):
+            out.append(f"input ({i.height}{times}{i.width} {colour} image)")
+        else:
+            out.append(f"{_case(draw, 'input')} {i.height}{times}{i.width} {colour}")
+        out.append(draw(separators()))
+    for layer in spec.layers:
+        if isinstance(layer, Conv):
+            kernel = "" if layer.kernel == 3 and draw(st.booleans()) else str(layer.kernel)
+            word = f"{_case(draw, 'conv')}{kernel}-{layer.channels}"
+        elif isinstance(layer, FullyConnected):
+            word = f"{_case(draw, 'FC')}-{layer.features}"
+        elif isinstance(layer, MaxPool):
+            word = _case(draw, "maxpool")
+        elif isinstance(layer, Lrn):
+            word = _case(draw, "LRN")
+        else:
+            word = _case(draw, draw(st.sampled_from(["soft-max", "softmax"])))
+        out.append(word)
+        out.append(draw(separators()))
+    return spec, "".join(out)

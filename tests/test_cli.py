@@ -1,0 +1,116 @@
+"""`vggspec compile`: outputs, options, and one clear line for every bad file."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SPECS
+
+
+def test_table_has_every_layer_and_the_totals(cli):
+    code, out, _ = cli("compile", SPECS / "E.vgg")
+    assert code == 0
+    for expected in (
+        "conv5_4",
+        "fc8",
+        "143,667,240",
+        "19,632,062,464",
+        "FLOPs (2 x MACs)",
+        "460 px",
+    ):
+        assert expected in out
+
+
+def test_dense_option_shows_the_score_map(cli):
+    code, out, _ = cli("compile", SPECS / "D.vgg", "--dense", "--input", "384x384")
+    assert code == 0
+    assert "class score map   6x6 at input 384x384" in out
+    assert "conv7x7-4096+relu" in out
+    code, out, _ = cli("compile", SPECS / "D.vgg", "--dense", "--json")
+    assert json.loads(out)["score_map"] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "emit, marker",
+    [
+        ("spec", "input 224x224 RGB\n"),
+        ("ast", "Conv(kernel=3, channels=64)"),
+        ("ir", "%conv1_1 = conv3x3-64 pad 1+relu(%data)"),
+        ("dot", "digraph"),
+        ("table", "receptive field"),
+        ("json", '"macs": 7609090048'),
+    ],
+)
+def test_every_stage_can_be_emitted(cli, emit, marker):
+    code, out, _ = cli("compile", SPECS / "A.vgg", "--emit", emit)
+    assert code == 0
+    assert marker in out
+
+
+def test_no_fuse_and_memory_options(cli):
+    code, out, _ = cli(
+        "compile", SPECS / "A.vgg", "--json", "--no-fuse", "--batch", "4", "--dtype", "bfloat16"
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert (report["launches"], report["batch"], report["dtype"]) == (29, 4, "bfloat16")
+    assert report["param_bytes"] == 2 * 132_863_336
+
+
+def test_output_file(cli, tmp_path):
+    target = tmp_path / "a.json"
+    code, out, _ = cli("compile", SPECS / "A.vgg", "--json", "-o", target)
+    assert code == 0 and out == ""
+    assert json.loads(target.read_text())["params"] == 132_863_336
+
+
+def _bad_files(tmp_path):
+    (tmp_path / "empty.vgg").write_text("")
+    (tmp_path / "binary.vgg").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "latin1.vgg").write_bytes("conv3-64 # caf\xe9".encode("latin-1"))
+    (tmp_path / "garbage.vgg").write_bytes(b"qwertyuiop" * 1_000_000)  # 10 MB
+    (tmp_path / "ok-but-long.vgg").write_text("x" * 900_000)
+    (tmp_path / "adir").mkdir()
+    return {
+        "missing.vgg": "no such file",
+        "adir": "is a directory",
+        "empty.vgg": "the spec is empty",
+        "binary.vgg": "binary file",
+        "latin1.vgg": "not UTF-8",
+        "garbage.vgg": "too large to be a spec",
+        "ok-but-long.vgg": "unknown word",
+    }
+
+
+def test_bad_files_give_one_clear_error_and_exit_2(cli, tmp_path):
+    for name, message in _bad_files(tmp_path).items():
+        code, out, err = cli("compile", tmp_path / name)
+        assert code == 2, name
+        assert out == ""
+        assert message in err, (name, err)
+        assert err.startswith(str(tmp_path / name)), err
+        assert len(err.splitlines()) <= 4, err
+
+
+def test_no_traceback_from_the_real_command(tmp_path):
+    bad = tmp_path / "bad.vgg"
+    bad.write_text("input 224x224 RGB\nconv3-64 conv3-64 maxpool\nconv3-128 FC-10 conv3-128\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "vggspec", "compile", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{bad}:3:17: error: conv2_2 (conv3-128): a convolution cannot follow" in result.stderr
+    assert "^^^^^^^^^" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--input", "12xq"], ["--batch", "0"], ["--emit", "nope"]])
+def test_bad_options_exit_2(cli, args):
+    with pytest.raises(SystemExit) as info:
+        cli("compile", SPECS / "A.vgg", *args)
+    assert info.value.code == 2
