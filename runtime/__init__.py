@@ -1,0 +1,1 @@
+"""vggspec runtime: data, training and evaluation (imports the compiler, never the CLI)."""
