@@ -3,6 +3,9 @@
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
+# The torch release the project is tested with; override for another build,
+# e.g. make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
 .PHONY: demo test lint bench clean
@@ -10,6 +13,7 @@ BIN = $(VENV)/bin
 $(BIN)/vggspec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

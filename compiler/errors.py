@@ -5,7 +5,12 @@ from __future__ import annotations
 from .ast import Loc
 
 
-class SpecError(Exception):
+class VggspecError(Exception):
+    """Base of every error that is the user's to fix (a spec, a file, a setting):
+    the command line prints its message and exits 2, never a traceback."""
+
+
+class SpecError(VggspecError):
     """A user's mistake in a spec. `str(err)` is the full message, ready to print."""
 
     def __init__(

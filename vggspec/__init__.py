@@ -11,15 +11,42 @@ from compiler import (
     load_spec,
 )
 from compiler import parse as parse_spec
+from compiler.errors import VggspecError
+
+# The torch-side API is imported on first use, so that `vggspec compile` and the
+# notation tools start without loading torch.
+_TORCH_API = {
+    "Net",
+    "build_net",
+    "densify",
+    "init_from",
+    "init_weights",
+    "load",
+    "load_torchvision",
+    "lower",
+    "save",
+    "to_torchvision",
+}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'vggspec' has no attribute {name!r}")
+
 
 __all__ = [
     "Graph",
     "Spec",
     "SpecError",
+    "VggspecError",
     "compile_spec",
     "dense_graph",
     "format_graph",
     "format_spec",
     "load_spec",
     "parse_spec",
+    *sorted(_TORCH_API),
 ]

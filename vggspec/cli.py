@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compiler import SpecError
+from compiler.errors import VggspecError
 
 from . import compile_command
 from .errors import UserError
@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except SpecError as err:
-        print(err, file=sys.stderr)
-        return 2
     except UserError as err:
         print(f"vggspec: error: {err}", file=sys.stderr)
+        return 2
+    except VggspecError as err:  # SpecError and friends carry their own "file: error:"
+        print(err, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vggspec: interrupted", file=sys.stderr)

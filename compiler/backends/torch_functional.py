@@ -1,0 +1,44 @@
+"""The reference backend: every op is a torch.nn.functional call."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Backend:
+    name = "torch"
+    # mkldnn on CPU and cuDNN on GPU both run NCHW well; channels-last is supported
+    # (pass such inputs and `net.to(memory_format=torch.channels_last)`) and measured
+    # in bench/lowering.py.
+    memory_format = torch.contiguous_format
+    fallbacks: tuple[str, ...] = ()
+
+    def conv(self, x, weight, bias, padding, relu):
+        y = F.conv2d(x, weight, bias, padding=padding)
+        # In place is safe: conv's backward needs its input and weight, not its output.
+        return F.relu(y, inplace=True) if relu else y
+
+    def relu(self, x):
+        return F.relu(x)
+
+    def max_pool(self, x):
+        return F.max_pool2d(x, 2, 2)
+
+    def lrn(self, x, size, alpha, beta, k):
+        # AlexNet's formula multiplies the plain sum of squares by alpha; torch (like
+        # Caffe) divides alpha by the window size, hence alpha * size here.
+        return F.local_response_norm(x, size, alpha * size, beta, k)
+
+    def linear(self, x, weight, bias, relu):
+        y = F.linear(x, weight, bias)
+        return F.relu(y, inplace=True) if relu else y
+
+    def dropout(self, x, p, training):
+        return F.dropout(x, p, training, inplace=False)
+
+    def spatial_mean(self, x):
+        return x.mean(dim=(2, 3))
+
+    def softmax(self, x):
+        return torch.softmax(x.float(), dim=1)

@@ -1,0 +1,137 @@
+"""Weights in and out: safetensors with the spec, torchvision's layout, init_from."""
+
+import json
+
+import pytest
+import torch
+from conftest import SPECS
+from reference_vgg import ReferenceVGG
+
+import vggspec
+from runtime.weights import WeightsError
+
+
+@pytest.fixture
+def demo_net():
+    torch.manual_seed(0)
+    net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot")
+    net.preprocess = {"mean_rgb": [120.5, 115.25, 100.0], "class_names": list("abcdefghij")}
+    return net
+
+
+def test_safetensors_round_trip_is_bit_exact_and_carries_the_spec(demo_net, tmp_path):
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors")
+    loaded = vggspec.load(path, backend="torch")
+    before, after = demo_net.state_dict(), loaded.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert loaded.spec == demo_net.spec
+    assert loaded.spec_text() == (SPECS / "demo.vgg").read_text()
+    assert loaded.preprocess["mean_rgb"] == [120.5, 115.25, 100.0]
+    assert loaded.preprocess["class_names"] == list("abcdefghij")
+    assert loaded.preprocess["input_size"] == [64, 64]
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(demo_net.eval()(x), loaded.eval()(x))
+
+
+def test_save_leaves_no_temporary_files(demo_net, tmp_path):
+    vggspec.save(demo_net, tmp_path / "m.safetensors")
+    vggspec.save(demo_net, tmp_path / "m.safetensors")  # overwrite in place
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_truncated_and_corrupt_files_are_clear_errors(demo_net, tmp_path):
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    cases = {
+        "truncated.safetensors": data[: len(data) // 2],
+        "header.safetensors": data[:8] + b"{not json" + data[17:],
+        "empty.safetensors": b"",
+        "text.safetensors": b"hello world, not weights",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(WeightsError) as info:
+            vggspec.load(tmp_path / name)
+        assert name in str(info.value)
+    with pytest.raises(WeightsError, match="no such weights file"):
+        vggspec.load(tmp_path / "missing.safetensors")
+
+
+def test_a_file_whose_spec_does_not_match_its_weights(demo_net, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors")
+    tensors = load_file(path)
+    tensors["fc6.weight"] = tensors["fc6.weight"][:, :-1].contiguous()
+    metadata = {"format": "vggspec-net/1", "spec": demo_net.spec_text(), "preprocess": "{}"}
+    save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
+    with pytest.raises(WeightsError, match=r"fc6.weight has shape \(256, 255\), the spec needs \(256, 256\)"):
+        vggspec.load(tmp_path / "bad.safetensors")
+    other = {"format": "vggspec-net/1", "spec": "input 64x64 RGB\nconv3-8 FC-10"}
+    save_file(load_file(path), tmp_path / "other.safetensors", metadata=other)
+    with pytest.raises(WeightsError, match="do not match the spec: missing"):
+        vggspec.load(tmp_path / "other.safetensors")
+    save_file(load_file(path), tmp_path / "plain.safetensors")
+    with pytest.raises(WeightsError, match="not a vggspec net"):
+        vggspec.load(tmp_path / "plain.safetensors")
+    broken = {"format": "vggspec-net/1", "spec": "conv3-8 conv4-8"}
+    save_file(load_file(path), tmp_path / "broken.safetensors", metadata=broken)
+    with pytest.raises(WeightsError, match="must be odd"):
+        vggspec.load(tmp_path / "broken.safetensors")
+
+
+@pytest.mark.parametrize("config", ["A", "B", "D", "E"])
+def test_torchvision_round_trip(config):
+    torch.manual_seed(1)
+    reference = ReferenceVGG(config).eval()
+    net = vggspec.build_net(SPECS / f"{config}.vgg", backend="torch").eval()
+    vggspec.load_torchvision(net, reference.state_dict())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(net(x), reference(x), rtol=1e-5, atol=1e-6)
+    exported = vggspec.to_torchvision(net)
+    theirs = reference.state_dict()
+    assert exported.keys() == theirs.keys()
+    assert all(torch.equal(exported[k], theirs[k]) for k in theirs)
+
+
+def test_torchvision_file_and_wrong_layouts(tmp_path):
+    reference = ReferenceVGG("A")
+    path = tmp_path / "vgg11.pth"
+    torch.save(reference.state_dict(), path)
+    net = vggspec.build_net(SPECS / "A.vgg", backend="torch")
+    vggspec.load_torchvision(net, path)
+    assert torch.equal(net.conv1_1.weight, reference.features[0].weight)
+    with pytest.raises(WeightsError, match="unexpected keys"):
+        vggspec.load_torchvision(vggspec.build_net(SPECS / "B.vgg", backend="torch"),
+                                 reference.state_dict())
+    with pytest.raises(WeightsError, match="LRN"):
+        vggspec.to_torchvision(vggspec.build_net(SPECS / "A-LRN.vgg", backend="torch"))
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(WeightsError, match="cannot read"):
+        vggspec.load_torchvision(net, tmp_path / "junk.pth")
+
+
+def test_init_from_net_a():
+    torch.manual_seed(0)
+    source = vggspec.build_net(SPECS / "A.vgg", backend="torch")
+    target = vggspec.build_net(SPECS / "D.vgg", backend="torch")
+    untouched = target.conv1_2.weight.clone()
+    copied = vggspec.init_from(target, source)
+    assert copied == ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"]
+    for name in copied:
+        assert torch.equal(getattr(target, name).weight, getattr(source, name).weight)
+    assert torch.equal(target.conv1_2.weight, untouched)
+    ten = vggspec.build_net(SPECS / "D.vgg", backend="torch", num_classes=10)
+    with pytest.raises(WeightsError, match=r"fc8 is \(1000, 4096\) in the source"):
+        vggspec.init_from(ten, source)
+
+
+def test_metadata_is_json(demo_net, tmp_path):
+    from runtime.weights import read_metadata
+
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors", class_names=["x"] * 10)
+    metadata = read_metadata(path)
+    assert json.loads(metadata["preprocess"])["class_names"] == ["x"] * 10
+    assert metadata["spec"].startswith("# A small VGG-style net")

@@ -1,0 +1,41 @@
+"""The torch-side public API: build, densify, save and load nets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from compiler import Spec, load_spec
+from compiler.lower import Net, build, densify, init_weights, lower
+from runtime.weights import init_from, load, load_torchvision, save, to_torchvision
+
+__all__ = [
+    "Net",
+    "build_net",
+    "densify",
+    "init_from",
+    "init_weights",
+    "load",
+    "load_torchvision",
+    "lower",
+    "save",
+    "to_torchvision",
+]
+
+
+def build_net(
+    spec_or_path: Spec | str | os.PathLike,
+    backend: str = "auto",
+    num_classes: int | None = None,
+    init: str = "gaussian",
+    dropout: float = 0.5,
+) -> Net:
+    """A ready-to-train net for a spec (or a .vgg file): compiled, lowered to the
+    backend ("auto": triton on CUDA, torch otherwise), initialised as in the paper
+    (weights N(0, 0.01²), or init="glorot"; biases 0). `num_classes` resizes the
+    last FC layer."""
+    if isinstance(spec_or_path, Spec):
+        spec, name = spec_or_path, "spec"
+    else:
+        spec, name = load_spec(spec_or_path), Path(spec_or_path).stem
+    return build(spec, backend, num_classes, init, dropout, name)
