@@ -78,6 +78,16 @@ class RowConfig:
     num_warps: int
 
 
+@dataclass(frozen=True)
+class MeanConfig:
+    """Spatial mean tile: ``block_c`` channels by ``block_hw`` positions per step."""
+
+    name: str
+    block_c: int
+    block_hw: int
+    num_warps: int
+
+
 CONV_CONFIGS: tuple[ConvConfig, ...] = (
     ConvConfig("conv_128x128x64_w8_s3", 128, 128, 64, 8, 3),
     ConvConfig("conv_128x128x32_w8_s4", 128, 128, 32, 8, 4),
@@ -114,9 +124,9 @@ SOFTMAX_CONFIGS: tuple[RowConfig, ...] = (
     RowConfig("rows_64_w2", 64, 2),
 )
 
-MEAN_CONFIGS: tuple[BlockConfig, ...] = (
-    BlockConfig("mean_64_w4", 64, 4),
-    BlockConfig("mean_16_w2", 16, 2),
+MEAN_CONFIGS: tuple[MeanConfig, ...] = (
+    MeanConfig("mean_64x32_w4", 64, 32, 4),
+    MeanConfig("mean_16x8_w2", 16, 8, 2),
 )
 
 # Dynamic shared memory per block: sm_90 allows 227 KiB, sm_80 163 KiB; the selection
@@ -219,5 +229,5 @@ def select_softmax_config(columns: int) -> RowConfig:
     return SOFTMAX_CONFIGS[0] if columns > 64 else SOFTMAX_CONFIGS[1]
 
 
-def select_mean_config(channels: int) -> BlockConfig:
+def select_mean_config(channels: int) -> MeanConfig:
     return MEAN_CONFIGS[0] if channels >= 64 else MEAN_CONFIGS[1]

@@ -23,19 +23,7 @@ from .plan import (
     new_tensor,
 )
 from .splitk import new_partials, splitk_sum
-
-
-@triton.jit
-def _load_operand(src_ptr, gate_ptr, offs, ok, HAS_GATE: tl.constexpr, UPCAST: tl.constexpr):
-    """Load a GEMM operand tile; zero it where the saved ReLU output (the gate) is <= 0."""
-    tile = tl.load(src_ptr + offs, mask=ok, other=0.0)
-    if UPCAST:
-        # The interpreter multiplies bf16 as raw bits; fp32 keeps its arithmetic honest.
-        tile = tile.to(tl.float32)
-    if HAS_GATE:
-        gate = tl.load(gate_ptr + offs, mask=ok, other=0.0)
-        tile = tl.where(gate.to(tl.float32) > 0.0, tile, tl.zeros_like(tile))
-    return tile
+from .tiles import load_operand
 
 
 @triton.jit
@@ -106,9 +94,9 @@ def _conv_fwd_kernel(
             iw = ow[:, None] + kw[None, :] - PW
             a_ok = (m_ok[:, None] & k_ok[None, :]) & ((ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
             a_off = img_base[:, None] + ih * sxh + iw * sxw + c[None, :] * sxc
-            a = _load_operand(x_ptr, gate_ptr, a_off, a_ok, HAS_GATE, UPCAST)
+            a = load_operand(x_ptr, gate_ptr, a_off, a_ok, HAS_GATE, UPCAST)
             b_off = (kh * swh + kw * sww + c * swc)[:, None] + rn[None, :] * swn
-            b = _load_operand(w_ptr, w_ptr, b_off, k_ok[:, None] & n_ok[None, :], False, UPCAST)
+            b = load_operand(w_ptr, w_ptr, b_off, k_ok[:, None] & n_ok[None, :], False, UPCAST)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
     else:
         c_blocks = tl.cdiv(C, BLOCK_K)
@@ -122,10 +110,10 @@ def _conv_fwd_kernel(
             row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             c_ok = c < C
             a_off = (img_base + ih * sxh + iw * sxw)[:, None] + c[None, :] * sxc
-            a = _load_operand(x_ptr, gate_ptr, a_off, row_ok[:, None] & c_ok[None, :], HAS_GATE,
+            a = load_operand(x_ptr, gate_ptr, a_off, row_ok[:, None] & c_ok[None, :], HAS_GATE,
                               UPCAST)
             b_off = kh * swh + kw * sww + c[:, None] * swc + rn[None, :] * swn
-            b = _load_operand(w_ptr, w_ptr, b_off, c_ok[:, None] & n_ok[None, :], False, UPCAST)
+            b = load_operand(w_ptr, w_ptr, b_off, c_ok[:, None] & n_ok[None, :], False, UPCAST)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
     # Epilogue while the accumulator is still fp32.
@@ -209,7 +197,7 @@ def _conv_wgrad_kernel(
         oh = (rm // WO) % HO
         img = (rm // (WO * HO)).to(tl.int64)
         g_off = (img * syn + oh * syh + ow * syw)[:, None] + rco[None, :] * syc
-        g = _load_operand(dy_ptr, y_ptr, g_off, m_ok[:, None] & co_ok[None, :], HAS_GATE, UPCAST)
+        g = load_operand(dy_ptr, y_ptr, g_off, m_ok[:, None] & co_ok[None, :], HAS_GATE, UPCAST)
         if FLAT_K:
             ih = oh[None, :] + kh[:, None] - PH
             iw = ow[None, :] + kw[:, None] - PW
@@ -221,7 +209,7 @@ def _conv_wgrad_kernel(
             col_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             x_ok = r_ok[:, None] & col_ok[None, :]
             x_off = (img * sxn + ih * sxh + iw * sxw)[None, :] + ci[:, None] * sxc
-        xt = _load_operand(x_ptr, x_ptr, x_off, x_ok, False, UPCAST)
+        xt = load_operand(x_ptr, x_ptr, x_off, x_ok, False, UPCAST)
         acc = tl.dot(xt, g, acc, input_precision=PRECISION)
         if BIAS_GRAD:
             if pid_r == 0:
