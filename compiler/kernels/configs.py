@@ -93,14 +93,14 @@ CONV_CONFIGS: tuple[ConvConfig, ...] = (
     ConvConfig("conv_128x128x32_w8_s4", 128, 128, 32, 8, 4),
     ConvConfig("conv_128x64x32_w4_s4", 128, 64, 32, 4, 4),
     ConvConfig("conv_64x64x32_w4_s3", 64, 64, 32, 4, 3),
-    ConvConfig("conv_flat_128x64x32_w4_s3", 128, 64, 32, 4, 3, flat_k=True),
+    ConvConfig("conv_flat_128x64x32_w8_s3", 128, 64, 32, 8, 3, flat_k=True),
 )
 
 WGRAD_CONFIGS: tuple[WgradConfig, ...] = (
     WgradConfig("wgrad_128x128x64_w8_s3", 128, 128, 64, 8, 3),
     WgradConfig("wgrad_128x128x32_w8_s4", 128, 128, 32, 8, 4),
     WgradConfig("wgrad_64x64x64_w4_s3", 64, 64, 64, 4, 3),
-    WgradConfig("wgrad_flat_32x64x64_w4_s3", 32, 64, 64, 4, 3, flat_k=True),
+    WgradConfig("wgrad_flat_32x64x64_w8_s3", 32, 64, 64, 8, 3, flat_k=True),
 )
 
 MATMUL_CONFIGS: tuple[MatmulConfig, ...] = (
@@ -158,16 +158,20 @@ def _by_name(configs, name):
     return next(c for c in configs if c.name == name)
 
 
-def select_conv_config(m: int, n: int, c_in: int, dtype: str) -> ConvConfig:
-    """Tile for an implicit GEMM with M = N·H·W rows, n output channels, c_in per tap."""
+def select_conv_config(m: int, n: int, c_in: int, dtype: str, gated: bool = False) -> ConvConfig:
+    """Tile for an implicit GEMM with M = N·H·W rows, n output channels, c_in per tap.
+
+    ``gated`` kernels (the data gradient, which also streams the saved ReLU output) get
+    the K-32 tile: with K-64 ptxas on sm_80 caps them at 128 registers and spills.
+    """
     if use_flat_k(c_in):
-        return _by_name(CONV_CONFIGS, "conv_flat_128x64x32_w4_s3")
+        return _by_name(CONV_CONFIGS, "conv_flat_128x64x32_w8_s3")
     if m <= 64 * 64 or n <= 32:
         return _by_name(CONV_CONFIGS, "conv_64x64x32_w4_s3")
     if n <= 64:
         return _by_name(CONV_CONFIGS, "conv_128x64x32_w4_s4")
     big = _by_name(CONV_CONFIGS, "conv_128x128x64_w8_s3")
-    if _fits(big, dtype, "block_m", "block_n", "block_k"):
+    if not gated and _fits(big, dtype, "block_m", "block_n", "block_k"):
         return big
     return _by_name(CONV_CONFIGS, "conv_128x128x32_w8_s4")
 
@@ -188,7 +192,7 @@ def select_wgrad_config(
 ) -> WgradConfig:
     """Tile and split for the weight gradient: rows = kh·kw·C_in, reduction over m."""
     if use_flat_k(c_in):
-        cfg = _by_name(WGRAD_CONFIGS, "wgrad_flat_32x64x64_w4_s3")
+        cfg = _by_name(WGRAD_CONFIGS, "wgrad_flat_32x64x64_w8_s3")
     elif c_out <= 64 or rows <= 64:
         cfg = _by_name(WGRAD_CONFIGS, "wgrad_64x64x64_w4_s3")
     else:
@@ -204,14 +208,14 @@ def select_wgrad_config(
 
 
 def select_matmul_config(
-    m: int, n: int, k: int, dtype: str, num_sms: int = DEFAULT_NUM_SMS
+    m: int, n: int, k: int, dtype: str, gated: bool = False, num_sms: int = DEFAULT_NUM_SMS
 ) -> MatmulConfig:
-    """Tile and split-K for C[m, n] = A[m, k] · B[k, n]."""
+    """Tile and split-K for C[m, n] = A[m, k] · B[k, n] (``gated`` as for convolutions)."""
     if m <= 64 or n <= 64:
         cfg = _by_name(MATMUL_CONFIGS, "mm_64x64x64_w4_s3")
     else:
         cfg = _by_name(MATMUL_CONFIGS, "mm_128x128x64_w8_s3")
-        if not _fits(cfg, dtype, "block_m", "block_n", "block_k"):
+        if gated or not _fits(cfg, dtype, "block_m", "block_n", "block_k"):
             cfg = _by_name(MATMUL_CONFIGS, "mm_128x128x32_w8_s4")
     tiles = cdiv(m, cfg.block_m) * cdiv(n, cfg.block_n)
     return replace(cfg, split_k=split_count(tiles, cdiv(k, cfg.block_k), num_sms))

@@ -264,7 +264,7 @@ def _implicit_gemm_plan(
 ) -> KernelPlan:
     ho, wo = conv_output_size(h, w, kh, kw, ph, pw)
     m = batch * ho * wo
-    cfg = config or select_conv_config(m, co, c, dtype)
+    cfg = config or select_conv_config(m, co, c, dtype, gated=has_gate)
     e = ELEMENT_BYTES[dtype]
     reads_in = batch * h * w * c * e * (2 if has_gate else 1)
     return KernelPlan(

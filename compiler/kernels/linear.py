@@ -113,7 +113,7 @@ def matmul_plan(
     # Only the row term of A is widened to int64; the others stay int32 for speed.
     if max(k * a_strides[1], k * b_strides[0] + n * b_strides[1]) >= 2**31:
         raise ValueError(f"{kind}: operand too large for int32 column offsets")
-    cfg = config or select_matmul_config(m, n, k, dtype)
+    cfg = config or select_matmul_config(m, n, k, dtype, gated=has_gate)
     steps = cdiv(k, cfg.block_k)
     splits = max(1, min(cfg.split_k or 1, steps))
     steps_per_split = cdiv(steps, splits)
