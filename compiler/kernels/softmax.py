@@ -8,7 +8,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import MeanConfig, RowConfig, select_mean_config, select_softmax_config
+from .configs import (
+    BlockConfig,
+    MeanConfig,
+    RowConfig,
+    select_mean_config,
+    select_reduce_config,
+    select_softmax_config,
+)
 from .plan import ELEMENT_BYTES, TRITON_DTYPE, KernelPlan, Ptr, cdiv, new_tensor
 from .splitk import splitk_sum
 from .tiles import split_nchw_index
@@ -208,6 +215,19 @@ def cross_entropy_bwd_plan(batch: int, classes: int, dtype: str, config: RowConf
     )  # fmt: skip
 
 
+def softmax_bwd_plan(rows: int, columns: int, dtype: str, config: RowConfig | None = None):
+    cfg = config or select_softmax_config(columns)
+    strides = {f"s{t}{d}": s for t in "gyd" for d, s in zip("oic", (columns, 1, 1))}
+    e = ELEMENT_BYTES[dtype]
+    return KernelPlan(
+        kind="softmax_bwd", fn=_softmax_bwd_kernel, grid=(rows,),
+        args={"y_ptr": Ptr(dtype), "dy_ptr": Ptr(dtype), "dx_ptr": Ptr(dtype), "C": columns,
+              "INNER": 1, **strides},
+        constexprs={"BLOCK": _row_block(columns, cfg)}, num_warps=cfg.num_warps, num_stages=1,
+        config=cfg, flops=4 * rows * columns, min_bytes=3 * rows * columns * e,
+    )  # fmt: skip
+
+
 class Softmax(torch.autograd.Function):
     """Soft-max along one dimension; backward uses the saved output."""
 
@@ -229,22 +249,16 @@ class Softmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        y3, g3 = _as_rows(y, ctx.dim), _as_rows(dy, ctx.dim)
+        y3, g3 = _as_rows(y, ctx.dim), _as_rows(dy.to(y.dtype), ctx.dim)
         dx = new_tensor(y.shape, y.dtype, y.device,
                         channels_last=y.dim() == 4 and not y.is_contiguous())  # fmt: skip
         d3 = _as_rows(dx, ctx.dim)
         outer, columns, inner = y3.shape
-        cfg = ctx.config or select_softmax_config(columns)
-        KernelPlan(
-            kind="softmax_bwd", fn=_softmax_bwd_kernel, grid=(outer * inner,),
-            args={"y_ptr": Ptr(TRITON_DTYPE[y.dtype]), "dy_ptr": Ptr(TRITON_DTYPE[dy.dtype]),
-                  "dx_ptr": Ptr(TRITON_DTYPE[y.dtype]), "C": columns, "INNER": inner,
-                  **dict(zip(("syo", "syc", "syi"), y3.stride())),
-                  **dict(zip(("sgo", "sgc", "sgi"), g3.stride())),
-                  **dict(zip(("sdo", "sdc", "sdi"), d3.stride()))},
-            constexprs={"BLOCK": _row_block(columns, cfg)}, num_warps=cfg.num_warps,
-            num_stages=1, config=cfg,
-        ).launch(y_ptr=y3, dy_ptr=g3, dx_ptr=d3)  # fmt: skip
+        plan = softmax_bwd_plan(outer * inner, columns, TRITON_DTYPE[y.dtype], ctx.config)
+        args = dict(plan.args, INNER=inner, **dict(zip(("syo", "syc", "syi"), y3.stride())),
+                    **dict(zip(("sgo", "sgc", "sgi"), g3.stride())),
+                    **dict(zip(("sdo", "sdc", "sdi"), d3.stride())))  # fmt: skip
+        _replace_args(plan, args).launch(y_ptr=y3, dy_ptr=g3, dx_ptr=d3)
         return dx, None, None
 
 
@@ -299,6 +313,21 @@ def spatial_mean_fwd_plan(batch, c, h, w, dtype, strides=None, config: MeanConfi
     )  # fmt: skip
 
 
+def spatial_mean_bwd_plan(batch, c, h, w, dtype, channels_last=False, dy_strides=None,
+                          config: BlockConfig | None = None):  # fmt: skip
+    total = batch * c * h * w
+    cfg = config or select_reduce_config(total)
+    sgn, sgc = dy_strides or (c, 1)
+    return KernelPlan(
+        kind="spatial_mean_bwd", fn=_spatial_mean_bwd_kernel, grid=(cdiv(total, cfg.block),),
+        args={"dy_ptr": Ptr(dtype), "dx_ptr": Ptr(dtype), "TOTAL": total, "C": c, "H": h,
+              "W": w, "sgn": sgn, "sgc": sgc, "INV_HW": 1.0 / (h * w)},
+        constexprs={"CHANNELS_LAST": channels_last, "BLOCK": cfg.block},
+        num_warps=cfg.num_warps, num_stages=1, config=cfg, flops=total,
+        min_bytes=(total + batch * c) * ELEMENT_BYTES[dtype],
+    )  # fmt: skip
+
+
 class SpatialMean(torch.autograd.Function):
     """(N, C, H, W) → (N, C) average over positions (the dense class-score map)."""
 
@@ -319,16 +348,9 @@ class SpatialMean(torch.autograd.Function):
     def backward(ctx, dy):
         batch, c, h, w = ctx.shape
         dx = new_tensor(ctx.shape, dy.dtype, dy.device, channels_last=ctx.channels_last)
-        total = dx.numel()
-        block = 1024 if total >= 4096 else 128
-        KernelPlan(
-            kind="spatial_mean_bwd", fn=_spatial_mean_bwd_kernel, grid=(cdiv(total, block),),
-            args={"dy_ptr": Ptr(TRITON_DTYPE[dy.dtype]), "dx_ptr": Ptr(TRITON_DTYPE[dy.dtype]),
-                  "TOTAL": total, "C": c, "H": h, "W": w, "sgn": dy.stride(0),
-                  "sgc": dy.stride(1), "INV_HW": 1.0 / (h * w)},
-            constexprs={"CHANNELS_LAST": ctx.channels_last, "BLOCK": block}, num_warps=4,
-            num_stages=1, config=None,
-        ).launch(dy_ptr=dy, dx_ptr=dx)  # fmt: skip
+        plan = spatial_mean_bwd_plan(batch, c, h, w, TRITON_DTYPE[dy.dtype], ctx.channels_last,
+                                     dy.stride())  # fmt: skip
+        plan.launch(dy_ptr=dy, dx_ptr=dx)
         return dx, None
 
 
