@@ -1,4 +1,4 @@
-"""Triton kernels for VGG-style nets: fused conv/linear + bias + ReLU, pooling, soft-max, AOT report."""
+"""Triton kernels for VGG-style nets: fused conv/FC + bias + ReLU, pooling, soft-max, AOT report."""
 
 from .conv import conv2d_bias_act
 from .linear import linear_bias_act

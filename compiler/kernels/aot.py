@@ -65,13 +65,11 @@ def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[Kern
     plans: list[KernelPlan] = []
     gemm = {"upcast": False, "allow_tf32": True}
     if isinstance(launch, ConvLaunch):
-        geo = (launch.batch, launch.c_in, launch.h, launch.w, launch.c_out, launch.kh, launch.kw,
-               launch.ph, launch.pw, launch.relu, dtype)  # fmt: skip
-        plans.append(conv_fwd_plan(*geo, **gemm))
+        plans.append(conv_fwd_plan(launch, dtype, **gemm))
         if training:
             if launch.input_grad:
-                plans.append(conv_dgrad_plan(*geo, **gemm))
-            wgrad = conv_wgrad_plan(*geo, **gemm)
+                plans.append(conv_dgrad_plan(launch, dtype, **gemm))
+            wgrad = conv_wgrad_plan(launch, dtype, **gemm)
             plans.append(wgrad)
             splits = wgrad.notes["splits"]
             if splits > 1:
@@ -109,8 +107,9 @@ def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[Kern
     return plans
 
 
-def _splitk_followers(plan: KernelPlan, length: int, dtype: str, bias_period: int = 1,
-                      relu: bool = False) -> list[KernelPlan]:  # fmt: skip
+def _splitk_followers(
+    plan: KernelPlan, length: int, dtype: str, bias_period: int = 1, relu: bool = False
+) -> list[KernelPlan]:
     splits = plan.notes["splits"]
     if splits == 1:
         return []
@@ -165,20 +164,34 @@ def _resource_usage(ptx: str, cubin: bytes, capability: int, arch: str) -> dict:
         src = Path(tmp, "k.ptx")
         src.write_text(ptx)
         log = subprocess.run(
-            [_ptxas_for(capability), "-lineinfo", "-v", "--regAllocOptLevel=2",
-             f"--gpu-name={arch}", str(src), "-o", str(Path(tmp, "k.o"))],
-            capture_output=True, text=True, check=True,
-        ).stderr  # fmt: skip
+            [
+                _ptxas_for(capability),
+                "-lineinfo",
+                "-v",
+                "--regAllocOptLevel=2",
+                f"--gpu-name={arch}",
+                str(src),
+                "-o",
+                str(Path(tmp, "k.o")),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
         binary = Path(tmp, "k.cubin")
         binary.write_bytes(cubin)
         usage = subprocess.run(
             [_nvidia_tool("cuobjdump"), "--dump-resource-usage", str(binary)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         sass = subprocess.run(
             [_nvidia_tool("cuobjdump"), "-sass", str(binary)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     regs = re.search(r"REG:(\d+)", usage)
     stack = re.search(r"STACK:(\d+)", usage)
@@ -242,10 +255,16 @@ def compile_plan(plan: KernelPlan, target: str) -> dict:
 def _plan_key(plan: KernelPlan) -> str:
     signature, constants, attrs = _signature(plan)
     return json.dumps(
-        [plan.fn.__name__, signature, sorted(constants.items()), sorted(map(str, attrs)),
-         plan.num_warps, plan.num_stages],
+        [
+            plan.fn.__name__,
+            signature,
+            sorted(constants.items()),
+            sorted(map(str, attrs)),
+            plan.num_warps,
+            plan.num_stages,
+        ],
         default=str,
-    )  # fmt: skip
+    )
 
 
 def _report_in_process(launches, target: str, dtype: str, training: bool) -> list[dict]:
@@ -259,25 +278,27 @@ def _report_in_process(launches, target: str, dtype: str, training: bool) -> lis
                 compiled[key] = compile_plan(plan, target)
             res = compiled[key]
             seconds, bound = roofline_seconds(plan, dtype, gpu)
-            rows.append({
-                "layer": launch.name,
-                "kernel": plan.kind,
-                "config": getattr(plan.config, "name", "-"),
-                "num_warps": plan.num_warps,
-                "num_stages": plan.num_stages,
-                "programs": plan.programs,
-                "splits": plan.notes.get("splits", 1),
-                "uses_dot": plan.uses_dot,
-                **res,
-                "shared_ok": res["shared_bytes"] <= gpu.shared_per_block,
-                "flops": plan.flops,
-                "min_bytes": plan.min_bytes,
-                "roofline_s": seconds,
-                "bound": bound,
-                "target": target,
-                "gpu": gpu.name,
-                "dtype": dtype,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "layer": launch.name,
+                    "kernel": plan.kind,
+                    "config": getattr(plan.config, "name", "-"),
+                    "num_warps": plan.num_warps,
+                    "num_stages": plan.num_stages,
+                    "programs": plan.programs,
+                    "splits": plan.notes.get("splits", 1),
+                    "uses_dot": plan.uses_dot,
+                    **res,
+                    "shared_ok": res["shared_bytes"] <= gpu.shared_per_block,
+                    "flops": plan.flops,
+                    "min_bytes": plan.min_bytes,
+                    "roofline_s": seconds,
+                    "bound": bound,
+                    "target": target,
+                    "gpu": gpu.name,
+                    "dtype": dtype,
+                }
+            )
     return rows
 
 
@@ -308,8 +329,12 @@ def aot_report(
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "compiler.kernels.aot"],
-        input=json.dumps(request), capture_output=True, text=True, env=env, cwd=root,
-    )  # fmt: skip
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"ahead-of-time compile failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout)
@@ -322,8 +347,10 @@ def predicted_step_time(rows: list[dict]) -> float:
 
 def format_aot_report(rows: list[dict]) -> str:
     """A fixed-width table of ``aot_report`` rows with the predicted step time."""
-    head = (f"{'layer':<8} {'kernel':<17} {'config':<26} {'progs':>7} {'regs':>4} {'spill':>5} "
-            f"{'smem KB':>7} {'TC':<5} {'GFLOP':>8} {'MB':>8} {'t us':>9} bound")  # fmt: skip
+    head = (
+        f"{'layer':<8} {'kernel':<17} {'config':<26} {'progs':>7} {'regs':>4} {'spill':>5} "
+        f"{'smem KB':>7} {'TC':<5} {'GFLOP':>8} {'MB':>8} {'t us':>9} bound"
+    )
     lines = []
     if rows:
         r0 = rows[0]
@@ -341,8 +368,10 @@ def format_aot_report(rows: list[dict]) -> str:
     total = predicted_step_time(rows)
     flops = sum(r["flops"] for r in rows if r["uses_dot"])
     lines.append("-" * len(head))
-    lines.append(f"predicted step (roofline sum): {total * 1e3:.2f} ms for {flops / 1e12:.2f} "
-                 f"TFLOP of GEMM work")  # fmt: skip
+    lines.append(
+        f"predicted step (roofline sum): {total * 1e3:.2f} ms for {flops / 1e12:.2f} "
+        f"TFLOP of GEMM work"
+    )
     return "\n".join(lines)
 
 

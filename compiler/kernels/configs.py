@@ -148,8 +148,9 @@ def use_flat_k(c_in: int) -> bool:
 
 def _fits(cfg, dtype: str, a: str, b: str, k: str) -> bool:
     return (
-        pipeline_shared_bytes(getattr(cfg, a), getattr(cfg, b), getattr(cfg, k), cfg.num_stages,
-                              dtype)
+        pipeline_shared_bytes(
+            getattr(cfg, a), getattr(cfg, b), getattr(cfg, k), cfg.num_stages, dtype
+        )
         <= SHARED_MEMORY_BUDGET
     )
 
@@ -199,10 +200,8 @@ def select_wgrad_config(
         cfg = _by_name(WGRAD_CONFIGS, "wgrad_128x128x64_w8_s3")
         if not _fits(cfg, dtype, "block_r", "block_co", "block_m"):
             cfg = _by_name(WGRAD_CONFIGS, "wgrad_128x128x32_w8_s4")
-    if cfg.flat_k:
-        row_tiles = cdiv(rows, cfg.block_r)
-    else:
-        row_tiles = (rows // c_in) * cdiv(c_in, cfg.block_r)
+    taps = rows // c_in
+    row_tiles = cdiv(rows, cfg.block_r) if cfg.flat_k else taps * cdiv(c_in, cfg.block_r)
     tiles = row_tiles * cdiv(c_out, cfg.block_co)
     return replace(cfg, split_k=split_count(tiles, cdiv(m, cfg.block_m), num_sms))
 

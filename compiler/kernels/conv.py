@@ -22,6 +22,7 @@ from .plan import (
     interpreting,
     new_tensor,
 )
+from .shapes import ConvLaunch
 from .splitk import new_partials, splitk_sum
 from .tiles import load_operand
 
@@ -110,8 +111,9 @@ def _conv_fwd_kernel(
             row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             c_ok = c < C
             a_off = (img_base + ih * sxh + iw * sxw)[:, None] + c[None, :] * sxc
-            a = load_operand(x_ptr, gate_ptr, a_off, row_ok[:, None] & c_ok[None, :], HAS_GATE,
-                              UPCAST)
+            a = load_operand(
+                x_ptr, gate_ptr, a_off, row_ok[:, None] & c_ok[None, :], HAS_GATE, UPCAST
+            )
             b_off = kh * swh + kw * sww + c[:, None] * swc + rn[None, :] * swn
             b = load_operand(w_ptr, w_ptr, b_off, c_ok[:, None] & n_ok[None, :], False, UPCAST)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -122,7 +124,9 @@ def _conv_fwd_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
     out_off = rm.to(tl.int64)[:, None] * CO + rn[None, :]
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    tl.store(
+        out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :]
+    )
 
 
 @triton.jit
@@ -211,7 +215,8 @@ def _conv_wgrad_kernel(
             x_off = (img * sxn + ih * sxh + iw * sxw)[None, :] + ci[:, None] * sxc
         xt = load_operand(x_ptr, x_ptr, x_off, x_ok, False, UPCAST)
         acc = tl.dot(xt, g, acc, input_precision=PRECISION)
-        if BIAS_GRAD:
+        # constexpr test outside, runtime test inside: kernels without it emit nothing
+        if BIAS_GRAD:  # noqa: SIM102
             if pid_r == 0:
                 bias_acc += tl.sum(g.to(tl.float32), axis=0)
 
@@ -221,7 +226,8 @@ def _conv_wgrad_kernel(
         + (ci * (KH * KW) + tap)[:, None]
     )
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=r_ok[:, None] & co_ok[None, :])
-    if BIAS_GRAD:
+    # constexpr test outside, runtime test inside: kernels without it emit nothing
+    if BIAS_GRAD:  # noqa: SIM102
         if pid_r == 0:
             db_off = pid_s.to(tl.int64) * DB_SPLIT_STRIDE + rco
             tl.store(db_ptr + db_off, bias_acc.to(db_ptr.dtype.element_ty), mask=co_ok)
@@ -241,93 +247,70 @@ def _strides_nhwc_of(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
 
 
+def mirrored_layer(layer: ConvLaunch) -> ConvLaunch:
+    """The forward convolution that computes ``layer``'s data gradient.
+
+    dx is dy convolved with the filter flipped and transposed to (kh, kw, c_out, c_in) at
+    padding k - 1 - p, which maps the output grid back onto the input grid (negative
+    padding is fine: it only shifts the window).
+    """
+    ho, wo = conv_output_size(layer.h, layer.w, layer.kh, layer.kw, layer.ph, layer.pw)
+    return ConvLaunch(
+        f"{layer.name}.dgrad", layer.batch, layer.c_out, ho, wo, layer.c_in, layer.kh, layer.kw,
+        layer.kh - 1 - layer.ph, layer.kw - 1 - layer.pw, relu=False,
+    )  # fmt: skip
+
+
 def _implicit_gemm_plan(
     kind: str,
-    batch: int,
-    h: int,
-    w: int,
-    c: int,
-    co: int,
-    kh: int,
-    kw: int,
-    ph: int,
-    pw: int,
+    layer: ConvLaunch,
     dtype: str,
+    *,
     has_gate: bool,
     has_bias: bool,
-    relu: bool,
-    x_strides: tuple[int, int, int, int],
-    w_strides: tuple[int, int, int, int],
+    x_strides: tuple[int, int, int, int] | None,
     config: ConvConfig | None,
     allow_tf32: bool,
-    upcast: bool,
+    upcast: bool | None,
 ) -> KernelPlan:
-    ho, wo = conv_output_size(h, w, kh, kw, ph, pw)
-    m = batch * ho * wo
+    n, c, co, kh, kw = layer.batch, layer.c_in, layer.c_out, layer.kh, layer.kw
+    ho, wo = conv_output_size(layer.h, layer.w, kh, kw, layer.ph, layer.pw)
+    m = n * ho * wo
     cfg = config or select_conv_config(m, co, c, dtype, gated=has_gate)
+    sxn, sxh, sxw, sxc = x_strides or nhwc_strides(n, layer.h, layer.w, c)
     e = ELEMENT_BYTES[dtype]
-    reads_in = batch * h * w * c * e * (2 if has_gate else 1)
     return KernelPlan(
         kind=kind,
         fn=_conv_fwd_kernel,
         grid=(cdiv(m, cfg.block_m) * cdiv(co, cfg.block_n),),
         args={
-            "x_ptr": Ptr(dtype),
-            "gate_ptr": Ptr(dtype),
-            "w_ptr": Ptr(dtype),
-            "bias_ptr": Ptr(dtype),
-            "out_ptr": Ptr(dtype),
-            "H": h,
-            "W": w,
-            "C": c,
-            "HO": ho,
-            "WO": wo,
-            "CO": co,
-            "M": m,
-            "sxn": x_strides[0],
-            "sxh": x_strides[1],
-            "sxw": x_strides[2],
-            "sxc": x_strides[3],
-            "swh": w_strides[0],
-            "sww": w_strides[1],
-            "swc": w_strides[2],
-            "swn": w_strides[3],
-            "PH": ph,
-            "PW": pw,
+            "x_ptr": Ptr(dtype), "gate_ptr": Ptr(dtype), "w_ptr": Ptr(dtype),
+            "bias_ptr": Ptr(dtype), "out_ptr": Ptr(dtype),
+            "H": layer.h, "W": layer.w, "C": c, "HO": ho, "WO": wo, "CO": co, "M": m,
+            "sxn": sxn, "sxh": sxh, "sxw": sxw, "sxc": sxc,
+            # the filter is packed dense as (kh, kw, c, co)
+            "swh": kw * c * co, "sww": c * co, "swc": co, "swn": 1,
+            "PH": layer.ph, "PW": layer.pw,
         },
         constexprs={
-            "KH": kh,
-            "KW": kw,
-            "HAS_GATE": has_gate,
-            "HAS_BIAS": has_bias,
-            "RELU": relu,
-            "FLAT_K": cfg.flat_k,
-            "UPCAST": upcast,
+            "KH": kh, "KW": kw, "HAS_GATE": has_gate, "HAS_BIAS": has_bias,
+            "RELU": layer.relu, "FLAT_K": cfg.flat_k,
+            "UPCAST": interpreting() if upcast is None else upcast,
             "PRECISION": dot_precision(dtype, allow_tf32),
-            "BLOCK_M": cfg.block_m,
-            "BLOCK_N": cfg.block_n,
-            "BLOCK_K": cfg.block_k,
+            "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k,
         },
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         config=cfg,
         flops=2 * m * co * kh * kw * c,
-        min_bytes=reads_in + (kh * kw * c * co + co * has_bias + m * co) * e,
+        min_bytes=(n * layer.h * layer.w * c * (1 + has_gate) + kh * kw * c * co
+                   + co * has_bias + m * co) * e,
         uses_dot=True,
-    )
+    )  # fmt: skip
 
 
 def conv_fwd_plan(
-    batch: int,
-    c_in: int,
-    h: int,
-    w: int,
-    c_out: int,
-    kh: int,
-    kw: int,
-    ph: int,
-    pw: int,
-    relu: bool,
+    layer: ConvLaunch,
     dtype: str,
     has_bias: bool = True,
     x_strides: tuple[int, int, int, int] | None = None,
@@ -335,70 +318,30 @@ def conv_fwd_plan(
     allow_tf32: bool = True,
     upcast: bool | None = None,
 ) -> KernelPlan:
-    """Forward launch: NHWC input (dense unless strides given), packed (kh, kw, c_in, c_out) filter."""
+    """Forward launch over NHWC input (dense unless strides are given)."""
     return _implicit_gemm_plan(
-        "conv_fwd",
-        batch, h, w, c_in, c_out, kh, kw, ph, pw, dtype,
-        has_gate=False,
-        has_bias=has_bias,
-        relu=relu,
-        x_strides=x_strides or nhwc_strides(batch, h, w, c_in),
-        w_strides=(kw * c_in * c_out, c_in * c_out, c_out, 1),
-        config=config,
-        allow_tf32=allow_tf32,
-        upcast=interpreting() if upcast is None else upcast,
+        "conv_fwd", layer, dtype, has_gate=False, has_bias=has_bias, x_strides=x_strides,
+        config=config, allow_tf32=allow_tf32, upcast=upcast,
     )  # fmt: skip
 
 
 def conv_dgrad_plan(
-    batch: int,
-    c_in: int,
-    h: int,
-    w: int,
-    c_out: int,
-    kh: int,
-    kw: int,
-    ph: int,
-    pw: int,
-    relu: bool,
+    layer: ConvLaunch,
     dtype: str,
     dy_strides: tuple[int, int, int, int] | None = None,
     config: ConvConfig | None = None,
     allow_tf32: bool = True,
     upcast: bool | None = None,
 ) -> KernelPlan:
-    """Data gradient of the forward layer described by the same arguments.
-
-    It is the forward kernel run on dy (gated by the saved output when the layer has a
-    ReLU) with the filter flipped and transposed to (kh, kw, c_out, c_in), and padding
-    k - 1 - p, which maps the output grid back onto the input grid.
-    """
-    ho, wo = conv_output_size(h, w, kh, kw, ph, pw)
+    """Data gradient: the forward kernel on the mirrored layer, dy gated by the saved output."""
     return _implicit_gemm_plan(
-        "conv_dgrad",
-        batch, ho, wo, c_out, c_in, kh, kw, kh - 1 - ph, kw - 1 - pw, dtype,
-        has_gate=relu,
-        has_bias=False,
-        relu=False,
-        x_strides=dy_strides or nhwc_strides(batch, ho, wo, c_out),
-        w_strides=(kw * c_out * c_in, c_out * c_in, c_in, 1),
-        config=config,
-        allow_tf32=allow_tf32,
-        upcast=interpreting() if upcast is None else upcast,
+        "conv_dgrad", mirrored_layer(layer), dtype, has_gate=layer.relu, has_bias=False,
+        x_strides=dy_strides, config=config, allow_tf32=allow_tf32, upcast=upcast,
     )  # fmt: skip
 
 
 def conv_wgrad_plan(
-    batch: int,
-    c_in: int,
-    h: int,
-    w: int,
-    c_out: int,
-    kh: int,
-    kw: int,
-    ph: int,
-    pw: int,
-    relu: bool,
+    layer: ConvLaunch,
     dtype: str,
     bias_grad: bool = True,
     x_strides: tuple[int, int, int, int] | None = None,
@@ -407,17 +350,23 @@ def conv_wgrad_plan(
     allow_tf32: bool = True,
     upcast: bool | None = None,
 ) -> KernelPlan:
-    """Weight (and bias) gradient; ``notes['splits']`` > 1 means fp32 partials to sum."""
-    ho, wo = conv_output_size(h, w, kh, kw, ph, pw)
-    m = batch * ho * wo
+    """Weight gradient, and with ``bias_grad`` the bias gradient.
+
+    ``notes['splits']`` > 1 means the kernel writes fp32 slices to be summed in order
+    by the split-K sum; with one split it writes the gradients directly.
+    """
+    n, c_in, c_out, kh, kw = layer.batch, layer.c_in, layer.c_out, layer.kh, layer.kw
+    ho, wo = conv_output_size(layer.h, layer.w, kh, kw, layer.ph, layer.pw)
+    m = n * ho * wo
     rows = kh * kw * c_in
     cfg = config or select_wgrad_config(rows, c_in, c_out, m, dtype)
     steps = cdiv(m, cfg.block_m)
-    splits = max(1, min(cfg.split_k or 1, steps))
-    steps_per_split = cdiv(steps, splits)
+    steps_per_split = cdiv(steps, max(1, min(cfg.split_k or 1, steps)))
     splits = cdiv(steps, steps_per_split)  # no empty trailing slices
     row_tiles = cdiv(rows, cfg.block_r) if cfg.flat_k else kh * kw * cdiv(c_in, cfg.block_r)
     out_dtype = "fp32" if splits > 1 else dtype
+    sxn, sxh, sxw, sxc = x_strides or nhwc_strides(n, layer.h, layer.w, c_in)
+    syn, syh, syw, syc = dy_strides or nhwc_strides(n, ho, wo, c_out)
     e = ELEMENT_BYTES[dtype]
     dw_len = c_out * rows
     return KernelPlan(
@@ -425,56 +374,42 @@ def conv_wgrad_plan(
         fn=_conv_wgrad_kernel,
         grid=(row_tiles, cdiv(c_out, cfg.block_co), splits),
         args={
-            "x_ptr": Ptr(dtype),
-            "dy_ptr": Ptr(dtype),
-            "y_ptr": Ptr(dtype),
-            "dw_ptr": Ptr(out_dtype),
-            "db_ptr": Ptr(out_dtype),
-            "H": h,
-            "W": w,
-            "C": c_in,
-            "HO": ho,
-            "WO": wo,
-            "CO": c_out,
-            "M": m,
-            **dict(zip(("sxn", "sxh", "sxw", "sxc"), x_strides or nhwc_strides(batch, h, w, c_in))),
-            **dict(
-                zip(("syn", "syh", "syw", "syc"), dy_strides or nhwc_strides(batch, ho, wo, c_out))
-            ),
-            "PH": ph,
-            "PW": pw,
-            "STEPS_PER_SPLIT": steps_per_split,
-            "DW_SPLIT_STRIDE": dw_len,
-            "DB_SPLIT_STRIDE": c_out,
+            "x_ptr": Ptr(dtype), "dy_ptr": Ptr(dtype), "y_ptr": Ptr(dtype),
+            "dw_ptr": Ptr(out_dtype), "db_ptr": Ptr(out_dtype),
+            "H": layer.h, "W": layer.w, "C": c_in, "HO": ho, "WO": wo, "CO": c_out, "M": m,
+            "sxn": sxn, "sxh": sxh, "sxw": sxw, "sxc": sxc,
+            "syn": syn, "syh": syh, "syw": syw, "syc": syc,
+            "PH": layer.ph, "PW": layer.pw, "STEPS_PER_SPLIT": steps_per_split,
+            "DW_SPLIT_STRIDE": dw_len, "DB_SPLIT_STRIDE": c_out,
         },
         constexprs={
-            "KH": kh,
-            "KW": kw,
-            "HAS_GATE": relu,
-            "BIAS_GRAD": bias_grad,
-            "FLAT_K": cfg.flat_k,
-            "UPCAST": interpreting() if upcast is None else upcast,
+            "KH": kh, "KW": kw, "HAS_GATE": layer.relu, "BIAS_GRAD": bias_grad,
+            "FLAT_K": cfg.flat_k, "UPCAST": interpreting() if upcast is None else upcast,
             "PRECISION": dot_precision(dtype, allow_tf32),
-            "BLOCK_R": cfg.block_r,
-            "BLOCK_CO": cfg.block_co,
-            "BLOCK_M": cfg.block_m,
+            "BLOCK_R": cfg.block_r, "BLOCK_CO": cfg.block_co, "BLOCK_M": cfg.block_m,
         },
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         config=cfg,
         flops=2 * m * c_out * rows,
-        min_bytes=(batch * h * w * c_in + m * c_out * (2 if relu else 1)) * e
+        min_bytes=(n * layer.h * layer.w * c_in + m * c_out * (1 + layer.relu)) * e
         + (dw_len + c_out * bias_grad) * ELEMENT_BYTES[out_dtype] * splits,
         uses_dot=True,
         notes={"splits": splits},
-    )
+    )  # fmt: skip
 
 
 def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal addressing: strides agree on every dimension longer than one."""
     return a.shape == b.shape and all(
-        sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n > 1
+        sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride(), strict=True) if n > 1
     )
+
+
+def _layer_of(x: torch.Tensor, weight: torch.Tensor, padding, relu: bool) -> ConvLaunch:
+    batch, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    return ConvLaunch("conv", batch, c_in, h, w, c_out, kh, kw, padding[0], padding[1], relu)
 
 
 class Conv2dBiasAct(torch.autograd.Function):
@@ -482,86 +417,58 @@ class Conv2dBiasAct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding, relu, config, dgrad_config, wgrad_config):
-        batch, c_in, h, w = x.shape
-        c_out, _, kh, kw = weight.shape
-        ph, pw = padding
-        dtype = TRITON_DTYPE[x.dtype]
+        layer = _layer_of(x, weight, padding, relu)
         x = x.contiguous(memory_format=torch.channels_last)
-        ho, wo = conv_output_size(h, w, kh, kw, ph, pw)
         plan = conv_fwd_plan(
-            batch, c_in, h, w, c_out, kh, kw, ph, pw, relu, dtype,
-            has_bias=bias is not None,
-            x_strides=_strides_nhwc_of(x),
-            config=config,
+            layer, TRITON_DTYPE[x.dtype], has_bias=bias is not None,
+            x_strides=_strides_nhwc_of(x), config=config,
             allow_tf32=torch.backends.cudnn.allow_tf32,
         )  # fmt: skip
         packed = weight.permute(2, 3, 1, 0).contiguous()
-        y = new_tensor((batch, c_out, ho, wo), x.dtype, x.device, channels_last=True)
-        plan.launch(
-            x_ptr=x,
-            gate_ptr=x,
-            w_ptr=packed,
-            bias_ptr=bias if bias is not None else packed,
-            out_ptr=y,
-        )
+        ho, wo = plan.args["HO"], plan.args["WO"]
+        y = new_tensor((layer.batch, layer.c_out, ho, wo), x.dtype, x.device, channels_last=True)
+        bias_or_dummy = bias if bias is not None else packed
+        plan.launch(x_ptr=x, gate_ptr=x, w_ptr=packed, bias_ptr=bias_or_dummy, out_ptr=y)
         ctx.save_for_backward(x, weight, y)
+        ctx.layer = layer
         ctx.has_bias = bias is not None
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        ctx.geometry = (padding, relu)
         ctx.configs = (dgrad_config, wgrad_config)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, weight, y = ctx.saved_tensors
-        (ph, pw), relu = ctx.geometry
-        dgrad_config, wgrad_config = ctx.configs
-        batch, c_in, h, w = x.shape
-        c_out, _, kh, kw = weight.shape
+        layer, (dgrad_config, wgrad_config) = ctx.layer, ctx.configs
         dtype = TRITON_DTYPE[x.dtype]
         dy = dy.contiguous(memory_format=torch.channels_last)
-        if not _same_layout(dy, y):
+        if not _same_layout(dy, y):  # the gate is read with dy's strides
             y = y.contiguous(memory_format=torch.channels_last)
         tf32 = torch.backends.cudnn.allow_tf32
         dx = dw = db = None
 
         if ctx.needs_input_grad[0]:
-            plan = conv_dgrad_plan(
-                batch, c_in, h, w, c_out, kh, kw, ph, pw, relu, dtype,
-                dy_strides=_strides_nhwc_of(dy),
-                config=dgrad_config,
-                allow_tf32=tf32,
-            )  # fmt: skip
+            plan = conv_dgrad_plan(layer, dtype, _strides_nhwc_of(dy), dgrad_config, tf32)
             flipped = weight.flip(2, 3).permute(2, 3, 0, 1).contiguous()
-            dx = new_tensor((batch, c_in, h, w), x.dtype, x.device, channels_last=True)
+            dx = new_tensor(x.shape, x.dtype, x.device, channels_last=True)
             plan.launch(x_ptr=dy, gate_ptr=y, w_ptr=flipped, bias_ptr=flipped, out_ptr=dx)
 
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             plan = conv_wgrad_plan(
-                batch, c_in, h, w, c_out, kh, kw, ph, pw, relu, dtype,
-                bias_grad=ctx.has_bias,
-                x_strides=_strides_nhwc_of(x),
-                dy_strides=_strides_nhwc_of(dy),
-                config=wgrad_config,
-                allow_tf32=tf32,
+                layer, dtype, ctx.has_bias, _strides_nhwc_of(x), _strides_nhwc_of(dy),
+                wgrad_config, tf32,
             )  # fmt: skip
-            splits = plan.notes["splits"]
             dw = new_tensor(weight.shape, weight.dtype, weight.device)
-            db = new_tensor((c_out,), ctx.bias_dtype, x.device) if ctx.has_bias else None
+            db = new_tensor((layer.c_out,), x.dtype, x.device) if ctx.has_bias else None
+            splits = plan.notes["splits"]
             if splits == 1:
-                dw_out, db_out = dw, db if db is not None else dw
+                plan.launch(x_ptr=x, dy_ptr=dy, y_ptr=y, dw_ptr=dw, db_ptr=dw if db is None else db)
             else:
-                dw_out = new_partials(splits, dw.numel(), x.device)
-                db_out = new_partials(splits, c_out, x.device)
-            if splits == 1 and db is not None and db.dtype != dw.dtype:
-                db_out = new_tensor((c_out,), dw.dtype, x.device)
-            plan.launch(x_ptr=x, dy_ptr=dy, y_ptr=y, dw_ptr=dw_out, db_ptr=db_out)
-            if splits > 1:
-                splitk_sum(dw_out, dw)
+                dw_parts = new_partials(splits, dw.numel(), x.device)
+                db_parts = new_partials(splits, layer.c_out, x.device)
+                plan.launch(x_ptr=x, dy_ptr=dy, y_ptr=y, dw_ptr=dw_parts, db_ptr=db_parts)
+                splitk_sum(dw_parts, dw)
                 if db is not None:
-                    splitk_sum(db_out, db)
-            elif db is not None and db_out is not db:
-                db.copy_(db_out)
+                    splitk_sum(db_parts, db)
         return dx, dw, db, None, None, None, None, None
 
 
@@ -577,13 +484,16 @@ def conv2d_bias_act(
 ) -> torch.Tensor:
     """relu(conv2d(x, weight, bias, stride 1, padding)) on NCHW logical tensors.
 
-    Accepts contiguous or channels_last input, returns channels_last memory. ``config``,
-    ``dgrad_config`` and ``wgrad_config`` override the per-shape tile selection.
+    Accepts contiguous or channels_last input and returns channels_last memory; any kernel
+    size (odd or not, square or not) and any padding. ``config``, ``dgrad_config`` and
+    ``wgrad_config`` override the per-shape tile selection.
     """
     if x.dim() != 4 or weight.dim() != 4 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"conv2d_bias_act: input {tuple(x.shape)} vs filter {tuple(weight.shape)}")
-    if x.dtype != weight.dtype or x.dtype not in (torch.float32, torch.bfloat16):
-        raise TypeError(f"conv2d_bias_act: dtypes {x.dtype}/{weight.dtype}, want fp32 or bf16")
+    if x.dtype not in (torch.float32, torch.bfloat16) or any(
+        t is not None and t.dtype != x.dtype for t in (weight, bias)
+    ):
+        raise TypeError("conv2d_bias_act: input, filter and bias must all be fp32 or all bf16")
     ho, wo = conv_output_size(x.shape[2], x.shape[3], weight.shape[2], weight.shape[3], *padding)
     if ho <= 0 or wo <= 0:
         raise ValueError(f"conv2d_bias_act: empty output {ho}x{wo}")

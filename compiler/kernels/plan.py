@@ -1,4 +1,4 @@
-"""Kernel launch plans: one description of a launch shared by host launchers and the AOT compiler."""
+"""Kernel launch plans: one launch description shared by host launchers and the AOT compiler."""
 
 from __future__ import annotations
 

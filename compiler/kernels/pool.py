@@ -89,8 +89,9 @@ def _maxpool_bwd_kernel(
     ok = offs < TOTAL
     n, c, wh, ww = split_nchw_index(offs, C, (H + 1) // 2, (W + 1) // 2, CHANNELS_LAST)
     pooled = ok & (wh < HO) & (ww < WO)
-    _, idx = _window_argmax(x_ptr, n * sxn + c * sxc + (2 * wh) * sxh + (2 * ww) * sxw, sxh, sxw,
-                            pooled)
+    _, idx = _window_argmax(
+        x_ptr, n * sxn + c * sxc + (2 * wh) * sxh + (2 * ww) * sxw, sxh, sxw, pooled
+    )
     g = tl.load(dy_ptr + n * syn + c * syc + wh * syh + ww * syw, mask=pooled, other=0.0)
     g = g.to(tl.float32)
     dx_base = n * sdn + c * sdc + (2 * wh) * sdh + (2 * ww) * sdw
@@ -98,8 +99,11 @@ def _maxpool_bwd_kernel(
         ih = 2 * wh + pos // 2
         iw = 2 * ww + pos % 2
         val = tl.where(pooled & (idx == pos), g, 0.0)
-        tl.store(dx_ptr + dx_base + (pos // 2) * sdh + (pos % 2) * sdw,
-                 val.to(dx_ptr.dtype.element_ty), mask=ok & (ih < H) & (iw < W))
+        tl.store(
+            dx_ptr + dx_base + (pos // 2) * sdh + (pos % 2) * sdw,
+            val.to(dx_ptr.dtype.element_ty),
+            mask=ok & (ih < H) & (iw < W),
+        )
 
 
 def pool_output_size(h: int, w: int) -> tuple[int, int]:
@@ -135,15 +139,25 @@ def maxpool_fwd_plan(
         kind="maxpool_fwd",
         fn=_maxpool_fwd_kernel,
         grid=(cdiv(total, cfg.block),),
-        args={"x_ptr": Ptr(dtype), "out_ptr": Ptr(dtype), "TOTAL": total, "C": c, "HO": ho,
-              "WO": wo, "sxn": sxn, "sxc": sxc, "sxh": sxh, "sxw": sxw},
+        args={
+            "x_ptr": Ptr(dtype),
+            "out_ptr": Ptr(dtype),
+            "TOTAL": total,
+            "C": c,
+            "HO": ho,
+            "WO": wo,
+            "sxn": sxn,
+            "sxc": sxc,
+            "sxh": sxh,
+            "sxw": sxw,
+        },
         constexprs={"CHANNELS_LAST": channels_last, "BLOCK": cfg.block},
         num_warps=cfg.num_warps,
         num_stages=1,
         config=cfg,
         flops=3 * total,
         min_bytes=(4 * total + total) * e,
-    )  # fmt: skip
+    )
 
 
 def maxpool_bwd_plan(
@@ -171,11 +185,18 @@ def maxpool_bwd_plan(
         fn=_maxpool_bwd_kernel,
         grid=(cdiv(total, cfg.block),),
         args={
-            "x_ptr": Ptr(dtype), "dy_ptr": Ptr(dtype), "dx_ptr": Ptr(dtype),
-            "TOTAL": total, "C": c, "H": h, "W": w, "HO": ho, "WO": wo,
-            **dict(zip(("sxn", "sxc", "sxh", "sxw"), sx)),
-            **dict(zip(("syn", "syc", "syh", "syw"), sy)),
-            **dict(zip(("sdn", "sdc", "sdh", "sdw"), sd)),
+            "x_ptr": Ptr(dtype),
+            "dy_ptr": Ptr(dtype),
+            "dx_ptr": Ptr(dtype),
+            "TOTAL": total,
+            "C": c,
+            "H": h,
+            "W": w,
+            "HO": ho,
+            "WO": wo,
+            **dict(zip(("sxn", "sxc", "sxh", "sxw"), sx, strict=True)),
+            **dict(zip(("syn", "syc", "syh", "syw"), sy, strict=True)),
+            **dict(zip(("sdn", "sdc", "sdh", "sdw"), sd, strict=True)),
         },
         constexprs={"CHANNELS_LAST": channels_last, "BLOCK": cfg.block},
         num_warps=cfg.num_warps,
@@ -183,7 +204,7 @@ def maxpool_bwd_plan(
         config=cfg,
         flops=3 * batch * c * ho * wo,
         min_bytes=(2 * batch * c * h * w + batch * c * ho * wo) * e,
-    )  # fmt: skip
+    )
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -200,8 +221,9 @@ class MaxPool2x2(torch.autograd.Function):
         if not channels_last:
             x = x.contiguous()
         ho, wo = pool_output_size(h, w)
-        plan = maxpool_fwd_plan(batch, c, h, w, TRITON_DTYPE[x.dtype], channels_last,
-                                _nchw_strides(x), config)
+        plan = maxpool_fwd_plan(
+            batch, c, h, w, TRITON_DTYPE[x.dtype], channels_last, _nchw_strides(x), config
+        )
         out = new_tensor((batch, c, ho, wo), x.dtype, x.device, channels_last=channels_last)
         plan.launch(x_ptr=x, out_ptr=out)
         ctx.save_for_backward(x)
@@ -215,9 +237,17 @@ class MaxPool2x2(torch.autograd.Function):
         batch, c, h, w = x.shape
         dx = new_tensor(x.shape, x.dtype, x.device, channels_last=ctx.channels_last)
         plan = maxpool_bwd_plan(
-            batch, c, h, w, TRITON_DTYPE[x.dtype], ctx.channels_last,
-            _nchw_strides(x), _nchw_strides(dy), _nchw_strides(dx), ctx.bwd_config,
-        )  # fmt: skip
+            batch,
+            c,
+            h,
+            w,
+            TRITON_DTYPE[x.dtype],
+            ctx.channels_last,
+            _nchw_strides(x),
+            _nchw_strides(dy),
+            _nchw_strides(dx),
+            ctx.bwd_config,
+        )
         plan.launch(x_ptr=x, dy_ptr=dy, dx_ptr=dx)
         return dx, None, None
 

@@ -90,8 +90,19 @@ def vgg16_conv_launches(batch: int = 256, size: int = 224) -> list[ConvLaunch]:
     for stage, (channels, convs) in enumerate(_VGG16_STAGES, start=1):
         for i in range(1, convs + 1):
             launches.append(
-                ConvLaunch(f"conv{stage}_{i}", batch, c_in, side, side, channels, 3, 3, 1, 1,
-                           input_grad=c_in != 3)  # fmt: skip
+                ConvLaunch(
+                    f"conv{stage}_{i}",
+                    batch,
+                    c_in,
+                    side,
+                    side,
+                    channels,
+                    3,
+                    3,
+                    1,
+                    1,
+                    input_grad=c_in != 3,
+                )
             )
             c_in = channels
         side //= 2

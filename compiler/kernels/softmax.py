@@ -66,10 +66,22 @@ def _softmax_fwd_kernel(
 
 @triton.jit
 def _softmax_bwd_kernel(
-    y_ptr, dy_ptr, dx_ptr, C, INNER,
-    syo, syi, syc, sgo, sgi, sgc, sdo, sdi, sdc,
+    y_ptr,
+    dy_ptr,
+    dx_ptr,
+    C,
+    INNER,
+    syo,
+    syi,
+    syc,
+    sgo,
+    sgi,
+    sgc,
+    sdo,
+    sdi,
+    sdc,
     BLOCK: tl.constexpr,
-):  # fmt: skip
+):
     # dx = y ⊙ (dy - Σ dy ⊙ y) per row. grid: (outer · inner,)
     r = tl.program_id(0).to(tl.int64)
     o = r // INNER
@@ -88,8 +100,9 @@ def _softmax_bwd_kernel(
         c = c0 + tl.arange(0, BLOCK)
         y = tl.load(y_ptr + y_base + c * syc, mask=c < C, other=0.0).to(tl.float32)
         g = tl.load(dy_ptr + g_base + c * sgc, mask=c < C, other=0.0).to(tl.float32)
-        tl.store(dx_ptr + d_base + c * sdc, (y * (g - total)).to(dx_ptr.dtype.element_ty),
-                 mask=c < C)
+        tl.store(
+            dx_ptr + d_base + c * sdc, (y * (g - total)).to(dx_ptr.dtype.element_ty), mask=c < C
+        )
 
 
 @triton.jit
@@ -113,9 +126,19 @@ def _cross_entropy_fwd_kernel(
 
 @triton.jit
 def _cross_entropy_bwd_kernel(
-    x_ptr, target_ptr, stats_ptr, dloss_ptr, dx_ptr, C, sxn, sxc, sdn, sdc, INV_BATCH,
+    x_ptr,
+    target_ptr,
+    stats_ptr,
+    dloss_ptr,
+    dx_ptr,
+    C,
+    sxn,
+    sxc,
+    sdn,
+    sdc,
+    INV_BATCH,
     BLOCK: tl.constexpr,
-):  # fmt: skip
+):
     # d(mean loss)/dx_ij = (softmax_ij - [j = t_i]) / N · dloss. grid: (N,)
     row = tl.program_id(0)
     row_max = tl.load(stats_ptr + 2 * row)
@@ -127,15 +150,26 @@ def _cross_entropy_bwd_kernel(
         v = tl.load(x_ptr + row.to(tl.int64) * sxn + c * sxc, mask=c < C, other=0.0)
         p = tl.exp((v.to(tl.float32) - row_max) - log_sum)
         g = (p - tl.where(c == t, 1.0, 0.0)) * scale
-        tl.store(dx_ptr + row.to(tl.int64) * sdn + c * sdc, g.to(dx_ptr.dtype.element_ty),
-                 mask=c < C)
+        tl.store(
+            dx_ptr + row.to(tl.int64) * sdn + c * sdc, g.to(dx_ptr.dtype.element_ty), mask=c < C
+        )
 
 
 @triton.jit
 def _spatial_mean_fwd_kernel(
-    x_ptr, out_ptr, C, H, W, sxn, sxc, sxh, sxw, INV_HW,
-    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
-):  # fmt: skip
+    x_ptr,
+    out_ptr,
+    C,
+    H,
+    W,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    INV_HW,
+    BLOCK_C: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+):
     # out[n, c] = mean over (h, w) of x[n, c, h, w]. grid: (N, cdiv(C, BLOCK_C))
     n = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -152,9 +186,18 @@ def _spatial_mean_fwd_kernel(
 
 @triton.jit
 def _spatial_mean_bwd_kernel(
-    dy_ptr, dx_ptr, TOTAL, C, H, W, sgn, sgc, INV_HW,
-    CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    dy_ptr,
+    dx_ptr,
+    TOTAL,
+    C,
+    H,
+    W,
+    sgn,
+    sgc,
+    INV_HW,
+    CHANNELS_LAST: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     # dx[n, c, h, w] = dy[n, c] / (H·W), written in dx's memory order. grid: (cdiv(TOTAL, BLOCK),)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < TOTAL
@@ -181,51 +224,106 @@ def softmax_fwd_plan(rows: int, columns: int, dtype: str, config: RowConfig | No
     cfg = config or select_softmax_config(columns)
     e = ELEMENT_BYTES[dtype]
     return KernelPlan(
-        kind="softmax_fwd", fn=_softmax_fwd_kernel, grid=(rows,),
-        args={"x_ptr": Ptr(dtype), "out_ptr": Ptr(dtype), "C": columns, "INNER": 1,
-              "sxo": columns, "sxi": 1, "sxc": 1, "soo": columns, "soi": 1, "soc": 1},
-        constexprs={"BLOCK": _row_block(columns, cfg)}, num_warps=cfg.num_warps, num_stages=1,
-        config=cfg, flops=4 * rows * columns, min_bytes=2 * rows * columns * e,
-    )  # fmt: skip
+        kind="softmax_fwd",
+        fn=_softmax_fwd_kernel,
+        grid=(rows,),
+        args={
+            "x_ptr": Ptr(dtype),
+            "out_ptr": Ptr(dtype),
+            "C": columns,
+            "INNER": 1,
+            "sxo": columns,
+            "sxi": 1,
+            "sxc": 1,
+            "soo": columns,
+            "soi": 1,
+            "soc": 1,
+        },
+        constexprs={"BLOCK": _row_block(columns, cfg)},
+        num_warps=cfg.num_warps,
+        num_stages=1,
+        config=cfg,
+        flops=4 * rows * columns,
+        min_bytes=2 * rows * columns * e,
+    )
 
 
 def cross_entropy_fwd_plan(batch: int, classes: int, dtype: str, config: RowConfig | None = None):
     cfg = config or select_softmax_config(classes)
     return KernelPlan(
-        kind="softmax_xent_fwd", fn=_cross_entropy_fwd_kernel, grid=(batch,),
-        args={"x_ptr": Ptr(dtype), "target_ptr": Ptr("i64"), "loss_ptr": Ptr("fp32"),
-              "stats_ptr": Ptr("fp32"), "C": classes, "sxn": classes, "sxc": 1,
-              "INV_BATCH": 1.0 / batch},
-        constexprs={"BLOCK": _row_block(classes, cfg)}, num_warps=cfg.num_warps, num_stages=1,
-        config=cfg, flops=4 * batch * classes,
+        kind="softmax_xent_fwd",
+        fn=_cross_entropy_fwd_kernel,
+        grid=(batch,),
+        args={
+            "x_ptr": Ptr(dtype),
+            "target_ptr": Ptr("i64"),
+            "loss_ptr": Ptr("fp32"),
+            "stats_ptr": Ptr("fp32"),
+            "C": classes,
+            "sxn": classes,
+            "sxc": 1,
+            "INV_BATCH": 1.0 / batch,
+        },
+        constexprs={"BLOCK": _row_block(classes, cfg)},
+        num_warps=cfg.num_warps,
+        num_stages=1,
+        config=cfg,
+        flops=4 * batch * classes,
         min_bytes=batch * (classes * ELEMENT_BYTES[dtype] + 8 + 8),
-    )  # fmt: skip
+    )
 
 
 def cross_entropy_bwd_plan(batch: int, classes: int, dtype: str, config: RowConfig | None = None):
     cfg = config or select_softmax_config(classes)
     return KernelPlan(
-        kind="softmax_xent_bwd", fn=_cross_entropy_bwd_kernel, grid=(batch,),
-        args={"x_ptr": Ptr(dtype), "target_ptr": Ptr("i64"), "stats_ptr": Ptr("fp32"),
-              "dloss_ptr": Ptr("fp32"), "dx_ptr": Ptr(dtype), "C": classes, "sxn": classes,
-              "sxc": 1, "sdn": classes, "sdc": 1, "INV_BATCH": 1.0 / batch},
-        constexprs={"BLOCK": _row_block(classes, cfg)}, num_warps=cfg.num_warps, num_stages=1,
-        config=cfg, flops=4 * batch * classes,
+        kind="softmax_xent_bwd",
+        fn=_cross_entropy_bwd_kernel,
+        grid=(batch,),
+        args={
+            "x_ptr": Ptr(dtype),
+            "target_ptr": Ptr("i64"),
+            "stats_ptr": Ptr("fp32"),
+            "dloss_ptr": Ptr("fp32"),
+            "dx_ptr": Ptr(dtype),
+            "C": classes,
+            "sxn": classes,
+            "sxc": 1,
+            "sdn": classes,
+            "sdc": 1,
+            "INV_BATCH": 1.0 / batch,
+        },
+        constexprs={"BLOCK": _row_block(classes, cfg)},
+        num_warps=cfg.num_warps,
+        num_stages=1,
+        config=cfg,
+        flops=4 * batch * classes,
         min_bytes=batch * (2 * classes * ELEMENT_BYTES[dtype] + 12),
-    )  # fmt: skip
+    )
 
 
 def softmax_bwd_plan(rows: int, columns: int, dtype: str, config: RowConfig | None = None):
     cfg = config or select_softmax_config(columns)
-    strides = {f"s{t}{d}": s for t in "gyd" for d, s in zip("oic", (columns, 1, 1))}
+    strides = {f"s{t}{d}": s for t in "gyd" for d, s in zip("oic", (columns, 1, 1), strict=True)}
     e = ELEMENT_BYTES[dtype]
     return KernelPlan(
-        kind="softmax_bwd", fn=_softmax_bwd_kernel, grid=(rows,),
-        args={"y_ptr": Ptr(dtype), "dy_ptr": Ptr(dtype), "dx_ptr": Ptr(dtype), "C": columns,
-              "INNER": 1, **strides},
-        constexprs={"BLOCK": _row_block(columns, cfg)}, num_warps=cfg.num_warps, num_stages=1,
-        config=cfg, flops=4 * rows * columns, min_bytes=3 * rows * columns * e,
-    )  # fmt: skip
+        kind="softmax_bwd",
+        fn=_softmax_bwd_kernel,
+        grid=(rows,),
+        args={
+            "y_ptr": Ptr(dtype),
+            "dy_ptr": Ptr(dtype),
+            "dx_ptr": Ptr(dtype),
+            "C": columns,
+            "INNER": 1,
+            **strides,
+        },
+        constexprs={"BLOCK": _row_block(columns, cfg)},
+        num_warps=cfg.num_warps,
+        num_stages=1,
+        config=cfg,
+        flops=4 * rows * columns,
+        min_bytes=3 * rows * columns * e,
+    )
 
 
 class Softmax(torch.autograd.Function):
@@ -239,8 +337,12 @@ class Softmax(torch.autograd.Function):
         y = new_tensor(x.shape, x.dtype, x.device, channels_last=cl and not x.is_contiguous())
         y3 = _as_rows(y, dim)
         plan = softmax_fwd_plan(outer * inner, columns, TRITON_DTYPE[x.dtype], config)
-        args = dict(plan.args, INNER=inner, **dict(zip(("sxo", "sxc", "sxi"), x3.stride())),
-                    **dict(zip(("soo", "soc", "soi"), y3.stride())))  # fmt: skip
+        args = dict(
+            plan.args,
+            INNER=inner,
+            **dict(zip(("sxo", "sxc", "sxi"), x3.stride(), strict=True)),
+            **dict(zip(("soo", "soc", "soi"), y3.stride(), strict=True)),
+        )
         _replace_args(plan, args).launch(x_ptr=x3, out_ptr=y3)
         ctx.save_for_backward(y)
         ctx.dim, ctx.config = dim, config
@@ -250,14 +352,19 @@ class Softmax(torch.autograd.Function):
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
         y3, g3 = _as_rows(y, ctx.dim), _as_rows(dy.to(y.dtype), ctx.dim)
-        dx = new_tensor(y.shape, y.dtype, y.device,
-                        channels_last=y.dim() == 4 and not y.is_contiguous())  # fmt: skip
+        dx = new_tensor(
+            y.shape, y.dtype, y.device, channels_last=y.dim() == 4 and not y.is_contiguous()
+        )
         d3 = _as_rows(dx, ctx.dim)
         outer, columns, inner = y3.shape
         plan = softmax_bwd_plan(outer * inner, columns, TRITON_DTYPE[y.dtype], ctx.config)
-        args = dict(plan.args, INNER=inner, **dict(zip(("syo", "syc", "syi"), y3.stride())),
-                    **dict(zip(("sgo", "sgc", "sgi"), g3.stride())),
-                    **dict(zip(("sdo", "sdc", "sdi"), d3.stride())))  # fmt: skip
+        args = dict(
+            plan.args,
+            INNER=inner,
+            **dict(zip(("syo", "syc", "syi"), y3.stride(), strict=True)),
+            **dict(zip(("sgo", "sgc", "sgi"), g3.stride(), strict=True)),
+            **dict(zip(("sdo", "sdc", "sdi"), d3.stride(), strict=True)),
+        )
         _replace_args(plan, args).launch(y_ptr=y3, dy_ptr=g3, dx_ptr=d3)
         return dx, None, None
 
@@ -292,10 +399,23 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         batch, classes = logits.shape
         plan = cross_entropy_bwd_plan(batch, classes, TRITON_DTYPE[logits.dtype], ctx.config)
         dx = new_tensor(logits.shape, logits.dtype, logits.device)
-        plan = _replace_args(plan, dict(plan.args, sxn=logits.stride(0), sxc=logits.stride(1),
-                                        sdn=dx.stride(0), sdc=dx.stride(1)))  # fmt: skip
-        plan.launch(x_ptr=logits, target_ptr=target, stats_ptr=stats,
-                    dloss_ptr=dloss.float().reshape(1), dx_ptr=dx)  # fmt: skip
+        plan = _replace_args(
+            plan,
+            dict(
+                plan.args,
+                sxn=logits.stride(0),
+                sxc=logits.stride(1),
+                sdn=dx.stride(0),
+                sdc=dx.stride(1),
+            ),
+        )
+        plan.launch(
+            x_ptr=logits,
+            target_ptr=target,
+            stats_ptr=stats,
+            dloss_ptr=dloss.float().reshape(1),
+            dx_ptr=dx,
+        )
         return dx, None, None
 
 
@@ -303,29 +423,58 @@ def spatial_mean_fwd_plan(batch, c, h, w, dtype, strides=None, config: MeanConfi
     cfg = config or select_mean_config(c)
     sn, sc, sh, sw = strides or (c * h * w, h * w, w, 1)
     return KernelPlan(
-        kind="spatial_mean_fwd", fn=_spatial_mean_fwd_kernel,
+        kind="spatial_mean_fwd",
+        fn=_spatial_mean_fwd_kernel,
         grid=(batch, cdiv(c, cfg.block_c)),
-        args={"x_ptr": Ptr(dtype), "out_ptr": Ptr(dtype), "C": c, "H": h, "W": w, "sxn": sn,
-              "sxc": sc, "sxh": sh, "sxw": sw, "INV_HW": 1.0 / (h * w)},
+        args={
+            "x_ptr": Ptr(dtype),
+            "out_ptr": Ptr(dtype),
+            "C": c,
+            "H": h,
+            "W": w,
+            "sxn": sn,
+            "sxc": sc,
+            "sxh": sh,
+            "sxw": sw,
+            "INV_HW": 1.0 / (h * w),
+        },
         constexprs={"BLOCK_C": cfg.block_c, "BLOCK_HW": cfg.block_hw},
-        num_warps=cfg.num_warps, num_stages=1, config=cfg, flops=batch * c * h * w,
+        num_warps=cfg.num_warps,
+        num_stages=1,
+        config=cfg,
+        flops=batch * c * h * w,
         min_bytes=batch * c * (h * w + 1) * ELEMENT_BYTES[dtype],
-    )  # fmt: skip
+    )
 
 
-def spatial_mean_bwd_plan(batch, c, h, w, dtype, channels_last=False, dy_strides=None,
-                          config: BlockConfig | None = None):  # fmt: skip
+def spatial_mean_bwd_plan(
+    batch, c, h, w, dtype, channels_last=False, dy_strides=None, config: BlockConfig | None = None
+):
     total = batch * c * h * w
     cfg = config or select_reduce_config(total)
     sgn, sgc = dy_strides or (c, 1)
     return KernelPlan(
-        kind="spatial_mean_bwd", fn=_spatial_mean_bwd_kernel, grid=(cdiv(total, cfg.block),),
-        args={"dy_ptr": Ptr(dtype), "dx_ptr": Ptr(dtype), "TOTAL": total, "C": c, "H": h,
-              "W": w, "sgn": sgn, "sgc": sgc, "INV_HW": 1.0 / (h * w)},
+        kind="spatial_mean_bwd",
+        fn=_spatial_mean_bwd_kernel,
+        grid=(cdiv(total, cfg.block),),
+        args={
+            "dy_ptr": Ptr(dtype),
+            "dx_ptr": Ptr(dtype),
+            "TOTAL": total,
+            "C": c,
+            "H": h,
+            "W": w,
+            "sgn": sgn,
+            "sgc": sgc,
+            "INV_HW": 1.0 / (h * w),
+        },
         constexprs={"CHANNELS_LAST": channels_last, "BLOCK": cfg.block},
-        num_warps=cfg.num_warps, num_stages=1, config=cfg, flops=total,
+        num_warps=cfg.num_warps,
+        num_stages=1,
+        config=cfg,
+        flops=total,
         min_bytes=(total + batch * c) * ELEMENT_BYTES[dtype],
-    )  # fmt: skip
+    )
 
 
 class SpatialMean(torch.autograd.Function):
@@ -348,8 +497,9 @@ class SpatialMean(torch.autograd.Function):
     def backward(ctx, dy):
         batch, c, h, w = ctx.shape
         dx = new_tensor(ctx.shape, dy.dtype, dy.device, channels_last=ctx.channels_last)
-        plan = spatial_mean_bwd_plan(batch, c, h, w, TRITON_DTYPE[dy.dtype], ctx.channels_last,
-                                     dy.stride())  # fmt: skip
+        plan = spatial_mean_bwd_plan(
+            batch, c, h, w, TRITON_DTYPE[dy.dtype], ctx.channels_last, dy.stride()
+        )
         plan.launch(dy_ptr=dy, dx_ptr=dx)
         return dx, None
 
@@ -365,8 +515,9 @@ def softmax_cross_entropy(
 ) -> torch.Tensor:
     """F.cross_entropy(logits, target) (mean); an out-of-range target gives NaN."""
     if logits.dim() != 2 or target.shape != logits.shape[:1]:
-        raise ValueError(f"softmax_cross_entropy: logits {tuple(logits.shape)}, "
-                         f"target {tuple(target.shape)}")  # fmt: skip
+        raise ValueError(
+            f"softmax_cross_entropy: logits {tuple(logits.shape)}, target {tuple(target.shape)}"
+        )
     return SoftmaxCrossEntropy.apply(logits, target.long().contiguous(), config)
 
 

@@ -5,13 +5,13 @@ import os
 # Must happen before triton is first imported (the kernels are decorated at import time).
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import zlib  # noqa: E402
+import zlib
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
+from kernel_checks import WORST_ERRORS
 
-from compiler.kernels import plan  # noqa: E402
-from kernel_checks import WORST_ERRORS  # noqa: E402
+from compiler.kernels import plan
 
 
 @pytest.fixture(autouse=True)

@@ -21,16 +21,25 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def _mismatch_report(actual, expected, bad, limit=8) -> str:
     idx = bad.nonzero()[:limit]
-    lines = [f"  at {tuple(i.tolist())}: got {actual[tuple(i)].item()!r}, "
-             f"want {expected[tuple(i)].item()!r}" for i in idx]  # fmt: skip
+    lines = [
+        f"  at {tuple(i.tolist())}: got {actual[tuple(i)].item()!r}, "
+        f"want {expected[tuple(i)].item()!r}"
+        for i in idx
+    ]
     more = int(bad.sum()) - len(idx)
     if more > 0:
         lines.append(f"  ... and {more} more")
     return "\n".join(lines)
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str,
-                 where: str = "", record: bool = True) -> float:  # fmt: skip
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    tol: float,
+    what: str,
+    where: str = "",
+    record: bool = True,
+) -> float:
     """Fail unless shapes agree, NaNs sit exactly where the reference has them, and the
     relative error is at most ``tol``. Mismatching elements are listed in the message;
     the worst error per ``what`` is kept for the end-of-run summary when ``record``."""

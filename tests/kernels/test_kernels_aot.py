@@ -28,9 +28,19 @@ SHARED_LIMIT = {"sm_90": 227 * 1024, "sm_80": 163 * 1024}
 def test_aot_report_compiles_every_kernel_without_a_gpu(target):
     rows = aot_report(LAUNCHES, target=target, dtype="bfloat16")
     kinds = {r["kernel"] for r in rows}
-    assert {"conv_fwd", "conv_dgrad", "conv_wgrad", "maxpool_fwd", "maxpool_bwd", "linear_fwd",
-            "linear_dgrad", "linear_wgrad", "softmax_xent_fwd", "softmax_xent_bwd",
-            "spatial_mean_fwd"} <= kinds  # fmt: skip
+    assert {
+        "conv_fwd",
+        "conv_dgrad",
+        "conv_wgrad",
+        "maxpool_fwd",
+        "maxpool_bwd",
+        "linear_fwd",
+        "linear_dgrad",
+        "linear_wgrad",
+        "softmax_xent_fwd",
+        "softmax_xent_bwd",
+        "spatial_mean_fwd",
+    } <= kinds
     assert not any(r["kernel"] == "conv_dgrad" and r["layer"] == "conv1_1" for r in rows)
     for r in rows:
         where = f"{r['layer']} {r['kernel']} {r['config']}"

@@ -63,13 +63,12 @@ def test_every_config_set_has_an_eight_warp_member_under_test():
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 def test_vgg16_selections_fit_shared_memory(dtype):
     for layer in vgg16_conv_launches(256, 224):
-        geo = (layer.batch, layer.c_in, layer.h, layer.w, layer.c_out, 3, 3, 1, 1, True, dtype)
-        for plan in (conv_fwd_plan(*geo), conv_dgrad_plan(*geo)):
+        for plan in (conv_fwd_plan(layer, dtype), conv_dgrad_plan(layer, dtype)):
             c = plan.config
             assert pipeline_shared_bytes(c.block_m, c.block_n, c.block_k, c.num_stages, dtype) <= (
                 SHARED_MEMORY_BUDGET
             )
-        w = conv_wgrad_plan(*geo).config
+        w = conv_wgrad_plan(layer, dtype).config
         assert pipeline_shared_bytes(w.block_r, w.block_co, w.block_m, w.num_stages, dtype) <= (
             SHARED_MEMORY_BUDGET
         )
@@ -96,8 +95,7 @@ def test_split_count_fills_the_gpu_but_keeps_steps():
 def test_vgg16_weight_gradients_do_not_serialise_on_few_tiles():
     """Every wgrad launch of VGG-16 at batch 256 has at least one program per SM."""
     for layer in vgg16_conv_launches(256, 224):
-        plan = conv_wgrad_plan(layer.batch, layer.c_in, layer.h, layer.w, layer.c_out, 3, 3, 1, 1,
-                               True, "bf16")  # fmt: skip
+        plan = conv_wgrad_plan(layer, "bf16")
         assert plan.programs >= configs.DEFAULT_NUM_SMS, (layer.name, plan.grid)
         assert plan.notes["splits"] > 1
 

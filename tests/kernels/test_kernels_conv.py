@@ -13,6 +13,7 @@ from kernel_checks import assert_close, randn
 from compiler.kernels import conv2d_bias_act
 from compiler.kernels.configs import CONV_CONFIGS, WGRAD_CONFIGS
 from compiler.kernels.conv import conv_wgrad_plan
+from compiler.kernels.shapes import ConvLaunch
 
 FP32_TOL = 1e-5
 BF16_TOL = 1.5e-2
@@ -32,9 +33,11 @@ class ConvCase(NamedTuple):
     channels_last: bool
 
     def __str__(self):
-        return (f"n{self.batch}c{self.c_in}_{self.h}x{self.w}_to{self.c_out}_k{self.kh}x{self.kw}"
-                f"_p{self.ph}{self.pw}{'_relu' if self.relu else ''}"
-                f"{'_cl' if self.channels_last else ''}")  # fmt: skip
+        return (
+            f"n{self.batch}c{self.c_in}_{self.h}x{self.w}_to{self.c_out}_k{self.kh}x{self.kw}"
+            f"_p{self.ph}{self.pw}{'_relu' if self.relu else ''}"
+            f"{'_cl' if self.channels_last else ''}"
+        )
 
 
 CASES = [
@@ -55,19 +58,25 @@ def _run(case: ConvCase, rng, dtype=torch.float32, bias=True, wrt="xwb", **confi
     x = randn((case.batch, case.c_in, case.h, case.w), rng, dtype, case.channels_last)
     w = randn((case.c_out, case.c_in, case.kh, case.kw), rng, dtype, scale=0.3)
     b = randn((case.c_out,), rng, dtype) if bias else None
-    named = [(n, t) for n, t in zip("xwb", (x, w, b)) if t is not None and n in wrt]
+    named = [(n, t) for n, t in zip("xwb", (x, w, b), strict=True) if t is not None and n in wrt]
     for _, t in named:
         t.requires_grad_()
     y = conv2d_bias_act(x, w, b, (case.ph, case.pw), case.relu, **configs)
     dy = randn(tuple(y.shape), rng, dtype)
-    grads = dict(zip((n for n, _ in named), torch.autograd.grad(y, [t for _, t in named], dy)))
+    grads = dict(
+        zip((n for n, _ in named), torch.autograd.grad(y, [t for _, t in named], dy), strict=True)
+    )
 
-    ref = {n: t.detach().float().requires_grad_(n in wrt) if t is not None else None
-           for n, t in zip("xwb", (x, w, b))}  # fmt: skip
+    ref = {
+        n: t.detach().float().requires_grad_(n in wrt) if t is not None else None
+        for n, t in zip("xwb", (x, w, b), strict=True)
+    }
     yr = F.conv2d(ref["x"], ref["w"], ref["b"], padding=(case.ph, case.pw))
     if case.relu:
         yr = F.relu(yr)
-    ref_grads = dict(zip(grads, torch.autograd.grad(yr, [ref[n] for n in grads], dy.float())))
+    ref_grads = dict(
+        zip(grads, torch.autograd.grad(yr, [ref[n] for n in grads], dy.float()), strict=True)
+    )
     return y, grads, yr, ref_grads
 
 
@@ -108,7 +117,7 @@ def test_conv_wgrad_many_uneven_splits(rng):
     """More slices than steps divide evenly; the trailing slice is short, none is empty."""
     case = ConvCase(3, 6, 9, 11, 10, 3, 3, 1, 1, True, False)
     cfg = dataclasses.replace(WGRAD_CONFIGS[-1], split_k=7)
-    plan = conv_wgrad_plan(3, 6, 9, 11, 10, 3, 3, 1, 1, True, "fp32", config=cfg)
+    plan = conv_wgrad_plan(ConvLaunch("uneven", *case[:-1]), "fp32", config=cfg)
     assert plan.notes["splits"] > 1
     y, grads, yr, ref = _run(case, rng, wgrad_config=cfg)
     _check(case, y, grads, yr, ref, FP32_TOL, "fp32", "uneven splits")
@@ -149,3 +158,10 @@ def test_conv_propagates_nan_like_torch(rng):
 def test_conv_rejects_mismatched_channels():
     with pytest.raises(ValueError, match="filter"):
         conv2d_bias_act(torch.zeros(1, 3, 4, 4), torch.zeros(8, 4, 3, 3), None, (1, 1))
+
+
+def test_conv_rejects_mixed_dtypes():
+    x = torch.zeros(1, 3, 4, 4, dtype=torch.bfloat16)
+    w = torch.zeros(8, 3, 3, 3, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="all be fp32 or all bf16"):
+        conv2d_bias_act(x, w, torch.zeros(8), (1, 1))

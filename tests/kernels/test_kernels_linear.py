@@ -30,7 +30,7 @@ def _compare(m, k, n, relu, rng, dtype=torch.float32, tol=FP32_TOL, bias=True, w
     tag = "bf16" if dtype == torch.bfloat16 else "fp32"
     assert y.dtype == dtype
     assert_close(y, yr, tol, f"linear fwd {tag}", where)
-    for name, g, gr in zip(("dx", "dw", "db"), grads, ref_grads):
+    for name, g, gr in zip(("dx", "dw", "db"), grads, ref_grads, strict=False):
         assert g.dtype == dtype
         assert_close(g, gr, tol, f"linear {name} {tag}", where)
 
@@ -41,8 +41,15 @@ def _compare(m, k, n, relu, rng, dtype=torch.float32, tol=FP32_TOL, bias=True, w
 def test_linear_every_config_and_split(shape, config, splits, rng):
     cfg = dataclasses.replace(config, split_k=splits)
     relu = (splits + len(shape[0:1]) + shape[2]) % 2 == 1  # both settings across the grid
-    _compare(*shape, relu, rng, config=cfg, dgrad_config=cfg, wgrad_config=cfg,
-             where=f"{shape} {config.name} split{splits}")  # fmt: skip
+    _compare(
+        *shape,
+        relu,
+        rng,
+        config=cfg,
+        dgrad_config=cfg,
+        wgrad_config=cfg,
+        where=f"{shape} {config.name} split{splits}",
+    )
 
 
 @pytest.mark.parametrize("relu", [True, False])
@@ -76,3 +83,8 @@ def test_splitk_sum_adds_slices_in_order_with_epilogue(config, relu, rng):
     want = partials.sum(0).view(7, 300) + bias
     want = F.relu(want) if relu else want
     assert_close(out, want, FP32_TOL, "splitk sum", config.name)
+
+
+def test_linear_rejects_mixed_dtypes():
+    with pytest.raises(TypeError, match="all be fp32 or all bf16"):
+        linear_bias_act(torch.zeros(2, 4), torch.zeros(3, 4, dtype=torch.bfloat16), None)
