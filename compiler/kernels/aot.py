@@ -53,7 +53,13 @@ GPUS = {
     "sm_80": GpuSpec("A100 SXM 80GB", 80, 108, 312e12, 156e12, 19.5e12, 2.0e12, 163 * 1024),
 }
 
-_TORCH_NAME = {"bfloat16": "bf16", "bf16": "bf16", "float32": "fp32", "fp32": "fp32"}
+_TORCH_NAME = {
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float32": "fp32",
+    "fp32": "fp32",
+    "tf32": "fp32",
+}
 
 
 def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[KernelPlan]:

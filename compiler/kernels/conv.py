@@ -247,6 +247,21 @@ def _strides_nhwc_of(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
 
 
+def check_index_range(layer: ConvLaunch) -> None:
+    """The kernels widen the image base to int64 but keep offsets inside one image, the
+    row index m = (image, y, x) and the filter in int32: refuse shapes beyond that."""
+    ho, wo = conv_output_size(layer.h, layer.w, layer.kh, layer.kw, layer.ph, layer.pw)
+    extents = {
+        "one input image": layer.h * layer.w * layer.c_in,
+        "one output image": ho * wo * layer.c_out,
+        "output rows N·H·W": layer.batch * max(ho * wo, layer.h * layer.w),
+        "filter": layer.c_out * layer.c_in * layer.kh * layer.kw,
+    }
+    for what, size in extents.items():
+        if size >= 2**31:
+            raise ValueError(f"{layer.name}: {what} has {size} elements, past int32 indexing")
+
+
 def mirrored_layer(layer: ConvLaunch) -> ConvLaunch:
     """The forward convolution that computes ``layer``'s data gradient.
 
@@ -273,6 +288,7 @@ def _implicit_gemm_plan(
     allow_tf32: bool,
     upcast: bool | None,
 ) -> KernelPlan:
+    check_index_range(layer)
     n, c, co, kh, kw = layer.batch, layer.c_in, layer.c_out, layer.kh, layer.kw
     ho, wo = conv_output_size(layer.h, layer.w, kh, kw, layer.ph, layer.pw)
     m = n * ho * wo
@@ -355,6 +371,7 @@ def conv_wgrad_plan(
     ``notes['splits']`` > 1 means the kernel writes fp32 slices to be summed in order
     by the split-K sum; with one split it writes the gradients directly.
     """
+    check_index_range(layer)
     n, c_in, c_out, kh, kw = layer.batch, layer.c_in, layer.c_out, layer.kh, layer.kw
     ho, wo = conv_output_size(layer.h, layer.w, kh, kw, layer.ph, layer.pw)
     m = n * ho * wo

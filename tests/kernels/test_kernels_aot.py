@@ -9,6 +9,7 @@ from compiler.kernels.shapes import (
     PoolLaunch,
     SoftmaxLaunch,
     SpatialMeanLaunch,
+    vgg16_conv_launches,
 )
 
 LAUNCHES = [
@@ -63,3 +64,23 @@ def test_aot_report_compiles_every_kernel_without_a_gpu(target):
 def test_aot_report_rejects_unknown_target():
     with pytest.raises(ValueError, match="sm_75"):
         aot_report(LAUNCHES[:1], target="sm_75")
+
+
+@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+def test_vgg16_convs_compile_to_tensor_cores_without_spills(target):
+    """The acceptance check on configuration D's 13 conv layers, batch 256 at 224×224, bf16:
+    every conv kernel (fwd, dgrad, wgrad) on tensor cores, nothing spilled, shared memory
+    within the per-block limit, and a roofline step time (≈15 s per target, cold cache)."""
+    rows = aot_report(vgg16_conv_launches(256, 224), target=target, dtype="bfloat16")
+    convs = [r for r in rows if r["kernel"].startswith("conv_")]
+    assert len(convs) == 13 * 3 - 1  # conv1_1 needs no data gradient
+    for r in rows:
+        where = f"{r['layer']} {r['kernel']} {r['config']}"
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, where
+        assert r["shared_bytes"] <= SHARED_LIMIT[target], where
+    for r in convs:
+        assert r["tensor_cores"] in ("wgmma", "mma"), r
+    if target == "sm_90":
+        # All but conv1_1's weight gradient, whose 32-row flat tile is below wgmma's 64.
+        assert [r["layer"] for r in convs if r["tensor_cores"] != "wgmma"] == ["conv1_1"]
+    assert 0.01 < predicted_step_time(rows) < 1.0

@@ -124,3 +124,16 @@ def test_vgg16_launches_match_the_paper():
 def test_launch_json_round_trip():
     for launch in vgg16_launches(2, 32):
         assert launch_from_json(launch_to_json(launch)) == launch
+
+
+def test_dense_512_batch_stays_within_int32_per_image_indexing():
+    """A 512×512 dense batch passes 2^31 elements in total (the image base is int64)
+    while each image, the row count and the filter stay within int32."""
+    layer = ConvLaunch("conv1_2", 256, 64, 512, 512, 64, 3, 3, 1, 1)
+    assert layer.batch * layer.h * layer.w * layer.c_in > 2**31
+    assert conv_fwd_plan(layer, "bf16").args["sxn"] == 512 * 512 * 64
+
+
+def test_shapes_past_int32_indexing_are_refused():
+    with pytest.raises(ValueError, match="past int32"):
+        conv_fwd_plan(ConvLaunch("huge", 1, 512, 2048, 2048, 64, 3, 3, 1, 1), "bf16")
