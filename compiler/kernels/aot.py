@@ -105,7 +105,7 @@ def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[Kern
             if training:
                 plans.append(cross_entropy_bwd_plan(launch.batch, launch.classes, dtype))
         else:
-            plans.append(softmax_fwd_plan(launch.batch, launch.classes, dtype))
+            plans.append(softmax_fwd_plan(launch.batch, launch.classes, 1, dtype))
     elif isinstance(launch, SpatialMeanLaunch):
         plans.append(spatial_mean_fwd_plan(launch.batch, launch.c, launch.h, launch.w, dtype))
     else:

@@ -220,109 +220,105 @@ def _as_rows(x: torch.Tensor, dim: int) -> torch.Tensor:
         return x.contiguous().view(outer, x.shape[dim], inner)
 
 
-def softmax_fwd_plan(rows: int, columns: int, dtype: str, config: RowConfig | None = None):
+def _three_strides(names: str, strides) -> dict[str, int]:
+    """{'s<t>o': ..., 's<t>c': ..., 's<t>i': ...} for an (outer, C, inner) view's strides."""
+    return {f"s{names}{d}": st for d, st in zip("oci", strides, strict=True)}
+
+
+def softmax_fwd_plan(
+    outer: int,
+    columns: int,
+    inner: int,
+    dtype: str,
+    x_strides: tuple[int, int, int] | None = None,
+    out_strides: tuple[int, int, int] | None = None,
+    config: RowConfig | None = None,
+) -> KernelPlan:
+    """Soft-max over the middle axis of an (outer, C, inner) view, one program per row."""
     cfg = config or select_softmax_config(columns)
-    e = ELEMENT_BYTES[dtype]
+    dense = (columns * inner, inner, 1)
+    rows = outer * inner
     return KernelPlan(
-        kind="softmax_fwd",
-        fn=_softmax_fwd_kernel,
-        grid=(rows,),
-        args={
-            "x_ptr": Ptr(dtype),
-            "out_ptr": Ptr(dtype),
-            "C": columns,
-            "INNER": 1,
-            "sxo": columns,
-            "sxi": 1,
-            "sxc": 1,
-            "soo": columns,
-            "soi": 1,
-            "soc": 1,
-        },
-        constexprs={"BLOCK": _row_block(columns, cfg)},
-        num_warps=cfg.num_warps,
-        num_stages=1,
-        config=cfg,
-        flops=4 * rows * columns,
-        min_bytes=2 * rows * columns * e,
-    )
+        kind="softmax_fwd", fn=_softmax_fwd_kernel, grid=(rows,),
+        args={"x_ptr": Ptr(dtype), "out_ptr": Ptr(dtype), "C": columns, "INNER": inner,
+              **_three_strides("x", x_strides or dense),
+              **_three_strides("o", out_strides or dense)},
+        constexprs={"BLOCK": _row_block(columns, cfg)}, num_warps=cfg.num_warps, num_stages=1,
+        config=cfg, flops=4 * rows * columns, min_bytes=2 * rows * columns * ELEMENT_BYTES[dtype],
+    )  # fmt: skip
 
 
-def cross_entropy_fwd_plan(batch: int, classes: int, dtype: str, config: RowConfig | None = None):
-    cfg = config or select_softmax_config(classes)
-    return KernelPlan(
-        kind="softmax_xent_fwd",
-        fn=_cross_entropy_fwd_kernel,
-        grid=(batch,),
-        args={
-            "x_ptr": Ptr(dtype),
-            "target_ptr": Ptr("i64"),
-            "loss_ptr": Ptr("fp32"),
-            "stats_ptr": Ptr("fp32"),
-            "C": classes,
-            "sxn": classes,
-            "sxc": 1,
-            "INV_BATCH": 1.0 / batch,
-        },
-        constexprs={"BLOCK": _row_block(classes, cfg)},
-        num_warps=cfg.num_warps,
-        num_stages=1,
-        config=cfg,
-        flops=4 * batch * classes,
-        min_bytes=batch * (classes * ELEMENT_BYTES[dtype] + 8 + 8),
-    )
-
-
-def cross_entropy_bwd_plan(batch: int, classes: int, dtype: str, config: RowConfig | None = None):
-    cfg = config or select_softmax_config(classes)
-    return KernelPlan(
-        kind="softmax_xent_bwd",
-        fn=_cross_entropy_bwd_kernel,
-        grid=(batch,),
-        args={
-            "x_ptr": Ptr(dtype),
-            "target_ptr": Ptr("i64"),
-            "stats_ptr": Ptr("fp32"),
-            "dloss_ptr": Ptr("fp32"),
-            "dx_ptr": Ptr(dtype),
-            "C": classes,
-            "sxn": classes,
-            "sxc": 1,
-            "sdn": classes,
-            "sdc": 1,
-            "INV_BATCH": 1.0 / batch,
-        },
-        constexprs={"BLOCK": _row_block(classes, cfg)},
-        num_warps=cfg.num_warps,
-        num_stages=1,
-        config=cfg,
-        flops=4 * batch * classes,
-        min_bytes=batch * (2 * classes * ELEMENT_BYTES[dtype] + 12),
-    )
-
-
-def softmax_bwd_plan(rows: int, columns: int, dtype: str, config: RowConfig | None = None):
+def softmax_bwd_plan(
+    outer: int,
+    columns: int,
+    inner: int,
+    dtype: str,
+    y_strides: tuple[int, int, int] | None = None,
+    dy_strides: tuple[int, int, int] | None = None,
+    dx_strides: tuple[int, int, int] | None = None,
+    config: RowConfig | None = None,
+) -> KernelPlan:
     cfg = config or select_softmax_config(columns)
-    strides = {f"s{t}{d}": s for t in "gyd" for d, s in zip("oic", (columns, 1, 1), strict=True)}
-    e = ELEMENT_BYTES[dtype]
+    dense = (columns * inner, inner, 1)
+    rows = outer * inner
     return KernelPlan(
-        kind="softmax_bwd",
-        fn=_softmax_bwd_kernel,
-        grid=(rows,),
-        args={
-            "y_ptr": Ptr(dtype),
-            "dy_ptr": Ptr(dtype),
-            "dx_ptr": Ptr(dtype),
-            "C": columns,
-            "INNER": 1,
-            **strides,
-        },
-        constexprs={"BLOCK": _row_block(columns, cfg)},
-        num_warps=cfg.num_warps,
-        num_stages=1,
-        config=cfg,
-        flops=4 * rows * columns,
-        min_bytes=3 * rows * columns * e,
+        kind="softmax_bwd", fn=_softmax_bwd_kernel, grid=(rows,),
+        args={"y_ptr": Ptr(dtype), "dy_ptr": Ptr(dtype), "dx_ptr": Ptr(dtype), "C": columns,
+              "INNER": inner, **_three_strides("y", y_strides or dense),
+              **_three_strides("g", dy_strides or dense),
+              **_three_strides("d", dx_strides or dense)},
+        constexprs={"BLOCK": _row_block(columns, cfg)}, num_warps=cfg.num_warps, num_stages=1,
+        config=cfg, flops=4 * rows * columns, min_bytes=3 * rows * columns * ELEMENT_BYTES[dtype],
+    )  # fmt: skip
+
+
+def cross_entropy_fwd_plan(
+    batch: int,
+    classes: int,
+    dtype: str,
+    x_strides: tuple[int, int] | None = None,
+    config: RowConfig | None = None,
+) -> KernelPlan:
+    """Per-row loss / batch and the (max, log-sum) statistics the backward reuses."""
+    cfg = config or select_softmax_config(classes)
+    sxn, sxc = x_strides or (classes, 1)
+    return KernelPlan(
+        kind="softmax_xent_fwd", fn=_cross_entropy_fwd_kernel, grid=(batch,),
+        args={"x_ptr": Ptr(dtype), "target_ptr": Ptr("i64"), "loss_ptr": Ptr("fp32"),
+              "stats_ptr": Ptr("fp32"), "C": classes, "sxn": sxn, "sxc": sxc,
+              "INV_BATCH": 1.0 / batch},
+        constexprs={"BLOCK": _row_block(classes, cfg)}, num_warps=cfg.num_warps, num_stages=1,
+        config=cfg, flops=4 * batch * classes,
+        min_bytes=batch * (classes * ELEMENT_BYTES[dtype] + 8 + 4 + 8),
+    )  # fmt: skip
+
+
+def cross_entropy_bwd_plan(
+    batch: int,
+    classes: int,
+    dtype: str,
+    x_strides: tuple[int, int] | None = None,
+    config: RowConfig | None = None,
+) -> KernelPlan:
+    """d loss / d logits into a fresh dense (batch, classes) tensor."""
+    cfg = config or select_softmax_config(classes)
+    sxn, sxc = x_strides or (classes, 1)
+    return KernelPlan(
+        kind="softmax_xent_bwd", fn=_cross_entropy_bwd_kernel, grid=(batch,),
+        args={"x_ptr": Ptr(dtype), "target_ptr": Ptr("i64"), "stats_ptr": Ptr("fp32"),
+              "dloss_ptr": Ptr("fp32"), "dx_ptr": Ptr(dtype), "C": classes, "sxn": sxn,
+              "sxc": sxc, "sdn": classes, "sdc": 1, "INV_BATCH": 1.0 / batch},
+        constexprs={"BLOCK": _row_block(classes, cfg)}, num_warps=cfg.num_warps, num_stages=1,
+        config=cfg, flops=4 * batch * classes,
+        min_bytes=batch * (2 * classes * ELEMENT_BYTES[dtype] + 8 + 8),
+    )  # fmt: skip
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not (x.is_contiguous())
     )
 
 
@@ -332,18 +328,10 @@ class Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, config):
         x3 = _as_rows(x, dim)
-        outer, columns, inner = x3.shape
-        cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-        y = new_tensor(x.shape, x.dtype, x.device, channels_last=cl and not x.is_contiguous())
+        y = new_tensor(x.shape, x.dtype, x.device, channels_last=_is_channels_last(x))
         y3 = _as_rows(y, dim)
-        plan = softmax_fwd_plan(outer * inner, columns, TRITON_DTYPE[x.dtype], config)
-        args = dict(
-            plan.args,
-            INNER=inner,
-            **dict(zip(("sxo", "sxc", "sxi"), x3.stride(), strict=True)),
-            **dict(zip(("soo", "soc", "soi"), y3.stride(), strict=True)),
-        )
-        _replace_args(plan, args).launch(x_ptr=x3, out_ptr=y3)
+        plan = softmax_fwd_plan(*x3.shape, TRITON_DTYPE[x.dtype], x3.stride(), y3.stride(), config)
+        plan.launch(x_ptr=x3, out_ptr=y3)
         ctx.save_for_backward(y)
         ctx.dim, ctx.config = dim, config
         return y
@@ -352,27 +340,13 @@ class Softmax(torch.autograd.Function):
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
         y3, g3 = _as_rows(y, ctx.dim), _as_rows(dy.to(y.dtype), ctx.dim)
-        dx = new_tensor(
-            y.shape, y.dtype, y.device, channels_last=y.dim() == 4 and not y.is_contiguous()
-        )
+        dx = new_tensor(y.shape, y.dtype, y.device, channels_last=_is_channels_last(y))
         d3 = _as_rows(dx, ctx.dim)
-        outer, columns, inner = y3.shape
-        plan = softmax_bwd_plan(outer * inner, columns, TRITON_DTYPE[y.dtype], ctx.config)
-        args = dict(
-            plan.args,
-            INNER=inner,
-            **dict(zip(("syo", "syc", "syi"), y3.stride(), strict=True)),
-            **dict(zip(("sgo", "sgc", "sgi"), g3.stride(), strict=True)),
-            **dict(zip(("sdo", "sdc", "sdi"), d3.stride(), strict=True)),
+        plan = softmax_bwd_plan(
+            *y3.shape, TRITON_DTYPE[y.dtype], y3.stride(), g3.stride(), d3.stride(), ctx.config
         )
-        _replace_args(plan, args).launch(y_ptr=y3, dy_ptr=g3, dx_ptr=d3)
+        plan.launch(y_ptr=y3, dy_ptr=g3, dx_ptr=d3)
         return dx, None, None
-
-
-def _replace_args(plan: KernelPlan, args: dict) -> KernelPlan:
-    from dataclasses import replace
-
-    return replace(plan, args=args)
 
 
 class SoftmaxCrossEntropy(torch.autograd.Function):
@@ -382,13 +356,12 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits, target, config):
         batch, classes = logits.shape
         dtype = TRITON_DTYPE[logits.dtype]
-        plan = cross_entropy_fwd_plan(batch, classes, dtype, config)
-        plan = _replace_args(plan, dict(plan.args, sxn=logits.stride(0), sxc=logits.stride(1)))
+        plan = cross_entropy_fwd_plan(batch, classes, dtype, logits.stride(), config)
         losses = new_tensor((batch, 1), torch.float32, logits.device)
         stats = new_tensor((batch, 2), torch.float32, logits.device)
         plan.launch(x_ptr=logits, target_ptr=target, loss_ptr=losses, stats_ptr=stats)
         loss = new_tensor((), torch.float32, logits.device)
-        splitk_sum(losses, loss)
+        splitk_sum(losses, loss)  # rows added in order: a deterministic mean
         ctx.save_for_backward(logits, target, stats)
         ctx.config = config
         return loss
@@ -397,25 +370,11 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
     def backward(ctx, dloss):
         logits, target, stats = ctx.saved_tensors
         batch, classes = logits.shape
-        plan = cross_entropy_bwd_plan(batch, classes, TRITON_DTYPE[logits.dtype], ctx.config)
+        dtype = TRITON_DTYPE[logits.dtype]
+        plan = cross_entropy_bwd_plan(batch, classes, dtype, logits.stride(), ctx.config)
         dx = new_tensor(logits.shape, logits.dtype, logits.device)
-        plan = _replace_args(
-            plan,
-            dict(
-                plan.args,
-                sxn=logits.stride(0),
-                sxc=logits.stride(1),
-                sdn=dx.stride(0),
-                sdc=dx.stride(1),
-            ),
-        )
-        plan.launch(
-            x_ptr=logits,
-            target_ptr=target,
-            stats_ptr=stats,
-            dloss_ptr=dloss.float().reshape(1),
-            dx_ptr=dx,
-        )
+        dloss = dloss.float().reshape(1)
+        plan.launch(x_ptr=logits, target_ptr=target, stats_ptr=stats, dloss_ptr=dloss, dx_ptr=dx)
         return dx, None, None
 
 
@@ -487,9 +446,7 @@ class SpatialMean(torch.autograd.Function):
         out = new_tensor((batch, c), x.dtype, x.device)
         plan.launch(x_ptr=x, out_ptr=out)
         ctx.shape = x.shape
-        ctx.channels_last = x.is_contiguous(memory_format=torch.channels_last) and not (
-            x.is_contiguous()
-        )
+        ctx.channels_last = _is_channels_last(x)
         ctx.config = config
         return out
 
