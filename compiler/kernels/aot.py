@@ -88,13 +88,13 @@ def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[Kern
             plans.append(maxpool_bwd_plan(launch.batch, launch.c, launch.h, launch.w, dtype))
     elif isinstance(launch, LinearLaunch):
         m, k, n = launch.m, launch.k, launch.n
-        fwd = linear_fwd_plan(m, k, n, launch.relu, dtype, **gemm)
+        fwd = linear_fwd_plan(launch, dtype, **gemm)
         plans += [fwd, *_splitk_followers(fwd, m * n, dtype, bias_period=n, relu=launch.relu)]
         if training:
             if launch.input_grad:
-                dgrad = linear_dgrad_plan(m, k, n, launch.relu, dtype, **gemm)
+                dgrad = linear_dgrad_plan(launch, dtype, **gemm)
                 plans += [dgrad, *_splitk_followers(dgrad, m * k, dtype)]
-            wgrad = linear_wgrad_plan(m, k, n, launch.relu, dtype, **gemm)
+            wgrad = linear_wgrad_plan(launch, dtype, **gemm)
             plans += [wgrad, *_splitk_followers(wgrad, n * k, dtype)]
             if wgrad.notes["splits"] > 1:
                 plans.append(splitk_sum_plan(n, wgrad.notes["splits"], dtype))

@@ -17,6 +17,7 @@ from .plan import (
     interpreting,
     new_tensor,
 )
+from .shapes import LinearLaunch
 from .splitk import new_partials, splitk_sum
 from .tiles import load_operand
 
@@ -178,95 +179,63 @@ def matmul_plan(
     )
 
 
+Strides2 = tuple[int, int]
+
+
 def linear_fwd_plan(
-    m,
-    k,
-    n,
-    relu,
-    dtype,
-    has_bias=True,
-    x_strides=None,
-    w_strides=None,
-    config=None,
-    allow_tf32=False,
-    upcast=None,
+    layer: LinearLaunch,
+    dtype: str,
+    has_bias: bool = True,
+    x_strides: Strides2 | None = None,
+    w_strides: Strides2 | None = None,
+    config: MatmulConfig | None = None,
+    allow_tf32: bool = False,
+    upcast: bool | None = None,
 ) -> KernelPlan:
-    """y[m, n] = x[m, k] · W[n, k]^T + b; W as nn.Linear stores it."""
-    xs = x_strides or (k, 1)
+    """y[m, n] = x[m, k] · W[n, k]ᵀ + b (W stored as nn.Linear stores it)."""
+    m, k, n = layer.m, layer.k, layer.n
     ws = w_strides or (k, 1)
     return matmul_plan(
-        "linear_fwd",
-        m,
-        n,
-        k,
-        dtype,
-        xs,
-        (ws[1], ws[0]),
-        has_bias=has_bias,
-        relu=relu,
-        config=config,
-        allow_tf32=allow_tf32,
-        upcast=upcast,
-    )
+        "linear_fwd", m, n, k, dtype, x_strides or (k, 1), (ws[1], ws[0]), has_bias=has_bias,
+        relu=layer.relu, config=config, allow_tf32=allow_tf32, upcast=upcast,
+    )  # fmt: skip
 
 
 def linear_dgrad_plan(
-    m,
-    k,
-    n,
-    relu,
-    dtype,
-    dy_strides=None,
-    w_strides=None,
-    config=None,
-    allow_tf32=False,
-    upcast=None,
+    layer: LinearLaunch,
+    dtype: str,
+    dy_strides: Strides2 | None = None,
+    w_strides: Strides2 | None = None,
+    config: MatmulConfig | None = None,
+    allow_tf32: bool = False,
+    upcast: bool | None = None,
 ) -> KernelPlan:
     """dx[m, k] = (dy ⊙ [y > 0])[m, n] · W[n, k]."""
+    m, k, n = layer.m, layer.k, layer.n
     return matmul_plan(
-        "linear_dgrad",
-        m,
-        k,
-        n,
-        dtype,
-        dy_strides or (n, 1),
-        w_strides or (k, 1),
-        has_gate=relu,
-        config=config,
-        allow_tf32=allow_tf32,
-        upcast=upcast,
-    )
+        "linear_dgrad", m, k, n, dtype, dy_strides or (n, 1), w_strides or (k, 1),
+        has_gate=layer.relu, config=config, allow_tf32=allow_tf32, upcast=upcast,
+    )  # fmt: skip
 
 
 def linear_wgrad_plan(
-    m,
-    k,
-    n,
-    relu,
-    dtype,
-    bias_grad=True,
-    dy_strides=None,
-    x_strides=None,
-    config=None,
-    allow_tf32=False,
-    upcast=None,
+    layer: LinearLaunch,
+    dtype: str,
+    bias_grad: bool = True,
+    dy_strides: Strides2 | None = None,
+    x_strides: Strides2 | None = None,
+    config: MatmulConfig | None = None,
+    allow_tf32: bool = False,
+    upcast: bool | None = None,
 ) -> KernelPlan:
-    """dW[n, k] = (dy ⊙ [y > 0])^T · x, and db[n] as the row sums of the gated dy^T."""
+    """dW[n, k] = (dy ⊙ [y > 0])ᵀ · x, and db[n] as the row sums of the gated dyᵀ."""
+    m, k, n = layer.m, layer.k, layer.n
     ds = dy_strides or (n, 1)
     return matmul_plan(
-        "linear_wgrad",
-        n,
-        k,
-        m,
-        dtype,
-        (ds[1], ds[0]),
-        x_strides or (k, 1),
-        has_gate=relu,
-        rowsum=bias_grad,
-        config=config,
-        allow_tf32=allow_tf32,
+        "linear_wgrad", n, k, m, dtype, (ds[1], ds[0]), x_strides or (k, 1),
+        has_gate=layer.relu, rowsum=bias_grad, config=config, allow_tf32=allow_tf32,
         upcast=upcast,
-    )
+    )  # fmt: skip
 
 
 def _run(plan: KernelPlan, out: torch.Tensor, rowsum: torch.Tensor | None, bias, relu, **operands):
@@ -293,15 +262,16 @@ class LinearBiasAct(torch.autograd.Function):
         n = weight.shape[0]
         dtype = TRITON_DTYPE[x.dtype]
         tf32 = torch.backends.cuda.matmul.allow_tf32
+        layer = LinearLaunch("fc", m, k, n, relu)
         plan = linear_fwd_plan(
-            m, k, n, relu, dtype, bias is not None, x.stride(), weight.stride(), config, tf32
+            layer, dtype, bias is not None, x.stride(), weight.stride(), config, tf32
         )
         y = new_tensor((m, n), x.dtype, x.device)
         b = bias if bias is not None else weight
         _run(plan, y, None, bias, relu, a_ptr=x, gate_ptr=x, b_ptr=weight, bias_ptr=b)
         ctx.save_for_backward(x, weight, y)
         ctx.has_bias = bias is not None
-        ctx.relu = relu
+        ctx.layer = layer
         ctx.configs = (dgrad_config, wgrad_config)
         return y
 
@@ -317,13 +287,13 @@ class LinearBiasAct(torch.autograd.Function):
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             plan = linear_dgrad_plan(
-                m, k, n, ctx.relu, dtype, dy.stride(), weight.stride(), dgrad_config, tf32
+                ctx.layer, dtype, dy.stride(), weight.stride(), dgrad_config, tf32
             )
             dx = new_tensor((m, k), x.dtype, x.device)
             _run(plan, dx, None, None, False, a_ptr=dy, gate_ptr=y, b_ptr=weight, bias_ptr=dy)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             plan = linear_wgrad_plan(
-                m, k, n, ctx.relu, dtype, ctx.has_bias, dy.stride(), x.stride(), wgrad_config, tf32
+                ctx.layer, dtype, ctx.has_bias, dy.stride(), x.stride(), wgrad_config, tf32
             )
             dw = new_tensor((n, k), weight.dtype, weight.device)
             db = new_tensor((n,), x.dtype, x.device) if ctx.has_bias else None

@@ -1,4 +1,4 @@
-"""Device helpers shared by the GEMM kernels: operand loads with the fused ReLU gate."""
+"""Device helpers shared by several kernels: gated GEMM operand loads, NCHW/NHWC index split."""
 
 import triton
 import triton.language as tl

@@ -101,10 +101,11 @@ def test_vgg16_weight_gradients_do_not_serialise_on_few_tiles():
 
 
 def test_linear_plans_split_the_long_fc6_reduction():
-    fwd = linear_fwd_plan(256, 25088, 4096, True, "bf16")
+    fc6 = LinearLaunch("fc6", 256, 25088, 4096)
+    fwd = linear_fwd_plan(fc6, "bf16")
     assert fwd.notes["splits"] > 1 and fwd.programs >= configs.DEFAULT_NUM_SMS
-    assert linear_wgrad_plan(256, 25088, 4096, True, "bf16").notes["splits"] == 1
-    assert linear_dgrad_plan(256, 25088, 4096, True, "bf16").constexprs["HAS_GATE"]
+    assert linear_wgrad_plan(fc6, "bf16").notes["splits"] == 1
+    assert linear_dgrad_plan(fc6, "bf16").constexprs["HAS_GATE"]
 
 
 def test_vgg16_launches_match_the_paper():
