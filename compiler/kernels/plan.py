@@ -1,0 +1,96 @@
+"""Kernel launch plans: one launch description shared by host launchers and the AOT compiler."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+TRITON_DTYPE = {
+    torch.float32: "fp32",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.int64: "i64",
+    torch.int32: "i32",
+}
+ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "i64": 8, "i32": 4}
+
+# Debugging aid: when set (the kernel tests set NaN), every output and workspace the
+# launchers allocate is filled with this value first, so an element a kernel forgets
+# to write shows up instead of passing as whatever the allocator left there.
+FILL_NEW_OUTPUTS: float | None = None
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def new_tensor(shape, dtype, device, channels_last: bool = False) -> torch.Tensor:
+    """Allocate a kernel output (poisoned when FILL_NEW_OUTPUTS is set)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
+    if FILL_NEW_OUTPUTS is not None:
+        out.fill_(FILL_NEW_OUTPUTS)
+    return out
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def dot_precision(dtype: str, allow_tf32: bool) -> str:
+    """tl.dot input precision: tf32 tensor cores for fp32 only when torch allows it."""
+    return "tf32" if (dtype == "fp32" and allow_tf32) else "ieee"
+
+
+@dataclass(frozen=True)
+class Ptr:
+    """A pointer argument of a launch, known only by its element type until launch time."""
+
+    dtype: str
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Everything needed to launch one kernel, or to compile it ahead of time.
+
+    ``args`` holds the runtime arguments in kernel order: ``Ptr`` placeholders for
+    tensors, plain ints for sizes and strides. ``flops`` and ``min_bytes`` are the
+    roofline inputs: useful floating-point work and the bytes that must cross DRAM at
+    least once (inputs read once, outputs written once).
+    """
+
+    kind: str
+    fn: Any
+    grid: tuple[int, ...]
+    args: dict[str, Ptr | int]
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+    config: Any
+    flops: int = 0
+    min_bytes: int = 0
+    uses_dot: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def programs(self) -> int:
+        return math.prod(self.grid)
+
+    def launch(self, **tensors: torch.Tensor) -> None:
+        call = {}
+        for name, spec in self.args.items():
+            if isinstance(spec, Ptr):
+                t = tensors[name]
+                if TRITON_DTYPE[t.dtype] != spec.dtype:
+                    raise TypeError(f"{self.kind}: {name} is {t.dtype}, plan expects {spec.dtype}")
+                call[name] = t
+            else:
+                call[name] = spec
+        self.fn[self.grid](
+            **call, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
+        )

@@ -1,0 +1,87 @@
+"""Ahead-of-time compile for sm_90 and sm_80 on this GPU-less machine: resources and roofline."""
+
+import pytest
+
+from compiler.kernels.aot import aot_report, format_aot_report, predicted_step_time
+from compiler.kernels.shapes import (
+    ConvLaunch,
+    LinearLaunch,
+    PoolLaunch,
+    SoftmaxLaunch,
+    SpatialMeanLaunch,
+    vgg16_conv_launches,
+)
+
+LAUNCHES = [
+    ConvLaunch("conv1_1", 2, 3, 16, 12, 16, 3, 3, 1, 1, input_grad=False),
+    ConvLaunch("conv1_2", 2, 16, 16, 12, 32, 3, 3, 1, 1),
+    PoolLaunch("pool1", 2, 32, 16, 12),
+    ConvLaunch("fc6", 2, 32, 8, 6, 64, 7, 5, 0, 0),
+    LinearLaunch("fc7", 2, 64, 48),
+    LinearLaunch("fc8", 2, 48, 10, relu=False),
+    SoftmaxLaunch("prob", 2, 10),
+    SoftmaxLaunch("dense_prob", 2, 10, loss=False),
+    SpatialMeanLaunch("mean", 2, 10, 2, 2),
+]
+SHARED_LIMIT = {"sm_90": 227 * 1024, "sm_80": 163 * 1024}
+
+
+@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+def test_aot_report_compiles_every_kernel_without_a_gpu(target):
+    rows = aot_report(LAUNCHES, target=target, dtype="bfloat16")
+    kinds = {r["kernel"] for r in rows}
+    assert {
+        "conv_fwd",
+        "conv_dgrad",
+        "conv_wgrad",
+        "maxpool_fwd",
+        "maxpool_bwd",
+        "linear_fwd",
+        "linear_dgrad",
+        "linear_wgrad",
+        "softmax_xent_fwd",
+        "softmax_xent_bwd",
+        "spatial_mean_fwd",
+    } <= kinds
+    assert not any(r["kernel"] == "conv_dgrad" and r["layer"] == "conv1_1" for r in rows)
+    for r in rows:
+        where = f"{r['layer']} {r['kernel']} {r['config']}"
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, where
+        assert 0 < r["registers"] <= 255, where
+        assert r["shared_bytes"] <= SHARED_LIMIT[target] and r["shared_ok"], where
+        assert r["roofline_s"] > 0 and r["min_bytes"] > 0, where
+        if r["uses_dot"]:
+            assert r["tensor_cores"] in ("wgmma", "mma"), where
+    big = [r for r in rows if r["kernel"].startswith("conv") and r["config"].startswith("conv_")]
+    if target == "sm_90":
+        assert any(r["tensor_cores"] == "wgmma" for r in big)
+    else:
+        assert all(r["tensor_cores"] == "mma" for r in rows if r["uses_dot"])
+    assert predicted_step_time(rows) == pytest.approx(sum(r["roofline_s"] for r in rows))
+    table = format_aot_report(rows)
+    assert "conv1_2" in table and "predicted step" in table and target in table
+
+
+def test_aot_report_rejects_unknown_target():
+    with pytest.raises(ValueError, match="sm_75"):
+        aot_report(LAUNCHES[:1], target="sm_75")
+
+
+@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+def test_vgg16_convs_compile_to_tensor_cores_without_spills(target):
+    """The acceptance check on configuration D's 13 conv layers, batch 256 at 224×224, bf16:
+    every conv kernel (fwd, dgrad, wgrad) on tensor cores, nothing spilled, shared memory
+    within the per-block limit, and a roofline step time (≈15 s per target, cold cache)."""
+    rows = aot_report(vgg16_conv_launches(256, 224), target=target, dtype="bfloat16")
+    convs = [r for r in rows if r["kernel"].startswith("conv_")]
+    assert len(convs) == 13 * 3 - 1  # conv1_1 needs no data gradient
+    for r in rows:
+        where = f"{r['layer']} {r['kernel']} {r['config']}"
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, where
+        assert r["shared_bytes"] <= SHARED_LIMIT[target], where
+    for r in convs:
+        assert r["tensor_cores"] in ("wgmma", "mma"), r
+    if target == "sm_90":
+        # All but conv1_1's weight gradient, whose 32-row flat tile is below wgmma's 64.
+        assert [r["layer"] for r in convs if r["tensor_cores"] != "wgmma"] == ["conv1_1"]
+    assert 0.01 < predicted_step_time(rows) < 1.0
