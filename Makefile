@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-slow lint bench clean
 
 $(BIN)/vggspec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(BIN)/vggspec
 
 test: $(BIN)/vggspec
 	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/vggspec
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(BIN)/vggspec
 	$(BIN)/ruff check .

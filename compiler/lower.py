@@ -105,6 +105,10 @@ class Net(nn.Module):
             scores = self.backend.spatial_mean(scores)
         return self.backend.softmax(scores)
 
+    def loss(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean soft-max cross-entropy of class scores (logits) against labels."""
+        return self.backend.cross_entropy(scores, target)
+
     def spec_text(self) -> str:
         return format_spec(self.spec)
 

@@ -51,7 +51,12 @@ def add_parser(subparsers) -> None:
         metavar="HxW",
         help="input size (overrides the spec's; with --dense, the test image size)",
     )
-    p.add_argument("--batch", type=positive_int, default=1, help="batch size for memory figures")
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        help="batch size for the memory figures (default 1) and, with --target, "
+        "for the kernel report (default 256, the paper's)",
+    )
     p.add_argument(
         "--dtype",
         choices=sorted(DTYPE_BYTES),
@@ -66,6 +71,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-fuse", action="store_true", help="stop before the conv+ReLU fusion pass")
     p.add_argument("--emit", choices=EMITS, default="table", help="which stage to print")
     p.add_argument("--json", action="store_true", help="same as --emit json")
+    p.add_argument(
+        "--target",
+        choices=("sm_90", "sm_80"),
+        help="compile every Triton kernel for this GPU (H100 sm_90, A100 sm_80) "
+        "without one present, and report registers, spills, shared memory, "
+        "tensor-core use and a roofline step time",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(run=run)
 
@@ -79,14 +91,17 @@ def render(args) -> str:
         return pprint.pformat(spec, width=100) + "\n"
     name = Path(args.spec).stem
     fused = not args.no_fuse
+    batch = args.batch or (256 if args.target else 1)
     if args.dense:
         # The FC layers become convs at the spec's own size; --input is the test image.
-        graph = compile_spec(spec, name=name, batch=args.batch, dtype=args.dtype, fused=fused)
+        graph = compile_spec(spec, name=name, batch=batch, dtype=args.dtype, fused=fused)
         graph = dense_graph(graph, args.input)
     else:
         graph = compile_spec(
-            spec, args.input, name=name, batch=args.batch, dtype=args.dtype, fused=fused
+            spec, args.input, name=name, batch=batch, dtype=args.dtype, fused=fused
         )
+    if args.target:
+        return kernel_report(graph, args, batch, emit)
     if emit == "ir":
         return format_graph(graph)
     if emit == "dot":
@@ -94,6 +109,35 @@ def render(args) -> str:
     if emit == "json":
         return json.dumps(to_dict(graph), indent=2) + "\n"
     return format_table(graph)
+
+
+def kernel_report(graph, args, batch: int, emit: str) -> str:
+    """Every Triton kernel of the graph compiled for args.target, as a table or JSON."""
+    from compiler.kernels import aot_report, format_aot_report, predicted_step_time
+    from compiler.launches import graph_launches
+
+    training = not args.dense
+    launches, fallbacks = graph_launches(graph, batch, training)
+    dtype = "bfloat16" if args.dtype in ("bfloat16", "float16") else "float32"
+    rows = aot_report(launches, args.target, dtype, training)
+    step = predicted_step_time(rows)
+    if emit == "json":
+        report = {
+            "target": args.target,
+            "batch": batch,
+            "dtype": dtype,
+            "training": training,
+            "predicted_step_seconds": step,
+            "torch_fallbacks": fallbacks,
+            "kernels": rows,
+        }
+        return json.dumps(report, indent=2) + "\n"
+    what = "training step" if training else "dense forward pass"
+    text = format_aot_report(rows) + "\n"
+    text += f"{what} at batch {batch}: {step * 1e3:.1f} ms predicted from the roofline\n"
+    if fallbacks:
+        text += "runs through torch (no Triton kernel): " + ", ".join(fallbacks) + "\n"
+    return text
 
 
 def run(args) -> int:

@@ -42,3 +42,6 @@ class Backend:
 
     def softmax(self, x):
         return torch.softmax(x.float(), dim=1)
+
+    def cross_entropy(self, logits, target):
+        return F.cross_entropy(logits.float(), target)

@@ -167,8 +167,10 @@ def select_conv_config(m: int, n: int, c_in: int, dtype: str, gated: bool = Fals
     """
     if use_flat_k(c_in):
         return _by_name(CONV_CONFIGS, "conv_flat_128x64x32_w8_s3")
-    if m <= 64 * 64 or n <= 32:
+    if (m <= 64 * 64 or n <= 32) and not gated:
         return _by_name(CONV_CONFIGS, "conv_64x64x32_w4_s3")
+    if m <= 64 * 64 or n <= 32:  # gated at 64x64 spills a few bytes on sm_80: 8 warps
+        return _by_name(CONV_CONFIGS, "conv_flat_128x64x32_w8_s3")
     if n <= 64:
         return _by_name(CONV_CONFIGS, "conv_128x64x32_w4_s4")
     big = _by_name(CONV_CONFIGS, "conv_128x128x64_w8_s3")

@@ -1,0 +1,77 @@
+"""The Triton backend plugged into lower(): whole nets train like the torch backend.
+
+Under the interpreter (no GPU here) these are slow; config A is in the slow tier
+(`make test-slow`), the demo spec in the default one.
+"""
+
+import json
+
+import pytest
+import torch
+from conftest import SPECS
+
+from compiler import compile_spec, load_spec
+from compiler.lower import init_weights, lower
+
+
+def train_three_steps(backend: str, spec_path, size: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    graph = compile_spec(load_spec(spec_path), (size, size))
+    net = init_weights(lower(graph, backend, dropout=0.0), "glorot")
+    optimizer = torch.optim.SGD(net.parameters(), 0.01, momentum=0.9, weight_decay=5e-4)
+    data = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = 50 * torch.randn(2, 3, size, size, generator=data)
+        y = torch.randint(0, net.num_classes, (2,), generator=data)
+        loss = net.loss(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def worst_relative_difference(a: dict, b: dict) -> float:
+    return max(((a[k] - b[k]).abs().max() / b[k].abs().max()).item() for k in a)
+
+
+@pytest.mark.parametrize(
+    "spec, size",
+    [("demo", 32), pytest.param("A", 32, marks=pytest.mark.slow)],
+)
+def test_three_sgd_steps_match_the_torch_backend(spec, size):
+    reference = train_three_steps("torch", SPECS / f"{spec}.vgg", size)
+    triton = train_three_steps("triton", SPECS / f"{spec}.vgg", size)
+    assert reference.keys() == triton.keys()
+    assert worst_relative_difference(triton, reference) < 1e-4
+
+
+def test_dense_twin_on_the_triton_backend():
+    import vggspec
+
+    torch.manual_seed(0)
+    graph = compile_spec(load_spec(SPECS / "demo.vgg"), (32, 32))
+    net = init_weights(lower(graph, "triton"), "glorot").eval()
+    dense = vggspec.densify(net)
+    x = 50 * torch.randn(1, 3, 48, 64)
+    reference = vggspec.densify(lower(graph, "torch"))
+    reference.load_state_dict(dense.state_dict())
+    with torch.no_grad():
+        got, expected = dense(x), reference.eval()(x)
+        assert got.shape == expected.shape == (1, 10, 2, 3)
+        assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-5
+        posteriors = dense.predict(x)
+    assert torch.allclose(posteriors.sum(dim=1), torch.ones(1))
+
+
+def test_compile_target_report(cli):
+    code, out, err = cli("compile", SPECS / "A-LRN.vgg", "--input", "32x32", "--batch", "8",
+                         "--target", "sm_80", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["torch_fallbacks"] == ["norm1 (lrn size 5)"]
+    convs = [r for r in report["kernels"] if r["kernel"].startswith("conv")]
+    assert {r["layer"] for r in convs} >= {"conv1_1", "conv5_2"}
+    assert all(r["spill_stores"] + r["spill_loads"] == 0 for r in report["kernels"])
+    assert all(r["shared_ok"] for r in report["kernels"])
+    assert all(r["tensor_cores"] == "mma" for r in convs if r["uses_dot"])
+    assert report["predicted_step_seconds"] > 0
