@@ -20,8 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import vggspec  # noqa: E402
 from reference_vgg import ReferenceVGG  # noqa: E402
+
+import vggspec  # noqa: E402
 
 
 def step_seconds(net, x, target) -> float:
@@ -44,10 +45,14 @@ def main() -> None:
     vggspec.load_torchvision(ours, reference.state_dict())
     x = torch.randn(args.batch, 3, 224, 224)
     target = torch.randint(0, 1000, (args.batch,))
-    print(f"config {args.config}, batch {args.batch}, forward+backward, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    for fmt_name, fmt in (("NCHW", torch.contiguous_format),
-                          ("channels-last", torch.channels_last)):
+    print(
+        f"config {args.config}, batch {args.batch}, forward+backward, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    for fmt_name, fmt in (
+        ("NCHW", torch.contiguous_format),
+        ("channels-last", torch.channels_last),
+    ):
         for net in (ours, reference):
             net.to(memory_format=fmt).train()
         xf = x.contiguous(memory_format=fmt)
@@ -60,9 +65,11 @@ def main() -> None:
             ours_s.append(a)
             ref_s.append(b)
             ratios.append(a / b)
-        print(f"  {fmt_name:13s} vggspec {statistics.median(ours_s):6.2f} s/step   "
-              f"hand-written {statistics.median(ref_s):6.2f} s/step   "
-              f"ratio {statistics.median(ratios):.3f}")
+        print(
+            f"  {fmt_name:13s} vggspec {statistics.median(ours_s):6.2f} s/step   "
+            f"hand-written {statistics.median(ref_s):6.2f} s/step   "
+            f"ratio {statistics.median(ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from compiler import SpecError, compile_spec, parse
-from compiler import ops
+from compiler import SpecError, compile_spec, ops, parse
 from compiler.errors import VggspecError
 from compiler.graph import nodes, op
 from compiler.lower import Net, Weights, lower
+
+from .atomic import atomic_write
 
 FORMAT = "vggspec-net/1"
 
@@ -39,17 +39,7 @@ def save(net: Net, path: str | os.PathLike, **preprocess) -> Path:
         "preprocess": json.dumps(info),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 
@@ -163,8 +153,11 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
         raise WeightsError(
             "not the torchvision VGG layout of this spec: unexpected keys "
             + ", ".join(extra[:6])
-            + (" (batch-norm variants are not VGG as in the paper)" if any(
-                k.endswith("running_mean") for k in extra) else "")
+            + (
+                " (batch-norm variants are not VGG as in the paper)"
+                if any(k.endswith("running_mean") for k in extra)
+                else ""
+            )
         )
     renamed = {theirs_to_ours[k]: v for k, v in state_dict.items()}
     return load_state(net, renamed, "torchvision state_dict")
@@ -175,6 +168,7 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     and the last `fcs` FC layers of a trained shallower net (A) into the same-named
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
     the rest as they are. Returns the names copied; refuses if any shape differs."""
+
     def weight_layers(n: Net, kind) -> list[str]:
         return [name for name, operation in n._body if isinstance(operation, kind)]
 

@@ -29,8 +29,14 @@ def test_parameter_names_follow_the_graph():
     net = vggspec.build_net(SPECS / "D.vgg", backend="torch")
     names = [n for n, _ in net.named_parameters()]
     assert names[:4] == ["conv1_1.weight", "conv1_1.bias", "conv1_2.weight", "conv1_2.bias"]
-    assert names[-6:] == ["fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias",
-                          "fc8.weight", "fc8.bias"]
+    assert names[-6:] == [
+        "fc6.weight",
+        "fc6.bias",
+        "fc7.weight",
+        "fc7.bias",
+        "fc8.weight",
+        "fc8.bias",
+    ]
     assert net.fc6.weight.shape == (4096, 25088)
 
 
@@ -65,8 +71,7 @@ def _pooled(size: int, pools: int) -> int:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    st.lists(st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=2), min_size=1,
-             max_size=3),
+    st.lists(st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=2), min_size=1, max_size=3),
     st.integers(8, 24),
     st.integers(0, 20),
     st.integers(0, 20),
@@ -75,10 +80,14 @@ def _pooled(size: int, pools: int) -> int:
 def test_dense_twin_property(stages, side, extra_h, extra_w, seed):
     """Random spec shapes and image sizes: at the spec size the twin equals the net;
     on larger images its map has the floor-mode size."""
-    text = f"input {side}x{side} RGB\n" + "\n".join(
-        " ".join(f"conv{k}-{3 + 2 * i}" for k in stage) + " maxpool"
-        for i, stage in enumerate(stages)
-    ) + "\nFC-12 FC-12 FC-5 soft-max"
+    text = (
+        f"input {side}x{side} RGB\n"
+        + "\n".join(
+            " ".join(f"conv{k}-{3 + 2 * i}" for k in stage) + " maxpool"
+            for i, stage in enumerate(stages)
+        )
+        + "\nFC-12 FC-12 FC-5 soft-max"
+    )
     spec = parse(text)
     try:
         compile_spec(spec)

@@ -66,7 +66,9 @@ def test_a_file_whose_spec_does_not_match_its_weights(demo_net, tmp_path):
     tensors["fc6.weight"] = tensors["fc6.weight"][:, :-1].contiguous()
     metadata = {"format": "vggspec-net/1", "spec": demo_net.spec_text(), "preprocess": "{}"}
     save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
-    with pytest.raises(WeightsError, match=r"fc6.weight has shape \(256, 255\), the spec needs \(256, 256\)"):
+    with pytest.raises(
+        WeightsError, match=r"fc6.weight has shape \(256, 255\), the spec needs \(256, 256\)"
+    ):
         vggspec.load(tmp_path / "bad.safetensors")
     other = {"format": "vggspec-net/1", "spec": "input 64x64 RGB\nconv3-8 FC-10"}
     save_file(load_file(path), tmp_path / "other.safetensors", metadata=other)
@@ -104,8 +106,9 @@ def test_torchvision_file_and_wrong_layouts(tmp_path):
     vggspec.load_torchvision(net, path)
     assert torch.equal(net.conv1_1.weight, reference.features[0].weight)
     with pytest.raises(WeightsError, match="unexpected keys"):
-        vggspec.load_torchvision(vggspec.build_net(SPECS / "B.vgg", backend="torch"),
-                                 reference.state_dict())
+        vggspec.load_torchvision(
+            vggspec.build_net(SPECS / "B.vgg", backend="torch"), reference.state_dict()
+        )
     with pytest.raises(WeightsError, match="LRN"):
         vggspec.to_torchvision(vggspec.build_net(SPECS / "A-LRN.vgg", backend="torch"))
     (tmp_path / "junk.pth").write_bytes(b"junk")

@@ -7,10 +7,10 @@ import sys
 
 from compiler.errors import VggspecError
 
-from . import compile_command
+from . import compile_command, misc_commands, run_command
 from .errors import UserError
 
-COMMANDS = (compile_command,)
+COMMANDS = (compile_command, run_command, misc_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
