@@ -1,0 +1,1 @@
+"""The runtime: data, training, checkpoints, evaluation and features (imports only `compiler`)."""
