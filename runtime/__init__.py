@@ -1,1 +1,1 @@
-"""vggspec runtime: data, training and evaluation (imports the compiler, never the CLI)."""
+"""The runtime: data, training, checkpoints, evaluation and features (imports only `compiler`)."""

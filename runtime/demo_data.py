@@ -1,0 +1,213 @@
+"""Built-in demo data: ten classes of shapes on cluttered backgrounds, as an ImageFolder of JPEGs.
+
+The class is the shape only: colours, size, position, stretch, rotation, background and clutter
+are drawn independently of it. Images vary in size (smallest side 64..128, aspect up to 1.6,
+landscape or portrait) so scale jittering and dense evaluation have something to do. Every
+image is a pure function of (seed, split, class, index)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+DEMO_CLASSES = (
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "star",
+    "hbars",
+    "vbars",
+    "diamond",
+    "checker",
+)
+SMALLEST_SIDE = (64, 128)  # inclusive range of an image's smallest side
+MAX_ASPECT = 1.6
+SHAPE_RADIUS = (0.25, 0.45)  # of the smallest side: the shape spans 50..90 % of it
+MAX_ROTATION_DEG = 15  # small, so square/diamond and hbars/vbars stay different shapes
+STRETCH = (0.8, 1.25)  # independent x/y stretch of the shape
+JPEG_QUALITY = 90
+_SUPERSAMPLE = 2  # shapes drawn at 2× then reduced: antialiased edges
+_SPLITS = {"train": 0, "val": 1}
+
+
+def _polygon(points, angle, cx, cy, sx, sy, r):
+    """Unit-radius points → image coordinates: stretch, rotate, scale, move."""
+    c, s = math.cos(angle), math.sin(angle)
+    return [
+        (cx + r * (c * x * sx - s * y * sy), cy + r * (s * x * sx + c * y * sy)) for x, y in points
+    ]
+
+
+def _rect(x0, y0, x1, y1):
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def _unit_shapes(name: str, rng: np.random.Generator) -> list[tuple[list, bool]]:
+    """The class's shape as unit-radius polygons: [(points, filled-not-hole)]."""
+    if name == "circle":
+        return [(_circle(1.0), True)]
+    if name == "ring":
+        return [(_circle(1.0), True), (_circle(rng.uniform(0.5, 0.68)), False)]
+    if name == "square":
+        return [(_rect(-0.8, -0.8, 0.8, 0.8), True)]
+    if name == "diamond":
+        return [([(0, -1), (1, 0), (0, 1), (-1, 0)], True)]
+    if name == "triangle":
+        return [([(0, -1), (0.95, 0.7), (-0.95, 0.7)], True)]
+    if name == "cross":
+        t = rng.uniform(0.2, 0.3)
+        return [(_rect(-1, -t, 1, t), True), (_rect(-t, -1, t, 1), True)]
+    if name == "star":
+        inner = rng.uniform(0.35, 0.45)
+        pts = []
+        for k in range(10):
+            a = -math.pi / 2 + k * math.pi / 5
+            rad = 1.0 if k % 2 == 0 else inner
+            pts.append((rad * math.cos(a), rad * math.sin(a)))
+        return [(pts, True)]
+    if name in ("hbars", "vbars"):
+        t = rng.uniform(0.16, 0.22)
+        bars = [_rect(-0.9, y - t, 0.9, y + t) for y in (-0.65, 0.0, 0.65)]
+        if name == "vbars":
+            bars = [[(y, x) for x, y in bar] for bar in bars]
+        return [(bar, True) for bar in bars]
+    if name == "checker":
+        cell = 0.6
+        return [
+            (
+                _rect(
+                    -0.9 + i * cell, -0.9 + j * cell, -0.9 + (i + 1) * cell, -0.9 + (j + 1) * cell
+                ),
+                True,
+            )
+            for i in range(3)
+            for j in range(3)
+            if (i + j) % 2 == 0
+        ]
+    raise ValueError(f"unknown demo class {name!r}")
+
+
+def _circle(radius: float, n: int = 48) -> list[tuple[float, float]]:
+    return [
+        (radius * math.cos(2 * math.pi * k / n), radius * math.sin(2 * math.pi * k / n))
+        for k in range(n)
+    ]
+
+
+def _image_size(rng: np.random.Generator) -> tuple[int, int]:
+    short = int(rng.integers(SMALLEST_SIDE[0], SMALLEST_SIDE[1] + 1))
+    long = round(short * rng.uniform(1.0, MAX_ASPECT))
+    return (long, short) if rng.random() < 0.5 else (short, long)
+
+
+def _colour_far_from(rng: np.random.Generator, other: np.ndarray, distance: float) -> np.ndarray:
+    for _ in range(100):
+        colour = rng.integers(0, 256, size=3).astype(np.float32)
+        if np.linalg.norm(colour - other) >= distance:
+            return colour
+    return 255.0 - other
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Random base colour, a gradient in a random direction, and soft low-frequency blotches."""
+    base = rng.integers(0, 256, size=3).astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    xs = np.arange(w, dtype=np.float32) * (math.cos(angle) / max(w, h))
+    ys = np.arange(h, dtype=np.float32) * (math.sin(angle) / max(w, h))
+    ramp = ys[:, None] + xs[None, :]
+    tint = rng.normal(0, 40, size=3).astype(np.float32)
+    low = rng.normal(0, 25, size=(4, 4, 3)).astype(np.float32)
+    blotches = (
+        np.asarray(
+            Image.fromarray(np.clip(low + 128, 0, 255).astype(np.uint8)).resize(
+                (w, h), Image.Resampling.BICUBIC
+            ),
+            dtype=np.float32,
+        )
+        - 128
+    )
+    return base + ramp[..., None] * tint + blotches
+
+
+def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, w: int, h: int, short: int):
+    """Thin random lines and small blobs: busy, but never shape-sized."""
+    for _ in range(int(rng.integers(1, 4))):
+        x0, x1 = rng.uniform(0, w, size=2)
+        y0, y1 = rng.uniform(0, h, size=2)
+        colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        draw.line([(x0, y0), (x1, y1)], fill=colour, width=int(rng.integers(1, 3)))
+    for _ in range(int(rng.integers(1, 5))):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rx, ry = rng.uniform(0.02, 0.07, size=2) * short
+        colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=colour)
+
+
+def render_demo_image(seed: int, split: str, label: int, index: int) -> Image.Image:
+    """One demo image, a pure function of its arguments."""
+    rng = np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed, _SPLITS[split], label, index]))
+    )
+    w, h = _image_size(rng)
+    short = min(w, h)
+    background = _background(rng, w, h)
+    canvas = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(canvas)
+    _clutter(rng, draw, w, h, short)
+
+    # The shape: centred somewhere in the central short×short square, mostly inside it.
+    r = rng.uniform(*SHAPE_RADIUS) * short
+    slack_x = max(0.0, short / 2 - 0.9 * r)
+    slack_y = max(0.0, short / 2 - 0.9 * r)
+    cx = w / 2 + rng.uniform(-slack_x, slack_x)
+    cy = h / 2 + rng.uniform(-slack_y, slack_y)
+    angle = math.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
+    sx, sy = rng.uniform(*STRETCH, size=2)
+    ss = _SUPERSAMPLE
+    mask = Image.new("L", (w * ss, h * ss), 0)
+    mask_draw = ImageDraw.Draw(mask)
+    for points, filled in _unit_shapes(DEMO_CLASSES[label], rng):
+        poly = _polygon(points, angle, cx * ss, cy * ss, sx, sy, r * ss)
+        mask_draw.polygon(poly, fill=255 if filled else 0)
+    mask = mask.resize((w, h), Image.Resampling.BOX)
+
+    shape_colour = _colour_far_from(rng, background.mean(axis=(0, 1)), 110.0)
+    fill = Image.new("RGB", (w, h), tuple(int(v) for v in shape_colour))
+    canvas.paste(fill, (0, 0), mask)
+    _clutter(rng, draw, w, h, short)  # some clutter in front of the shape too
+
+    pixels = rng.standard_normal((h, w, 3), dtype=np.float32)
+    pixels *= rng.uniform(4, 18)
+    pixels += np.asarray(canvas, dtype=np.float32)
+    return Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8), "RGB")
+
+
+def _write_class(root: Path, seed: int, split: str, label: int, count: int) -> None:
+    folder = root / split / DEMO_CLASSES[label]
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        buf = io.BytesIO()
+        render_demo_image(seed, split, label, index).save(buf, "JPEG", quality=JPEG_QUALITY)
+        (folder / f"{index:05d}.jpg").write_bytes(buf.getvalue())
+
+
+def make_demo_dataset(
+    root: str | Path,
+    seed: int = 0,
+    train_per_class: int = 300,
+    val_per_class: int = 50,
+) -> Path:
+    """Write ROOT/train/<class>/NNNNN.jpg and ROOT/val/<class>/NNNNN.jpg and return ROOT
+    (existing files of the same names are overwritten). One process: on the 2-core CI
+    machine a process pool measured slower than this loop."""
+    root = Path(root)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for label in range(len(DEMO_CLASSES)):
+            _write_class(root, seed, split, label, count)
+    return root

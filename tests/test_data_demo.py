@@ -1,0 +1,124 @@
+"""Built-in demo data (deterministic, varied, colour-blind labels) and stored colour statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import runtime.color_stats as color_stats
+from runtime.data import (
+    DEMO_CLASSES,
+    STATS_FILE_NAME,
+    compute_color_stats,
+    load_or_compute_color_stats,
+    make_demo_dataset,
+    render_demo_image,
+    scan_image_folder,
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, seed=5, train_per_class=12, val_per_class=3)
+    return root
+
+
+def test_demo_is_an_image_folder_of_jpegs_with_ten_shape_classes(demo):
+    train = scan_image_folder(demo, "train")
+    val = scan_image_folder(demo, "val", classes=train.classes)
+    assert train.classes == sorted(DEMO_CLASSES) and len(DEMO_CLASSES) == 10
+    assert len(train) == 120 and len(val) == 30
+    assert not train.report.bad and not train.report.converted
+    with Image.open(train.samples[0][0]) as img:
+        assert img.format == "JPEG" and img.mode == "RGB"
+
+
+def test_demo_is_deterministic_from_the_seed(demo, tmp_path):
+    make_demo_dataset(tmp_path, seed=5, train_per_class=12, val_per_class=3)
+    files = sorted(p.relative_to(demo) for p in demo.rglob("*.jpg"))
+    assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jpg"))
+    assert all((demo / f).read_bytes() == (tmp_path / f).read_bytes() for f in files)
+    a = np.asarray(render_demo_image(5, "train", 3, 0))
+    b = np.asarray(render_demo_image(6, "train", 3, 0))
+    assert a.shape != b.shape or not np.array_equal(a, b)
+    assert not np.array_equal(
+        np.asarray(render_demo_image(5, "train", 3, 0)),
+        np.asarray(render_demo_image(5, "val", 3, 0)),
+    )
+
+
+def test_demo_images_vary_in_size_and_orientation(demo):
+    sizes = scan_image_folder(demo, "train").sizes
+    short = [min(s) for s in sizes]
+    aspect = [max(s) / min(s) for s in sizes]
+    assert min(short) >= 64 and max(short) <= 128 and max(short) - min(short) > 40
+    assert max(aspect) <= 1.6 + 1 / 64 and max(aspect) > 1.3
+    assert any(w > h for w, h in sizes) and any(h > w for w, h in sizes)
+    assert len(set(sizes)) > 100
+
+
+def test_colour_does_not_give_the_class():
+    """Nearest class-mean on an image's mean colour: about chance (10 %), not a shortcut."""
+
+    def colour(split, label, k):
+        return np.asarray(render_demo_image(1, split, label, k), dtype=np.float64).mean((0, 1))
+
+    centres = np.array(
+        [np.mean([colour("train", c, k) for k in range(30)], axis=0) for c in range(10)]
+    )
+    hits = sum(
+        int(np.argmin(np.linalg.norm(centres - colour("val", c, k), axis=1)) == c)
+        for c in range(10)
+        for k in range(20)
+    )
+    assert hits / 200 < 0.2
+
+
+def test_stats_are_computed_once_then_read_back(demo, monkeypatch):
+    folder = scan_image_folder(demo, "train")
+    path = demo / STATS_FILE_NAME
+    assert not path.exists()
+    first = load_or_compute_color_stats(folder)
+    stored = json.loads(path.read_text())
+    assert stored["mean_rgb"] == list(first.mean_rgb) and stored["images"] == 120
+
+    def fail(*_a, **_k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(color_stats, "compute_color_stats", fail)
+    assert load_or_compute_color_stats(folder) == first
+    monkeypatch.undo()
+    # another sample setting (or another file list) is another set of statistics
+    other = load_or_compute_color_stats(folder, max_images=10)
+    assert other.images == 10 and json.loads(path.read_text())["images"] == 10
+
+
+def test_stats_of_known_pixels(tmp_path):
+    d = tmp_path / "train" / "x"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pixels = []
+    for k in range(4):
+        arr = rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(d / f"{k}.png")
+        pixels.append(arr.reshape(-1, 3).astype(np.float64))
+    allpix = np.concatenate(pixels)
+    stats = compute_color_stats(scan_image_folder(tmp_path, "train"), side=64)
+    assert np.allclose(stats.mean_rgb, allpix.mean(0))
+    cov = np.cov(allpix.T, bias=True)
+    vectors = np.array(stats.eigenvectors)
+    assert np.allclose(vectors @ cov @ vectors.T, np.diag(stats.eigenvalues), atol=1e-6)
+    assert list(stats.eigenvalues) == sorted(stats.eigenvalues, reverse=True)
+    assert stats.pixels == len(allpix)
+
+
+def test_unwritable_stats_path_only_warns(demo, tmp_path, caplog):
+    folder = scan_image_folder(demo, "train")
+    (tmp_path / "a-file").write_text("not a folder")
+    unwritable = tmp_path / "a-file" / "stats.json"  # its "folder" is a file
+    stats = load_or_compute_color_stats(folder, unwritable, max_images=5)
+    assert stats.images == 5 and "could not store" in caplog.text
