@@ -64,8 +64,17 @@ def test_dense_twin_on_the_triton_backend():
 
 
 def test_compile_target_report(cli):
-    code, out, err = cli("compile", SPECS / "A-LRN.vgg", "--input", "32x32", "--batch", "8",
-                         "--target", "sm_80", "--json")
+    code, out, err = cli(
+        "compile",
+        SPECS / "A-LRN.vgg",
+        "--input",
+        "32x32",
+        "--batch",
+        "8",
+        "--target",
+        "sm_80",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["torch_fallbacks"] == ["norm1 (lrn size 5)"]

@@ -1,0 +1,46 @@
+"""Starting N local workers through torchrun's own launcher (torch.distributed.run)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_args(nproc: int, max_restarts: int, module_args: list[str]) -> list[str]:
+    """torchrun's command line for one machine, everything on loopback."""
+    return [
+        "--nnodes", "1",
+        "--nproc-per-node", str(nproc),
+        "--max-restarts", str(max_restarts),
+        "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+        "--local-addr", "127.0.0.1",
+        "--monitor-interval", "0.5",
+        "-m", *module_args,
+    ]  # fmt: skip
+
+
+def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
+    """Run `python -m <module_args>` in `nproc` workers; returns the launcher's exit code.
+    torchrun restarts the whole group (up to `max_restarts` times) if a worker dies."""
+    from torch.distributed.run import get_args_parser, run
+
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo stays on loopback
+    # A restarted group must not find the dead group's gloo addresses in a shared store:
+    # give every rendezvous round a store of its own.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args))
+    try:
+        run(args)
+    except Exception as err:  # torchrun raises ChildFailedError after printing its report
+        print(f"vggspec: the workers failed ({type(err).__name__})", file=sys.stderr)
+        return 1
+    return 0

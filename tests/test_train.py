@@ -1,0 +1,308 @@
+"""`vggspec run train`: configs, the run folder, exact data parallelism, resume and faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+
+import vggspec
+from runtime.checkpoint import load_checkpoint
+from runtime.demo_data import make_demo_dataset
+
+TINY_SPEC = "input 32x32 RGB\nconv3-8 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-10 soft-max\n"
+# 60 training images, batch 8: 7 steps per epoch; 25 validation images (odd on purpose).
+BASE = [
+    "batch_size=8",
+    "scale=[36,44]",
+    "workers=0",
+    "log_every=1",
+    "init=glorot",
+    "lr=0.001",
+    "checkpoint_every=3",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    make_demo_dataset(root / "data", seed=3, train_per_class=6, val_per_class=3)
+    # Keep 25 validation images: a count that does not divide by two processes.
+    for path in sorted((root / "data" / "val").rglob("*.jpg"))[25:]:
+        path.unlink()
+    (root / "tiny.vgg").write_text(TINY_SPEC)
+    return root
+
+
+def settings(tiny: Path, out: Path, *extra: str) -> list[str]:
+    return [f"spec={tiny / 'tiny.vgg'}", f"data={tiny / 'data'}", f"out={out}", *BASE, *extra]
+
+
+def vggspec_cmd(*args, env=None, timeout=240) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vggspec", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return vggspec.load(run / "model.safetensors", backend="torch").state_dict()
+
+
+def max_rel_diff(a: dict, b: dict) -> float:
+    return max(((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)).item() for k in a)
+
+
+def test_single_process_run_folder(tiny, tmp_path, cli):
+    out = tmp_path / "run"
+    code, stdout, _ = cli("run", "train", *settings(tiny, out, "max_steps=10"))
+    assert code == 0
+    assert "finished: 10 steps" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("steps", "wall_seconds", "images_per_second", "val_top1_error", "val_top5_error"):
+        assert summary[key] is not None, key
+    assert summary["steps"] == 10
+    assert 0 <= summary["val_top1_error"] <= 1
+    net = vggspec.load(out / "model.safetensors")
+    assert net.preprocess["class_names"][:2] == ["circle", "cross"] or net.num_classes == 10
+    assert len(net.preprocess["mean_rgb"]) == 3
+    assert (out / "config.yaml").read_text().count("max_steps: 10") == 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "step"] == list(range(1, 11))
+    assert any(r["kind"] == "val" for r in rows)
+    png = vggspec_cmd("plot", out)
+    assert png.returncode == 0 and (out / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["lrr=0.1"], "unknown setting in the command line: 'lrr' (did you mean 'lr'?)"),
+        (["lr=0"], "lr must be > 0"),
+        (["epochs=two"], "epochs must be int"),
+        (["scale=[300,200]"], "S_min ≤ S_max"),
+        (["batch_size=7"], None),
+    ],
+)
+def test_bad_settings_are_one_message_and_exit_2(tiny, tmp_path, cli, extra, message):
+    args = settings(tiny, tmp_path / "run", "max_steps=2", *extra)
+    if extra == ["batch_size=7"]:
+        args = [a for a in args if not a.startswith("batch_size=8")]
+        args.append("data=/nonexistent/folder")
+        message = "data=/nonexistent/folder: no train/ folder"
+    code, _, err = cli("run", "train", *args)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_spec_error_and_existing_run_are_clear(tiny, tmp_path, cli):
+    bad = tmp_path / "bad.vgg"
+    bad.write_text("conv3-8 conv4-8\n")
+    code, _, err = cli("run", "train", *settings(tiny, tmp_path / "r", f"spec={bad}"))
+    assert code == 2 and "bad.vgg:1:9: error" in err
+    out = tmp_path / "done"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=2"))[0] == 0
+    code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=2"))
+    assert code == 2 and "already holds a run" in err
+
+
+def test_no_traceback_for_a_bad_config_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: [1, 2\n")
+    result = vggspec_cmd("run", "train", "--config", config)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "not valid YAML" in result.stderr
+
+
+def test_two_processes_give_the_one_process_weights(tiny, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["max_steps=10", "dropout=0"]
+    assert vggspec_cmd("run", "train", *settings(tiny, one, *common)).returncode == 0
+    result = vggspec_cmd("run", "train", "--nproc", "2", *settings(tiny, two, *common))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_rel_diff(weights(two), weights(one)) < 1e-5
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (one, two))
+    assert b["processes"] == 2
+    assert a["val_top1_error"] == b["val_top1_error"]  # exact validation on 25 images
+    assert a["val_top5_error"] == b["val_top5_error"]
+
+
+def test_two_machines_on_loopback(tiny, tmp_path):
+    from runtime.launch import free_port
+
+    one, two = tmp_path / "one", tmp_path / "nodes"
+    common = ["max_steps=10", "dropout=0"]
+    assert vggspec_cmd("run", "train", *settings(tiny, one, *common)).returncode == 0
+    port = free_port()
+    node = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "vggspec-test",
+        "--local-addr",
+        "127.0.0.1",
+        "-m",
+        "vggspec",
+        "run",
+        "train",
+        *settings(tiny, two, *common),
+    ]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    machines = [
+        subprocess.Popen(
+            node, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        outputs = [m.communicate(timeout=240) for m in machines]
+    finally:
+        for m in machines:
+            m.kill()
+    assert [m.returncode for m in machines] == [0, 0], outputs[0][1][-2000:]
+    assert max_rel_diff(weights(two), weights(one)) < 1e-5
+
+
+def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    # 4 epochs of 7 steps, patience 0: the learning rate drops after epoch 2 or 3.
+    common = ["epochs=4", "lr_patience=0", "lr=0.01"]
+    assert vggspec_cmd("run", "train", *settings(tiny, straight, *common)).returncode == 0
+    summary = json.loads((straight / "summary.json").read_text())
+    assert summary["lr_drops"] >= 1, "the recipe must cross a learning-rate drop"
+    crashed = vggspec_cmd(
+        "run", "train", *settings(tiny, killed, *common), env={"VGGSPEC_FAULT": "kill:11"}
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert load_checkpoint(killed / "checkpoints" / "last.pt")["position"]["step"] == 9
+    resumed = vggspec_cmd("run", "train", "--resume", killed)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = weights(straight), weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((killed / "summary.json").read_text())["lr_drops"] == summary["lr_drops"]
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tiny, tmp_path):
+    out = tmp_path / "run"
+    crashed = vggspec_cmd(
+        "run",
+        "train",
+        *settings(tiny, out, "max_steps=8"),
+        env={"VGGSPEC_FAULT": "kill-in-checkpoint:6"},
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["position"]["step"] == 3
+    assert vggspec_cmd("run", "train", "--resume", out).returncode == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 8
+
+
+def test_nan_on_one_rank_stops_both_at_the_same_step(tiny, tmp_path):
+    out = tmp_path / "run"
+    started = time.monotonic()
+    result = vggspec_cmd(
+        "run",
+        "train",
+        "--nproc",
+        "2",
+        *settings(tiny, out, "max_steps=10"),
+        env={"VGGSPEC_FAULT": "nan:5:1"},
+        timeout=180,
+    )
+    assert result.returncode != 0
+    assert time.monotonic() - started < 120  # no hang
+    assert "the loss became" in result.stderr and "at step 5 (on 1 of 2 processes)" in result.stderr
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"] == 3
+    assert not (out / "model.safetensors").exists()
+
+
+def test_a_worker_killed_under_max_restarts_still_gives_the_result(tiny, tmp_path):
+    straight, restarted = tmp_path / "straight", tmp_path / "restarted"
+    common = ["max_steps=12", "dropout=0"]
+    assert vggspec_cmd("run", "train", *settings(tiny, straight, *common)).returncode == 0
+    result = vggspec_cmd(
+        "run",
+        "train",
+        "--nproc",
+        "2",
+        "--max-restarts",
+        "1",
+        *settings(tiny, restarted, *common),
+        env={"VGGSPEC_FAULT": "kill:8:1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_rel_diff(weights(restarted), weights(straight)) < 1e-5
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_0(tiny, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vggspec", "run", "train", *settings(tiny, out, "epochs=50")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGTERM: checkpoint written" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"] == "stopped"
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"] == summary["steps"]
+
+
+def test_corrupt_files_are_skipped_and_reported(tmp_path, cli):
+    from runtime.corrupt_fixture import make_corrupt_fixture
+
+    root = tmp_path / "data"
+    expected = make_corrupt_fixture(root)
+    bad = sorted(path for path, outcome in expected.items() if outcome.startswith("bad:"))
+    spec = tmp_path / "tiny.vgg"
+    spec.write_text(TINY_SPEC.replace("FC-10", "FC-2"))
+    out = tmp_path / "run"
+    code, _, err = cli(
+        "run",
+        "train",
+        f"spec={spec}",
+        f"data={root}",
+        f"out={out}",
+        "batch_size=4",
+        "scale=[36,44]",
+        "workers=0",
+        "max_steps=4",
+        "max_bad_files=0.5",
+        "init=glorot",
+    )
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bad_files"] == len(bad) > 0
+    for path in bad:
+        assert f"bad file {root / path}" in err
