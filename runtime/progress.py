@@ -63,7 +63,7 @@ class RunLog:
             return
         elapsed = time.perf_counter() - self.started
         done = position.step - self.first_step
-        rate = position.images / position.train_seconds if position.train_seconds else 0.0
+        rate = position.timed_images / position.train_seconds if position.train_seconds else 0.0
         eta = elapsed / done * (self.total - position.step) if done else 0.0
         line = (
             f"epoch {position.epoch + 1} step {position.step}/{self.total} "

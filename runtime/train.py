@@ -56,7 +56,8 @@ class Position:
     step_in_epoch: int = 0
     step: int = 0
     images: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # steady-state time: the first step of each start is not counted
+    timed_images: int = 0  # the images of the steps counted in train_seconds
     wall_seconds: float = 0.0
     best_top1_error: float | None = None
     last_val: dict = field(default_factory=dict)
@@ -131,6 +132,7 @@ class Trainer:
             len(self.data.train), cfg.batch_size, ctx.rank, ctx.world, cfg.seed
         )
         self.loader = make_loader(self.data.train, None, cfg.workers, batch_sampler=self.sampler)
+        self._warm = False
         self.stop = faults.StopRequest()
         self.stop.install()
 
@@ -252,7 +254,10 @@ class Trainer:
             p.step_in_epoch += 1
             p.images += cfg.batch_size
             now = time.perf_counter()
-            p.train_seconds += now - tick
+            if self._warm:  # the first step also starts workers and allocators: not timed
+                p.train_seconds += now - tick
+                p.timed_images += cfg.batch_size
+            self._warm = True
             tick = now
             self.log.step(p, value, self.schedule.lr, cfg.log_every)
             if stop:
@@ -306,7 +311,9 @@ class Trainer:
             "processes": self.ctx.world,
             "wall_seconds": round(p.wall_seconds, 3),
             "train_seconds": round(p.train_seconds, 3),
-            "images_per_second": round(p.images / p.train_seconds, 2) if p.train_seconds else 0.0,
+            "images_per_second": round(p.timed_images / p.train_seconds, 2)
+            if p.train_seconds
+            else 0.0,
             "val_top1_error": val.get("val_top1_error"),
             "val_top5_error": val.get("val_top5_error"),
             "val_loss": val.get("val_loss"),
