@@ -17,8 +17,12 @@ $(BIN)/vggspec: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job: train the demo net on the built-in demo data (a new run folder each
+# time), then evaluate it with the paper's dense multi-scale protocol.
+DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(BIN)/vggspec
-	$(BIN)/vggspec compile specs/E.vgg
+	$(BIN)/vggspec run train --config specs/demo.yaml out=$(DEMO_RUN)
 
 test: $(BIN)/vggspec
 	$(BIN)/python -m pytest -q
