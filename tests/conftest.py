@@ -1,9 +1,8 @@
-"""Shared test helpers: the spec files and running the CLI in-process."""
+"""Test set-up: Triton's interpreter on CPU-only machines, and the in-process CLI fixture."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
@@ -15,10 +14,6 @@ if not torch.cuda.is_available():
 import pytest
 
 from vggspec.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
-TABLE1 = ("A", "A-LRN", "B", "C", "D", "E")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SPECS
+from helpers import ROOT, SPECS
 
 
 def test_table_has_every_layer_and_the_totals(cli):

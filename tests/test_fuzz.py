@@ -2,7 +2,7 @@
 
 import contextlib
 
-from conftest import SPECS
+from helpers import SPECS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import SPECS
+from helpers import SPECS
 
 from compiler import compile_spec, dense_graph, launch_count, load_spec
 

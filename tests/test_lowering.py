@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import SPECS
+from helpers import SPECS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

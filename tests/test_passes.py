@@ -1,7 +1,7 @@
 """The passes: shapes and their errors, fusion rules, densify's FC → conv mapping."""
 
 import pytest
-from conftest import SPECS
+from helpers import SPECS
 
 from compiler import SpecError, compile_spec, dense_graph, load_spec, ops, parse, score_map_size
 from compiler.graph import Graph, build_graph, launch_count, meta, nodes, op, verify

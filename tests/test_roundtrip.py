@@ -1,7 +1,7 @@
 """Round trips: parse(print(ast)) == ast, print(parse(text)) is a fixed point."""
 
 import pytest
-from conftest import SPECS
+from helpers import SPECS
 from hypothesis import given, settings
 from strategies import specs, spelled_specs
 

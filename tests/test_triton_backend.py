@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import SPECS
+from helpers import SPECS
 
 from compiler import compile_spec, load_spec
 from compiler.lower import init_weights, lower

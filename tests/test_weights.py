@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import SPECS
+from helpers import SPECS
 from reference_vgg import ReferenceVGG
 
 import vggspec
