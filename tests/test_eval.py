@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from eval_helpers import CLASSES, MEAN, SPEC_32, SPEC_224, save_net, write_images
 from PIL import Image
 
 import vggspec
@@ -25,11 +26,6 @@ from runtime.multicrop import Window, cut, grid_offsets, grid_windows, multicrop
 from runtime.normalization import Normalization
 from runtime.preprocess import to_tensor
 
-SPEC_224 = "input 224x224 RGB\n" + "conv3-4 maxpool\n" * 5 + "FC-16 FC-16 FC-10 soft-max\n"
-SPEC_32 = "input 32x32 RGB\nconv3-8 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-6 soft-max\n"
-CLASSES = ["a", "b", "c", "d", "e", "f"]
-MEAN = [120.0, 115.0, 100.0]
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -39,26 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def save_net(path, spec_text, seed, *, classes=CLASSES, train_scale=(36, 44), spec_dir=None):
-    spec = (spec_dir or path.parent) / f"net{seed}.vgg"
-    spec.write_text(spec_text)
-    torch.manual_seed(seed)
-    net = vggspec.build_net(spec, backend="torch", num_classes=len(classes))
-    vggspec.save(net, path, mean_rgb=MEAN, class_names=list(classes), train_scale=list(train_scale))
-    return path
-
-
-def write_images(root, sizes_by_class, seed=0, fmt="PNG", split="val"):
-    rng = np.random.default_rng(seed)
-    for name, sizes in sizes_by_class.items():
-        folder = root / split / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, (w, h) in enumerate(sizes):
-            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{k:03d}.{fmt.lower()}", fmt)
-    return root
 
 
 @pytest.fixture(scope="module")

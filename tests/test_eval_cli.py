@@ -7,18 +7,21 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
-from test_eval import CLASSES, SPEC_32, save_net, write_images
+from eval_helpers import CLASSES, SPEC_32, save_net, write_images
 
 import vggspec
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def restore_threads():
+    # The commands set torch's thread count in this process (--threads 1 below).
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_eval import SPEC_32, save_net, write_images
+from eval_helpers import SPEC_32, save_net, write_images
 
 import vggspec
 from runtime.eval_models import load_checkpoint_model
