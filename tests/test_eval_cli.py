@@ -1,0 +1,291 @@
+"""`vggspec run eval` and `vggspec run features` from the command line: the report, its JSON,
+one message for every mistake, two processes equal to one, features on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import CLASSES, SPEC_32, save_net, write_images
+
+import vggspec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    # The commands set torch's thread count in this process (--threads 1 below).
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two nets of the 6-class spec, and 15 validation images (odd: 8 + 7 on two ranks)."""
+    root = tmp_path_factory.mktemp("cli")
+    shapes = [(40, 40), (50, 38), (36, 60), (45, 45), (70, 40)]
+    sizes = {c: [shapes[(i + k) % 5] for k in range(3)] for i, c in enumerate(CLASSES[:5])}
+    data = write_images(root / "data", sizes)
+    write_images(data, {c: [(40, 44)] * 3 for c in CLASSES}, seed=1, split="train")
+    run = root / "run"
+    run.mkdir()
+    save_net(run / "model.safetensors", SPEC_32, 1, spec_dir=root)
+    other = save_net(root / "other.safetensors", SPEC_32, 2)
+    return root, data, run, other
+
+
+def common(data, *extra):
+    return ["--data", data, "--workers", "0", "--threads", "1", *extra]
+
+
+def test_table_and_json(setup, cli, tmp_path):
+    _, data, run, _ = setup
+    code, out, err = cli("run", "eval", "--checkpoint", run, *common(data, "--method", "all"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "config",
+        "train",
+        "S",
+        "test",
+        "Q",
+        "method",
+        "top-1",
+        "err",
+        "top-5",
+        "err",
+    ]
+    assert [line.split()[2] for line in lines[2:6]] == ["40", "36,40,44", "36,40,44", "36,40,44"]
+    assert "multi-crop & dense" in lines[5] and lines[2].split()[1] == "[36;44]"
+    assert lines[6].startswith("15 images, 1 process(es)")
+    assert "/data/val: 15 of 15 images usable" in err
+    report_path = tmp_path / "r.json"
+    code, out, _ = cli(
+        "run",
+        "eval",
+        "--checkpoint",
+        run,
+        *common(data, "--method", "both", "--json", "-o", report_path, "--scales", "32,48"),
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert report == json.loads(report_path.read_text())
+    assert [r["method"] for r in report["results"]] == ["dense", "multi-crop", "both"]
+    for r in report["results"]:
+        assert r["scales"] == [32, 48] and r["images"] == 15
+        assert 0 <= r["top5_error"] <= r["top1_error"] <= 1  # top-5 given: 6 classes
+    assert report["images_per_second"] > 0 and report["processes"] == 1
+    assert report["nets"][0]["train_scale"] == "[36;44]"
+
+
+def test_fewer_than_five_classes_have_no_top5(tmp_path, cli):
+    net = save_net(
+        tmp_path / "m.safetensors", SPEC_32.replace("FC-6", "FC-2"), 0, classes=["a", "b"]
+    )
+    data = write_images(tmp_path / "d", {"a": [(40, 40)] * 2, "b": [(40, 50)]})
+    code, out, _ = cli("run", "eval", "--checkpoint", net, *common(data, "--json"))
+    assert code == 0
+    (result,) = json.loads(out)["results"]
+    assert "top5_error" not in result and result["images"] == 3
+
+
+def test_fused_report_names_every_net(setup, cli):
+    _, data, run, other = setup
+    code, out, _ = cli(
+        "run", "eval", "--checkpoint", run, "--checkpoint", other, *common(data, "--json")
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert [n["name"] for n in report["nets"]] == ["net1", "net2"]
+    code, out, _ = cli("run", "eval", "--checkpoint", run, "--checkpoint", other, *common(data))
+    assert out.splitlines()[2].startswith("net1 & net2  [36;44] / [36;44]")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--checkpoint", "/nonexistent"], "/nonexistent: no such checkpoint file or run folder"),
+        (["--checkpoint", "RUN", "--split", "test"], "no test/ folder"),
+        (["--checkpoint", "RUN", "--scales", "16,40"], "Q=16 is smaller than net1's 32x32 input"),
+        (["--checkpoint", "RUN", "--scales", "4x"], "--scales takes whole numbers"),
+        (["--checkpoint", "JUNK"], "not a readable safetensors file"),
+        (["--checkpoint", "RUN", "--spec", "OTHER_SPEC"], "another spec than --spec"),
+        (["--weights", "RUN/model.safetensors"], "1 --weights but 0 --spec"),
+        ([], "say which net"),
+        (["--checkpoint", "RUN", "--scales", "8", "--nproc", "2"], "Q=8 is smaller"),  # no worker
+    ],
+)
+def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
+    _, data, run, _ = setup
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
+    spec = tmp_path / "o.vgg"
+    spec.write_text(SPEC_32.replace("conv3-8", "conv3-4"))
+    replace = {"RUN": str(run), "JUNK": str(tmp_path / "junk.safetensors"), "OTHER_SPEC": str(spec)}
+    args = [replace.get(a, a.replace("RUN", str(run))) for a in args]
+    code, _, err = cli("run", "eval", *args, *common(data))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_weights_from_torchvision_layout(setup, cli, tmp_path):
+    root, data, run, _ = setup
+    net = vggspec.load(run / "model.safetensors", backend="torch")
+    torch.save(vggspec.to_torchvision(net), tmp_path / "tv.pth")
+    spec = root / "net1.vgg"
+    base = ["--scales", "40", "--json", "--classes", tmp_path / "classes.txt"]
+    (tmp_path / "classes.txt").write_text("".join(c + "\n" for c in CLASSES))
+    code, out, err = cli(
+        "run",
+        "eval",
+        "--weights",
+        tmp_path / "tv.pth",
+        "--spec",
+        spec,
+        "--preprocess",
+        "torchvision",
+        *common(data, *base),
+    )
+    assert code == 0, err
+    theirs = json.loads(out)["results"]
+    code, out, _ = cli(
+        "run", "eval", "--checkpoint", run, "--preprocess", "torchvision", *common(data, *base)
+    )
+    assert json.loads(out)["results"] == theirs
+
+
+def vggspec_cmd(*args, timeout=240):
+    return subprocess.run(
+        [sys.executable, "-m", "vggspec", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_two_processes_equal_one_on_an_odd_count(setup, tmp_path, cli):
+    _, data, run, other = setup
+    outputs = {}
+    for nproc in (1, 2):
+        args = [
+            "run",
+            "eval",
+            "--checkpoint",
+            run,
+            "--checkpoint",
+            other,
+            "--method",
+            "all",
+            "--nproc",
+            nproc,
+            *common(
+                data, "-o", tmp_path / f"{nproc}.json", "--posteriors", tmp_path / f"{nproc}.npz"
+            ),
+        ]
+        if nproc == 1:
+            assert cli(*args)[0] == 0
+        else:  # torchrun's launcher, two worker processes on loopback
+            result = vggspec_cmd(*args)
+            assert result.returncode == 0, result.stderr[-3000:]
+        outputs[nproc] = json.loads((tmp_path / f"{nproc}.json").read_text())
+    one, two = outputs[1], outputs[2]
+    assert two["processes"] == 2 and one["images"] == two["images"] == 15
+    keys = ("method", "scales", "top1_error", "top5_error", "images")
+    assert [[r[k] for k in keys] for r in one["results"]] == [
+        [r[k] for k in keys] for r in two["results"]
+    ]
+    a, b = np.load(tmp_path / "1.npz"), np.load(tmp_path / "2.npz")
+    assert a.files == b.files and len(a.files) == 5 + 4
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])  # bit for bit, here
+
+
+def test_features_and_a_linear_classifier(setup, cli, tmp_path):
+    _, data, run, other = setup
+    out = tmp_path / "features"
+    code, stdout, err = cli(
+        "run",
+        "features",
+        "--checkpoint",
+        run,
+        *common(data, "--out", out, "--classifier", "ridge", "--json"),
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    val = np.load(out / "val.npy")
+    assert val.shape == (15, 32 * 3)  # FC-32 penultimate, 3 scales stacked
+    np.testing.assert_allclose(np.linalg.norm(val, axis=1), 1, rtol=1e-5)
+    assert len((out / "val_files.txt").read_text().splitlines()) == 15
+    assert np.load(out / "train_labels.npy").tolist() == sorted(list(range(6)) * 3)
+    classifier = summary["classifier"]
+    assert classifier["classifier"] == "ridge" and classifier["train_accuracy"] > 0.5  # chance 1/6
+    assert 0 <= classifier["test_accuracy"] <= 1
+    code, stdout, _ = cli(
+        "run",
+        "features",
+        "--checkpoint",
+        run,
+        "--checkpoint",
+        other,
+        *common(data, "--out", out, "--aggregate", "pool"),
+    )
+    assert code == 0 and np.load(out / "val.npy").shape == (15, 64)
+    code, _, err = cli(
+        "run",
+        "features",
+        "--checkpoint",
+        run,
+        *common(data, "--out", out, "--classifier", "ridge", "--train-split", "nope"),
+    )
+    assert code == 2 and "needs a nope/ folder" in err
+
+
+def test_corrupt_files_are_counted_and_reported(tmp_path, cli):
+    from runtime.corrupt_fixture import make_corrupt_fixture
+
+    expected = make_corrupt_fixture(tmp_path / "data", good_per_class=1, val_per_class=4)
+    net = save_net(
+        tmp_path / "m.safetensors",
+        SPEC_32.replace("FC-6", "FC-2"),
+        0,
+        classes=["class_a", "class_b"],
+    )
+    code, out, err = cli("run", "eval", "--checkpoint", net, *common(tmp_path / "data", "--json"))
+    assert code == 0, err
+    report = json.loads(out)
+    bad = [
+        p for p, outcome in expected.items() if p.startswith("val/") and outcome.startswith("bad")
+    ]
+    assert [b["path"] for b in report["bad_files"]] == [str(tmp_path / "data" / p) for p in bad]
+    assert report["unreadable"] == len(bad) == 1 and report["images"] == 8 + 1  # + the CMYK one
+    assert "skipped 1: 1 truncated" in err and "converted to RGB: 1 cmyk" in err
+    (tmp_path / "data" / "val" / "class_b" / "bad2.jpg").write_bytes(b"junk")
+    code, _, err = cli(
+        "run", "eval", "--checkpoint", net, *common(tmp_path / "data"), "--max-bad-files", "0.1"
+    )
+    assert code == 2 and "2 of 11 image files" in err and "Traceback" not in err
+
+
+def test_data_defaults_to_what_the_run_trained_on(setup, cli, tmp_path, monkeypatch):
+    _, data, run, _ = setup
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes())
+    (run_dir / "config.yaml").write_text(f"spec: x.vgg\ndata: {data}\nseed: 0\n")
+    code, out, err = cli("run", "eval", "--checkpoint", run_dir, "--workers", "0", "--json")
+    assert code == 0, err
+    assert json.loads(out)["data"] == str(data)
+    (run_dir / "config.yaml").write_text("spec: x.vgg\ndata: null\nseed: 0\n")
+    monkeypatch.setenv("VGGSPEC_DEMO_DATA", str(data))  # where the demo data was written
+    code, out, _ = cli("run", "eval", "--checkpoint", run_dir, "--workers", "0", "--json")
+    assert code == 0 and json.loads(out)["images"] == 15

@@ -1,0 +1,109 @@
+"""Very deep features (Appendix B): the penultimate map, dense descriptors, linear classifiers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from eval_helpers import SPEC_32, save_net, write_images
+
+import vggspec
+from runtime.eval_models import load_checkpoint_model
+from runtime.evaluate import single_process
+from runtime.features import dense_descriptor, extract_features, penultimate_net
+from runtime.image_folder import scan_image_folder
+from runtime.linear_probe import fit_and_score
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def twin_of(spec_text: str, seed: int = 0):
+    torch.manual_seed(seed)
+    net = vggspec.build_net(vggspec.parse_spec(spec_text), backend="torch", init="glorot")
+    return vggspec.densify(net.eval())
+
+
+def test_penultimate_map_is_what_the_last_layer_reads():
+    twin = twin_of(SPEC_32)
+    head = penultimate_net(twin)
+    assert head.fc4.weight is twin.fc4.weight  # shared, not copied (fc3 fc4 fc5 here)
+    x = torch.randn(2, 3, 48, 40) * 50
+    with torch.inference_mode():
+        features = head(x)
+        scores = twin(x)
+        last = F.conv2d(features, twin.fc5.weight, twin.fc5.bias)
+    assert features.shape == (2, 32, 5, 3)  # 48×40 → 12×10 after two pools → 8×8 fc3 → 5×3
+    assert (features >= 0).all()  # after the ReLU
+    torch.testing.assert_close(last, scores, rtol=1e-5, atol=1e-5)
+
+
+def test_unfused_and_single_fc_specs():
+    twin = twin_of("input 16x16 RGB\nconv3-4 maxpool conv3-6 FC-5 soft-max\n")
+    head = penultimate_net(twin)
+    with torch.inference_mode():
+        out = head(torch.randn(1, 3, 20, 16))
+    assert out.shape == (1, 6, 10, 8)  # the last conv (+ReLU), before the FC
+    with pytest.raises(vggspec.VggspecError, match="two weight layers"):
+        penultimate_net(twin_of("input 8x8 RGB\nFC-5 soft-max\n"))
+
+
+def test_descriptor_is_mirror_invariant_with_flip():
+    head = penultimate_net(twin_of(SPEC_32))
+    x = torch.randn(2, 3, 40, 56) * 50
+    a = dense_descriptor(head, x, flip=True)
+    b = dense_descriptor(head, x.flip(-1), flip=True)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    assert not torch.allclose(
+        dense_descriptor(head, x, False), dense_descriptor(head, x.flip(-1), False)
+    )
+
+
+def test_stacked_and_pooled_features(tmp_path):
+    path = save_net(tmp_path / "m.safetensors", SPEC_32, 3)
+    data = write_images(tmp_path / "d", {"a": [(40, 40), (60, 40)], "b": [(40, 52)]})
+    model = load_checkpoint_model(path, "torch")
+    folder = scan_image_folder(data, "val", classes=model.class_names)
+    stacked = extract_features([model], folder, single_process(), aggregate="stack")
+    pooled = extract_features([model], folder, single_process(), aggregate="pool")
+    assert stacked.descriptors.shape == (3, 96) and pooled.descriptors.shape == (3, 32)
+    for f in (stacked, pooled):
+        np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1, rtol=1e-5)
+    # Pooling is the mean of the stacked per-scale parts (before normalising).
+    parts = stacked.descriptors.reshape(3, 3, 32)
+    mean = parts.mean(axis=1)
+    assert np.all(np.sign(mean) == np.sign(pooled.descriptors))
+    assert stacked.labels.tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("kind", ["ridge", "logistic", "svm"])
+def test_linear_classifiers_separate_separable_data(kind):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 20)) * 3
+    labels = np.repeat(np.arange(4), 30)
+    x = centres[labels] + rng.normal(size=(120, 20))
+    train, test = np.arange(120) % 2 == 0, np.arange(120) % 2 == 1
+    result = fit_and_score(kind, x[train], labels[train], x[test], labels[test], 4, reg=1e-2)
+    assert result["train_accuracy"] == 1.0
+    assert result["test_accuracy"] >= 0.95 and result["mean_class_recall"] >= 0.95
+
+
+def test_ridge_in_the_dual_matches_the_primal():
+    from runtime.linear_probe import _ridge, _with_bias
+
+    rng = np.random.default_rng(1)
+    y = torch.from_numpy(rng.integers(0, 3, 10))
+    wide = _with_bias(rng.normal(size=(10, 30)))
+    w_dual = _ridge(wide, y, 3, 0.5)
+    d = wide.shape[1]
+    w_primal = torch.linalg.solve(
+        wide.T @ wide + 0.5 * torch.eye(d, dtype=wide.dtype),
+        wide.T @ (2 * F.one_hot(y, 3).double() - 1),
+    )
+    torch.testing.assert_close(w_dual, w_primal)
