@@ -23,6 +23,7 @@ DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 demo: $(BIN)/vggspec
 	$(BIN)/vggspec run train --config specs/demo.yaml out=$(DEMO_RUN)
+	$(BIN)/vggspec run eval --checkpoint $(DEMO_RUN)
 
 test: $(BIN)/vggspec
 	$(BIN)/python -m pytest -q
