@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from runtime.color_stats import ColorStats
 from runtime.image_folder import ImageFolder
-from runtime.preprocess import array_to_tensor, as_hw, resized_crop, scaled_size
+from runtime.preprocess import as_hw, image_to_tensor, resized_crop, scaled_size
 
 PCA_ALPHA_STD = 0.1  # AlexNet: alpha_i ~ N(0, 0.1)
 
@@ -74,7 +74,7 @@ def augment(
         patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     # Shift and mean are both constant per channel: one add does both.
     offset = stats.pca_shift(params.alpha) - np.asarray(stats.mean_rgb)
-    return array_to_tensor(np.asarray(patch, dtype=np.float32), offset)
+    return image_to_tensor(patch, offset)
 
 
 class TrainDataset(Dataset):
@@ -103,7 +103,7 @@ class TrainDataset(Dataset):
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch[0])
+        return int(self._epoch.item())
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch[0] = int(epoch)
@@ -119,13 +119,16 @@ class TrainDataset(Dataset):
 
     def sample(self, index: int, epoch: int) -> tuple[torch.Tensor, int]:
         """Item `index` at `epoch`, without touching the current epoch."""
-        img, label, used = self.folder.load(
-            index, lambda size: self.params(index, epoch, size).scaled
-        )
+        drawn: dict[tuple[int, int], CropParams] = {}
+
+        def min_size_for(size: tuple[int, int]) -> tuple[int, int]:
+            drawn[size] = self.params(index, epoch, size)
+            return drawn[size].scaled
+
+        img, label, used = self.folder.load(index, min_size_for)
         # `used` differs from `index` only if a file failed after the scan; the substitute
         # keeps this index's random stream.
-        params = self.params(index, epoch, self.folder.sizes[used])
-        return augment(img, params, self.crop, self.stats), label
+        return augment(img, drawn[self.folder.sizes[used]], self.crop, self.stats), label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.sample(int(index), self.epoch)

@@ -54,7 +54,14 @@ def _classify_open_error(path: Path, head: bytes, err: Exception) -> UnreadableI
         return UnreadableImage(path, "lfs_pointer", "a Git LFS pointer, not the image")
     if isinstance(err, Image.UnidentifiedImageError):
         return UnreadableImage(path, "not_an_image", "Pillow does not recognise the content")
-    return UnreadableImage(path, "unreadable", f"{type(err).__name__}: {err}")
+    return _decode_error(path, err)
+
+
+def _decode_error(path: Path, err: Exception) -> UnreadableImage:
+    text = f"{type(err).__name__}: {err}"
+    if "truncated" in text.lower() or isinstance(err, EOFError):
+        return UnreadableImage(path, "truncated", text)
+    return UnreadableImage(path, "unreadable", text)
 
 
 def _open(path: Path) -> Image.Image:
@@ -117,9 +124,7 @@ def _load(path: Path, img: Image.Image) -> None:
     try:
         img.load()
     except Exception as err:
-        text = str(err)
-        reason = "truncated" if "truncated" in text or isinstance(err, EOFError) else "unreadable"
-        raise UnreadableImage(path, reason, f"{type(err).__name__}: {text}") from None
+        raise _decode_error(path, err) from None
 
 
 _CONVERTIBLE_MODES = frozenset(

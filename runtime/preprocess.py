@@ -60,13 +60,15 @@ def center_offset(scaled: tuple[int, int], crop: tuple[int, int]) -> tuple[int, 
 def to_tensor(img: Image.Image, mean_rgb: Sequence[float]) -> torch.Tensor:
     """CHW float32 in 0..255 units minus the training set's mean RGB (the paper's and
     Caffe's convention: no division by a standard deviation)."""
-    return array_to_tensor(np.asarray(img, dtype=np.float32), -np.asarray(mean_rgb, np.float32))
+    return image_to_tensor(img, -np.asarray(mean_rgb, dtype=np.float32))
 
 
-def array_to_tensor(hwc: np.ndarray, offset_rgb: np.ndarray) -> torch.Tensor:
-    """HWC float32 array plus a per-channel offset, as a contiguous CHW tensor."""
-    chw = (hwc + offset_rgb.astype(np.float32)).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(chw))
+def image_to_tensor(img: Image.Image, offset_rgb: np.ndarray) -> torch.Tensor:
+    """An RGB image as a CHW float32 tensor plus a per-channel offset, in one pass."""
+    chw = np.asarray(img).transpose(2, 0, 1)
+    out = np.empty(chw.shape, dtype=np.float32)
+    np.add(chw, np.asarray(offset_rgb, dtype=np.float32)[:, None, None], out=out)
+    return torch.from_numpy(out)
 
 
 def as_hw(crop: int | Sequence[int]) -> tuple[int, int]:
