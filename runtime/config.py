@@ -45,6 +45,7 @@ class TrainConfig:
     log_every: int = 10  # steps between log lines
     max_bad_files: float = 0.01  # fraction of unreadable images above which the run stops
     colour_shift: float = 0.1  # std of AlexNet's PCA colour shift (0 switches it off)
+    normalise: str = "mean"  # subtract the mean RGB (the paper); mean-std also divides by std
 
     @property
     def scale_range(self) -> tuple[int, int]:
@@ -59,6 +60,7 @@ _CHOICES = {
     "backend": ("auto", "torch", "triton"),
     "precision": ("fp32", "bf16"),
     "device": ("auto", "cpu", "cuda"),
+    "normalise": ("mean", "mean-std"),
 }
 _POSITIVE = ("epochs", "batch_size", "lr", "checkpoint_every", "log_every")
 _NON_NEGATIVE = (

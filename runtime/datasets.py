@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -32,15 +33,28 @@ class TrainingData:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def std_rgb(self) -> list[float]:
+        """Per-channel standard deviation of the training pixels (0..255 units), from
+        the covariance the PCA colour shift already measured."""
+        values, vectors = self.stats.eigenvalues, self.stats.eigenvectors
+        return [
+            math.sqrt(sum(lam * vec[c] ** 2 for lam, vec in zip(values, vectors, strict=True)))
+            for c in range(3)
+        ]
+
     def preprocess(self, cfg: TrainConfig) -> dict:
         """What a trained net expects of an image; saved with its weights."""
-        return {
+        info = {
             "mean_rgb": list(self.stats.mean_rgb),
             "class_names": list(self.classes),
             "input_size": list(self.train.crop),
             "train_scale": cfg.scale,
             "pixel_range": 255,
         }
+        if cfg.normalise == "mean-std":
+            info["std_rgb"] = self.std_rgb
+        return info
 
 
 def demo_data_root(seed: int) -> Path:

@@ -54,7 +54,10 @@ class Normalization:
         if pixel_range not in (1, 255):
             raise NormalizationError(f"{source}: pixel_range {pixel_range!r} is not 1 or 255")
         unit = 1.0 if pixel_range == 255 else 1 / 255
-        return cls("vggspec", tuple(float(v) for v in mean), unit=unit)
+        std = preprocess.get("std_rgb") or (1.0, 1.0, 1.0)
+        if len(std) != 3 or min(std) <= 0:
+            raise NormalizationError(f"{source}: std_rgb {std!r} is not three positive numbers")
+        return cls("vggspec", tuple(float(v) for v in mean), tuple(float(v) for v in std), unit)
 
     @classmethod
     def named(cls, name: str, preprocess: dict | None = None, source: str = "") -> Normalization:

@@ -78,6 +78,12 @@ def accuracy_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]
 
 
 @torch.no_grad()
+def input_divisor(preprocess: dict, device) -> torch.Tensor | None:
+    """The per-channel std the net's inputs are divided by, if its preprocessing says so."""
+    std = preprocess.get("std_rgb")
+    return None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+
 def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dict:
     """Exact validation: rank r takes a contiguous share of the images (no padding, no
     duplicates) and the sums are all-reduced."""
@@ -90,6 +96,9 @@ def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dic
     sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 correct, top-5 correct, images
     for x, y in loader:
         x, y = x.to(ctx.device), y.to(ctx.device)
+        divisor = input_divisor(net.preprocess, ctx.device)
+        if divisor is not None:
+            x = x / divisor
         logits = net(x).float()
         top1, top5 = accuracy_sums(logits, y)
         sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -114,6 +123,7 @@ class Trainer:
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
         self.net.to(ctx.device)
         self.net.preprocess = self.data.preprocess(cfg)
+        self.divisor = input_divisor(self.net.preprocess, ctx.device)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -230,6 +240,8 @@ class Trainer:
         for x, y in self.loader:
             faults.kill_if_planned("kill", p.step + 1, ctx.rank)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            if self.divisor is not None:
+                x = x / self.divisor
             torch.manual_seed(step_seed(cfg.seed, p.step, ctx.rank))
             with torch.autocast(ctx.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
                 logits = self.model(x)
