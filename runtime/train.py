@@ -77,13 +77,13 @@ def accuracy_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]
     return int(hits[:, :1].sum()), int(hits.any(dim=1).sum())
 
 
-@torch.no_grad()
 def input_divisor(preprocess: dict, device) -> torch.Tensor | None:
     """The per-channel std the net's inputs are divided by, if its preprocessing says so."""
     std = preprocess.get("std_rgb")
     return None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1)
 
 
+@torch.no_grad()
 def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dict:
     """Exact validation: rank r takes a contiguous share of the images (no padding, no
     duplicates) and the sums are all-reduced."""
