@@ -26,3 +26,13 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny nets gain nothing from threads, and on a loaded 2-core machine OpenMP's
+    barriers can make a 1 ms forward take 100 ms."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,15 +26,7 @@ from runtime.multicrop import Window, cut, grid_offsets, grid_windows, multicrop
 from runtime.normalization import Normalization
 from runtime.preprocess import to_tensor
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny nets gain nothing from threads, and on a loaded 2-core machine OpenMP's
-    # barriers make a 1 ms forward take 100 ms.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

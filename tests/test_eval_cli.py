@@ -4,19 +4,14 @@ one message for every mistake, two processes equal to one, features on disk."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from eval_helpers import CLASSES, SPEC_32, save_net, write_images
+from helpers import vggspec_cmd
 
 import vggspec
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -160,17 +155,6 @@ def test_weights_from_torchvision_layout(setup, cli, tmp_path):
         "run", "eval", "--checkpoint", run, "--preprocess", "torchvision", *common(data, *base)
     )
     assert json.loads(out)["results"] == theirs
-
-
-def vggspec_cmd(*args, timeout=240):
-    return subprocess.run(
-        [sys.executable, "-m", "vggspec", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def test_two_processes_equal_one_on_an_odd_count(setup, tmp_path, cli):

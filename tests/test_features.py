@@ -15,13 +15,7 @@ from runtime.features import dense_descriptor, extract_features, penultimate_net
 from runtime.image_folder import scan_image_folder
 from runtime.linear_probe import fit_and_score
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def twin_of(spec_text: str, seed: int = 0):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, vggspec_cmd
 
 import vggspec
 from runtime.checkpoint import load_checkpoint
@@ -44,18 +44,6 @@ def tiny(tmp_path_factory):
 
 def settings(tiny: Path, out: Path, *extra: str) -> list[str]:
     return [f"spec={tiny / 'tiny.vgg'}", f"data={tiny / 'data'}", f"out={out}", *BASE, *extra]
-
-
-def vggspec_cmd(*args, env=None, timeout=240) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "vggspec", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
