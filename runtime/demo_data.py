@@ -1,9 +1,4 @@
-"""Built-in demo data: ten classes of shapes on cluttered backgrounds, as an ImageFolder of JPEGs.
-
-The class is the shape only: colours, size, position, stretch, rotation, background and clutter
-are drawn independently of it. Images vary in size (smallest side 64..128, aspect up to 1.6,
-landscape or portrait) so scale jittering and dense evaluation have something to do. Every
-image is a pure function of (seed, split, class, index)."""
+"""Built-in demo data: ten classes of shapes on cluttered backgrounds, an ImageFolder of JPEGs."""
 
 from __future__ import annotations
 
@@ -16,6 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+# The class is the shape only: colours, size, position, stretch, rotation, background and
+# clutter are drawn independently of it. Images vary in size and orientation so that scale
+# jittering and dense evaluation have something to do. Each image is a pure function of
+# (seed, split, class, index).
 DEMO_CLASSES = (
     "circle",
     "square",
