@@ -66,19 +66,29 @@ def sample_crop_params(
 
 
 def augment(
-    img: Image.Image, params: CropParams, crop: tuple[int, int], stats: ColorStats
+    img: Image.Image,
+    params: CropParams,
+    crop: tuple[int, int],
+    stats: ColorStats,
+    unit: float = 1.0,
 ) -> torch.Tensor:
-    """Apply one sample's choices to a decoded RGB image: CHW float32, 0..255 units."""
+    """Apply one sample's choices to a decoded RGB image: CHW float32, 0..255 units × unit."""
     patch = resized_crop(img, params.scaled, params.offset, crop)
     if params.flip:
         patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     # Shift and mean are both constant per channel: one add does both.
     offset = stats.pca_shift(params.alpha) - np.asarray(stats.mean_rgb)
-    return image_to_tensor(patch, offset)
+    return image_to_tensor(patch, offset, unit)
 
 
 class TrainDataset(Dataset):
     """(CHW float32 tensor, label) with the paper's augmentation; call `set_epoch` each epoch.
+
+    Values are 0..255 pixels minus the mean RGB, as in the paper, times `unit` (default 1).
+    With plain SGD from scratch those ±128 inputs make the first layer's effective step
+    thousands of times larger than the others'; a net meant to train in minutes without
+    per-layer learning rates wants inputs of about unit variance (unit ≈ 1/64, or 1/255 for
+    0..1 pixels). Whatever is chosen must be stored with the net and used at test time.
 
     The epoch lives in shared memory so that persistent DataLoader workers see `set_epoch`
     calls made in the main process (call it before iterating the loader for that epoch)."""
@@ -92,6 +102,7 @@ class TrainDataset(Dataset):
         stats: ColorStats,
         seed: int = 0,
         alpha_std: float = PCA_ALPHA_STD,
+        unit: float = 1.0,
     ) -> None:
         self.folder = folder
         self.scale = as_scale_range(scale)
@@ -99,6 +110,7 @@ class TrainDataset(Dataset):
         self.stats = stats
         self.seed = int(seed)
         self.alpha_std = float(alpha_std)
+        self.unit = float(unit)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     @property
@@ -128,7 +140,8 @@ class TrainDataset(Dataset):
         img, label, used = self.folder.load(index, min_size_for)
         # `used` differs from `index` only if a file failed after the scan; the substitute
         # keeps this index's random stream.
-        return augment(img, drawn[self.folder.sizes[used]], self.crop, self.stats), label
+        params = drawn[self.folder.sizes[used]]
+        return augment(img, params, self.crop, self.stats, self.unit), label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.sample(int(index), self.epoch)

@@ -27,10 +27,13 @@ class EvalDataset(Dataset):
     fails after the scan, the next readable image stands in under the same index (logged),
     so every index still yields exactly one result."""
 
-    def __init__(self, folder: ImageFolder, q: int, mean_rgb: Sequence[float]) -> None:
+    def __init__(
+        self, folder: ImageFolder, q: int, mean_rgb: Sequence[float], unit: float = 1.0
+    ) -> None:
         self.folder = folder
         self.q = int(q)
         self.mean_rgb = tuple(float(v) for v in mean_rgb)
+        self.unit = float(unit)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -57,7 +60,8 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         img, label, _ = self.folder.load(int(index), lambda size: scaled_size(size, self.q))
-        return to_tensor(rescale_smallest_side(img, self.q), self.mean_rgb), label, int(index)
+        x = to_tensor(rescale_smallest_side(img, self.q), self.mean_rgb, self.unit)
+        return x, label, int(index)
 
 
 class CenterCropDataset(Dataset):
@@ -71,12 +75,14 @@ class CenterCropDataset(Dataset):
         scale: int | Sequence[int],
         crop: int | Sequence[int],
         mean_rgb: Sequence[float],
+        unit: float = 1.0,
     ) -> None:
         lo, hi = as_scale_range(scale)
         self.folder = folder
         self.smallest_side = (lo + hi) // 2
         self.crop = as_hw(crop)
         self.mean_rgb = tuple(float(v) for v in mean_rgb)
+        self.unit = float(unit)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -88,4 +94,4 @@ class CenterCropDataset(Dataset):
         img, label, used = self.folder.load(int(index), self._scaled)
         scaled = self._scaled(self.folder.sizes[used])
         patch = resized_crop(img, scaled, center_offset(scaled, self.crop), self.crop)
-        return to_tensor(patch, self.mean_rgb), label
+        return to_tensor(patch, self.mean_rgb, self.unit), label

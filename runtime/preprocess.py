@@ -57,17 +57,20 @@ def center_offset(scaled: tuple[int, int], crop: tuple[int, int]) -> tuple[int, 
     return (scaled[0] - crop[1]) // 2, (scaled[1] - crop[0]) // 2
 
 
-def to_tensor(img: Image.Image, mean_rgb: Sequence[float]) -> torch.Tensor:
-    """CHW float32 in 0..255 units minus the training set's mean RGB (the paper's and
-    Caffe's convention: no division by a standard deviation)."""
-    return image_to_tensor(img, -np.asarray(mean_rgb, dtype=np.float32))
+def to_tensor(img: Image.Image, mean_rgb: Sequence[float], unit: float = 1.0) -> torch.Tensor:
+    """CHW float32: 0..255 pixel values minus the training set's mean RGB (the paper's and
+    Caffe's convention: no division by a standard deviation), times `unit` (1: the paper's
+    units; see TrainDataset for why a run may choose another)."""
+    return image_to_tensor(img, -np.asarray(mean_rgb, dtype=np.float32), unit)
 
 
-def image_to_tensor(img: Image.Image, offset_rgb: np.ndarray) -> torch.Tensor:
-    """An RGB image as a CHW float32 tensor plus a per-channel offset, in one pass."""
+def image_to_tensor(img: Image.Image, offset_rgb: np.ndarray, unit: float = 1.0) -> torch.Tensor:
+    """(RGB image + per-channel offset) × unit as a CHW float32 tensor, in one pass."""
     chw = np.asarray(img).transpose(2, 0, 1)
     out = np.empty(chw.shape, dtype=np.float32)
     np.add(chw, np.asarray(offset_rgb, dtype=np.float32)[:, None, None], out=out)
+    if unit != 1.0:
+        out *= np.float32(unit)
     return torch.from_numpy(out)
 
 

@@ -226,3 +226,19 @@ def test_centre_crop_uses_the_middle_of_the_scale_range(folder):
     x, label = data[7]
     assert x.shape == (3, 24, 32) and label == folder.samples[7][1]
     assert (x - expected).abs().max() <= 1
+
+
+def test_unit_scales_every_output_after_mean_subtraction(folder):
+    paper = _train(folder)
+    scaled = _train(folder, unit=1 / 64)
+    assert torch.allclose(scaled.sample(4, 2)[0], paper.sample(4, 2)[0] / 64, atol=1e-5)
+    full, small = (
+        EvalDataset(folder, 36, STATS.mean_rgb),
+        EvalDataset(folder, 36, STATS.mean_rgb, 0.5),
+    )
+    assert torch.allclose(small[1][0], full[1][0] * 0.5)
+    crop = {"scale": 40, "crop": 24, "mean_rgb": STATS.mean_rgb}
+    assert torch.allclose(
+        CenterCropDataset(folder, unit=0.25, **crop)[0][0],
+        CenterCropDataset(folder, **crop)[0][0] / 4,
+    )
