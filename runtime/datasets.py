@@ -17,7 +17,7 @@ from runtime.demo_data import make_demo_dataset
 from runtime.eval_data import CenterCropDataset
 from runtime.image_folder import scan_image_folder
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # bump when the demo generator changes: cached images are reused by version
 
 
 @dataclass

@@ -294,3 +294,18 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, cli):
     assert summary["bad_files"] == len(bad) > 0
     for path in bad:
         assert f"bad file {root / path}" in err
+
+
+def test_mean_std_normalisation_travels_with_the_weights(tiny, tmp_path, cli):
+    from runtime.normalization import Normalization
+
+    out = tmp_path / "run"
+    code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=2", "normalise=mean-std"))
+    assert code == 0, err
+    preprocess = vggspec.load(out / "model.safetensors").preprocess
+    std = preprocess["std_rgb"]
+    assert len(std) == 3 and all(20 < s < 120 for s in std)  # 0..255 pixels
+    norm = Normalization.from_metadata(preprocess, "run")
+    pixels = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
+    expected = (200 - torch.tensor(preprocess["mean_rgb"])) / torch.tensor(std)
+    assert torch.allclose(norm(pixels)[0, :, 0, 0], expected)
