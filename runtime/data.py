@@ -9,7 +9,7 @@ from runtime.color_stats import (
 )
 from runtime.corrupt_fixture import make_corrupt_fixture
 from runtime.demo_data import DEMO_CLASSES, make_demo_dataset, render_demo_image
-from runtime.eval_data import CenterCropDataset, EvalDataset
+from runtime.eval_data import CenterCropDataset
 from runtime.image_folder import (
     DEFAULT_MAX_BAD_FRACTION,
     ImageFolder,
@@ -29,7 +29,6 @@ __all__ = [
     "ColorStats",
     "CropParams",
     "DataError",
-    "EvalDataset",
     "ImageFolder",
     "ScanReport",
     "TooManyBadFiles",

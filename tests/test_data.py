@@ -11,7 +11,6 @@ from runtime.data import (
     CenterCropDataset,
     ColorStats,
     CropParams,
-    EvalDataset,
     TrainDataset,
     augment,
     load_rgb,
@@ -196,26 +195,6 @@ def test_rescale_smallest_side_is_exact_for_both_orientations():
     assert rescale_smallest_side(_noise_image(1, 1), 64).size == (64, 64)
 
 
-def test_eval_dataset_returns_whole_rescaled_image_label_and_index(folder):
-    data = EvalDataset(folder, 36, STATS.mean_rgb)
-    for i in range(len(data)):
-        x, label, index = data[i]
-        w, h = data.output_size(i)
-        assert x.shape == (3, h, w) and min(w, h) == 36
-        assert (label, index) == (folder.samples[i][1], i)
-    img = load_rgb(folder.samples[3][0])
-    assert torch.equal(data[3][0], to_tensor(rescale_smallest_side(img, 36), STATS.mean_rgb))
-
-
-def test_eval_batches_hold_one_size_and_every_index_once(folder):
-    data = EvalDataset(folder, 36, STATS.mean_rgb)
-    batches = data.batches_by_size(2)
-    assert sorted(i for b in batches for i in b) == list(range(len(data)))
-    assert all(len({data.output_size(i) for i in b}) == 1 and len(b) <= 2 for b in batches)
-    loader = make_loader(data, None, 0, batch_sampler=batches)
-    assert sum(len(idx) for _, _, idx in loader) == len(data)
-
-
 def test_centre_crop_uses_the_middle_of_the_scale_range(folder):
     data = CenterCropDataset(folder, scale=(32, 48), crop=(24, 32), mean_rgb=STATS.mean_rgb)
     assert data.smallest_side == 40
@@ -232,11 +211,6 @@ def test_unit_scales_every_output_after_mean_subtraction(folder):
     paper = _train(folder)
     scaled = _train(folder, unit=1 / 64)
     assert torch.allclose(scaled.sample(4, 2)[0], paper.sample(4, 2)[0] / 64, atol=1e-5)
-    full, small = (
-        EvalDataset(folder, 36, STATS.mean_rgb),
-        EvalDataset(folder, 36, STATS.mean_rgb, 0.5),
-    )
-    assert torch.allclose(small[1][0], full[1][0] * 0.5)
     crop = {"scale": 40, "crop": 24, "mean_rgb": STATS.mean_rgb}
     assert torch.allclose(
         CenterCropDataset(folder, unit=0.25, **crop)[0][0],
