@@ -116,6 +116,19 @@ def test_no_traceback_for_a_bad_config_file(tmp_path):
     assert "Traceback" not in result.stderr and "not valid YAML" in result.stderr
 
 
+def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tiny)
+    out = tmp_path / "run"
+    args = ["spec=tiny.vgg", "data=data", f"out={out}", *BASE, "max_steps=2"]
+    assert cli("run", "train", *args)[0] == 0
+    saved = (out / "config.yaml").read_text()
+    assert f"spec: {tiny / 'tiny.vgg'}" in saved and f"data: {tiny / 'data'}" in saved
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = cli("run", "train", "--resume", out, "max_steps=4")
+    assert code == 0, err
+    assert "finished: 4 steps" in stdout
+
+
 def test_two_processes_give_the_one_process_weights(tiny, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = ["max_steps=10", "dropout=0"]

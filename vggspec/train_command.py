@@ -37,6 +37,18 @@ def add_parser(run_subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def _absolute(path: str, config) -> str:
+    """A path from the command line or a recipe, made absolute so that the run (and its
+    resume) does not depend on the working directory. Relative paths are looked up in
+    the working directory, then beside the recipe's folder (specs/demo.yaml names
+    specs/demo.vgg)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists() or config is None:
+        return str(candidate.resolve())
+    beside = Path(config).resolve().parent.parent / candidate
+    return str(beside if beside.exists() else candidate.resolve())
+
+
 def resolve_config(args):
     from runtime.config import ConfigError, load_config, make_config, parse_overrides, read_yaml
 
@@ -58,6 +70,12 @@ def resolve_config(args):
     if config is None and not args.settings:
         config = DEMO_RECIPE  # `vggspec run train` alone: the demo
     cfg = load_config(config, args.settings)
+    cfg.spec = _absolute(cfg.spec, config)
+    for key in ("data", "finetune"):
+        if getattr(cfg, key) is not None:
+            setattr(cfg, key, _absolute(getattr(cfg, key), config))
+    if cfg.init not in ("gaussian", "glorot"):
+        cfg.init = _absolute(cfg.init, config)
     if cfg.out is None:
         from runtime.train import default_run_dir
 
