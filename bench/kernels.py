@@ -1,8 +1,10 @@
-"""Per-layer VGG-16 conv kernels (fwd, dgrad, wgrad) against cuDNN; whole-step helper for nets.
+"""Per-layer VGG-16 conv kernels (fwd, dgrad, wgrad) against cuDNN, and a whole training step
+of a spec (VGG-16 = config D by default) through the triton backend against the torch backend.
 
-Run from the repository root:  python -m bench.kernels [--batch 64 256] [--dtype bf16 tf32]
-Needs a CUDA GPU; without one it says so and exits 0. Ratios are Triton time / cuDNN time
-measured in the same run (below 1 means the Triton kernel is faster).
+Run:  python bench/kernels.py [--batch 64 256] [--dtype bf16 tf32] [--spec specs/D.vgg]
+                              [--only layers|step]
+Needs a CUDA GPU; without one it says so and exits 0. Ratios are Triton time / reference
+time measured in the same run (below 1 means the Triton side is faster).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from compiler.kernels import conv2d_bias_act, softmax_cross_entropy
-from compiler.kernels.shapes import vgg16_conv_launches
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compiler.kernels import conv2d_bias_act, softmax_cross_entropy  # noqa: E402
+from compiler.kernels.shapes import vgg16_conv_launches  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "tf32": torch.float32}
 
@@ -75,11 +81,15 @@ def conv_cases(layer, dtype, dev="cuda"):
     }
 
 
-def bench_conv_layers(batches=(64, 256), dtypes=("bf16", "tf32")) -> list[dict]:
-    """Time every VGG-16 conv layer's three training kernels against cuDNN."""
+def _allow_tf32() -> None:
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
+
+
+def bench_conv_layers(batches=(64, 256), dtypes=("bf16", "tf32")) -> list[dict]:
+    """Time every VGG-16 conv layer's three training kernels against cuDNN."""
+    _allow_tf32()
     rows = []
     print(
         f"{'layer':<8} {'batch':>5} {'dtype':<5} {'kernel':<6} {'triton ms':>10} {'TF/s':>7} "
@@ -165,6 +175,38 @@ def compare_training_step(
     return results
 
 
+def bench_training_steps(
+    spec: str, batches=(64, 256), dtypes=("bf16", "tf32"), device="cuda", **timing
+) -> list[dict]:
+    """A whole SGD step of the spec's net, triton backend against torch backend (cuDNN),
+    the two nets holding the same weights. `timing`: compare_training_step's steps/warmup."""
+    import vggspec
+
+    _allow_tf32()
+    rows = []
+    for dtype_name in dtypes:
+        for batch in batches:
+            torch_net = vggspec.build_net(spec, backend="torch")
+            triton_net = vggspec.build_net(spec, backend="triton")
+            triton_net.load_state_dict(torch_net.state_dict())
+            size = torch_net.input_size
+            rows.append(
+                compare_training_step(
+                    triton_net,
+                    torch_net,
+                    batch,
+                    size[0],
+                    torch_net.num_classes,
+                    DTYPES[dtype_name],
+                    device=device,
+                    **timing,
+                )
+            )
+            del torch_net, triton_net
+            torch.cuda.empty_cache()
+    return rows
+
+
 def _synchronize(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -174,11 +216,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["bf16", "tf32"])
+    parser.add_argument("--spec", default=str(ROOT / "specs" / "D.vgg"), help="for the step")
+    parser.add_argument("--only", choices=("layers", "step"), help="one half of the benchmark")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench/kernels.py: no CUDA device here; nothing to time (exit 0).")
         return 0
-    bench_conv_layers(tuple(args.batch), tuple(args.dtype))
+    if args.only != "step":
+        bench_conv_layers(tuple(args.batch), tuple(args.dtype))
+    if args.only != "layers":
+        bench_training_steps(args.spec, tuple(args.batch), tuple(args.dtype))
     return 0
 
 

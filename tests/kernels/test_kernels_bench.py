@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from kernel_checks import assert_close
 
-from bench.kernels import compare_training_step, conv_cases
+from bench.kernels import bench_training_steps, compare_training_step, conv_cases
 from compiler.kernels import conv2d_bias_act, linear_bias_act, max_pool2x2
 from compiler.kernels.shapes import ConvLaunch
 
@@ -66,3 +66,12 @@ def test_compare_training_step_runs_both_nets():
         warmup=0,
     )
     assert out["triton_ms"] > 0 and out["torch_ms"] > 0 and out["ratio"] > 0
+
+
+def test_whole_step_benchmark_builds_both_backends_of_a_spec(tmp_path):
+    spec = tmp_path / "tiny.vgg"
+    spec.write_text("input 8x8 RGB\nconv3-4 maxpool\nFC-6 FC-5 soft-max\n")
+    (row,) = bench_training_steps(
+        str(spec), batches=(2,), dtypes=("tf32",), device="cpu", steps=1, warmup=0
+    )
+    assert row["triton_ms"] > 0 and row["torch_ms"] > 0
