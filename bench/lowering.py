@@ -4,7 +4,8 @@ hand-written nn.Sequential VGG-16 with the same weights, in the same process.
 Run: python bench/lowering.py [--batch 8] [--rounds 3] [--config D]
 Prints seconds per step of each and the ratio vggspec / hand-written (≤ 1 means
 vggspec is no slower), in NCHW and in channels-last. Rounds alternate the two nets
-so that machine noise hits both alike; the median round is reported.
+(and which goes first) so that machine noise hits both alike; the median round is
+reported.
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ def main() -> None:
         step_seconds(ours, xf, target)  # warm-up: allocator, mkldnn primitives
         step_seconds(reference, xf, target)
         ratios, ours_s, ref_s = [], [], []
-        for _ in range(args.rounds):
-            a = step_seconds(ours, xf, target)
-            b = step_seconds(reference, xf, target)
+        for i in range(args.rounds):
+            if i % 2:  # alternate which net goes first, so order effects cancel
+                b = step_seconds(reference, xf, target)
+                a = step_seconds(ours, xf, target)
+            else:
+                a = step_seconds(ours, xf, target)
+                b = step_seconds(reference, xf, target)
             ours_s.append(a)
             ref_s.append(b)
             ratios.append(a / b)

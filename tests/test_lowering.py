@@ -168,3 +168,41 @@ def test_backend_choice():
         vggspec.build_net(SPECS / "demo.vgg", backend="cudnn")
     with pytest.raises(VggspecError, match="unknown init"):
         vggspec.build_net(SPECS / "demo.vgg", init="he")
+
+
+class _AtenLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every ATen op a block of code dispatches, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_torch_backend_dispatches_exactly_what_a_hand_written_net_does(fmt):
+    # The noise-free half of bench/lowering.py's "no slower": a training step of the
+    # lowered net runs the same ATen ops, in the same order, as nn.Sequential.
+    from torch import nn
+
+    spec = parse("input 32x32 RGB\nconv3-8 conv3-8 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-10\n")
+    ours = vggspec.build_net(spec, backend="torch")
+    hand = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(True), nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(True), nn.MaxPool2d(2, 2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(True),
+        nn.MaxPool2d(2, 2), nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(True),
+        nn.Dropout(0.5), nn.Linear(32, 32), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(32, 10),
+    )  # fmt: skip
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=fmt)
+    target = torch.tensor([1, 2])
+    logs = []
+    for net in (ours, hand):
+        net.to(memory_format=fmt).train()
+        with _AtenLog() as log:
+            torch.nn.functional.cross_entropy(net(x), target).backward()
+        logs.append(log.ops)
+    assert logs[0] == logs[1]
+    assert logs[0].count("convolution_backward") == 3 and logs[0].count("addmm") == 3
