@@ -38,6 +38,10 @@ class Net(nn.Module):
         self.input_size = tuple(meta(graph, nodes(graph)[0])["shape"][1:])
         # What the weights expect of an image; set by training, kept by save/load.
         self.preprocess: dict = {}
+        # Set by the trainer for each step: (seed, first row, global batch). Dropout then
+        # draws its mask for the whole global batch from the seed and keeps this process's
+        # rows, so a sample's mask does not depend on how the batch is split over processes.
+        self.batch_rows: tuple[int, int, int] | None = None
         self._body: list[tuple[str, ops.Op]] = []
         self._head: list[ops.Op] = []
         for n in nodes(graph):
@@ -85,7 +89,7 @@ class Net(nn.Module):
                     x = x.flatten(1)  # C×H×W order, as the dense twin's reshape assumes
                 x = b.linear(x, w.weight, w.bias, operation.relu)
                 if operation.dropout:
-                    x = b.dropout(x, self.dropout, self.training)
+                    x = self._dropout(x, n)
             elif isinstance(operation, ops.ReLU):
                 x = b.relu(x)
             elif isinstance(operation, ops.MaxPool2d):
@@ -93,10 +97,22 @@ class Net(nn.Module):
             elif isinstance(operation, ops.LocalResponseNorm):
                 x = b.lrn(x, operation.size, operation.alpha, operation.beta, operation.k)
             elif isinstance(operation, ops.Dropout):
-                x = b.dropout(x, self.dropout, self.training)
+                x = self._dropout(x, n)
             else:
                 raise VggspecError(f"the {b.name} backend cannot run {operation.describe()}")
         return x
+
+    def _dropout(self, x: torch.Tensor, node: str) -> torch.Tensor:
+        p = self.dropout
+        if self.batch_rows is None or not self.training or p == 0:
+            return self.backend.dropout(x, p, self.training)
+        seed, first, total = self.batch_rows
+        layer = [name for name, _ in self._body].index(node)
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed((seed + 7919 * layer) % 2**63)
+        draws = torch.rand((total, *x.shape[1:]), generator=generator, device=x.device)
+        keep = draws[first : first + x.shape[0]] >= p
+        return x * keep.to(x.dtype) / (1 - p)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Soft-max posteriors (N, classes); a dense twin averages its score map first."""

@@ -63,10 +63,11 @@ class Position:
     last_val: dict = field(default_factory=dict)
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """Dropout's random stream for one step of one rank: derived, so that nothing about
-    it needs saving for an exact resume."""
-    return int(np.random.SeedSequence([seed, step, rank, 2]).generate_state(1)[0])
+def step_seed(seed: int, step: int) -> int:
+    """Dropout's random stream for one step of the global batch: derived, so that nothing
+    about it needs saving for an exact resume, and the same on every rank (each keeps its
+    own rows of the masks, see Net.batch_rows)."""
+    return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0] >> 1)
 
 
 def accuracy_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]:
@@ -242,9 +243,12 @@ class Trainer:
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             if self.divisor is not None:
                 x = x / self.divisor
-            torch.manual_seed(step_seed(cfg.seed, p.step, ctx.rank))
+            seed = step_seed(cfg.seed, p.step)
+            torch.manual_seed(seed)
+            self.net.batch_rows = (seed, ctx.rank * len(y), cfg.batch_size)
             with torch.autocast(ctx.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
                 logits = self.model(x)
+            self.net.batch_rows = None
             loss = self.net.loss(logits, y)
             if faults.fires("nan", p.step + 1, ctx.rank):
                 loss = loss * float("nan")

@@ -206,3 +206,22 @@ def test_torch_backend_dispatches_exactly_what_a_hand_written_net_does(fmt):
         logs.append(log.ops)
     assert logs[0] == logs[1]
     assert logs[0].count("convolution_backward") == 3 and logs[0].count("addmm") == 3
+
+
+def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
+    net = vggspec.build_net(parse("input 8x8 RGB\nconv3-4 maxpool\nFC-16 FC-16 FC-3\n"), "torch")
+    net.train()
+    x = torch.randn(6, 3, 8, 8)
+    net.batch_rows = (1234, 0, 6)
+    whole = net(x)
+    parts = []
+    for first in (0, 2, 4):
+        net.batch_rows = (1234, first, 6)
+        parts.append(net(x[first : first + 2]))
+    # Equal up to GEMM rounding (batch 2 and 6 block differently); other masks would differ
+    # by the dropped units' whole contribution.
+    assert torch.allclose(torch.cat(parts), whole, rtol=1e-5, atol=0)
+    net.batch_rows = (1235, 0, 6)
+    assert not torch.allclose(net(x), whole, rtol=1e-2, atol=0)  # another step, other masks
+    net.eval()
+    assert torch.equal(net(x), net(x))  # no dropout at test time

@@ -129,9 +129,12 @@ def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli
     assert "finished: 4 steps" in stdout
 
 
-def test_two_processes_give_the_one_process_weights(tiny, tmp_path):
+@pytest.mark.parametrize("dropout", ["0", "0.5"])
+def test_two_processes_give_the_one_process_weights(tiny, tmp_path, dropout):
+    # With dropout, each sample's masks come from (seed, step, its row in the global
+    # batch), whatever the number of processes.
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["max_steps=10", "dropout=0"]
+    common = ["max_steps=10", f"dropout={dropout}"]
     assert vggspec_cmd("run", "train", *settings(tiny, one, *common)).returncode == 0
     result = vggspec_cmd("run", "train", "--nproc", "2", *settings(tiny, two, *common))
     assert result.returncode == 0, result.stderr[-3000:]
