@@ -15,7 +15,7 @@ from runtime.color_stats import ColorStats, load_or_compute_color_stats
 from runtime.config import ConfigError, TrainConfig
 from runtime.demo_data import make_demo_dataset
 from runtime.eval_data import CenterCropDataset
-from runtime.image_folder import scan_image_folder
+from runtime.image_folder import IMAGE_EXTENSIONS, scan_image_folder
 
 DEMO_VERSION = 2  # bump when the demo generator changes: cached images are reused by version
 
@@ -80,9 +80,14 @@ def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
     return root
 
 
-def check_data_settings(cfg: TrainConfig) -> tuple[int, int]:
-    """The crop size (H, W) — after checking, before any work, that spec, scale and data
-    folder fit together."""
+def check_data_settings(cfg: TrainConfig, world: int = 1) -> tuple[int, int]:
+    """The crop size (H, W) — after checking, before any work, that spec, scale, batch
+    size, number of processes and data folder fit together."""
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} (the global batch) does not split evenly over "
+            f"{world} processes"
+        )
     spec = load_spec(cfg.spec)
     if spec.input.channels != 3:
         raise ConfigError(f"{cfg.spec}: training reads RGB images, but the spec's input is gray")
@@ -101,6 +106,12 @@ def check_data_settings(cfg: TrainConfig) -> tuple[int, int]:
                     f"data={root}: no {split}/ folder (expected ImageFolder layout "
                     f"{root}/{split}/<class>/<image>)"
                 )
+        images = sum(1 for f in (root / "train").rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if images < cfg.batch_size:
+            raise ConfigError(
+                f"data={root}: {images} training images are fewer than one batch "
+                f"(batch_size={cfg.batch_size})"
+            )
     return crop
 
 

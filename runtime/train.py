@@ -139,9 +139,12 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
             )
-        self.sampler = EpochBatchSampler(
-            len(self.data.train), cfg.batch_size, ctx.rank, ctx.world, cfg.seed
-        )
+        try:
+            self.sampler = EpochBatchSampler(
+                len(self.data.train), cfg.batch_size, ctx.rank, ctx.world, cfg.seed
+            )
+        except ValueError as err:  # fewer usable images than a batch, or an uneven split
+            raise ConfigError(f"batch_size={cfg.batch_size}: {err}") from None
         self.loader = make_loader(self.data.train, None, cfg.workers, batch_sampler=self.sampler)
         self._warm = False
         self.stop = faults.StopRequest()

@@ -65,7 +65,9 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
     assert summary["steps"] == 10
     assert 0 <= summary["val_top1_error"] <= 1
     net = vggspec.load(out / "model.safetensors")
-    assert net.preprocess["class_names"][:2] == ["circle", "cross"] or net.num_classes == 10
+    assert net.preprocess["class_names"] == sorted(
+        p.name for p in (tiny / "data" / "train").iterdir()
+    )
     assert len(net.preprocess["mean_rgb"]) == 3
     assert (out / "config.yaml").read_text().count("max_steps: 10") == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -82,19 +84,19 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
         (["lr=0"], "lr must be > 0"),
         (["epochs=two"], "epochs must be int"),
         (["scale=[300,200]"], "S_min ≤ S_max"),
-        (["batch_size=7"], None),
+        (["data=/nonexistent/folder"], "data=/nonexistent/folder: no train/ folder"),
+        (["batch_size=64"], "60 training images are fewer than one batch (batch_size=64)"),
+        (["--nproc", "2", "batch_size=3"], "batch_size=3 (the global batch) does not split"),
     ],
 )
 def test_bad_settings_are_one_message_and_exit_2(tiny, tmp_path, cli, extra, message):
-    args = settings(tiny, tmp_path / "run", "max_steps=2", *extra)
-    if extra == ["batch_size=7"]:
-        args = [a for a in args if not a.startswith("batch_size=8")]
-        args.append("data=/nonexistent/folder")
-        message = "data=/nonexistent/folder: no train/ folder"
-    code, _, err = cli("run", "train", *args)
+    options = extra[:2] if extra[0] == "--nproc" else []
+    base = settings(tiny, tmp_path / "run", "max_steps=2", *extra[len(options) :])
+    code, _, err = cli("run", "train", *options, *base)
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing written before the settings hold
 
 
 def test_spec_error_and_existing_run_are_clear(tiny, tmp_path, cli):

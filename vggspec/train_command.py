@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,9 @@ def run(args) -> int:
     from runtime.distributed import under_torchrun
 
     cfg = resolve_config(args)
-    check_data_settings(cfg)  # spec, scale and data folder checked before any worker starts
+    # Spec, scale, batch split and data folder checked before any worker starts.
+    world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
+    check_data_settings(cfg, world)
     if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
         from runtime.launch import launch_local
 
