@@ -51,6 +51,18 @@ def _lbfgs(x: torch.Tensor, y: torch.Tensor, classes: int, reg: float, loss_name
     return w.detach()
 
 
+def require_sklearn():
+    """scikit-learn's LinearSVC, or a clear error (checked before any extraction)."""
+    try:
+        from sklearn.svm import LinearSVC
+    except ImportError:
+        raise EvalError(
+            "--classifier sklearn-svm needs scikit-learn (pip install 'vggspec[svm]'); "
+            "--classifier svm is the same model without it"
+        ) from None
+    return LinearSVC
+
+
 def fit_and_score(
     kind: str,
     train_x: np.ndarray,
@@ -67,14 +79,7 @@ def fit_and_score(
     if len(train_y) == 0 or len(test_y) == 0:
         raise EvalError("a linear classifier needs images in both the train and the test split")
     if kind == "sklearn-svm":
-        try:
-            from sklearn.svm import LinearSVC
-        except ImportError:
-            raise EvalError(
-                "--classifier sklearn-svm needs scikit-learn (pip install scikit-learn); "
-                "--classifier svm is the same model without it"
-            ) from None
-        model = LinearSVC(C=1.0 / reg).fit(train_x, train_y)
+        model = require_sklearn()(C=1.0 / reg).fit(train_x, train_y)
         predict = model.predict
     else:
         torch.manual_seed(0)

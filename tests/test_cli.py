@@ -114,3 +114,14 @@ def test_bad_options_exit_2(cli, args):
     with pytest.raises(SystemExit) as info:
         cli("compile", SPECS / "A.vgg", *args)
     assert info.value.code == 2
+
+
+def test_output_and_target_mistakes_are_one_message(cli, tmp_path):
+    spec = tmp_path / "c.vgg"
+    spec.write_text("input 224x224 RGB\nconv3-8 maxpool\nFC-10 soft-max\n")
+    code, _, err = cli("compile", spec, "-o", tmp_path)
+    assert code == 2 and err == f"vggspec: error: -o {tmp_path}: is a folder; give a file name\n"
+    code, _, err = cli("compile", spec, "--input", "100000x100000", "--target", "sm_80")
+    assert code == 2 and "past int32 indexing" in err and len(err.splitlines()) == 1
+    assert cli("compile", spec, "-o", tmp_path / "new" / "c.txt")[0] == 0  # folders created
+    assert "conv1_1" in (tmp_path / "new" / "c.txt").read_text()

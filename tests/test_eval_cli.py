@@ -116,6 +116,8 @@ def test_fused_report_names_every_net(setup, cli):
         (["--weights", "RUN/model.safetensors"], "1 --weights but 0 --spec"),
         ([], "say which net"),
         (["--checkpoint", "RUN", "--scales", "8", "--nproc", "2"], "Q=8 is smaller"),  # no worker
+        (["--checkpoint", "RUN", "--posteriors", "TMP"], "is a folder; give a file name"),
+        (["--checkpoint", "RUN", "-o", "TMP"], "is a folder; give a file name"),
     ],
 )
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
@@ -123,7 +125,12 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
     spec = tmp_path / "o.vgg"
     spec.write_text(SPEC_32.replace("conv3-8", "conv3-4"))
-    replace = {"RUN": str(run), "JUNK": str(tmp_path / "junk.safetensors"), "OTHER_SPEC": str(spec)}
+    replace = {
+        "RUN": str(run),
+        "JUNK": str(tmp_path / "junk.safetensors"),
+        "OTHER_SPEC": str(spec),
+        "TMP": str(tmp_path),
+    }
     args = [replace.get(a, a.replace("RUN", str(run))) for a in args]
     code, _, err = cli("run", "eval", *args, *common(data))
     assert code == 2, err
@@ -232,6 +239,11 @@ def test_features_and_a_linear_classifier(setup, cli, tmp_path):
         *common(data, "--out", out, "--classifier", "ridge", "--train-split", "nope"),
     )
     assert code == 2 and "needs a nope/ folder" in err
+    (tmp_path / "a-file").write_text("")
+    code, _, err = cli(
+        "run", "features", "--checkpoint", run, *common(data, "--out", tmp_path / "a-file")
+    )
+    assert code == 2 and "exists and is not a folder" in err
 
 
 def test_corrupt_files_are_counted_and_reported(tmp_path, cli):

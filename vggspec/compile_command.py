@@ -11,6 +11,8 @@ from compiler import compile_spec, dense_graph, format_graph, format_spec, load_
 from compiler.passes.count import DTYPE_BYTES
 from compiler.report import format_dot, format_table, to_dict
 
+from .errors import UserError, check_output
+
 EMITS = ("spec", "ast", "ir", "table", "json", "dot")
 
 
@@ -119,7 +121,10 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
     training = not args.dense
     launches, fallbacks = graph_launches(graph, batch, training)
     dtype = "bfloat16" if args.dtype in ("bfloat16", "float16") else "float32"
-    rows = aot_report(launches, args.target, dtype, training)
+    try:
+        rows = aot_report(launches, args.target, dtype, training)
+    except ValueError as err:  # a shape the kernels cannot index (past int32)
+        raise UserError(f"--target {args.target}: {err}") from None
     step = predicted_step_time(rows)
     if emit == "json":
         report = {
@@ -141,6 +146,8 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
 
 
 def run(args) -> int:
+    if args.output:
+        check_output(args.output, "-o")
     text = render(args)
     if args.output:
         Path(args.output).write_text(text)

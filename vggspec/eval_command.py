@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import eval_args
-from .errors import UserError
+from .errors import UserError, check_output
 
 
 def add_parser(run_subparsers) -> None:
@@ -43,6 +43,9 @@ def run(args) -> int:
     eval_args.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
+    for flag, value in (("--output", args.output), ("--posteriors", args.posteriors)):
+        if value:
+            check_output(value, flag)
     if not under_torchrun() and args.nproc > 1:
         from runtime.launch import launch_local
 

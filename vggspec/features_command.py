@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import eval_args
-from .errors import UserError
+from .errors import UserError, check_output
 
 
 def add_parser(run_subparsers) -> None:
@@ -49,6 +49,11 @@ def run(args) -> int:
         raise UserError("--reg must be > 0")
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
         raise UserError(f"--classifier needs a {args.train_split}/ folder under {args.data}")
+    if args.classifier == "sklearn-svm":
+        from runtime.linear_probe import require_sklearn
+
+        require_sklearn()
+    check_output(args.out, "--out", folder=True)
     if not under_torchrun() and args.nproc > 1:
         from runtime.launch import launch_local
 

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conv import conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
+from .conv import check_index_range, conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
 from .linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
 from .plan import KernelPlan, Ptr, interpreting
 from .pool import maxpool_bwd_plan, maxpool_fwd_plan
@@ -321,6 +321,9 @@ def aot_report(
     if target not in GPUS:
         raise ValueError(f"unknown target {target!r}; known: {', '.join(GPUS)}")
     kdtype = _TORCH_NAME[dtype]
+    for launch in launches:  # shapes the kernels cannot index: a ValueError, here
+        if isinstance(launch, ConvLaunch):
+            check_index_range(launch)
     if not interpreting():
         return _report_in_process(launches, target, kdtype, training)
     request = {
