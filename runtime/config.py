@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class TrainConfig:
     batch_size: int = 256  # global: split across processes
     lr: float = 0.01  # initial learning rate
     lr_factor: float = 0.1  # divide by 10 ...
-    lr_patience: int = 1  # ... after this many epochs without a better val top-1 (paper: unsaid)
+    lr_patience: int = 1  # ... once more than this many epochs bring no better val top-1
     lr_drops: int = 3  # ... at most this many times
     momentum: float = 0.9
     weight_decay: float = 5e-4  # L2 penalty multiplier
@@ -75,6 +76,9 @@ _NON_NEGATIVE = (
 _FRACTIONS = ("dropout", "max_bad_files")
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _typed(name: str, value, annotation: str):
     """value, checked (and ints widened to float) against the field's annotation."""
     allowed = [a.strip() for a in annotation.split("|")]
@@ -84,6 +88,8 @@ def _typed(name: str, value, annotation: str):
         raise ConfigError(f"{name} needs a value")
     if "float" in allowed and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if "float" in allowed and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 and 5e-4 (no dot) as strings
     checks = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "float": lambda v: isinstance(v, float) and math.isfinite(v),

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class PlateauSchedule:
-    """lr × factor after `patience` epochs without a better top-1 accuracy, at most
+    """lr × factor once more than `patience` epochs in a row bring no better top-1
+    accuracy (torch's ReduceLROnPlateau counts the same way), at most
     `max_drops` times (the paper: ×0.1, 3 times). Fed the same all-reduced accuracy on
     every rank, every rank takes the same decision."""
 

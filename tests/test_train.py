@@ -118,6 +118,17 @@ def test_no_traceback_for_a_bad_config_file(tmp_path):
     assert "Traceback" not in result.stderr and "not valid YAML" in result.stderr
 
 
+def test_exponent_floats_read_as_numbers_in_settings_and_recipes(tmp_path):
+    from runtime.config import ConfigError, load_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 1e-2\nweight_decay: 5e-4\n")  # YAML 1.1 reads these as strings
+    cfg = load_config(recipe, ["lr=1e-3"])
+    assert (cfg.lr, cfg.weight_decay) == (0.001, 0.0005)
+    with pytest.raises(ConfigError, match="lr must be float, got 'fast'"):
+        load_config(recipe, ["lr=fast"])
+
+
 def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tiny)
     out = tmp_path / "run"

@@ -42,11 +42,13 @@ def _absolute(path: str, config) -> str:
     """A path from the command line or a recipe, made absolute so that the run (and its
     resume) does not depend on the working directory. Relative paths are looked up in
     the working directory, then beside the recipe's folder (specs/demo.yaml names
-    specs/demo.vgg)."""
+    specs/demo.vgg), or in vggspec's tree when there is no recipe."""
     candidate = Path(path).expanduser()
-    if candidate.is_absolute() or candidate.exists() or config is None:
+    if candidate.is_absolute() or candidate.exists():
         return str(candidate.resolve())
-    beside = Path(config).resolve().parent.parent / candidate
+    # Beside the recipe's folder, or for the built-in default (spec: specs/demo.vgg) in
+    # vggspec's own tree.
+    beside = (Path(config).resolve().parent.parent if config else ROOT) / candidate
     return str(beside if beside.exists() else candidate.resolve())
 
 
