@@ -22,6 +22,7 @@ from runtime.weights import (
     load_state,
     load_torchvision,
     read_metadata,
+    torch_load,
     torchvision_keys,
 )
 
@@ -73,9 +74,15 @@ def default_scales(train_scale, input_size: tuple[int, int]) -> list[int]:
     return kept or [max(input_size)]
 
 
-def middle_scale(scales: list[int]) -> int:
-    """The single test scale of Table 3 (Q = S, or the middle of [S_min, S_max])."""
-    ordered = sorted(scales)
+def single_scale(model: EvalModel) -> int:
+    """The single test scale of Table 3: Q = S for a fixed S, (S_min + S_max)/2 for a
+    jittered one, when that is among the net's test scales; otherwise the middle one."""
+    s = model.train_scale
+    if s is not None:
+        q = s if isinstance(s, int) else (int(s[0]) + int(s[1])) // 2
+        if q in model.scales:
+            return q
+    ordered = sorted(model.scales)
     return ordered[len(ordered) // 2]
 
 
@@ -223,10 +230,7 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         except WeightsError:
             metadata = {}
         return tensors, metadata
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load fails in many ways on a bad file; all are the file's
-        raise WeightsError(f"{path}: cannot read as a torch state_dict ({err})") from None
+    state = torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint's weights
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -10,7 +10,7 @@ import torch
 
 from runtime import distributed
 from runtime.distributed import Context
-from runtime.eval_models import middle_scale
+from runtime.eval_models import single_scale
 from runtime.evaluate import METHODS, EvalSettings, Evaluation
 
 CHOICES = ("dense", "multi-crop", "both", "all")
@@ -44,7 +44,7 @@ def rows(ev: Evaluation, method: str) -> list[Row]:
     dense: the dense posteriors averaged over each net's scales (Table 4). multi-crop: the
     crops' posteriors averaged over each net's scales. both: dense, multi-crop and the
     average of the two (Table 5). all: first the single-scale dense row (each net at its
-    middle scale, Table 3), then as both."""
+    training scale S, Table 3), then as both."""
     nets = range(len(ev.models))
     scales = [sorted(m.scales) for m in ev.models]
 
@@ -52,7 +52,7 @@ def rows(ev: Evaluation, method: str) -> list[Row]:
     crops = [ev.crops[i] / len(scales[i]) for i in nets] if ev.crops else None
     out: list[Row] = []
     if method == "all" and any(len(s) > 1 for s in scales):
-        middle = [[middle_scale(s)] for s in scales]
+        middle = [[single_scale(m)] for m in ev.models]
         out.append(Row("dense", middle, _mean([ev.middle[i] for i in nets])))
     if method in ("dense", "both", "all"):
         out.append(Row("dense", scales, _mean(dense)))

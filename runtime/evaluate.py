@@ -22,7 +22,7 @@ import torch
 from runtime.dense_eval import dense_posteriors
 from runtime.distributed import Context
 from runtime.eval_images import MAX_ASPECT, shard
-from runtime.eval_models import EvalModel, middle_scale
+from runtime.eval_models import EvalModel, single_scale
 from runtime.image_folder import ImageFolder
 from runtime.multicrop import GRID, multicrop_posteriors
 from runtime.scale_passes import scale_passes
@@ -90,7 +90,7 @@ def evaluate(
         np.ones(len(local), dtype=bool),
     )
     seconds = {"dense": 0.0, "multi-crop": 0.0}
-    middle = [middle_scale(m.scales) for m in models]
+    middle = [single_scale(m) for m in models]
     stores = [result.dense if method == "dense" else result.crops for method in settings.methods]
     if settings.single_scale:
         stores.append(result.middle)

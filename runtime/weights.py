@@ -25,6 +25,27 @@ class WeightsError(VggspecError):
     """A weights file or state_dict that does not fit: what, where and why."""
 
 
+def torch_load(path: Path):
+    """A .pth file read with weights_only=True (never runs pickled code); any failure is
+    one line about the file."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{path}: cannot read as a plain torch state_dict (vggspec reads .pth files with "
+            "weights_only=True: tensors only, no pickled objects)"
+        ) from None
+    except Exception as err:  # torch.load fails in many ways on a bad file; all are the file's
+        lines = str(err).strip().splitlines()
+        gist = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        raise WeightsError(f"{path}: cannot read as a torch state_dict ({gist})") from None
+
+
 def save(net: Net, path: str | os.PathLike, **preprocess) -> Path:
     """Write the net as safetensors, with its spec text and preprocessing in the
     metadata (mean_rgb, class_names, … from `net.preprocess`, updated by **preprocess).
@@ -141,10 +162,7 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
     weights_only=True) into the net; names and shapes are checked."""
     if not isinstance(state_dict, dict):
         path = Path(state_dict)
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch.load fails in many ways on a bad file; all are the file's
-            raise WeightsError(f"{path}: cannot read as a torch state_dict ({err})") from None
+        state_dict = torch_load(path)
         if not isinstance(state_dict, dict):
             raise WeightsError(f"{path}: holds a {type(state_dict).__name__}, not a state_dict")
     theirs_to_ours = {theirs: ours for ours, theirs in torchvision_keys(net).items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from runtime.eval_models import (
     default_scales,
     load_checkpoint_model,
     load_weights_model,
-    middle_scale,
+    single_scale,
 )
 from runtime.eval_protocol import rows, score, settings_for
 from runtime.evaluate import EvalSettings, evaluate, single_process
@@ -205,8 +207,16 @@ def test_default_scales_follow_the_paper():
     assert default_scales(384, (224, 224)) == [352, 384, 416]
     assert default_scales(224, (224, 224)) == [224, 256]  # 192 < crop: left out
     assert default_scales(None, (224, 224)) == [224, 256, 288]
-    assert middle_scale([256, 384, 512]) == 384
-    assert middle_scale([224, 256]) == 256
+    # Table 3's single test scale: Q = S, or the middle of the jitter range.
+    for train, size, q in (
+        (256, 224, 256),
+        ([256, 512], 224, 384),
+        (224, 224, 224),
+        (None, 224, 256),
+    ):
+        net = SimpleNamespace(train_scale=train, scales=default_scales(train, (size, size)))
+        assert single_scale(net) == q, train
+    assert single_scale(SimpleNamespace(train_scale=256, scales=[300, 400, 500])) == 400
 
 
 def test_normalisations():
