@@ -86,6 +86,11 @@ def single_scale(model: EvalModel) -> int:
     return ordered[len(ordered) // 2]
 
 
+# The largest test scale, as a multiple of the input size: 1792 for 224 (the paper's
+# largest is 512), whose first conv layer already holds ~2.5 GB at an aspect of 3.
+MAX_SCALE_FACTOR = 8
+
+
 def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
     if not scales:
         raise EvalError("--scales needs at least one test scale Q")
@@ -96,6 +101,14 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
         raise EvalError(
             f"test scale Q={too_small[0]} is smaller than {model.name}'s {h}x{w} input: "
             f"dense and multi-crop evaluation need Q ≥ {low}"
+        )
+    high = MAX_SCALE_FACTOR * max(model.input_size)
+    too_large = [q for q in scales if q > high]
+    if too_large:
+        raise EvalError(
+            f"test scale Q={too_large[0]} is more than {MAX_SCALE_FACTOR}× {model.name}'s input "
+            f"(Q ≤ {high}; the paper tests at most 512 for 224): its activations would not "
+            "fit in memory"
         )
     return sorted(set(scales))
 

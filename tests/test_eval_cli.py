@@ -111,6 +111,7 @@ def test_fused_report_names_every_net(setup, cli):
         (["--checkpoint", "RUN", "--split", "test"], "no test/ folder"),
         (["--checkpoint", "RUN", "--scales", "16,40"], "Q=16 is smaller than net1's 32x32 input"),
         (["--checkpoint", "RUN", "--scales", "4x"], "--scales takes whole numbers"),
+        (["--checkpoint", "RUN", "--scales", "100000"], "Q=100000 is more than 8× net1's"),
         (["--checkpoint", "JUNK"], "not a readable safetensors file"),
         (["--checkpoint", "RUN", "--spec", "OTHER_SPEC"], "another spec than --spec"),
         (["--weights", "RUN/model.safetensors"], "1 --weights but 0 --spec"),
