@@ -155,14 +155,27 @@ def test_weights_from_torchvision_layout(setup, cli, tmp_path):
         spec,
         "--preprocess",
         "torchvision",
+        "--posteriors",
+        tmp_path / "theirs.npz",
         *common(data, *base),
     )
     assert code == 0, err
     theirs = json.loads(out)["results"]
     code, out, _ = cli(
-        "run", "eval", "--checkpoint", run, "--preprocess", "torchvision", *common(data, *base)
+        "run",
+        "eval",
+        "--checkpoint",
+        run,
+        "--preprocess",
+        "torchvision",
+        "--posteriors",
+        tmp_path / "ours.npz",
+        *common(data, *base),
     )
     assert json.loads(out)["results"] == theirs
+    # Per image, not only the error counts: the same weights under the same preprocessing.
+    a, b = np.load(tmp_path / "theirs.npz"), np.load(tmp_path / "ours.npz")
+    np.testing.assert_array_equal(a["dense@40"], b["dense@40"])
 
 
 def test_two_processes_equal_one_on_an_odd_count(setup, tmp_path, cli):

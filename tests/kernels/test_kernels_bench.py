@@ -54,9 +54,13 @@ class _Tiny(torch.nn.Module):
 
 
 def test_compare_training_step_runs_both_nets():
+    fused, plain = _Tiny(True), _Tiny(False)
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    assert_close(fused(x), plain(x), 1e-5, "bench pairing", "tiny net")  # same function
     out = compare_training_step(
-        _Tiny(True),
-        _Tiny(False),
+        fused,
+        plain,
         batch=2,
         size=8,
         classes=5,
