@@ -12,8 +12,14 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
+from hypothesis import settings
 
 from vggspec.cli import main
+
+# CI (.ci/run) replays the same examples every run, so that a red run is about the
+# change; `make test` on a developer's machine draws new ones and keeps exploring.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
