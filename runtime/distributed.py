@@ -9,6 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from runtime.cpu_memory import retain_freed_memory
+
 
 @dataclass(frozen=True)
 class Context:
@@ -52,6 +54,7 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Context:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         # Share the cores among the processes of this machine instead of oversubscribing.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        retain_freed_memory()  # a step's gigabytes are reused, not faulted in again
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(
             "nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
