@@ -1,6 +1,6 @@
 """Training throughput of vggspec's trainer against a hand-written PyTorch loop.
 
-Run: python bench/train.py [--demo-steps 40] [--a-steps 6] [--a-batch 16] [--rounds 3]
+Run: python bench/train.py [--demo-steps 80] [--a-steps 6] [--a-batch 16] [--rounds 3]
 
 Both sides train the same architecture on the same data pipeline (the paper's
 augmentation over a JPEG ImageFolder written to a temporary folder) with SGD, one
@@ -15,8 +15,8 @@ faulting gigabytes in again each step, so the hand-written loop runs twice: as w
 (the C library's defaults) and with the same allocator setting. The first ratio, vggspec
 / hand-written with the same setting, is the trainer's own cost (≥ 0.95: under 5 %);
 the second is what a user gains over the plain loop. The sides alternate for --rounds
-rounds and median ratios are reported, since a shared machine is noisy. Last, the data
-pipeline's images/s per worker at 224 crops.
+rounds; the median ratio is reported with its range over the rounds, since a shared
+machine is noisy. Last, the data pipeline's images/s per worker at 224 crops.
 """
 
 from __future__ import annotations
@@ -172,20 +172,21 @@ def compare(net, label, data, batch, steps, workers, tmp, rounds):
             out = tmp / f"run-{net}-{i}"
             rates[side].append(in_fresh_process(side, net, data, out, batch, steps, workers))
 
-    def ratio(other: str) -> float:
-        return statistics.median(a / b for a, b in zip(rates["vggspec"], rates[other], strict=True))
+    def ratio(other: str) -> str:
+        each = [a / b for a, b in zip(rates["vggspec"], rates[other], strict=True)]
+        return f"{statistics.median(each):.3f} ({min(each):.2f}-{max(each):.2f})"
 
     rate = {side: statistics.median(values) for side, values in rates.items()}
     print(
         f"  {label:22s} vggspec {rate['vggspec']:6.1f} img/s | hand-written, same allocator "
-        f"{rate['hand+retain']:6.1f}: ratio {ratio('hand+retain'):.3f} | hand-written as is "
-        f"{rate['hand']:6.1f}: ratio {ratio('hand'):.3f}"
+        f"{rate['hand+retain']:6.1f}: ratio {ratio('hand+retain')} | hand-written as is "
+        f"{rate['hand']:6.1f}: ratio {ratio('hand')}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo-steps", type=int, default=40)
+    parser.add_argument("--demo-steps", type=int, default=80)
     parser.add_argument("--a-steps", type=int, default=6)
     parser.add_argument("--a-batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
