@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# The folder that holds specs/: the source tree, or for a non-editable install the
+# package itself (pyproject.toml ships specs/ as vggspec/specs).
+_HERE = Path(__file__).resolve().parent
+ROOT = _HERE.parent if (_HERE.parent / "specs" / "demo.yaml").exists() else _HERE
 DEMO_RECIPE = ROOT / "specs" / "demo.yaml"
 
 # Settings that may change when a run is resumed: how long and how it reports, not what.
