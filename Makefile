@@ -26,7 +26,7 @@ demo: $(BIN)/vggspec
 	$(BIN)/vggspec run eval --checkpoint $(DEMO_RUN)
 
 test: $(BIN)/vggspec
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: $(BIN)/vggspec
 	$(BIN)/python -m pytest -q -m slow
