@@ -100,6 +100,7 @@ WGRAD_CONFIGS: tuple[WgradConfig, ...] = (
     WgradConfig("wgrad_128x128x64_w8_s3", 128, 128, 64, 8, 3),
     WgradConfig("wgrad_128x128x32_w8_s4", 128, 128, 32, 8, 4),
     WgradConfig("wgrad_64x64x64_w4_s3", 64, 64, 64, 4, 3),
+    WgradConfig("wgrad_64x64x32_w4_s4", 64, 64, 32, 4, 4),
     WgradConfig("wgrad_flat_32x64x64_w8_s3", 32, 64, 64, 8, 3, flat_k=True),
 )
 
@@ -107,6 +108,7 @@ MATMUL_CONFIGS: tuple[MatmulConfig, ...] = (
     MatmulConfig("mm_128x128x64_w8_s3", 128, 128, 64, 8, 3),
     MatmulConfig("mm_128x128x32_w8_s4", 128, 128, 32, 8, 4),
     MatmulConfig("mm_64x64x64_w4_s3", 64, 64, 64, 4, 3),
+    MatmulConfig("mm_64x64x32_w4_s4", 64, 64, 32, 4, 4),
 )
 
 POOL_CONFIGS: tuple[BlockConfig, ...] = (
@@ -179,6 +181,14 @@ def select_conv_config(m: int, n: int, c_in: int, dtype: str, gated: bool = Fals
     return _by_name(CONV_CONFIGS, "conv_128x128x32_w8_s4")
 
 
+def _small_tile(configs, prefix: str, dtype: str):
+    """The 64×64, 4-warp tile. fp32 operands (TF32) take K-32 with one more stage: with
+    K-64, ptxas for sm_80 spills 120-140 bytes in the fp32 weight gradients (255
+    registers); K-32 needs ~165 and spills nothing. 2-byte dtypes keep K-64."""
+    name = "64x64x32_w4_s4" if _BYTES[dtype] == 4 else "64x64x64_w4_s3"
+    return _by_name(configs, f"{prefix}_{name}")
+
+
 def split_count(output_tiles: int, reduction_steps: int, num_sms: int, min_steps: int = 4) -> int:
     """Slices of a reduction so that about two waves of programs fill the GPU.
 
@@ -197,7 +207,7 @@ def select_wgrad_config(
     if use_flat_k(c_in):
         cfg = _by_name(WGRAD_CONFIGS, "wgrad_flat_32x64x64_w8_s3")
     elif c_out <= 64 or rows <= 64:
-        cfg = _by_name(WGRAD_CONFIGS, "wgrad_64x64x64_w4_s3")
+        cfg = _small_tile(WGRAD_CONFIGS, "wgrad", dtype)
     else:
         cfg = _by_name(WGRAD_CONFIGS, "wgrad_128x128x64_w8_s3")
         if not _fits(cfg, dtype, "block_r", "block_co", "block_m"):
@@ -213,7 +223,7 @@ def select_matmul_config(
 ) -> MatmulConfig:
     """Tile and split-K for C[m, n] = A[m, k] · B[k, n] (``gated`` as for convolutions)."""
     if m <= 64 or n <= 64:
-        cfg = _by_name(MATMUL_CONFIGS, "mm_64x64x64_w4_s3")
+        cfg = _small_tile(MATMUL_CONFIGS, "mm", dtype)
     else:
         cfg = _by_name(MATMUL_CONFIGS, "mm_128x128x64_w8_s3")
         if gated or not _fits(cfg, dtype, "block_m", "block_n", "block_k"):

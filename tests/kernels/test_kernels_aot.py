@@ -62,6 +62,20 @@ def test_aot_report_compiles_every_kernel_without_a_gpu(target):
     assert "conv1_2" in table and "predicted step" in table and target in table
 
 
+def test_fp32_small_tiles_do_not_spill_on_sm_80():
+    """fp32 (TF32) weight gradients at ≤ 64 channels: the K-64 tile spilled 120-140 bytes."""
+    launches = [ConvLaunch("conv3_1", 8, 32, 8, 8, 32, 3, 3, 1, 1), LinearLaunch("fc", 8, 512, 64)]
+    rows = aot_report(launches, target="sm_80", dtype="float32")
+    grads = [r for r in rows if r["kernel"] in ("conv_wgrad", "linear_wgrad")]
+    assert len(grads) == 2 and all(
+        r["config"].startswith(("wgrad_64x64x32", "mm_64x64x32")) for r in grads
+    )
+    for r in rows:
+        assert r["spill_stores"] == r["spill_loads"] == 0, (
+            f"{r['layer']} {r['kernel']} {r['config']}"
+        )
+
+
 def test_aot_report_rejects_unknown_target():
     with pytest.raises(ValueError, match="sm_75"):
         aot_report(LAUNCHES[:1], target="sm_75")
