@@ -1,4 +1,4 @@
-"""What a non-editable install (a wheel) ships: every package, the grammar, the specs."""
+"""What a non-editable install (a wheel) ships: every package and the built-in specs."""
 
 from __future__ import annotations
 
