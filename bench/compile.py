@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler import compile_spec, dense_graph, parse, read_spec_text
+from vggspec.compiler import compile_spec, dense_graph, parse, read_spec_text
 
 BUDGET_MS = 10.0
 

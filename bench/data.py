@@ -19,16 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-
-from runtime.data import (
-    ColorStats,
-    TrainDataset,
-    load_rgb,
-    make_loader,
-    rescale_smallest_side,
-    scaled_size,
-    scan_image_folder,
-)
+from vggspec.runtime.data.augment import TrainDataset
+from vggspec.runtime.data.color_stats import ColorStats
+from vggspec.runtime.data.geometry import rescale_smallest_side, scaled_size
+from vggspec.runtime.data.image_folder import scan_image_folder
+from vggspec.runtime.data.image_io import load_rgb
+from vggspec.runtime.data.loader import make_loader
 
 STATS = ColorStats(
     (124.0, 117.0, 104.0),

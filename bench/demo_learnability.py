@@ -18,15 +18,12 @@ import time
 import torch
 import torch.nn as nn
 from torch.utils.data import RandomSampler
-
-from runtime.data import (
-    CenterCropDataset,
-    TrainDataset,
-    load_or_compute_color_stats,
-    make_demo_dataset,
-    make_loader,
-    scan_image_folder,
-)
+from vggspec.runtime.data.augment import TrainDataset
+from vggspec.runtime.data.color_stats import load_or_compute_color_stats
+from vggspec.runtime.data.demo import make_demo_dataset
+from vggspec.runtime.data.image_folder import scan_image_folder
+from vggspec.runtime.data.loader import make_loader
+from vggspec.runtime.data.validation import CenterCropDataset
 
 
 def demo_net(classes: int, crop: int, dropout: float, init: str) -> nn.Sequential:

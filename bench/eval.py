@@ -75,11 +75,10 @@ def reset_peak() -> bool:
 def child(args) -> None:
     """One method in this fresh process; prints one JSON line."""
     import torch
-
-    from runtime.eval_classes import class_order
-    from runtime.eval_models import load_checkpoint_model
-    from runtime.evaluate import EvalSettings, evaluate
-    from runtime.image_folder import scan_image_folder
+    from vggspec.runtime.data.image_folder import scan_image_folder
+    from vggspec.runtime.eval.classes import class_order
+    from vggspec.runtime.eval.evaluate import EvalSettings, evaluate
+    from vggspec.runtime.eval.models import load_checkpoint_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,8 +118,8 @@ def child(args) -> None:
 
 
 def dense_macs(model, q: int, size: tuple[int, int]) -> int:
-    from compiler import dense_graph
-    from runtime.eval_images import scaled_geometry
+    from vggspec.compiler import dense_graph
+    from vggspec.runtime.eval.images import scaled_geometry
 
     (w, h), _ = scaled_geometry(size, q, (model.input_size[1], model.input_size[0]), 3.0)
     return dense_graph(model.net.graph, (h, w)).graph["totals"]["macs"]

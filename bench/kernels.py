@@ -20,8 +20,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler.kernels import conv2d_bias_act, softmax_cross_entropy  # noqa: E402
-from compiler.kernels.shapes import vgg16_conv_launches  # noqa: E402
+from vggspec.compiler.kernels import conv2d_bias_act, softmax_cross_entropy  # noqa: E402
+from vggspec.compiler.kernels.shapes import vgg16_conv_launches  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "tf32": torch.float32}
 

@@ -1,12 +1,12 @@
 """vggspec's compiler: notation front end, graph IR and passes (and, later, lowering)."""
 
-from .ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
-from .errors import SpecError
-from .graph import Graph, build_graph, format_graph, launch_count, verify
-from .parser import parse
-from .pipeline import compile_spec, dense_graph, score_map_size, with_input_size
-from .printer import format_spec
-from .source import load_spec, read_spec_text
+from .frontend.ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+from .frontend.errors import SpecError
+from .frontend.parser import parse
+from .frontend.printer import format_spec
+from .frontend.source import load_spec, read_spec_text
+from .ir.graph import Graph, build_graph, format_graph, launch_count, verify
+from .ir.pipeline import compile_spec, dense_graph, score_map_size, with_input_size
 
 __all__ = [
     "Conv",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from hypothesis import strategies as st
-
-from compiler.ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+from vggspec.compiler.frontend.ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
 
 description_lines = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=30

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # resident memory the free gave back to the kernel.
 PROGRAM = """
 import os, torch
-from runtime.cpu_memory import retain_freed_memory
+from vggspec.runtime.dist.cpu_memory import retain_freed_memory
 took = retain_freed_memory()
 def resident():
     with open("/proc/self/statm") as f:

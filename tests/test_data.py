@@ -6,23 +6,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from runtime.data import (
-    CenterCropDataset,
-    ColorStats,
+from vggspec.runtime.data.augment import (
     CropParams,
     TrainDataset,
     augment,
-    load_rgb,
-    make_loader,
-    rescale_smallest_side,
-    resized_crop,
     sample_crop_params,
     sample_rng,
+)
+from vggspec.runtime.data.color_stats import ColorStats
+from vggspec.runtime.data.geometry import (
+    rescale_smallest_side,
+    resized_crop,
     scaled_size,
-    scan_image_folder,
     to_tensor,
 )
+from vggspec.runtime.data.image_folder import scan_image_folder
+from vggspec.runtime.data.image_io import load_rgb
+from vggspec.runtime.data.loader import make_loader
+from vggspec.runtime.data.validation import CenterCropDataset
 
 STATS = ColorStats(
     mean_rgb=(120.0, 110.0, 100.0),

@@ -6,18 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import vggspec.runtime.data.color_stats as color_stats
 from PIL import Image
-
-import runtime.color_stats as color_stats
-from runtime.data import (
-    DEMO_CLASSES,
+from vggspec.runtime.data.color_stats import (
     STATS_FILE_NAME,
     compute_color_stats,
     load_or_compute_color_stats,
-    make_demo_dataset,
-    render_demo_image,
-    scan_image_folder,
 )
+from vggspec.runtime.data.demo import DEMO_CLASSES, make_demo_dataset, render_demo_image
+from vggspec.runtime.data.image_folder import scan_image_folder
 
 
 @pytest.fixture(scope="module")

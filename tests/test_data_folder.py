@@ -10,19 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from corrupt_fixture import make_corrupt_fixture
 from PIL import Image
-
-from runtime.data import (
-    ColorStats,
-    DataError,
-    TooManyBadFiles,
-    TrainDataset,
-    UnreadableImage,
-    load_rgb,
-    make_corrupt_fixture,
-    scan_image_folder,
-)
-from runtime.image_io import to_rgb
+from vggspec.runtime.data.augment import TrainDataset
+from vggspec.runtime.data.color_stats import ColorStats
+from vggspec.runtime.data.image_folder import TooManyBadFiles, scan_image_folder
+from vggspec.runtime.data.image_io import DataError, UnreadableImage, load_rgb, to_rgb
 
 STATS = ColorStats(
     (128.0, 128.0, 128.0),
@@ -166,7 +159,7 @@ def test_a_file_failing_after_the_scan_is_replaced_by_the_next_one(tmp_path, cap
 
 _MEASURE = """
 import resource, sys
-from runtime.image_io import load_rgb
+from vggspec.runtime.data.image_io import load_rgb
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 img = load_rgb(sys.argv[1], (384, 256))  # what S = 256 needs
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before

@@ -9,24 +9,30 @@ import pytest
 import torch
 from eval_helpers import CLASSES, MEAN, SPEC_32, SPEC_224, save_net, write_images
 from PIL import Image
-
-import vggspec
-from runtime.dense_eval import dense_posteriors
-from runtime.eval_classes import class_order
-from runtime.eval_images import ScaledImages, batches_by_size, scaled_geometry, shard
-from runtime.eval_models import (
+from vggspec.runtime.data.geometry import to_tensor
+from vggspec.runtime.data.image_folder import scan_image_folder
+from vggspec.runtime.data.preprocessing import Normalization
+from vggspec.runtime.eval.classes import class_order
+from vggspec.runtime.eval.dense import dense_posteriors
+from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
+from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry, shard
+from vggspec.runtime.eval.models import (
     EvalError,
     default_scales,
     load_checkpoint_model,
     load_weights_model,
     single_scale,
 )
-from runtime.eval_protocol import rows, score, settings_for
-from runtime.evaluate import EvalSettings, evaluate, single_process
-from runtime.image_folder import scan_image_folder
-from runtime.multicrop import Window, cut, grid_offsets, grid_windows, multicrop_posteriors
-from runtime.normalization import Normalization
-from runtime.preprocess import to_tensor
+from vggspec.runtime.eval.multicrop import (
+    Window,
+    cut,
+    grid_offsets,
+    grid_windows,
+    multicrop_posteriors,
+)
+from vggspec.runtime.eval.protocol import rows, score, settings_for
+
+import vggspec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -321,7 +327,7 @@ def test_dense_posteriors_average_the_flip():
 
 
 def test_a_run_folder_without_its_final_model_uses_the_last_checkpoint(tmp_path, nets, data):
-    from runtime.checkpoint import save_checkpoint
+    from vggspec.runtime.io.checkpoint import save_checkpoint
 
     net = vggspec.load(nets[0], backend="torch")
     run_dir = tmp_path / "run"

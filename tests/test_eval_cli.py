@@ -261,7 +261,7 @@ def test_features_and_a_linear_classifier(setup, cli, tmp_path):
 
 
 def test_corrupt_files_are_counted_and_reported(tmp_path, cli):
-    from runtime.corrupt_fixture import make_corrupt_fixture
+    from corrupt_fixture import make_corrupt_fixture
 
     expected = make_corrupt_fixture(tmp_path / "data", good_per_class=1, val_per_class=4)
     net = save_net(

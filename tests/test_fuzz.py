@@ -5,8 +5,7 @@ import contextlib
 from helpers import SPECS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from compiler import SpecError, compile_spec, parse
+from vggspec.compiler import SpecError, compile_spec, parse
 
 REAL_SPECS = [p.read_text() for p in sorted(SPECS.glob("*.vgg"))]
 ALPHABET = st.sampled_from(

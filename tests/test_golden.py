@@ -4,8 +4,7 @@ import json
 
 import pytest
 from helpers import SPECS
-
-from compiler import compile_spec, dense_graph, launch_count, load_spec
+from vggspec.compiler import compile_spec, dense_graph, launch_count, load_spec
 
 # Params: Table 2 (133/133/134/138/144 M), exact. MACs: conv + FC multiply-accumulates.
 GOLDEN = {

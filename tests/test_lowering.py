@@ -5,11 +5,11 @@ import torch
 from helpers import SPECS
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from vggspec.compiler import compile_spec, load_spec, parse
+from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.lowering.net import lower
 
 import vggspec
-from compiler import compile_spec, load_spec, parse
-from compiler.errors import VggspecError
-from compiler.lower import lower
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

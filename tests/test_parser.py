@@ -1,8 +1,7 @@
 """The notation: every accepted spelling, and errors that point at the text."""
 
 import pytest
-
-from compiler import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, SpecError, parse
+from vggspec.compiler import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, SpecError, parse
 
 
 def test_paper_header_and_slide_notation():

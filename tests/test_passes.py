@@ -2,11 +2,11 @@
 
 import pytest
 from helpers import SPECS
-
-from compiler import SpecError, compile_spec, dense_graph, load_spec, ops, parse, score_map_size
-from compiler.graph import Graph, build_graph, launch_count, meta, nodes, op, verify
-from compiler.passes.fuse import fuse
-from compiler.passes.shapes import infer_shapes
+from vggspec.compiler import SpecError, compile_spec, dense_graph, load_spec, parse, score_map_size
+from vggspec.compiler.ir import ops
+from vggspec.compiler.ir.graph import Graph, build_graph, launch_count, meta, nodes, op, verify
+from vggspec.compiler.ir.passes.fuse import fuse
+from vggspec.compiler.ir.passes.shapes import infer_shapes
 
 
 def test_shapes_follow_floor_mode_pooling():

@@ -4,8 +4,7 @@ import pytest
 from helpers import SPECS
 from hypothesis import given, settings
 from strategies import specs, spelled_specs
-
-from compiler import format_spec, parse
+from vggspec.compiler import format_spec, parse
 
 
 @settings(max_examples=300, deadline=None)

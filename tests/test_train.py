@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import ROOT, vggspec_cmd
+from vggspec.runtime.data.demo import make_demo_dataset
+from vggspec.runtime.io.checkpoint import load_checkpoint
 
 import vggspec
-from runtime.checkpoint import load_checkpoint
-from runtime.demo_data import make_demo_dataset
 
 TINY_SPEC = "input 32x32 RGB\nconv3-8 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-10 soft-max\n"
 # 60 training images, batch 8: 7 steps per epoch; 25 validation images (odd on purpose).
@@ -119,7 +119,7 @@ def test_no_traceback_for_a_bad_config_file(tmp_path):
 
 
 def test_exponent_floats_read_as_numbers_in_settings_and_recipes(tmp_path):
-    from runtime.config import ConfigError, load_config
+    from vggspec.runtime.train.config import ConfigError, load_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("lr: 1e-2\nweight_decay: 5e-4\n")  # YAML 1.1 reads these as strings
@@ -159,7 +159,7 @@ def test_two_processes_give_the_one_process_weights(tiny, tmp_path, dropout):
 
 
 def test_two_machines_on_loopback(tiny, tmp_path):
-    from runtime.launch import free_port
+    from vggspec.runtime.dist.launch import free_port
 
     one, two = tmp_path / "one", tmp_path / "nodes"
     common = ["max_steps=10", "dropout=0"]
@@ -297,7 +297,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tiny, tmp_path):
 
 
 def test_corrupt_files_are_skipped_and_reported(tmp_path, cli):
-    from runtime.corrupt_fixture import make_corrupt_fixture
+    from corrupt_fixture import make_corrupt_fixture
 
     root = tmp_path / "data"
     expected = make_corrupt_fixture(root)
@@ -326,7 +326,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, cli):
 
 
 def test_mean_std_normalisation_travels_with_the_weights(tiny, tmp_path, cli):
-    from runtime.normalization import Normalization
+    from vggspec.runtime.data.preprocessing import Normalization
 
     out = tmp_path / "run"
     code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=2", "normalise=mean-std"))

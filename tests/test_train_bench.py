@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from runtime.demo_data import make_demo_dataset
+from vggspec.runtime.data.demo import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,8 @@ import json
 import pytest
 import torch
 from helpers import SPECS
-
-from compiler import compile_spec, load_spec
-from compiler.lower import init_weights, lower
+from vggspec.compiler import compile_spec, load_spec
+from vggspec.compiler.lowering.net import init_weights, lower
 
 
 def train_three_steps(backend: str, spec_path, size: int) -> dict[str, torch.Tensor]:

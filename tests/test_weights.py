@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import SPECS
 from reference_vgg import ReferenceVGG
+from vggspec.runtime.io.weights import WeightsError
 
 import vggspec
-from runtime.weights import WeightsError
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_init_from_net_a():
 
 
 def test_metadata_is_json(demo_net, tmp_path):
-    from runtime.weights import read_metadata
+    from vggspec.runtime.io.weights import read_metadata
 
     path = vggspec.save(demo_net, tmp_path / "m.safetensors", class_names=["x"] * 10)
     metadata = read_metadata(path)

@@ -1,6 +1,6 @@
 """vggspec: declare, compile, train and evaluate VGG-style ConvNets in the paper's notation."""
 
-from compiler import (
+from vggspec.compiler import (
     Graph,
     Spec,
     SpecError,
@@ -10,8 +10,8 @@ from compiler import (
     format_spec,
     load_spec,
 )
-from compiler import parse as parse_spec
-from compiler.errors import VggspecError
+from vggspec.compiler import parse as parse_spec
+from vggspec.compiler.frontend.errors import VggspecError
 
 # The torch-side API is imported on first use, so that `vggspec compile` and the
 # notation tools start without loading torch.
@@ -31,7 +31,7 @@ _TORCH_API = {
 
 def __getattr__(name: str):
     if name in _TORCH_API:
-        from . import api
+        from vggspec import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'vggspec' has no attribute {name!r}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from compiler import Spec, load_spec
-from compiler.lower import Net, build, densify, init_weights, lower
-from runtime.weights import init_from, load, load_torchvision, save, to_torchvision
+from vggspec.compiler import Spec, load_spec
+from vggspec.compiler.lowering.net import Net, build, densify, init_weights, lower
+from vggspec.runtime.io.weights import init_from, load, load_torchvision, save, to_torchvision
 
 __all__ = [
     "Net",

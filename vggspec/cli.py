@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compiler.errors import VggspecError
-
-from . import compile_command, misc_commands, run_command
-from .errors import UserError
+from vggspec.commands import compile as compile_command
+from vggspec.commands import misc as misc_commands
+from vggspec.commands import run as run_command
+from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.errors import UserError
 
 COMMANDS = (compile_command, run_command, misc_commands)
 

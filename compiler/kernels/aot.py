@@ -337,7 +337,7 @@ def aot_report(
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, "-m", "compiler.kernels.aot"],
+        [sys.executable, "-m", "vggspec.compiler.kernels.aot"],
         input=json.dumps(request),
         capture_output=True,
         text=True,

@@ -6,12 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import (
-    ConvConfig,
-    WgradConfig,
-    select_conv_config,
-    select_wgrad_config,
-)
+from .configs import ConvConfig, WgradConfig, select_conv_config, select_wgrad_config
 from .plan import (
     ELEMENT_BYTES,
     TRITON_DTYPE,

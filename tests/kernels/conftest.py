@@ -10,8 +10,7 @@ import zlib
 import pytest
 import torch
 from kernel_checks import WORST_ERRORS
-
-from compiler.kernels import plan
+from vggspec.compiler.kernels import plan
 
 
 @pytest.fixture(autouse=True)

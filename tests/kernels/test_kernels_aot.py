@@ -1,9 +1,8 @@
 """Ahead-of-time compile for sm_90 and sm_80 on this GPU-less machine: resources and roofline."""
 
 import pytest
-
-from compiler.kernels.aot import aot_report, format_aot_report, predicted_step_time
-from compiler.kernels.shapes import (
+from vggspec.compiler.kernels.aot import aot_report, format_aot_report, predicted_step_time
+from vggspec.compiler.kernels.shapes import (
     ConvLaunch,
     LinearLaunch,
     PoolLaunch,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 from kernel_checks import assert_close
+from vggspec.compiler.kernels import conv2d_bias_act, linear_bias_act, max_pool2x2
+from vggspec.compiler.kernels.shapes import ConvLaunch
 
 from bench.kernels import bench_training_steps, compare_training_step, conv_cases
-from compiler.kernels import conv2d_bias_act, linear_bias_act, max_pool2x2
-from compiler.kernels.shapes import ConvLaunch
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,9 +3,8 @@
 import pytest
 import torch
 from kernel_checks import assert_close, relative_error
-
-from compiler.kernels import plan
-from compiler.kernels.plan import new_tensor
+from vggspec.compiler.kernels import plan
+from vggspec.compiler.kernels.plan import new_tensor
 
 
 def test_nan_where_reference_is_finite_fails():

@@ -3,9 +3,8 @@
 import dataclasses
 
 import pytest
-
-from compiler.kernels import configs
-from compiler.kernels.configs import (
+from vggspec.compiler.kernels import configs
+from vggspec.compiler.kernels.configs import (
     CONV_CONFIGS,
     MATMUL_CONFIGS,
     SHARED_MEMORY_BUDGET,
@@ -16,9 +15,9 @@ from compiler.kernels.configs import (
     select_wgrad_config,
     split_count,
 )
-from compiler.kernels.conv import conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
-from compiler.kernels.linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
-from compiler.kernels.shapes import (
+from vggspec.compiler.kernels.conv import conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
+from vggspec.compiler.kernels.linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
+from vggspec.compiler.kernels.shapes import (
     ConvLaunch,
     LinearLaunch,
     PoolLaunch,

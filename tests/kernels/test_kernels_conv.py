@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kernel_checks import assert_close, randn
-
-from compiler.kernels import conv2d_bias_act
-from compiler.kernels.configs import CONV_CONFIGS, WGRAD_CONFIGS
-from compiler.kernels.conv import conv_wgrad_plan
-from compiler.kernels.shapes import ConvLaunch
+from vggspec.compiler.kernels import conv2d_bias_act
+from vggspec.compiler.kernels.configs import CONV_CONFIGS, WGRAD_CONFIGS
+from vggspec.compiler.kernels.conv import conv_wgrad_plan
+from vggspec.compiler.kernels.shapes import ConvLaunch
 
 FP32_TOL = 1e-5
 BF16_TOL = 1.5e-2

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kernel_checks import assert_close, randn
-
-from compiler.kernels import linear_bias_act
-from compiler.kernels.configs import MATMUL_CONFIGS, REDUCE_CONFIGS
-from compiler.kernels.splitk import splitk_sum
+from vggspec.compiler.kernels import linear_bias_act
+from vggspec.compiler.kernels.configs import MATMUL_CONFIGS, REDUCE_CONFIGS
+from vggspec.compiler.kernels.splitk import splitk_sum
 
 FP32_TOL = 1e-5
 SHAPES = [(3, 37, 21), (2, 150, 70), (1, 5, 3), (3, 200, 17)]  # (batch, in, out)

@@ -4,9 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kernel_checks import assert_close, randn
-
-from compiler.kernels import max_pool2x2
-from compiler.kernels.configs import POOL_CONFIGS
+from vggspec.compiler.kernels import max_pool2x2
+from vggspec.compiler.kernels.configs import POOL_CONFIGS
 
 SHAPES = [(2, 5, 7, 9), (1, 3, 6, 4), (3, 17, 5, 5), (1, 1, 2, 2), (2, 16, 9, 3)]
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kernel_checks import assert_close, randn
-
-from compiler.kernels import softmax, softmax_cross_entropy, spatial_mean
-from compiler.kernels.configs import MEAN_CONFIGS, SOFTMAX_CONFIGS
+from vggspec.compiler.kernels import softmax, softmax_cross_entropy, spatial_mean
+from vggspec.compiler.kernels.configs import MEAN_CONFIGS, SOFTMAX_CONFIGS
 
 FP32_TOL = 1e-5
 

@@ -1,0 +1,1 @@
+"""The front end: grammar, parser, AST, printer, spec files and located errors."""

@@ -1,0 +1,1 @@
+"""Lowering a compiled graph to a torch.nn.Module, and the backends it runs on."""

@@ -1,0 +1,67 @@
+"""The Triton backend: fused conv/FC + bias + ReLU, pooling and soft-max kernels.
+
+LRN and dropout have no kernel of their own and run through torch.nn.functional (the
+compile report says so). Under torch.autocast the kernels get their operands in the
+autocast dtype (bf16), accumulate in fp32, and give bf16 back, as cuDNN does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...kernels import (
+    conv2d_bias_act,
+    linear_bias_act,
+    max_pool2x2,
+    softmax,
+    softmax_cross_entropy,
+    spatial_mean,
+)
+
+# Ops this backend hands to torch, by IR op name.
+FALLBACKS = ("lrn", "dropout", "relu")
+
+
+def _operands(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+    else:
+        dtype = x.dtype
+    return [t.to(dtype) for t in (x, *params)]
+
+
+class Backend:
+    name = "triton"
+    # The conv kernels are implicit GEMMs over NHWC: feed them channels-last.
+    memory_format = torch.channels_last
+    fallbacks = FALLBACKS
+
+    def conv(self, x, weight, bias, padding, relu):
+        x, weight, bias = _operands(x, weight, bias)
+        return conv2d_bias_act(x, weight, bias, tuple(padding), relu)
+
+    def relu(self, x):
+        return F.relu(x)
+
+    def max_pool(self, x):
+        return max_pool2x2(x)
+
+    def lrn(self, x, size, alpha, beta, k):
+        return F.local_response_norm(x, size, alpha * size, beta, k)
+
+    def linear(self, x, weight, bias, relu):
+        x, weight, bias = _operands(x, weight, bias)
+        return linear_bias_act(x.contiguous(), weight, bias, relu)
+
+    def dropout(self, x, p, training):
+        return F.dropout(x, p, training)
+
+    def spatial_mean(self, x):
+        return spatial_mean(x)
+
+    def softmax(self, x):
+        return softmax(x.float(), dim=1)
+
+    def cross_entropy(self, logits, target):
+        return softmax_cross_entropy(logits.float(), target)

@@ -1,0 +1,1 @@
+"""Images and augmentation: reading folders, the paper's training crops, demo data."""

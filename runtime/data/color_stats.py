@@ -1,0 +1,156 @@
+"""The training set's mean RGB and RGB principal components, computed once, stored as JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_write
+from .geometry import rescale_smallest_side, scaled_size
+from .image_folder import ImageFolder
+from .image_io import DataError
+
+log = logging.getLogger(__name__)
+
+STATS_FILE_NAME = ".vggspec-stats.json"
+_FORMAT = "vggspec-color-stats"
+_VERSION = 1
+
+# The sample: at most this many images, evenly spaced over the sorted file list (so every
+# class is represented), each shrunk to this smallest side (never enlarged). Pixel
+# statistics barely depend on scale, and this keeps the pass to seconds even on ImageNet.
+DEFAULT_MAX_IMAGES = 2000
+DEFAULT_SIDE = 64
+
+
+@dataclass(frozen=True)
+class ColorStats:
+    """Mean RGB and principal components of RGB pixel values, all in 0..255 units."""
+
+    mean_rgb: tuple[float, float, float]
+    eigenvalues: tuple[float, float, float]  # variances along the components, descending
+    eigenvectors: tuple[tuple[float, float, float], ...]  # eigenvectors[i] is unit vector p_i
+    images: int  # how many images the figures come from
+    pixels: int
+
+    def pca_shift(self, alpha) -> np.ndarray:
+        """AlexNet's colour shift sum_i alpha_i * lambda_i * p_i, as an RGB offset. lambda_i is
+        taken as the standard deviation along p_i (sqrt of the eigenvalue): only then is the
+        shift in pixel units, and it is what AlexNet-style code does (fb.resnet.torch's
+        "eigval" 0.2175 on [0, 1] data is a standard deviation); the literal variance would
+        move pixels by about ±300 levels with alpha ~ N(0, 0.1)."""
+        alpha = np.asarray(alpha, dtype=np.float64)
+        std = np.sqrt(np.asarray(self.eigenvalues, dtype=np.float64))
+        return (alpha * std) @ np.asarray(self.eigenvectors, dtype=np.float64)
+
+    def to_json(self, fingerprint: str, max_images: int, side: int) -> dict:
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "mean_rgb": list(self.mean_rgb),
+            "eigenvalues": list(self.eigenvalues),
+            "eigenvectors": [list(v) for v in self.eigenvectors],
+            "images": self.images,
+            "pixels": self.pixels,
+            "sample": {"max_images": max_images, "smallest_side": side},
+            "fingerprint": fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ColorStats:
+        return cls(
+            mean_rgb=tuple(float(v) for v in data["mean_rgb"]),
+            eigenvalues=tuple(float(v) for v in data["eigenvalues"]),
+            eigenvectors=tuple(tuple(float(c) for c in v) for v in data["eigenvectors"]),
+            images=int(data["images"]),
+            pixels=int(data["pixels"]),
+        )
+
+
+def sample_indices(n: int, max_images: int) -> list[int]:
+    """Evenly spaced indices into n sorted samples: deterministic and class-balanced."""
+    if n <= max_images:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, max_images).round()})
+
+
+def compute_color_stats(
+    folder: ImageFolder, max_images: int = DEFAULT_MAX_IMAGES, side: int = DEFAULT_SIDE
+) -> ColorStats:
+    """Mean and covariance of all pixels of the sampled images (float64 sums)."""
+    total = np.zeros(3)
+    outer = np.zeros((3, 3))
+    count = 0
+    used = 0
+    for i in sample_indices(len(folder), max_images):
+        img, _, _ = folder.load(i, lambda size: scaled_size(size, side))
+        if min(img.size) > side:
+            img = rescale_smallest_side(img, side)
+        pixels = np.asarray(img, dtype=np.float64).reshape(-1, 3)
+        total += pixels.sum(axis=0)
+        outer += pixels.T @ pixels
+        count += len(pixels)
+        used += 1
+    if count == 0:
+        raise DataError(f"no pixels to compute colour statistics from in {folder.root}")
+    mean = total / count
+    cov = outer / count - np.outer(mean, mean)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    order = np.argsort(eigenvalues)[::-1]
+    vectors = []
+    for k in order:
+        v = eigenvectors[:, k]
+        vectors.append(v if v[np.argmax(np.abs(v))] >= 0 else -v)  # fix the sign: reproducible
+    return ColorStats(
+        mean_rgb=tuple(float(v) for v in mean),
+        eigenvalues=tuple(float(max(eigenvalues[k], 0.0)) for k in order),
+        eigenvectors=tuple(tuple(float(c) for c in v) for v in vectors),
+        images=used,
+        pixels=count,
+    )
+
+
+def folder_fingerprint(folder: ImageFolder) -> str:
+    """Hash of the usable file list (paths relative to the root, labels, sizes)."""
+    digest = hashlib.sha256()
+    for (path, label), (w, h) in zip(folder.samples, folder.sizes, strict=True):
+        digest.update(f"{os.path.relpath(path, folder.root)}\t{label}\t{w}x{h}\n".encode())
+    return digest.hexdigest()
+
+
+def load_or_compute_color_stats(
+    folder: ImageFolder,
+    path: str | Path | None = None,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    side: int = DEFAULT_SIDE,
+) -> ColorStats:
+    """Stats stored at `path` (default ROOT/.vggspec-stats.json) if they were computed from
+    this same file list with the same sample settings; otherwise computed and stored
+    (atomically, so ranks computing at once cannot corrupt it; the computation is
+    deterministic, so they write identical files). A read-only ROOT only costs a warning."""
+    path = Path(path) if path is not None else Path(folder.root) / STATS_FILE_NAME
+    fingerprint = folder_fingerprint(folder)
+    sample = {"max_images": max_images, "smallest_side": side}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if (data.get("format"), data.get("version")) != (_FORMAT, _VERSION):
+                raise ValueError("not a vggspec stats file of this version")
+            if data.get("fingerprint") == fingerprint and data.get("sample") == sample:
+                return ColorStats.from_json(data)
+            log.warning("%s was computed from other files or settings: recomputing", path)
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring unreadable stats file %s (%s): recomputing", path, err)
+    stats = compute_color_stats(folder, max_images, side)
+    try:
+        text = json.dumps(stats.to_json(fingerprint, max_images, side), indent=2) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    except OSError as err:
+        log.warning("could not store colour statistics at %s (%s); pass a writable path", path, err)
+    return stats

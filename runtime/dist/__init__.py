@@ -1,0 +1,1 @@
+"""Processes: torch.distributed set-up, the local launcher, host memory policy."""

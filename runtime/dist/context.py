@@ -1,0 +1,82 @@
+"""One process or many: torch.distributed set up from torchrun's environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .cpu_memory import retain_freed_memory
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: rank among `world`, and the device it computes on."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def under_torchrun() -> bool:
+    """True inside a worker started by torchrun / torch.distributed.run."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first attempt)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def setup(device: str = "auto", timeout_s: float = 600.0) -> Context:
+    """Join the process group torchrun describes (if any) and pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        where = torch.device("cuda", local_rank)
+    else:
+        where = torch.device("cpu")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        # Share the cores among the processes of this machine instead of oversubscribing.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        retain_freed_memory()  # a step's gigabytes are reused, not faulted in again
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
+    return Context(rank, world, local_rank, where)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], ctx: Context) -> list[float]:
+    """Element-wise sum over all ranks (float64, so counts stay exact)."""
+    if not ctx.distributed:
+        return list(values)
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        dist.barrier()

@@ -1,0 +1,1 @@
+"""The paper's test protocols: dense, multi-crop, fusion, features."""

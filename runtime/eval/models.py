@@ -1,0 +1,305 @@
+"""The nets an evaluation runs: a training run's checkpoint or weights from elsewhere, each
+with its dense twin, pixel convention, class names and test scales."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
+from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.frontend.printer import format_spec
+from vggspec.compiler.lowering.net import Net, densify, lower, with_num_classes
+
+from ..data.preprocessing import Normalization
+from ..io.checkpoint import CheckpointError, load_checkpoint
+from ..io.weights import (
+    WeightsError,
+    load,
+    load_state,
+    load_torchvision,
+    read_metadata,
+    torch_load,
+    torchvision_keys,
+)
+
+
+class EvalError(VggspecError):
+    """A mistake in what an evaluation was asked to do: told in one message."""
+
+
+@dataclass
+class EvalModel:
+    """One net as the test protocol sees it."""
+
+    name: str  # the configuration, as the paper's tables name it (spec file stem)
+    source: str  # the file the weights came from
+    net: Net  # the classifier, for crops
+    twin: Net  # its fully-convolutional twin (shares the weights), for whole images
+    normalization: Normalization
+    class_names: list[str] | None  # output order; None: unknown (weights from elsewhere)
+    train_scale: int | list[int] | None  # S or [S_min, S_max] if known
+    scales: list[int] = field(default_factory=list)  # test scales Q
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.net.input_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
+
+    def train_scale_text(self) -> str:
+        s = self.train_scale
+        if s is None:
+            return "?"
+        return str(s) if isinstance(s, int) else f"[{s[0]};{s[1]}]"
+
+
+def default_scales(train_scale, input_size: tuple[int, int]) -> list[int]:
+    """The paper's test scales (Sect. 4.2): {S−32, S, S+32} for a fixed S, {S_min,
+    (S_min+S_max)/2, S_max} for a jittered one. Unknown S (weights from elsewhere) is taken
+    as a fixed 256·(input/224). Scales below the input size are left out."""
+    if train_scale is None:
+        train_scale = round(min(input_size) * 256 / 224)
+    if isinstance(train_scale, int):
+        candidates = [train_scale - 32, train_scale, train_scale + 32]
+    else:
+        lo, hi = int(train_scale[0]), int(train_scale[1])
+        candidates = [lo, (lo + hi) // 2, hi] if lo != hi else [lo - 32, lo, lo + 32]
+    kept = sorted({q for q in candidates if q >= min(input_size)})
+    return kept or [max(input_size)]
+
+
+def single_scale(model: EvalModel) -> int:
+    """The single test scale of Table 3: Q = S for a fixed S, (S_min + S_max)/2 for a
+    jittered one, when that is among the net's test scales; otherwise the middle one."""
+    s = model.train_scale
+    if s is not None:
+        q = s if isinstance(s, int) else (int(s[0]) + int(s[1])) // 2
+        if q in model.scales:
+            return q
+    ordered = sorted(model.scales)
+    return ordered[len(ordered) // 2]
+
+
+# The largest test scale, as a multiple of the input size: 1792 for 224 (the paper's
+# largest is 512), whose first conv layer already holds ~2.5 GB at an aspect of 3.
+MAX_SCALE_FACTOR = 8
+
+
+def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
+    if not scales:
+        raise EvalError("--scales needs at least one test scale Q")
+    low = min(model.input_size)
+    too_small = [q for q in scales if q < low]
+    if too_small:
+        h, w = model.input_size
+        raise EvalError(
+            f"test scale Q={too_small[0]} is smaller than {model.name}'s {h}x{w} input: "
+            f"dense and multi-crop evaluation need Q ≥ {low}"
+        )
+    high = MAX_SCALE_FACTOR * max(model.input_size)
+    too_large = [q for q in scales if q > high]
+    if too_large:
+        raise EvalError(
+            f"test scale Q={too_large[0]} is more than {MAX_SCALE_FACTOR}× {model.name}'s input "
+            f"(Q ≤ {high}; the paper tests at most 512 for 224): its activations would not "
+            "fit in memory"
+        )
+    return sorted(set(scales))
+
+
+def _training_scale(preprocess: dict):
+    s = preprocess.get("train_scale")
+    if isinstance(s, int) or (isinstance(s, list) and len(s) == 2):
+        return s
+    return None
+
+
+def _check_rgb(net: Net, source: str) -> None:
+    if net.spec.input.channels != 3:
+        raise EvalError(f"{source}: the spec's input is gray; evaluation reads RGB images")
+
+
+def same_network(a: Spec, b: Spec) -> bool:
+    """Same input and layers (the comment block and the class count may differ: training
+    resizes the last FC layer to the data's classes)."""
+    try:
+        last = next(x for x in reversed(a.layers) if hasattr(x, "features"))
+        b = with_num_classes(b, last.features)
+    except (StopIteration, VggspecError):
+        pass
+    return a.input == b.input and a.layers == b.layers
+
+
+def _spec_mismatch(source: str, theirs: Spec, spec_path: str, ours: Spec) -> EvalError:
+    mine = format_spec(Spec(ours.layers, ours.input)).strip().splitlines()
+    other = format_spec(Spec(theirs.layers, theirs.input)).strip().splitlines()
+    line = next(
+        (i for i, (x, y) in enumerate(zip(mine, other, strict=False)) if x != y),
+        min(len(mine), len(other)),
+    )
+    shown = lambda lines: lines[line] if line < len(lines) else "(ends)"  # noqa: E731
+    return EvalError(
+        f"{source} holds a net of another spec than --spec {spec_path}: its line "
+        f"{line + 1} is {shown(other)!r}, the spec's is {shown(mine)!r}"
+    )
+
+
+def _empty_net(spec: Spec, name: str, backend: str, num_classes: int | None = None) -> Net:
+    """The net of a spec with uninitialised weights, for loading into (every tensor is then
+    checked and overwritten by `load_state`)."""
+    if num_classes is not None:
+        spec = with_num_classes(spec, num_classes)
+    return lower(compile_spec(spec, name=name), backend)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A model file, given it or a training run folder (its model.safetensors, or the last
+    training checkpoint of a run that has not finished)."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "model.safetensors", p / "checkpoints" / "last.pt"):
+            if candidate.is_file():
+                return candidate
+        raise EvalError(f"{p}: no model.safetensors (nor checkpoints/last.pt) in this folder")
+    if not p.exists():
+        raise EvalError(f"{p}: no such checkpoint file or run folder")
+    return p
+
+
+def _finish(net: Net, name: str, source: str, normalization, class_names, train_scale, device):
+    _check_rgb(net, source)
+    net.eval().to(device)
+    if class_names is not None and len(class_names) != net.num_classes:
+        raise EvalError(
+            f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
+        )
+    model = EvalModel(
+        name, source, net, densify(net).eval(), normalization, class_names, train_scale
+    )
+    model.scales = default_scales(train_scale, model.input_size)
+    return model
+
+
+def load_checkpoint_model(
+    path: str | os.PathLike,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
+    expected_spec: str | None = None,
+    preprocessing: str | None = None,
+) -> EvalModel:
+    """A net trained by `vggspec run train`: its model.safetensors (or a run folder, or a
+    training checkpoint .pt). `expected_spec` (a .vgg path) must describe the same net."""
+    file = resolve_checkpoint(path)
+    source = str(file)
+    if file.suffix == ".pt":
+        try:
+            state = load_checkpoint(file)
+        except CheckpointError as err:
+            raise EvalError(str(err)) from None
+        try:
+            spec = parse(state["spec"], f"{file} (embedded spec)")
+        except SpecError as err:
+            raise EvalError(f"{file}: its embedded spec does not parse:\n{err}") from None
+        name = Path(str(state.get("config", {}).get("spec", "spec"))).stem
+        net = load_state(_empty_net(spec, name, backend), state["model"], source)
+        preprocess = dict(state.get("preprocess") or {})
+    else:
+        try:
+            net = load(file, backend)
+        except WeightsError as err:
+            foreign = "no spec in its metadata" in str(err)
+            hint = " (weights from elsewhere: --weights FILE --spec SPEC)" if foreign else ""
+            raise EvalError(f"{err}{hint}") from None
+        preprocess = dict(net.preprocess)
+        name = str(net.graph.graph.get("name", file.stem))
+    if expected_spec is not None:
+        wanted = load_spec(expected_spec)
+        if not same_network(net.spec, wanted):
+            raise _spec_mismatch(source, net.spec, expected_spec, wanted)
+    normalization = Normalization.named(preprocessing or "vggspec", preprocess, source)
+    names = preprocess.get("class_names")
+    names = [str(c) for c in names] if isinstance(names, list) else None
+    return _finish(net, name, source, normalization, names, _training_scale(preprocess), device)
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, vggspec metadata or {}) of a .safetensors or torch .pth/.pt state_dict."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
+        try:
+            metadata = read_metadata(path)
+        except WeightsError:
+            metadata = {}
+        return tensors, metadata
+    state = torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a training checkpoint's weights
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: holds no state_dict of tensors")
+    return state, {}
+
+
+def load_weights_model(
+    weights: str | os.PathLike,
+    spec_path: str,
+    preprocessing: str | None,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
+    class_names: list[str] | None = None,
+    train_scale=None,
+) -> EvalModel:
+    """Weights from elsewhere for the net `spec_path` describes: a torchvision VGG
+    state_dict (.pth, or safetensors with torchvision's names) or a safetensors file with
+    vggspec's names. The class count follows the file's last layer."""
+    path = Path(weights)
+    if not path.is_file():
+        raise EvalError(f"{path}: no such weights file")
+    spec = load_spec(spec_path)
+    tensors, metadata = _read_tensors(path)
+    if "spec" in metadata:
+        theirs = parse(metadata["spec"], f"{path} (embedded spec)")
+        if not same_network(theirs, spec):
+            raise _spec_mismatch(str(path), theirs, spec_path, spec)
+    name = Path(spec_path).stem
+    net = _empty_net(spec, name, backend)
+    torchvision_layout = any(k.startswith(("features.", "classifier.")) for k in tensors)
+    ours_to_file = torchvision_keys(net) if torchvision_layout else {k: k for k in net.state_dict()}
+    last_layer = [k for k in net.state_dict() if k.endswith(".weight")][-1]
+    classes_in_file = tensors.get(ours_to_file.get(last_layer, ""))
+    if classes_in_file is not None and classes_in_file.shape[0] != net.num_classes:
+        net = _empty_net(spec, name, backend, int(classes_in_file.shape[0]))
+    try:
+        if torchvision_layout:
+            load_torchvision(net, tensors)
+        else:
+            load_state(net, tensors, str(path))
+    except WeightsError as err:
+        raise EvalError(f"{path} does not fit --spec {spec_path}: {err}") from None
+    try:
+        preprocess = json.loads(metadata.get("preprocess", "{}")) if metadata else {}
+    except json.JSONDecodeError:
+        raise EvalError(f"{path}: its preprocessing metadata is not JSON") from None
+    if preprocessing is None:
+        if not preprocess:
+            raise EvalError(
+                f"{path}: say how its pixels were normalised with --preprocess caffe "
+                "(the VGG release: BGR minus the mean pixel) or torchvision (RGB on [0,1], "
+                "mean/std)"
+            )
+        preprocessing = "vggspec"
+    normalization = Normalization.named(preprocessing, preprocess, str(path))
+    names = class_names or preprocess.get("class_names")
+    scale = train_scale if train_scale is not None else _training_scale(preprocess)
+    return _finish(net, name, str(path), normalization, names, scale, device)

@@ -1,0 +1,58 @@
+"""One pass per test scale Q over this rank's share of the images, in uint8 batches of one
+size, each with the nets that are tested at that Q (shared by evaluation and features)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.image_folder import ImageFolder
+from ..data.loader import make_loader
+from .images import ScaledImages, batches_by_size, collate
+from .models import EvalModel
+
+
+@dataclass
+class Batch:
+    q: int
+    nets: list[int]  # which of the models run at this Q
+    rows: np.ndarray  # positions of the images in this rank's share
+    pixels: torch.Tensor  # (N, 3, h, w) uint8 RGB, on the device
+    readable: np.ndarray  # False: the file failed to decode (zeros stand in)
+
+
+def scale_passes(
+    models: list[EvalModel],
+    folder: ImageFolder,
+    local: range,
+    *,
+    max_images: int,
+    max_pixels: int,
+    copies: int,
+    workers: int,
+    max_aspect: float,
+    device: torch.device,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[Batch]:
+    """Every batch of every pass, smallest Q first. An image is rescaled once per Q and
+    shared by the nets (each normalises it its own way). `copies` counts images per
+    image in the pixel budget (2 when the flip shares the batch)."""
+    at_least = (max(m.input_size[1] for m in models), max(m.input_size[0] for m in models))
+    for q in sorted({q for m in models for q in m.scales}):
+        nets = [i for i, m in enumerate(models) if q in m.scales]
+        images = ScaledImages(folder, q, at_least, max_aspect)
+        batches = batches_by_size(images, local, max_images, max_pixels, copies)
+        loader = make_loader(images, None, workers, batch_sampler=batches, collate_fn=collate)
+        started = time.perf_counter()
+        for pixels, _, index, readable in loader:
+            yield Batch(q, nets, (index - local.start).numpy(), pixels.to(device), readable.numpy())
+        del loader  # its worker processes end with the pass
+        if progress is not None:
+            progress(
+                f"Q={q}: {len(local)} images through {len(nets)} net(s) in "
+                f"{time.perf_counter() - started:.1f} s"
+            )

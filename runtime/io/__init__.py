@@ -1,0 +1,1 @@
+"""Weights and checkpoints in and out, and atomic writes."""

@@ -1,0 +1,209 @@
+"""Weights in and out: safetensors files that carry their spec, torchvision's VGG
+layout, and the paper's pre-initialisation of a deep net from net A."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from vggspec.compiler import SpecError, compile_spec, parse
+from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.ir import ops
+from vggspec.compiler.ir.graph import nodes, op
+from vggspec.compiler.lowering.net import Net, Weights, lower
+
+from .atomic import atomic_write
+
+FORMAT = "vggspec-net/1"
+
+
+class WeightsError(VggspecError):
+    """A weights file or state_dict that does not fit: what, where and why."""
+
+
+def torch_load(path: Path):
+    """A .pth file read with weights_only=True (never runs pickled code); any failure is
+    one line about the file."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{path}: cannot read as a plain torch state_dict (vggspec reads .pth files with "
+            "weights_only=True: tensors only, no pickled objects)"
+        ) from None
+    except Exception as err:  # torch.load fails in many ways on a bad file; all are the file's
+        lines = str(err).strip().splitlines()
+        gist = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        raise WeightsError(f"{path}: cannot read as a torch state_dict ({gist})") from None
+
+
+def save(net: Net, path: str | os.PathLike, **preprocess) -> Path:
+    """Write the net as safetensors, with its spec text and preprocessing in the
+    metadata (mean_rgb, class_names, … from `net.preprocess`, updated by **preprocess).
+    Atomic: a crash mid-write leaves any previous file intact."""
+    path = Path(path)
+    info = {**net.preprocess, **preprocess}
+    info.setdefault("input_size", list(net.input_size))
+    metadata = {
+        "format": FORMAT,
+        "spec": net.spec_text(),
+        "name": str(net.graph.graph.get("name", "spec")),
+        "preprocess": json.dumps(info),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a vggspec safetensors file, checked."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
+    if metadata.get("format") != FORMAT or "spec" not in metadata:
+        raise WeightsError(f"{path}: not a vggspec net (no spec in its metadata)")
+    return metadata
+
+
+def load(path: str | os.PathLike, backend: str = "auto", dropout: float = 0.5) -> Net:
+    """A net saved by `save`, rebuilt from the spec text it carries. Never unpickles."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        spec = parse(metadata["spec"], f"{path} (embedded spec)")
+        graph = compile_spec(spec, name=metadata.get("name", path.stem))
+    except SpecError as err:
+        raise WeightsError(f"{path}: its embedded spec does not compile:\n{err}") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{path}: corrupt or truncated weights ({err})") from None
+    net = lower(graph, backend, dropout)
+    load_state(net, tensors, str(path))
+    try:
+        net.preprocess = json.loads(metadata.get("preprocess", "{}"))
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path}: its preprocessing metadata is not JSON") from None
+    return net
+
+
+def load_state(net: Net, tensors: dict[str, torch.Tensor], source: str) -> Net:
+    """Copy tensors into the net after checking names and shapes; errors say which."""
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:6])}{' …' if len(missing) > 6 else ''}")
+        if unexpected:
+            shown = ", ".join(unexpected[:6]) + (" …" if len(unexpected) > 6 else "")
+            parts.append(f"unexpected {shown}")
+        raise WeightsError(f"{source}: weights do not match the spec: {'; '.join(parts)}")
+    for key, value in tensors.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"{source}: {key} has shape {tuple(value.shape)}, "
+                f"the spec needs {tuple(expected[key].shape)}"
+            )
+    net.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    return net
+
+
+def torchvision_keys(net: Net) -> dict[str, str]:
+    """Our parameter name → torchvision's, for the layout of torchvision.models.vgg:
+    `features` holds conv, ReLU and max-pool modules in order, `classifier` holds
+    Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
+    unfused = compile_spec(net.spec)  # fused: one node per conv or FC
+    mapping, feature, classifier = {}, 0, 0
+    for n in nodes(unfused):
+        operation = op(unfused, n)
+        if isinstance(operation, ops.Conv2d):
+            for p in ("weight", "bias"):
+                mapping[f"{n}.{p}"] = f"features.{feature}.{p}"
+            feature += 2  # conv, ReLU
+        elif isinstance(operation, ops.MaxPool2d):
+            feature += 1
+        elif isinstance(operation, ops.LocalResponseNorm):
+            raise WeightsError("torchvision has no VGG with LRN (configuration A-LRN)")
+        elif isinstance(operation, ops.Linear):
+            for p in ("weight", "bias"):
+                mapping[f"{n}.{p}"] = f"classifier.{classifier}.{p}"
+            classifier += 1 + (operation.relu + operation.dropout)
+    return mapping
+
+
+def to_torchvision(net: Net) -> dict[str, torch.Tensor]:
+    """The net's weights as a torchvision VGG state_dict (vgg11/13/16/19 for A/B/D/E)."""
+    if net.dense:
+        raise WeightsError("export the net itself, not its dense twin")
+    state = net.state_dict()
+    return {theirs: state[ours].detach().clone() for ours, theirs in torchvision_keys(net).items()}
+
+
+def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
+    """Load a torchvision VGG state_dict (or a .pth file of one, read with
+    weights_only=True) into the net; names and shapes are checked."""
+    if not isinstance(state_dict, dict):
+        path = Path(state_dict)
+        state_dict = torch_load(path)
+        if not isinstance(state_dict, dict):
+            raise WeightsError(f"{path}: holds a {type(state_dict).__name__}, not a state_dict")
+    theirs_to_ours = {theirs: ours for ours, theirs in torchvision_keys(net).items()}
+    extra = sorted(set(state_dict) - set(theirs_to_ours))
+    if extra:
+        raise WeightsError(
+            "not the torchvision VGG layout of this spec: unexpected keys "
+            + ", ".join(extra[:6])
+            + (
+                " (batch-norm variants are not VGG as in the paper)"
+                if any(k.endswith("running_mean") for k in extra)
+                else ""
+            )
+        )
+    renamed = {theirs_to_ours[k]: v for k, v in state_dict.items()}
+    return load_state(net, renamed, "torchvision state_dict")
+
+
+def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
+    """The paper's pre-initialisation (Sect. 3.1): copy the first `convs` conv layers
+    and the last `fcs` FC layers of a trained shallower net (A) into the same-named
+    layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
+    the rest as they are. Returns the names copied; refuses if any shape differs."""
+
+    def weight_layers(n: Net, kind) -> list[str]:
+        return [name for name, operation in n._body if isinstance(operation, kind)]
+
+    chosen = weight_layers(source, ops.Conv2d)[:convs] + weight_layers(source, ops.Linear)[-fcs:]
+    for name in chosen:
+        target = getattr(net, name, None)
+        if not isinstance(target, Weights):
+            raise WeightsError(f"init_from: the target net has no layer {name}")
+        theirs = getattr(source, name)
+        if target.weight.shape != theirs.weight.shape:
+            raise WeightsError(
+                f"init_from: {name} is {tuple(theirs.weight.shape)} in the source net but "
+                f"{tuple(target.weight.shape)} in the target"
+            )
+    with torch.no_grad():
+        for name in chosen:
+            target, theirs = getattr(net, name), getattr(source, name)
+            target.weight.copy_(theirs.weight)
+            target.bias.copy_(theirs.bias)
+    return chosen

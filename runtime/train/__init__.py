@@ -1,0 +1,1 @@
+"""The trainer and its recipe: configs, schedule, sampler, log, faults."""

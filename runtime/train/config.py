@@ -1,0 +1,192 @@
+"""Run configs: YAML (safe_load only) + key=value overrides → a validated TrainConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+from vggspec.compiler.frontend.errors import VggspecError
+
+
+class ConfigError(VggspecError):
+    """A run setting that is unknown, of the wrong type or out of range."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of `vggspec run train`; defaults are the paper's recipe (Sect. 3.1)."""
+
+    spec: str = "specs/demo.vgg"  # the network, a .vgg file
+    data: str | None = None  # ImageFolder root with train/ and val/; none: built-in demo data
+    out: str | None = None  # run folder; none: runs/<spec>-<date>-<time>
+    seed: int = 0  # all randomness (init, sampling, augmentation, dropout) derives from it
+    epochs: int = 74  # the paper stopped after 370K iterations = 74 epochs
+    max_steps: int | None = None  # stop after this many SGD steps (for short runs)
+    batch_size: int = 256  # global: split across processes
+    lr: float = 0.01  # initial learning rate
+    lr_factor: float = 0.1  # divide by 10 ...
+    lr_patience: int = 1  # ... once more than this many epochs bring no better val top-1
+    lr_drops: int = 3  # ... at most this many times
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # L2 penalty multiplier
+    dropout: float = 0.5  # on the first two FC layers
+    scale: int | list[int] = 256  # training scale S, or [S_min, S_max] for scale jittering
+    init: str = "gaussian"  # gaussian (N(0, 0.01²)), glorot, or a trained net A to copy from
+    finetune: str | None = None  # start from all weights of this model (e.g. S=384 from S=256)
+    backend: str = "auto"  # auto (triton on CUDA), torch or triton
+    precision: str = "fp32"  # fp32 or bf16 (autocast)
+    device: str = "auto"  # auto, cpu or cuda
+    workers: int = 2  # data-loading processes per training process
+    checkpoint_every: int = 500  # steps between checkpoints (and one at each epoch end)
+    log_every: int = 10  # steps between log lines
+    max_bad_files: float = 0.01  # fraction of unreadable images above which the run stops
+    colour_shift: float = 0.1  # std of AlexNet's PCA colour shift (0 switches it off)
+    normalise: str = "mean"  # subtract the mean RGB (the paper); mean-std also divides by std
+
+    @property
+    def scale_range(self) -> tuple[int, int]:
+        s = self.scale
+        return (s, s) if isinstance(s, int) else (s[0], s[1])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "backend": ("auto", "torch", "triton"),
+    "precision": ("fp32", "bf16"),
+    "device": ("auto", "cpu", "cuda"),
+    "normalise": ("mean", "mean-std"),
+}
+_POSITIVE = ("epochs", "batch_size", "lr", "checkpoint_every", "log_every")
+_NON_NEGATIVE = (
+    "seed",
+    "momentum",
+    "weight_decay",
+    "workers",
+    "lr_drops",
+    "lr_patience",
+    "colour_shift",
+)
+_FRACTIONS = ("dropout", "max_bad_files")
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _typed(name: str, value, annotation: str):
+    """value, checked (and ints widened to float) against the field's annotation."""
+    allowed = [a.strip() for a in annotation.split("|")]
+    if value is None:
+        if "None" in allowed:
+            return None
+        raise ConfigError(f"{name} needs a value")
+    if "float" in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if "float" in allowed and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 and 5e-4 (no dot) as strings
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, float) and math.isfinite(v),
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "list[int]": lambda v: (
+            isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        ),
+    }
+    if not any(checks[a](value) for a in allowed if a in checks):
+        wanted = " or ".join(a for a in allowed if a != "None")
+        raise ConfigError(f"{name} must be {wanted}, got {value!r}")
+    return value
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    for f in fields(cfg):
+        setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), str(f.type)))
+    for name, options in _CHOICES.items():
+        if getattr(cfg, name) not in options:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(options)}, got {getattr(cfg, name)!r}"
+            )
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be ≥ 0, got {getattr(cfg, name)}")
+    for name in _FRACTIONS:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise ConfigError(f"max_steps must be > 0, got {cfg.max_steps}")
+    if not 0 < cfg.lr_factor < 1:
+        raise ConfigError(f"lr_factor must be in (0, 1), got {cfg.lr_factor}")
+    if isinstance(cfg.scale, list) and (len(cfg.scale) != 2 or cfg.scale[0] > cfg.scale[1]):
+        raise ConfigError(f"scale must be S or [S_min, S_max] with S_min ≤ S_max, got {cfg.scale}")
+    if min(cfg.scale_range) < 1:
+        raise ConfigError(f"scale must be positive, got {cfg.scale}")
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`key=value` words; values are read as YAML scalars/lists (`scale=[256,512]`)."""
+    result = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        try:
+            result[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot read the value of {key}: {text!r}") from None
+    return result
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config is a mapping of key: value")
+    return data
+
+
+def make_config(values: dict, source: str = "the config") -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"unknown setting in {source}: {', '.join(hints)}")
+    return validate(TrainConfig(**values))
+
+
+def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
+    """The recipe at `path` (or the defaults) with the command line's key=value on top."""
+    values = read_yaml(path) if path else {}
+    values.update(parse_overrides(overrides))
+    return make_config(values, str(path) if path else "the command line")
+
+
+def write_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,149 @@
+"""The training run's data: the folders scanned, colour statistics, datasets built."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from vggspec.compiler import load_spec
+
+from ..data.augment import TrainDataset
+from ..data.color_stats import ColorStats, load_or_compute_color_stats
+from ..data.demo import make_demo_dataset
+from ..data.image_folder import IMAGE_EXTENSIONS, scan_image_folder
+from ..data.validation import CenterCropDataset
+from ..dist import context as distributed
+from .config import ConfigError, TrainConfig
+
+DEMO_VERSION = 2  # bump when the demo generator changes: cached images are reused by version
+
+
+@dataclass
+class TrainingData:
+    root: Path
+    train: TrainDataset
+    val: CenterCropDataset
+    classes: list[str]
+    stats: ColorStats
+    bad_files: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def std_rgb(self) -> list[float]:
+        """Per-channel standard deviation of the training pixels (0..255 units), from
+        the covariance the PCA colour shift already measured."""
+        values, vectors = self.stats.eigenvalues, self.stats.eigenvectors
+        return [
+            math.sqrt(sum(lam * vec[c] ** 2 for lam, vec in zip(values, vectors, strict=True)))
+            for c in range(3)
+        ]
+
+    def preprocess(self, cfg: TrainConfig) -> dict:
+        """What a trained net expects of an image; saved with its weights."""
+        info = {
+            "mean_rgb": list(self.stats.mean_rgb),
+            "class_names": list(self.classes),
+            "input_size": list(self.train.crop),
+            "train_scale": cfg.scale,
+            "pixel_range": 255,
+        }
+        if cfg.normalise == "mean-std":
+            info["std_rgb"] = self.std_rgb
+        return info
+
+
+def demo_data_root(seed: int) -> Path:
+    """Where the built-in demo data is written once and reused."""
+    base = os.environ.get("VGGSPEC_DEMO_DATA")
+    if base:
+        return Path(base)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "vggspec" / f"demo-v{DEMO_VERSION}-seed{seed}"
+
+
+def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
+    """Rank 0 writes the demo set (into a temporary folder, renamed when complete)."""
+    if ctx.is_main and not (root / ".complete").exists():
+        log.info(f"writing the built-in demo data to {root} (once)")
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        make_demo_dataset(partial, seed=seed)
+        (partial / ".complete").write_text("ok\n")
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+    distributed.barrier(ctx)
+    return root
+
+
+def check_data_settings(cfg: TrainConfig, world: int = 1) -> tuple[int, int]:
+    """The crop size (H, W) — after checking, before any work, that spec, scale, batch
+    size, number of processes and data folder fit together."""
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} (the global batch) does not split evenly over "
+            f"{world} processes"
+        )
+    spec = load_spec(cfg.spec)
+    if spec.input.channels != 3:
+        raise ConfigError(f"{cfg.spec}: training reads RGB images, but the spec's input is gray")
+    crop = (spec.input.height, spec.input.width)
+    s_min, _ = cfg.scale_range
+    if s_min < min(crop):
+        raise ConfigError(
+            f"scale S={cfg.scale} is smaller than the {crop[0]}x{crop[1]} crop; "
+            f"the paper needs S ≥ {min(crop)}"
+        )
+    if cfg.data is not None:
+        root = Path(cfg.data)
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise ConfigError(
+                    f"data={root}: no {split}/ folder (expected ImageFolder layout "
+                    f"{root}/{split}/<class>/<image>)"
+                )
+        images = sum(1 for f in (root / "train").rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if images < cfg.batch_size:
+            raise ConfigError(
+                f"data={root}: {images} training images are fewer than one batch "
+                f"(batch_size={cfg.batch_size})"
+            )
+    return crop
+
+
+def prepare_training_data(cfg: TrainConfig, ctx, log) -> TrainingData:
+    crop = check_data_settings(cfg)
+    if cfg.data is None:
+        root = ensure_demo_data(demo_data_root(cfg.seed), cfg.seed, ctx, log)
+    else:
+        root = Path(cfg.data)
+    train_folder = scan_image_folder(root, "train", max_bad_fraction=cfg.max_bad_files)
+    val_folder = scan_image_folder(
+        root, "val", classes=train_folder.classes, max_bad_fraction=cfg.max_bad_files
+    )
+    for report in (train_folder.report, val_folder.report):
+        for line in report.lines():
+            log.info(line)
+    # Rank 0 computes the statistics once (they are stored beside the data); the others
+    # wait and read them.
+    stats = load_or_compute_color_stats(train_folder) if ctx.is_main else None
+    distributed.barrier(ctx)
+    if stats is None:
+        stats = load_or_compute_color_stats(train_folder)
+    log.info("mean RGB " + ", ".join(f"{v:.1f}" for v in stats.mean_rgb) + " (training set)")
+    train = TrainDataset(
+        train_folder,
+        scale=cfg.scale,
+        crop=crop,
+        stats=stats,
+        seed=cfg.seed,
+        alpha_std=cfg.colour_shift,
+    )
+    val = CenterCropDataset(val_folder, scale=cfg.scale, crop=crop, mean_rgb=stats.mean_rgb)
+    bad = len(train_folder.report.bad) + len(val_folder.report.bad)
+    return TrainingData(root, train, val, train_folder.classes, stats, bad)

@@ -1,0 +1,48 @@
+"""Stopping cleanly on SIGTERM, and injecting faults so that tests can prove recovery.
+
+Fault injection is off unless the environment sets VGGSPEC_FAULT=<kind>:<step>[:<rank>]
+(kinds: kill — SIGKILL this process as step <step> begins; nan — make that step's loss
+NaN; kill-in-checkpoint — SIGKILL halfway through writing the checkpoint of that step).
+It fires on torchrun's first attempt only, so a restarted worker runs clean.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from ..dist.context import restart_count
+
+
+class StopRequest:
+    """Set by SIGTERM (and SIGINT); the trainer checkpoints at the next step and exits 0."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+def _planned() -> tuple[str, int, int | None] | None:
+    spec = os.environ.get("VGGSPEC_FAULT")
+    if not spec or restart_count() > 0:
+        return None
+    kind, step, *rank = spec.split(":")
+    return kind, int(step), int(rank[0]) if rank else None
+
+
+def fires(kind: str, step: int, rank: int) -> bool:
+    planned = _planned()
+    return planned is not None and planned[:2] == (kind, step) and planned[2] in (None, rank)
+
+
+def kill_if_planned(kind: str, step: int, rank: int) -> None:
+    if fires(kind, step, rank):
+        os.kill(os.getpid(), signal.SIGKILL)

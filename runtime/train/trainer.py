@@ -1,0 +1,399 @@
+"""The paper's training recipe (Sect. 3.1), on one process or many (Sect. 3.3).
+
+How to run it (through the `vggspec` command, which calls `run_training` below):
+
+    vggspec run train                                    # demo spec on built-in demo data
+    vggspec run train spec=specs/A.vgg data=DIR out=runs/a max_steps=100
+    vggspec run train --config specs/paper.yaml spec=specs/D.vgg data=DIR
+    vggspec run train --nproc 2 ...                      # 2 local processes via torchrun
+    vggspec run train --resume runs/a                    # continue exactly where it stopped
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:PORT \\
+        -m vggspec run train spec=... data=... out=...     # several machines
+
+Rank 0 logs and writes checkpoints; every rank computes the same learning-rate and
+stopping decisions from all-reduced figures, so no state lives on one rank only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from vggspec.compiler import load_spec
+from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.lowering.net import build
+
+from ..data.loader import make_loader
+from ..dist import context as distributed
+from ..io.atomic import atomic_write
+from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.weights import init_from as copy_layers_from
+from ..io.weights import load, load_state, save
+from . import faults
+from .config import ConfigError, TrainConfig, write_config
+from .data import TrainingData, prepare_training_data
+from .log import RunLog
+from .sampler import EpochBatchSampler
+from .schedule import PlateauSchedule
+
+CHECKPOINT_FORMAT = "vggspec-checkpoint/1"
+
+
+class TrainingDiverged(VggspecError):
+    """The loss became NaN or infinite; every rank stops at the same step."""
+
+
+@dataclass
+class Position:
+    """Where training stands; with the weights and optimizer, all a resume needs."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    step: int = 0
+    images: int = 0
+    train_seconds: float = 0.0  # steady-state time: the first step of each start is not counted
+    timed_images: int = 0  # the images of the steps counted in train_seconds
+    wall_seconds: float = 0.0
+    best_top1_error: float | None = None
+    last_val: dict = field(default_factory=dict)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Dropout's random stream for one step of the global batch: derived, so that nothing
+    about it needs saving for an exact resume, and the same on every rank (each keeps its
+    own rows of the masks, see Net.batch_rows)."""
+    return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0] >> 1)
+
+
+def accuracy_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]:
+    """(top-1 correct, top-5 correct) in a batch."""
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hits = top.eq(target[:, None])
+    return int(hits[:, :1].sum()), int(hits.any(dim=1).sum())
+
+
+def input_divisor(preprocess: dict, device) -> torch.Tensor | None:
+    """The per-channel std the net's inputs are divided by, if its preprocessing says so."""
+    std = preprocess.get("std_rgb")
+    return None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dict:
+    """Exact validation: rank r takes a contiguous share of the images (no padding, no
+    duplicates) and the sums are all-reduced."""
+    n = len(data.val)
+    lo, hi = ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world
+    batches = [list(range(i, min(i + batch_size, hi))) for i in range(lo, hi, batch_size)]
+    loader = make_loader(data.val, None, workers, batch_sampler=batches)
+    was_training = net.training
+    net.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 correct, top-5 correct, images
+    for x, y in loader:
+        x, y = x.to(ctx.device), y.to(ctx.device)
+        divisor = input_divisor(net.preprocess, ctx.device)
+        if divisor is not None:
+            x = x / divisor
+        logits = net(x).float()
+        top1, top5 = accuracy_sums(logits, y)
+        sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
+        sums[1] += top1
+        sums[2] += top5
+        sums[3] += len(y)
+    net.train(was_training)
+    loss, top1, top5, count = distributed.all_reduce_sum(sums, ctx)
+    result = {"val_loss": loss / count, "val_top1_error": 1 - top1 / count, "images": int(count)}
+    result["val_top5_error"] = 1 - top5 / count if data.num_classes >= 5 else None
+    return result
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, ctx, log: RunLog, resume: dict | None):
+        self.cfg, self.run_dir, self.ctx, self.log = cfg, run_dir, ctx, log
+        self.data = prepare_training_data(cfg, ctx, log)
+        spec = load_spec(cfg.spec)
+        classes = self.data.num_classes
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
+        self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
+        self.net.to(ctx.device)
+        self.net.preprocess = self.data.preprocess(cfg)
+        self.divisor = input_divisor(self.net.preprocess, ctx.device)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops)
+        self.position = Position()
+        if resume is not None:
+            self._restore(resume)
+        else:
+            self._initialise_from_elsewhere()
+        self.model = self.net
+        if ctx.distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+            )
+        try:
+            self.sampler = EpochBatchSampler(
+                len(self.data.train), cfg.batch_size, ctx.rank, ctx.world, cfg.seed
+            )
+        except ValueError as err:  # fewer usable images than a batch, or an uneven split
+            raise ConfigError(f"batch_size={cfg.batch_size}: {err}") from None
+        self.loader = make_loader(self.data.train, None, cfg.workers, batch_sampler=self.sampler)
+        self._warm = False
+        self.stop = faults.StopRequest()
+        self.stop.install()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _initialise_from_elsewhere(self) -> None:
+        cfg = self.cfg
+        if cfg.init not in ("gaussian", "glorot"):
+            source = load(_model_file(cfg.init), "torch")
+            copied = copy_layers_from(self.net, source.to(self.ctx.device))
+            self.log.info(
+                f"initialised {', '.join(copied)} from {cfg.init} (the paper's net-A start)"
+            )
+        if cfg.finetune:
+            source = load(_model_file(cfg.finetune), "torch")
+            load_state(self.net, source.state_dict(), cfg.finetune)
+            self.log.info(f"fine-tuning all layers of {cfg.finetune} at lr {cfg.lr:g}")
+
+    def _restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.position = Position(**state["position"])
+        torch.set_rng_state(state["rng"])
+        p = self.position
+        self.log.info(f"resumed at step {p.step} (epoch {p.epoch + 1}, batch {p.step_in_epoch})")
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "position": self.position.__dict__.copy(),
+            "rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+            "spec": self.net.spec_text(),
+            "preprocess": self.net.preprocess,
+        }
+
+    def checkpoint(self, best: bool = False) -> None:
+        if not self.ctx.is_main:
+            return
+        step = self.position.step
+        state = self._state()
+        folder = self.run_dir / "checkpoints"
+        save_checkpoint(
+            state,
+            folder / "last.pt",
+            lambda: faults.kill_if_planned("kill-in-checkpoint", step, self.ctx.rank),
+        )
+        if best:
+            save_checkpoint(state, folder / "best.pt")
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def total_steps(self) -> int:
+        total = self.cfg.epochs * self.sampler.steps_per_epoch
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def run(self) -> dict:
+        cfg, ctx, p = self.cfg, self.ctx, self.position
+        started = time.perf_counter()
+        wall_before = p.wall_seconds
+        total = self.total_steps()
+        self.log.start_progress(total, p.step)
+        while p.step < total and p.epoch < cfg.epochs:
+            self.sampler.set_epoch(p.epoch, p.step_in_epoch)
+            self.data.train.set_epoch(p.epoch)
+            outcome = self._epoch(total)  # "running", or "stopped" by a signal
+            p.wall_seconds = wall_before + time.perf_counter() - started
+            if outcome == "stopped":
+                self.checkpoint()
+                self.log.info(
+                    f"{self.stop.signal_name}: checkpoint written at step {p.step}; "
+                    f"continue with --resume {self.run_dir}"
+                )
+                return self.summary("stopped")
+            if p.step_in_epoch == self.sampler.steps_per_epoch:
+                self._end_of_epoch()
+        if not p.last_val or p.last_val.get("step") != p.step:
+            self._record_validation()
+            self.checkpoint()
+        p.wall_seconds = wall_before + time.perf_counter() - started
+        if ctx.is_main:
+            save(self.net, self.run_dir / "model.safetensors")
+        return self.summary("finished")
+
+    def _epoch(self, total: int) -> str:
+        cfg, ctx, p = self.cfg, self.ctx, self.position
+        self.model.train()
+        tick = time.perf_counter()
+        for x, y in self.loader:
+            faults.kill_if_planned("kill", p.step + 1, ctx.rank)
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            if self.divisor is not None:
+                x = x / self.divisor
+            seed = step_seed(cfg.seed, p.step)
+            torch.manual_seed(seed)
+            self.net.batch_rows = (seed, ctx.rank * len(y), cfg.batch_size)
+            with torch.autocast(ctx.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = self.model(x)
+            self.net.batch_rows = None
+            loss = self.net.loss(logits, y)
+            if faults.fires("nan", p.step + 1, ctx.rank):
+                loss = loss * float("nan")
+            value = float(loss.detach())
+            bad, stop = distributed.all_reduce_sum(
+                [0.0 if math.isfinite(value) else 1.0, float(self.stop.requested)], ctx
+            )
+            if bad:
+                raise TrainingDiverged(
+                    f"the loss became {value if not math.isfinite(value) else 'non-finite'} "
+                    f"at step {p.step + 1} (on {int(bad)} of {ctx.world} processes); stopped "
+                    f"without touching the last checkpoint in {self.run_dir / 'checkpoints'}. "
+                    "Try a lower lr or init=glorot."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            p.step += 1
+            p.step_in_epoch += 1
+            p.images += cfg.batch_size
+            now = time.perf_counter()
+            if self._warm:  # the first step also starts workers and allocators: not timed
+                p.train_seconds += now - tick
+                p.timed_images += cfg.batch_size
+            self._warm = True
+            tick = now
+            self.log.step(p, value, self.schedule.lr, cfg.log_every)
+            if stop:
+                return "stopped"
+            if (
+                p.step % cfg.checkpoint_every == 0
+                and p.step_in_epoch < self.sampler.steps_per_epoch
+            ):
+                self.checkpoint()
+            if p.step >= total:
+                break
+            tick = time.perf_counter()
+        return "running"
+
+    def _record_validation(self) -> dict:
+        p = self.position
+        result = validate(self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers)
+        result.update(step=p.step, epoch=p.epoch, lr=self.schedule.lr)
+        p.last_val = result
+        improved = p.best_top1_error is None or result["val_top1_error"] < p.best_top1_error
+        if improved:
+            p.best_top1_error = result["val_top1_error"]
+        self.log.epoch(result)
+        return result
+
+    def _end_of_epoch(self) -> None:
+        p = self.position
+        p.epoch += 1
+        p.step_in_epoch = 0
+        best_before = p.best_top1_error
+        result = self._record_validation()
+        if self.schedule.step(1.0 - result["val_top1_error"]):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.schedule.lr
+            self.log.info(
+                f"validation accuracy stopped improving: lr → {self.schedule.lr:g} "
+                f"(drop {self.schedule.drops} of {self.schedule.max_drops})"
+            )
+        improved = best_before is None or result["val_top1_error"] < best_before
+        self.checkpoint(best=improved)
+
+    def summary(self, outcome: str) -> dict:
+        p = self.position
+        val = p.last_val
+        return {
+            "outcome": outcome,
+            "spec": self.cfg.spec,
+            "steps": p.step,
+            "epochs": p.step / self.sampler.steps_per_epoch,
+            "images": p.images,
+            "processes": self.ctx.world,
+            "wall_seconds": round(p.wall_seconds, 3),
+            "train_seconds": round(p.train_seconds, 3),
+            "images_per_second": round(p.timed_images / p.train_seconds, 2)
+            if p.train_seconds
+            else 0.0,
+            "val_top1_error": val.get("val_top1_error"),
+            "val_top5_error": val.get("val_top5_error"),
+            "val_loss": val.get("val_loss"),
+            "best_val_top1_error": p.best_top1_error,
+            "lr": self.schedule.lr,
+            "lr_drops": self.schedule.drops,
+            "bad_files": self.data.bad_files,
+        }
+
+
+def _model_file(path: str) -> Path:
+    """A model.safetensors, given it or the run folder holding it."""
+    p = Path(path)
+    return p / "model.safetensors" if p.is_dir() else p
+
+
+def default_run_dir(spec: str) -> Path:
+    return Path("runs") / f"{Path(spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_fresh(run_dir: Path) -> None:
+    # A folder with a config but no checkpoint is a run that failed to start: reusable.
+    if (run_dir / "checkpoints").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+            "or choose another out="
+        )
+
+
+def run_training(cfg: TrainConfig, resume: bool = False) -> dict | None:
+    """Train (or resume) the run in `cfg.out`; rank 0 writes summary.json and returns it
+    (the other ranks return None)."""
+    ctx = distributed.setup(cfg.device)
+    try:
+        run_dir = Path(cfg.out)
+        state = None
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        # A worker that torchrun restarted picks up from the last checkpoint by itself.
+        if (resume or distributed.restart_count() > 0) and checkpoint.exists():
+            state = load_checkpoint(checkpoint)
+        elif resume:
+            raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+        elif ctx.is_main:
+            _check_fresh(run_dir)
+        distributed.barrier(ctx)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, run_dir / "config.yaml")
+        log = RunLog(run_dir, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
+        log.info(
+            f"run {run_dir}: {cfg.spec}, {ctx.world} process(es) on {ctx.device.type}, "
+            f"global batch {cfg.batch_size}"
+        )
+        trainer = Trainer(cfg, run_dir, ctx, log, state)
+        summary = trainer.run()
+        if ctx.is_main:
+            text = json.dumps(summary, indent=2) + "\n"
+            atomic_write(run_dir / "summary.json", lambda tmp: Path(tmp).write_text(text))
+        log.close()
+        distributed.barrier(ctx)  # leave together: gloo aborts a process whose peer is gone
+        return summary if ctx.is_main else None
+    finally:
+        distributed.teardown()

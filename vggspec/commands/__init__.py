@@ -1,0 +1,1 @@
+"""One module per `vggspec` command: flags in, a runtime call, text out."""

@@ -1,0 +1,156 @@
+"""`vggspec compile SPEC`: check and measure a spec, print any stage of the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pprint
+from pathlib import Path
+
+from vggspec.builtin import locate
+from vggspec.compiler import compile_spec, dense_graph, format_graph, format_spec, load_spec
+from vggspec.compiler.ir.passes.count import DTYPE_BYTES
+from vggspec.compiler.ir.report import format_dot, format_table, to_dict
+from vggspec.errors import UserError, check_output
+
+EMITS = ("spec", "ast", "ir", "table", "json", "dot")
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """`224` or `224x320` (height x width) for --input."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compile",
+        help="check and measure a spec (shapes, params, MACs, memory, receptive fields)",
+        description="Compile a .vgg spec and print a per-layer report.",
+    )
+    p.add_argument("spec", help="path to a .vgg file, e.g. specs/E.vgg")
+    p.add_argument(
+        "--input",
+        type=image_size,
+        metavar="HxW",
+        help="input size (overrides the spec's; with --dense, the test image size)",
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        help="batch size for the memory figures (default 1) and, with --target, "
+        "for the kernel report (default 256, the paper's)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPE_BYTES),
+        default="float32",
+        help="element type for memory figures",
+    )
+    p.add_argument(
+        "--dense",
+        action="store_true",
+        help="show the fully-convolutional twin (FC layers as convs) for dense testing",
+    )
+    p.add_argument("--no-fuse", action="store_true", help="stop before the conv+ReLU fusion pass")
+    p.add_argument("--emit", choices=EMITS, default="table", help="which stage to print")
+    p.add_argument("--json", action="store_true", help="same as --emit json")
+    p.add_argument(
+        "--target",
+        choices=("sm_90", "sm_80"),
+        help="compile every Triton kernel for this GPU (H100 sm_90, A100 sm_80) "
+        "without one present, and report registers, spills, shared memory, "
+        "tensor-core use and a roofline step time",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(run=run)
+
+
+def render(args) -> str:
+    spec = load_spec(locate(args.spec))
+    emit = "json" if args.json else args.emit
+    if emit == "spec":
+        return format_spec(spec)
+    if emit == "ast":
+        return pprint.pformat(spec, width=100) + "\n"
+    name = Path(args.spec).stem
+    fused = not args.no_fuse
+    batch = args.batch or (256 if args.target else 1)
+    if args.dense:
+        # The FC layers become convs at the spec's own size; --input is the test image.
+        graph = compile_spec(spec, name=name, batch=batch, dtype=args.dtype, fused=fused)
+        graph = dense_graph(graph, args.input)
+    else:
+        graph = compile_spec(
+            spec, args.input, name=name, batch=batch, dtype=args.dtype, fused=fused
+        )
+    if args.target:
+        return kernel_report(graph, args, batch, emit)
+    if emit == "ir":
+        return format_graph(graph)
+    if emit == "dot":
+        return format_dot(graph)
+    if emit == "json":
+        return json.dumps(to_dict(graph), indent=2) + "\n"
+    return format_table(graph)
+
+
+def kernel_report(graph, args, batch: int, emit: str) -> str:
+    """Every Triton kernel of the graph compiled for args.target, as a table or JSON."""
+    from vggspec.compiler.kernels import aot_report, format_aot_report, predicted_step_time
+    from vggspec.compiler.lowering.launches import graph_launches
+
+    training = not args.dense
+    launches, fallbacks = graph_launches(graph, batch, training)
+    dtype = "bfloat16" if args.dtype in ("bfloat16", "float16") else "float32"
+    try:
+        rows = aot_report(launches, args.target, dtype, training)
+    except ValueError as err:  # a shape the kernels cannot index (past int32)
+        raise UserError(f"--target {args.target}: {err}") from None
+    step = predicted_step_time(rows)
+    if emit == "json":
+        report = {
+            "target": args.target,
+            "batch": batch,
+            "dtype": dtype,
+            "training": training,
+            "predicted_step_seconds": step,
+            "torch_fallbacks": fallbacks,
+            "kernels": rows,
+        }
+        return json.dumps(report, indent=2) + "\n"
+    what = "training step" if training else "dense forward pass"
+    text = format_aot_report(rows) + "\n"
+    text += f"{what} at batch {batch}: {step * 1e3:.1f} ms predicted from the roofline\n"
+    if fallbacks:
+        text += "runs through torch (no Triton kernel): " + ", ".join(fallbacks) + "\n"
+    return text
+
+
+def run(args) -> int:
+    if args.output:
+        check_output(args.output, "-o")
+    text = render(args)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0

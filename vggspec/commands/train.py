@@ -1,0 +1,129 @@
+"""`vggspec run train`: the paper's training recipe on one process, several, or machines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vggspec.builtin import DEMO_RECIPE, HOME, locate
+
+# Settings that may change when a run is resumed: how long and how it reports, not what.
+RESUMABLE = {"epochs", "max_steps", "checkpoint_every", "log_every", "workers"}
+
+
+def add_parser(run_subparsers) -> None:
+    p = run_subparsers.add_parser(
+        "train",
+        help="train a spec with the paper's recipe",
+        description="Train a net. With no arguments: the demo spec on built-in demo data "
+        "with the demo recipe (specs/demo.yaml). Settings are key=value words on top of "
+        "--config (default: the paper's recipe).",
+    )
+    p.add_argument(
+        "settings",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="e.g. spec=specs/A.vgg data=DIR out=runs/a max_steps=100",
+    )
+    p.add_argument("--config", metavar="YAML", help="a run config, e.g. specs/paper.yaml")
+    p.add_argument("--nproc", type=int, default=1, help="local worker processes (torchrun)")
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="restart the workers this many times if one dies (torchrun)",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
+    p.set_defaults(run=run)
+
+
+def _absolute(path: str, config) -> str:
+    """A path from the command line or a recipe, made absolute so that the run (and its
+    resume) does not depend on the working directory. Relative paths are looked up in
+    the working directory, then beside the recipe's folder (specs/demo.yaml names
+    specs/demo.vgg), or in vggspec's tree when there is no recipe."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return str(candidate.resolve())
+    # Beside the recipe's folder, or for the built-in default (spec: specs/demo.vgg) in
+    # vggspec's own tree.
+    beside = (Path(config).resolve().parent.parent if config else HOME) / candidate
+    return str(beside if beside.exists() else candidate.resolve())
+
+
+def resolve_config(args):
+    from vggspec.runtime.train.config import (
+        ConfigError,
+        load_config,
+        make_config,
+        parse_overrides,
+        read_yaml,
+    )
+
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.exists():
+            raise ConfigError(f"{args.resume}: not a run folder (no config.yaml)")
+        changes = parse_overrides(args.settings)
+        fixed = sorted(set(changes) - RESUMABLE)
+        if fixed:
+            raise ConfigError(
+                f"a resumed run keeps its settings; only {', '.join(sorted(RESUMABLE))} may "
+                f"change (not {', '.join(fixed)})"
+            )
+        values = read_yaml(saved)
+        values.update(changes, out=str(Path(args.resume)))
+        return make_config(values, str(saved))
+    config = str(locate(args.config)) if args.config else None
+    if config is None and not args.settings:
+        config = DEMO_RECIPE  # `vggspec run train` alone: the demo
+    cfg = load_config(config, args.settings)
+    cfg.spec = _absolute(cfg.spec, config)
+    for key in ("data", "finetune"):
+        if getattr(cfg, key) is not None:
+            setattr(cfg, key, _absolute(getattr(cfg, key), config))
+    if cfg.init not in ("gaussian", "glorot"):
+        cfg.init = _absolute(cfg.init, config)
+    if cfg.out is None:
+        from vggspec.runtime.train.trainer import default_run_dir
+
+        cfg.out = str(default_run_dir(cfg.spec))
+    return cfg
+
+
+def run(args) -> int:
+    from vggspec.runtime.train.config import ConfigError
+
+    if args.nproc < 1 or args.max_restarts < 0:
+        raise ConfigError("--nproc must be ≥ 1 and --max-restarts ≥ 0")
+    from vggspec.runtime.dist.context import under_torchrun
+    from vggspec.runtime.train.data import check_data_settings
+
+    cfg = resolve_config(args)
+    # Spec, scale, batch split and data folder checked before any worker starts.
+    world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
+    check_data_settings(cfg, world)
+    if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
+        from vggspec.runtime.dist.launch import launch_local
+
+        worker = ["vggspec", "run", "train", *args.settings, f"out={cfg.out}"]
+        if args.config:
+            worker += ["--config", args.config]
+        elif not args.settings and not args.resume:
+            worker += ["--config", str(DEMO_RECIPE)]
+        if args.resume:
+            worker = ["vggspec", "run", "train", "--resume", args.resume, *args.settings]
+        return launch_local(args.nproc, args.max_restarts, worker)
+    from vggspec.runtime.train.trainer import run_training
+
+    summary = run_training(cfg, resume=bool(args.resume))
+    if summary is None:  # not rank 0: rank 0 reports
+        return 0
+    top1 = summary["val_top1_error"]
+    print(
+        f"{summary['outcome']}: {summary['steps']} steps in {summary['wall_seconds']:.0f} s, "
+        f"{summary['images_per_second']:.1f} images/s"
+        + (f", validation top-1 error {top1:.2%}" if top1 is not None else "")
+        + f"; run folder {cfg.out}"
+    )
+    return 0
