@@ -104,9 +104,9 @@ def test_dense_score_map_sizes_of_D(size, expected):
 def test_densify_maps_fc_weights_onto_convs():
     dense = dense_graph(compile_spec(load_spec(SPECS / "D.vgg")), (384, 384))
     assert op(dense, "fc6") == ops.Conv2d(4096, (7, 7), (0, 0), relu=True)
-    assert meta(dense, "fc6")["weight_from"]["shape"] == (4096, 512, 7, 7)
-    assert meta(dense, "fc6")["weight_from"]["linear_shape"] == (4096, 25088)
-    assert meta(dense, "fc7")["weight_from"]["shape"] == (4096, 4096, 1, 1)
+    assert meta(dense, "fc6")["weight_from"].shape == (4096, 512, 7, 7)
+    assert meta(dense, "fc6")["weight_from"].linear_shape == (4096, 25088)
+    assert meta(dense, "fc7")["weight_from"].shape == (4096, 4096, 1, 1)
     assert op(dense, "fc8") == ops.Conv2d(1000, (1, 1), (0, 0), relu=False)
     assert nodes(dense)[-2:] == ["score_mean", "prob"]
     assert not any(isinstance(op(dense, n), ops.Dropout) for n in dense)

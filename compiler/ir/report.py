@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..table import text_table
-from . import ops
-from .graph import Graph, launch_count, meta, nodes, op, output
+from .graph import Graph, launch_count, meta, nodes, op, output, score_map_size
 
 
 def _field(pair) -> int | list[int]:
@@ -64,9 +63,8 @@ def to_dict(g: Graph) -> dict:
                 "column": loc.column if loc else None,
             }
         )
-    for n in g.nodes:
-        if isinstance(op(g, n), ops.SpatialMean):
-            result["score_map"] = list(meta(g, n)["in_shape"][1:])
+    if (size := score_map_size(g)) is not None:
+        result["score_map"] = list(size)
     return result
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-from vggspec.compiler.ir import ops
 from vggspec.compiler.ir.graph import nodes, op
 from vggspec.compiler.lowering.net import Net
 
@@ -28,11 +27,11 @@ def penultimate_net(twin: Net) -> Net:
     (fc7 of the VGG nets: a 4096-channel map); shares the twin's weights."""
     g = twin.graph
     order = nodes(g)
-    weighted = [n for n in order if isinstance(op(g, n), ops.Conv2d | ops.Linear)]
+    weighted = [n for n in order if op(g, n).has_weights]
     if len(weighted) < 2:
         raise EvalError("features need a net with at least two weight layers")
     end = order.index(weighted[-2]) + 1
-    while end < len(order) and isinstance(op(g, order[end]), ops.ReLU):
+    while end < len(order) and op(g, order[end]).part_of_previous:
         end += 1  # an unfused graph keeps the ReLU as its own node
     head = Net(g.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
     for name, module in head.named_children():

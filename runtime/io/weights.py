@@ -12,8 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from vggspec.compiler import SpecError, compile_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.ir import ops
-from vggspec.compiler.ir.graph import nodes, op
+from vggspec.compiler.ir.graph import meta, nodes, op
 from vggspec.compiler.lowering.net import Net, Weights, lower
 
 from .atomic import atomic_write
@@ -130,22 +129,19 @@ def torchvision_keys(net: Net) -> dict[str, str]:
     """Our parameter name → torchvision's, for the layout of torchvision.models.vgg:
     `features` holds conv, ReLU and max-pool modules in order, `classifier` holds
     Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
-    unfused = compile_spec(net.spec)  # fused: one node per conv or FC
-    mapping, feature, classifier = {}, 0, 0
-    for n in nodes(unfused):
-        operation = op(unfused, n)
-        if isinstance(operation, ops.Conv2d):
-            for p in ("weight", "bias"):
-                mapping[f"{n}.{p}"] = f"features.{feature}.{p}"
-            feature += 2  # conv, ReLU
-        elif isinstance(operation, ops.MaxPool2d):
-            feature += 1
-        elif isinstance(operation, ops.LocalResponseNorm):
-            raise WeightsError("torchvision has no VGG with LRN (configuration A-LRN)")
-        elif isinstance(operation, ops.Linear):
-            for p in ("weight", "bias"):
-                mapping[f"{n}.{p}"] = f"classifier.{classifier}.{p}"
-            classifier += 1 + (operation.relu + operation.dropout)
+    fused = compile_spec(net.spec)  # one node per conv or FC, with its ReLU (and dropout)
+    mapping, position = {}, {"features": 0, "classifier": 0}
+    for n in nodes(fused):
+        operation = op(fused, n)
+        if operation.torchvision_missing:
+            raise WeightsError(operation.torchvision_missing)
+        if operation.section is None:
+            continue
+        if operation.has_weights:
+            index = position[operation.section]
+            for p in operation.tensors(meta(fused, n)["in_shape"]):
+                mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
+        position[operation.section] += operation.torchvision_modules()
     return mapping
 
 
@@ -187,10 +183,14 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
     the rest as they are. Returns the names copied; refuses if any shape differs."""
 
-    def weight_layers(n: Net, kind) -> list[str]:
-        return [name for name, operation in n._body if isinstance(operation, kind)]
+    def weight_layers(n: Net, section: str) -> list[str]:
+        return [
+            name
+            for name, operation in n.layers()
+            if operation.has_weights and operation.section == section
+        ]
 
-    chosen = weight_layers(source, ops.Conv2d)[:convs] + weight_layers(source, ops.Linear)[-fcs:]
+    chosen = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
     for name in chosen:
         target = getattr(net, name, None)
         if not isinstance(target, Weights):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from vggspec.compiler import load_spec
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.lowering.net import build
+from vggspec.compiler.lowering.net import GlobalBatch, build
 
 from ..data.loader import make_loader
 from ..dist import context as distributed
@@ -67,7 +67,7 @@ class Position:
 def step_seed(seed: int, step: int) -> int:
     """Dropout's random stream for one step of the global batch: derived, so that nothing
     about it needs saving for an exact resume, and the same on every rank (each keeps its
-    own rows of the masks, see Net.batch_rows)."""
+    own rows of the masks, see GlobalBatch)."""
     return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0] >> 1)
 
 
@@ -249,10 +249,9 @@ class Trainer:
                 x = x / self.divisor
             seed = step_seed(cfg.seed, p.step)
             torch.manual_seed(seed)
-            self.net.batch_rows = (seed, ctx.rank * len(y), cfg.batch_size)
+            rows = GlobalBatch(seed, ctx.rank * len(y), cfg.batch_size)
             with torch.autocast(ctx.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = self.model(x)
-            self.net.batch_rows = None
+                logits = self.model(x, batch=rows)
             loss = self.net.loss(logits, y)
             if faults.fires("nan", p.step + 1, ctx.rank):
                 loss = loss * float("nan")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .. import ops
 from ..graph import Graph, meta, nodes, op, output
 
 _KEPT = ("loc", "layer", "fused")
@@ -21,26 +20,12 @@ def densify(g: Graph) -> Graph:
     last = None
     for n in nodes(g):
         # Analyses are re-run on the new graph: carry over only what they cannot recompute.
-        operation = op(g, n)
         info = {k: v for k, v in meta(g, n).items() if k in _KEPT}
-        if isinstance(operation, ops.Dropout):
-            continue
-        if isinstance(operation, ops.Linear):
-            in_shape = meta(g, n)["in_shape"]
-            c, kh, kw = in_shape if len(in_shape) == 3 else (in_shape[0], 1, 1)
-            info["weight_from"] = {
-                "node": n,
-                "linear_shape": (operation.out_features, c * kh * kw),
-                "shape": (operation.out_features, c, kh, kw),
-            }
-            operation = ops.Conv2d(operation.out_features, (kh, kw), (0, 0), operation.relu)
-        if isinstance(operation, ops.SoftMax):
-            dense.add_node("score_mean", op=ops.SpatialMean(), meta={"loc": info.get("loc")})
-            dense.add_edge(last, "score_mean")
-            last = "score_mean"
-        dense.add_node(n, op=operation, meta=info)
-        if last is not None:
-            dense.add_edge(last, n)
-        last = n
+        for name, operation, extra in op(g, n).dense(n, meta(g, n).get("in_shape")):
+            node_meta = {**info, **extra} if name == n else {"loc": info.get("loc"), **extra}
+            dense.add_node(name, op=operation, meta=node_meta)
+            if last is not None:
+                dense.add_edge(last, name)
+            last = name
     assert output(dense) == last
     return dense
