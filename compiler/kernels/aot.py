@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .conv import check_index_range, conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
+from .cross_entropy import cross_entropy_bwd_plan, cross_entropy_fwd_plan
 from .linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
 from .plan import KernelPlan, Ptr, interpreting
 from .pool import maxpool_bwd_plan, maxpool_fwd_plan
+from .score_mean import spatial_mean_fwd_plan
 from .shapes import (
     ConvLaunch,
     Launch,
@@ -25,12 +27,7 @@ from .shapes import (
     launch_from_json,
     launch_to_json,
 )
-from .softmax import (
-    cross_entropy_bwd_plan,
-    cross_entropy_fwd_plan,
-    softmax_fwd_plan,
-    spatial_mean_fwd_plan,
-)
+from .softmax_rows import softmax_fwd_plan
 from .splitk import splitk_sum_plan
 
 

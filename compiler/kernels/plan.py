@@ -29,6 +29,15 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out NHWC (and not also plain contiguous, as 1×1 maps are)."""
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not (x.is_contiguous())
+    )
+
+
 def new_tensor(shape, dtype, device, channels_last: bool = False) -> torch.Tensor:
     """Allocate a kernel output (poisoned when FILL_NEW_OUTPUTS is set)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
