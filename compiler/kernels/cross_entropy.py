@@ -6,8 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..targets import ELEMENT_BYTES
 from .configs import RowConfig, select_softmax_config
-from .plan import ELEMENT_BYTES, TRITON_DTYPE, KernelPlan, Ptr, new_tensor
+from .plan import TRITON_DTYPE, KernelPlan, Ptr, new_tensor
 from .softmax_rows import row_block, row_max_logsum
 from .splitk import splitk_sum
 

@@ -16,7 +16,6 @@ TRITON_DTYPE = {
     torch.int64: "i64",
     torch.int32: "i32",
 }
-ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "i64": 8, "i32": 4}
 
 # Debugging aid: when set (the kernel tests set NaN), every output and workspace the
 # launchers allocate is filled with this value first, so an element a kernel forgets

@@ -8,8 +8,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..targets import ELEMENT_BYTES
 from .configs import RowConfig, select_softmax_config
-from .plan import ELEMENT_BYTES, TRITON_DTYPE, KernelPlan, Ptr, is_channels_last, new_tensor
+from .plan import TRITON_DTYPE, KernelPlan, Ptr, is_channels_last, new_tensor
 
 
 @triton.jit

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from math import prod
 
+from ...targets import DTYPE_BYTES
 from ..graph import Graph, meta, nodes, op, producer
 from ..ops import Op
-
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def _field(operation: Op, in_shape, field_in):
