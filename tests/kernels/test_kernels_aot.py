@@ -10,6 +10,7 @@ from vggspec.compiler.kernels.shapes import (
     SpatialMeanLaunch,
     vgg16_conv_launches,
 )
+from vggspec.compiler.targets import GPUS
 
 LAUNCHES = [
     ConvLaunch("conv1_1", 2, 3, 16, 12, 16, 3, 3, 1, 1, input_grad=False),
@@ -48,9 +49,16 @@ def test_aot_report_compiles_every_kernel_without_a_gpu(target):
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, where
         assert 0 < r["registers"] <= 255, where
         assert r["shared_bytes"] <= SHARED_LIMIT[target] and r["shared_ok"], where
-        assert r["roofline_s"] > 0 and r["min_bytes"] > 0, where
+        # Never faster than its bytes at the bandwidth or its FLOPs at the fastest peak.
+        gpu = GPUS[target]
+        assert r["roofline_s"] >= r["min_bytes"] / gpu.bandwidth, where
+        assert r["roofline_s"] >= r["flops"] / gpu.bf16_flops, where
         if r["uses_dot"]:
             assert r["tensor_cores"] in ("wgmma", "mma"), where
+    conv1_2 = next(r for r in rows if (r["layer"], r["kernel"]) == ("conv1_2", "conv_fwd"))
+    # bf16: it reads its 2×16×16×12 input and 32×16×3×3 weight, writes 2×32×16×12
+    assert conv1_2["min_bytes"] >= 2 * (2 * 16 * 16 * 12 + 32 * 16 * 9 + 2 * 32 * 16 * 12)
+    assert conv1_2["flops"] == 2 * (2 * 16 * 12) * 32 * (16 * 9)
     big = [r for r in rows if r["kernel"].startswith("conv") and r["config"].startswith("conv_")]
     if target == "sm_90":
         assert any(r["tensor_cores"] == "wgmma" for r in big)
