@@ -1,4 +1,11 @@
-"""The ops, one module per family: each owns its notation word and its IR behaviour."""
+"""The ops, one module per family: each owns its notation word and its IR behaviour.
+
+Every module of this package is imported here, so a new op module registers its word
+without an edit to this file; the names below are the ones other code imports.
+"""
+
+import pkgutil
+from importlib import import_module
 
 from .base import Layer, Op, ShapeError
 from .conv import Conv, Conv2d
@@ -11,6 +18,9 @@ from .registry import LAYERS, register
 from .relu import ReLU
 from .softmax import SoftMax, SoftMaxOp
 from .spatial_mean import SpatialMean
+
+for _module in pkgutil.iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "LAYERS",
