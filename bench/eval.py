@@ -99,7 +99,7 @@ def child(args) -> None:
             if args.child == "dense":
                 macs += 2 * dense_macs(model, q, folder.sizes[i])
             else:
-                macs += 2 * args.grid**2 * model.net.graph.graph["totals"]["macs"]
+                macs += 2 * args.grid**2 * model.net.graph.graph["totals"].macs
     print(
         json.dumps(
             {
@@ -122,7 +122,7 @@ def dense_macs(model, q: int, size: tuple[int, int]) -> int:
     from vggspec.runtime.eval.images import scaled_geometry
 
     (w, h), _ = scaled_geometry(size, q, (model.input_size[1], model.input_size[0]), 3.0)
-    return dense_graph(model.net.graph, (h, w)).graph["totals"]["macs"]
+    return dense_graph(model.net.graph, (h, w)).graph["totals"].macs
 
 
 def main() -> None:

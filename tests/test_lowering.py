@@ -25,7 +25,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_parameter_count_equals_the_compile_report(path):
     graph = compile_spec(load_spec(path))
     net = lower(graph, "torch")  # uninitialised: counting needs no init
-    assert sum(p.numel() for p in net.parameters()) == graph.graph["totals"]["params"]
+    assert sum(p.numel() for p in net.parameters()) == graph.graph["totals"].params
     names = dict(net.named_parameters())
     assert "conv1_1.weight" in names and "conv1_1.bias" in names
 

@@ -106,7 +106,7 @@ def test_a_new_op_needs_no_edit_outside_its_module(twice):
     assert format_spec(spec).splitlines()[1] == "conv3-4 twice maxpool"
     g = compile_spec(spec)
     assert "%twice1_1 = double(%conv1_1)  # [4, 8, 8]" in format_graph(g)
-    assert meta(g, "twice1_1")["params"] == 0 and meta(g, "pool1")["shape"] == (4, 4, 4)
+    assert meta(g, "twice1_1").params == 0 and meta(g, "pool1").shape == (4, 4, 4)
     _, fallbacks = graph_launches(g, 2)
     assert fallbacks == ["twice1_1 (double)"]
     torch.manual_seed(0)

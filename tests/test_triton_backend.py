@@ -86,7 +86,7 @@ def test_compile_target_report(cli):
     # At least its GEMM work (three GEMMs of 2 x MACs per weight layer, but conv1_1's
     # dgrad) at the A100's fastest peak.
     graph = compile_spec(load_spec(SPECS / "A-LRN.vgg"), (32, 32))
-    conv1_1 = graph.nodes["conv1_1"]["meta"]["macs"]
-    gemm_flops = 8 * 2 * (3 * graph.graph["totals"]["macs"] - conv1_1)
+    conv1_1 = graph.nodes["conv1_1"]["meta"].macs
+    gemm_flops = 8 * 2 * (3 * graph.graph["totals"].macs - conv1_1)
     assert sum(r["flops"] for r in report["kernels"] if r["uses_dot"]) >= gemm_flops
     assert report["predicted_step_seconds"] >= gemm_flops / GPUS["sm_80"].bf16_flops

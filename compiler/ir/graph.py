@@ -1,14 +1,53 @@
-"""The graph IR: a networkx.DiGraph whose nodes carry an `op` and a `meta` dict."""
+"""The graph IR: a networkx.DiGraph whose nodes carry an `op` and a typed `meta`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 
 from ..frontend import ast
+from ..frontend.ast import Layer, Loc
 from ..frontend.errors import SpecError
 from . import ops
+from .ops.fc import WeightFrom
 
 Graph = nx.DiGraph
+
+
+@dataclass
+class NodeMeta:
+    """What the build and the passes know of a node. Build: loc, layer; infer_shapes:
+    in_shape, shape; count: params … out_bytes (rf, jump and start per axis, in input
+    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from."""
+
+    loc: Loc | None = None
+    layer: Layer | None = None
+    in_shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None
+    params: int = 0
+    macs: int = 0
+    flops: int = 0
+    rf: tuple[int, int] | None = None
+    jump: tuple[int, int] | None = None
+    start: tuple[float, float] | None = None
+    out_bytes: int = 0
+    fused: list[str] | None = None
+    weight_from: WeightFrom | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The count pass's whole-graph figures (see passes/count.py for the conventions)."""
+
+    params: int
+    macs: int
+    flops: int
+    forward_bytes: int
+    training_bytes: int
+    param_bytes: int
+    batch: int
+    dtype: str
 
 
 def nodes(g: Graph) -> list[str]:
@@ -20,7 +59,7 @@ def op(g: Graph, name: str) -> ops.Op:
     return g.nodes[name]["op"]
 
 
-def meta(g: Graph, name: str) -> dict:
+def meta(g: Graph, name: str) -> NodeMeta:
     return g.nodes[name]["meta"]
 
 
@@ -47,7 +86,7 @@ def launch_count(g: Graph) -> int:
 def score_map_size(g: Graph) -> tuple[int, int] | None:
     """Spatial size of the class score map of a dense graph (before its spatial mean)."""
     for n in g.nodes:
-        in_shape = meta(g, n).get("in_shape")
+        in_shape = meta(g, n).in_shape
         if g.nodes[n]["op"].in_head and len(in_shape) == 3:  # the spatial mean's input
             return tuple(in_shape[1:])
     return None
@@ -106,7 +145,7 @@ class Builder:
         layer = self._layers[self._index]
         if node in self.g:
             raise SpecError(f"two layers would both be named {node!r}", layer.loc)
-        self.g.add_node(node, op=operation, meta={"loc": layer.loc, "layer": layer})
+        self.g.add_node(node, op=operation, meta=NodeMeta(layer.loc, layer))
         self.g.add_edge(self.last, node)
         self.last = node
 
@@ -125,7 +164,7 @@ def build_graph(
     height, width = input_size or (spec.input.height, spec.input.width)
     g = Graph(name=name, spec=spec, description=spec.description, passes=["build"])
     g.add_node(
-        "data", op=ops.Input(spec.input.channels, height, width), meta={"loc": spec.input.loc}
+        "data", op=ops.Input(spec.input.channels, height, width), meta=NodeMeta(spec.input.loc)
     )
     builder = Builder(g, spec, "data")
     for index in range(len(spec.layers)):
@@ -152,14 +191,14 @@ def verify(g: Graph, after: str = "") -> None:
     if len(inputs) != 1:
         fail(f"expected one input node, found {len(inputs)}")
     for n, data in g.nodes(data=True):
-        if not isinstance(data.get("meta"), dict) or "op" not in data:
-            fail(f"node {n!r} lacks an op or a meta dict")
+        if not isinstance(data.get("meta"), NodeMeta) or "op" not in data:
+            fail(f"node {n!r} lacks an op or its meta")
         expected_preds = 0 if data["op"].is_input else 1
         if g.in_degree(n) != expected_preds:
             fail(f"node {n!r} has {g.in_degree(n)} inputs, expected {expected_preds}")
-        shape = data["meta"].get("shape")
+        shape = data["meta"].shape
         for user in g.successors(n):
-            in_shape = g.nodes[user]["meta"].get("in_shape")
+            in_shape = g.nodes[user]["meta"].in_shape
             if shape is not None and in_shape is not None and in_shape != shape:
                 fail(f"{user!r} expects {in_shape} but {n!r} makes {shape}")
     if len([n for n in g.nodes if g.out_degree(n) == 0]) != 1:
@@ -172,18 +211,18 @@ def format_node(g: Graph, n: str) -> str:
     args = ", ".join(f"%{p}" for p in g.predecessors(n))
     text = f"%{n} = {operation.describe()}({args})"
     notes = []
-    if "shape" in info:
-        notes.append(f"[{', '.join(map(str, info['shape']))}]")
-    if info.get("params"):
-        notes.append(f"params={info['params']:,}")
-    if info.get("macs"):
-        notes.append(f"macs={info['macs']:,}")
-    if "fused" in info:
-        notes.append("fused " + "+".join(info["fused"]))
-    if "weight_from" in info:
-        source = info["weight_from"]
+    if info.shape is not None:
+        notes.append(f"[{', '.join(map(str, info.shape))}]")
+    if info.params:
+        notes.append(f"params={info.params:,}")
+    if info.macs:
+        notes.append(f"macs={info.macs:,}")
+    if info.fused is not None:
+        notes.append("fused " + "+".join(info.fused))
+    if info.weight_from is not None:
+        source = info.weight_from
         notes.append(f"weight = {source.node}.weight.reshape{tuple(source.shape)}")
-    loc = info.get("loc")
+    loc = info.loc
     if loc is not None:
         notes.append(f"@{loc.line}:{loc.column}")
     return text + ("  # " + "  ".join(notes) if notes else "")

@@ -21,7 +21,7 @@ def with_input_size(g: Graph, size: tuple[int, int]) -> Graph:
     new = g.copy()
     new.graph["passes"] = [*g.graph["passes"], f"input {size[0]}x{size[1]}"]
     for _, data in new.nodes(data=True):
-        data["meta"] = dict(data["meta"])
+        data["meta"] = replace(data["meta"])
         if data["op"].is_input:
             data["op"] = replace(data["op"], height=size[0], width=size[1])
     return new
@@ -66,7 +66,7 @@ def dense_graph(g: Graph, image_size: tuple[int, int] | None = None) -> Graph:
     totals = g.graph["totals"]
 
     def counted(d: Graph) -> Graph:
-        return count(d, totals["batch"], totals["dtype"])
+        return count(d, totals.batch, totals.dtype)
 
     steps = [("densify", densify)]
     if image_size is not None:

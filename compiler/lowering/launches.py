@@ -17,7 +17,7 @@ def graph_launches(g: Graph, batch: int, training: bool = True) -> tuple[list, l
         operation, info = op(g, n), meta(g, n)
         if operation.is_input:
             continue
-        launch = operation.launch(n, info["in_shape"], batch, training, input_grad)
+        launch = operation.launch(n, info.in_shape, batch, training, input_grad)
         if launch is None:  # LRN, and un-fused ReLU/dropout: torch runs them
             fallbacks.append(f"{n} ({operation.describe()})")
         else:

@@ -60,7 +60,7 @@ class Net(nn.Module):
         self.dropout = dropout
         self.spec: Spec = graph.graph["spec"]
         self.dense = bool(graph.graph.get("dense"))
-        self.input_size = tuple(meta(graph, nodes(graph)[0])["shape"][1:])
+        self.input_size = tuple(meta(graph, nodes(graph)[0]).shape[1:])
         # What the weights expect of an image; set by training, kept by save/load.
         self.preprocess: dict = {}
         self._body: list[tuple[str, Op]] = []
@@ -76,7 +76,7 @@ class Net(nn.Module):
                 raise VggspecError(f"{n} follows the soft-max: nothing can run after it")
             self._body.append((n, operation))
             if operation.has_weights:
-                shapes = operation.tensors(meta(graph, n)["in_shape"])
+                shapes = operation.tensors(meta(graph, n).in_shape)
                 tensors = {name: torch.empty(shape) for name, shape in shapes.items()}
                 self.add_module(n, Weights(**tensors))
 
@@ -92,7 +92,7 @@ class Net(nn.Module):
     def num_classes(self) -> int:
         """Channels of the class scores: the output width of the last layer."""
         last, _ = self._body[-1]
-        return meta(self.graph, last)["shape"][0]
+        return meta(self.graph, last).shape[0]
 
     def forward(self, x: torch.Tensor, batch: GlobalBatch | None = None) -> torch.Tensor:
         """Class scores; `batch` places x in a global batch for dropout (None: plain dropout)."""
@@ -195,7 +195,7 @@ def densify(net: Net) -> Net:
     dense.preprocess = dict(net.preprocess)
     with torch.no_grad():
         for n in nodes(dense.graph):
-            source = meta(dense.graph, n).get("weight_from")
+            source = meta(dense.graph, n).weight_from
             target = getattr(dense, n, None)
             if not isinstance(target, Weights):
                 continue

@@ -139,7 +139,7 @@ def torchvision_keys(net: Net) -> dict[str, str]:
             continue
         if operation.has_weights:
             index = position[operation.section]
-            for p in operation.tensors(meta(fused, n)["in_shape"]):
+            for p in operation.tensors(meta(fused, n).in_shape):
                 mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
         position[operation.section] += operation.torchvision_modules()
     return mapping

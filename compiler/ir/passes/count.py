@@ -17,7 +17,7 @@ from __future__ import annotations
 from math import prod
 
 from ...targets import DTYPE_BYTES
-from ..graph import Graph, meta, nodes, op, producer
+from ..graph import Graph, Totals, meta, nodes, op, producer
 from ..ops import Op
 
 
@@ -37,33 +37,40 @@ def _field(operation: Op, in_shape, field_in):
 
 
 def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
-    """Write per-node figures into meta and the totals into g.graph['totals']."""
+    """Write per-node figures into meta and the Totals into g.graph['totals']."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
     width = DTYPE_BYTES[dtype]
-    totals = {"params": 0, "macs": 0, "forward_bytes": 0, "training_bytes": 0}
+    params_total = macs_total = forward_bytes = training_bytes = 0
     for n in nodes(g):
         operation, info = op(g, n), meta(g, n)
-        out_bytes = batch * prod(info["shape"]) * width
-        info["out_bytes"] = out_bytes
-        totals["training_bytes"] += out_bytes
+        out_bytes = batch * prod(info.shape) * width
+        info.out_bytes = out_bytes
+        training_bytes += out_bytes
         if operation.is_input:
             one = (1, 1)
-            info.update(params=0, macs=0, flops=0, rf=one, jump=one, start=(0.5, 0.5))
+            info.params = info.macs = info.flops = 0
+            info.rf, info.jump, info.start = one, one, (0.5, 0.5)
             continue
         before = meta(g, producer(g, n))
-        params, macs = operation.params_and_macs(info["in_shape"], info["shape"])
-        info.update(params=params, macs=macs, flops=2 * macs)
-        info["rf"], info["jump"], info["start"] = _field(
-            operation, info["in_shape"], (before["rf"], before["jump"], before["start"])
+        params, macs = operation.params_and_macs(info.in_shape, info.shape)
+        info.params, info.macs, info.flops = params, macs, 2 * macs
+        info.rf, info.jump, info.start = _field(
+            operation, info.in_shape, (before.rf, before.jump, before.start)
         )
-        totals["params"] += params
-        totals["macs"] += macs
-        totals["forward_bytes"] = max(totals["forward_bytes"], before["out_bytes"] + out_bytes)
+        params_total += params
+        macs_total += macs
+        forward_bytes = max(forward_bytes, before.out_bytes + out_bytes)
         if operation.keeps_mask:
-            totals["training_bytes"] += batch * prod(info["shape"])
-    totals["flops"] = 2 * totals["macs"]
-    totals["param_bytes"] = totals["params"] * width
-    totals.update(batch=batch, dtype=dtype)
-    g.graph["totals"] = totals
+            training_bytes += batch * prod(info.shape)
+    g.graph["totals"] = Totals(
+        params=params_total,
+        macs=macs_total,
+        flops=2 * macs_total,
+        forward_bytes=forward_bytes,
+        training_bytes=training_bytes,
+        param_bytes=params_total * width,
+        batch=batch,
+        dtype=dtype,
+    )
     return g

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from ..graph import Graph, meta, nodes, op, output
-
-_KEPT = ("loc", "layer", "fused")
+from ..graph import Graph, NodeMeta, meta, nodes, op, output
 
 
 def densify(g: Graph) -> Graph:
     """A new, fully-convolutional graph; needs shapes (run infer_shapes first).
 
     The first FC becomes a conv whose kernel is the spatial size it sees (7×7 for the
-    VGG nets at 224), every later FC a 1×1 conv; meta['weight_from'] records how the
+    VGG nets at 224), every later FC a 1×1 conv; meta.weight_from records how the
     FC weight maps onto the conv weight (a reshape, flatten order C×H×W). Dropout
     goes (the dense twin is for testing) and soft-max becomes the spatial mean of the
     class score map followed by soft-max.
@@ -20,9 +18,12 @@ def densify(g: Graph) -> Graph:
     last = None
     for n in nodes(g):
         # Analyses are re-run on the new graph: carry over only what they cannot recompute.
-        info = {k: v for k, v in meta(g, n).items() if k in _KEPT}
-        for name, operation, extra in op(g, n).dense(n, meta(g, n).get("in_shape")):
-            node_meta = {**info, **extra} if name == n else {"loc": info.get("loc"), **extra}
+        info = meta(g, n)
+        for name, operation, extra in op(g, n).dense(n, info.in_shape):
+            if name == n:
+                node_meta = NodeMeta(info.loc, info.layer, fused=info.fused, **extra)
+            else:
+                node_meta = NodeMeta(info.loc, **extra)
             dense.add_node(name, op=operation, meta=node_meta)
             if last is not None:
                 dense.add_edge(last, name)

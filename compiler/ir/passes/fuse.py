@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..graph import Graph, meta, nodes, op, users
 
 
@@ -20,10 +22,11 @@ def fuse(g: Graph) -> Graph:
                 break
             operation, tail = bigger, following[0]
             absorbed.append(tail)
-        info = dict(meta(g, n))
+        info = replace(meta(g, n))
         if absorbed:
-            info["fused"] = [n, *absorbed]
-            info["shape"] = meta(g, absorbed[-1]).get("shape", info.get("shape"))
+            info.fused = [n, *absorbed]
+            last = meta(g, absorbed[-1]).shape
+            info.shape = last if last is not None else info.shape
         fused.add_node(n, op=operation, meta=info)
         for pred in g.predecessors(n):
             fused.add_edge(rename.get(pred, pred), n)

@@ -10,22 +10,21 @@ from ..ops import ShapeError
 
 def _layer_error(g: Graph, n: str, message: str) -> SpecError:
     info = meta(g, n)
-    layer = info.get("layer")
-    shown = f"{n} ({format_layer(layer)})" if layer is not None else n
-    return SpecError(f"{shown}: {message}", info.get("loc"))
+    shown = f"{n} ({format_layer(info.layer)})" if info.layer is not None else n
+    return SpecError(f"{shown}: {message}", info.loc)
 
 
 def infer_shapes(g: Graph) -> Graph:
-    """Write meta['in_shape'] and meta['shape']; a spec that does not fit is a SpecError."""
+    """Write meta.in_shape and meta.shape; a spec that does not fit is a SpecError."""
     for n in nodes(g):
         operation = op(g, n)
         if operation.is_input:
-            meta(g, n)["shape"] = operation.out_shape()
+            meta(g, n).shape = operation.out_shape()
             continue
-        in_shape = meta(g, producer(g, n))["shape"]
-        meta(g, n)["in_shape"] = in_shape
+        in_shape = meta(g, producer(g, n)).shape
+        meta(g, n).in_shape = in_shape
         try:
-            meta(g, n)["shape"] = operation.out_shape(in_shape)
+            meta(g, n).shape = operation.out_shape(in_shape)
         except ShapeError as err:
             raise _layer_error(g, n, str(err)) from None
     return g
