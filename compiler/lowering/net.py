@@ -35,6 +35,8 @@ class GlobalBatch:
     seed: int
     first_row: int
     size: int
+    # Batch norm over the global batch (issue 12) will need its cross-process reduction
+    # handed in the same way: a field here, read by that op's forward through `run.batch`.
 
 
 class _Run:
