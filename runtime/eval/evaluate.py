@@ -113,7 +113,7 @@ def evaluate(
         result.readable[batch.rows] &= batch.readable
         for i in batch.nets:
             m = models[i]
-            x = m.normalization(batch.pixels)
+            x = m.preprocessing(batch.pixels)
             for method in settings.methods:
                 tick = time.perf_counter()
                 if method == "dense":

@@ -87,7 +87,7 @@ def _evaluate(args, ctx):
         for m in models:
             say(
                 f"{m.name} ({m.source}): Q = {','.join(map(str, m.scales))}, "
-                f"{m.normalization.describe()}"
+                f"{m.preprocessing.describe()}"
             )
     settings = settings_for(
         args.method,
