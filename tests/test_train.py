@@ -64,11 +64,12 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
         assert summary[key] is not None, key
     assert summary["steps"] == 10
     assert 0 <= summary["val_top1_error"] <= 1
-    net = vggspec.load(out / "model.safetensors")
-    assert net.preprocess["class_names"] == sorted(
-        p.name for p in (tiny / "data" / "train").iterdir()
-    )
-    assert len(net.preprocess["mean_rgb"]) == 3
+    info = vggspec.model_info(out)
+    assert info.class_names == tuple(sorted(p.name for p in (tiny / "data" / "train").iterdir()))
+    stats = json.loads(next((tiny / "data").rglob(".vggspec-stats.json")).read_text())
+    assert info.preprocessing == vggspec.Preprocessing.trained(stats["mean_rgb"])
+    assert info.input_size == (32, 32) and info.train_scale == vggspec.TrainScale(36, 44)
+    assert vggspec.model_info(out / "checkpoints" / "last.pt") == info
     assert (out / "config.yaml").read_text().count("max_steps: 10") == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "step"] == list(range(1, 11))
@@ -326,15 +327,12 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, cli):
 
 
 def test_mean_std_normalisation_travels_with_the_weights(tiny, tmp_path, cli):
-    from vggspec.runtime.data.preprocessing import Normalization
-
     out = tmp_path / "run"
     code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=2", "normalise=mean-std"))
     assert code == 0, err
-    preprocess = vggspec.load(out / "model.safetensors").preprocess
-    std = preprocess["std_rgb"]
+    norm = vggspec.model_info(out).preprocessing
+    std = norm.std_rgb
     assert len(std) == 3 and all(20 < s < 120 for s in std)  # 0..255 pixels
-    norm = Normalization.from_metadata(preprocess, "run")
     pixels = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
-    expected = (200 - torch.tensor(preprocess["mean_rgb"])) / torch.tensor(std)
+    expected = (200 - torch.tensor(norm.mean_rgb)) / torch.tensor(std)
     assert torch.allclose(norm(pixels)[0, :, 0, 0], expected)
