@@ -212,7 +212,7 @@ def test_default_scales_follow_the_paper():
     assert default_scales(384, (224, 224)) == [352, 384, 416]
     assert default_scales(224, (224, 224)) == [224, 256]  # 192 < crop: left out
     assert default_scales(None, (224, 224)) == [224, 256, 288]
-    # Table 3's single test scale: Q = S, or the middle of the jitter range.
+    # Table 3's single test scale: Q = S, or (S_min + S_max)/2 for a jittered S.
     for train, size, q in (
         (256, 224, 256),
         ([256, 512], 224, 384),
