@@ -13,6 +13,10 @@ class RunDirError(VggspecError):
     """A path that should be, or be in, a training run folder and is not."""
 
 
+def _file(*parts: str) -> property:
+    return property(lambda self: self.path.joinpath(*parts), doc="/".join(parts))
+
+
 class RunDir:
     """runs/<spec>-<date>-<time>/ as `vggspec run train` writes it:
 
@@ -64,43 +68,17 @@ class RunDir:
         found = cls(run)
         return found if found.config.is_file() else None
 
-    # -- the files -------------------------------------------------------------------------
+    # -- the files (paths; whether they exist is the caller's question) ---------------------
 
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def log(self) -> Path:
-        return self.path / self.LOG
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / self.CHECKPOINTS
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def model(self) -> Path:
-        return self.path / self.MODEL
-
-    @property
-    def summary(self) -> Path:
-        return self.path / self.SUMMARY
-
-    @property
-    def curves(self) -> Path:
-        return self.path / self.CURVES
+    config = _file(CONFIG)
+    log = _file(LOG)
+    metrics = _file(METRICS)
+    checkpoints = _file(CHECKPOINTS)
+    last = _file(CHECKPOINTS, "last.pt")
+    best = _file(CHECKPOINTS, "best.pt")
+    model = _file(MODEL)
+    summary = _file(SUMMARY)
+    curves = _file(CURVES)
 
     # -- what it holds ---------------------------------------------------------------------
 
