@@ -95,14 +95,15 @@ class Preprocessing:
         return info
 
     @property
-    def unit(self) -> float:
+    def pixel_factor(self) -> float:
+        """What 0..255 pixels are multiplied by to reach the pixel range."""
         return 1.0 if self.pixel_range == 255 else 1 / 255
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 RGB → float32 net input on the same device."""
         x = images.float()
-        if self.unit != 1.0:
-            x = x * self.unit
+        if self.pixel_factor != 1.0:
+            x = x * self.pixel_factor
         x = x - torch.tensor(self.mean_rgb, dtype=torch.float32, device=x.device)[:, None, None]
         if self.std_rgb != NO_STD:
             std = torch.tensor(self.std_rgb, dtype=torch.float32, device=x.device)
@@ -118,13 +119,13 @@ class Preprocessing:
         out = np.empty(chw.shape, dtype=np.float32)
         mean = np.asarray(self.mean_rgb, dtype=np.float32)
         shift = np.zeros(3) if shift_rgb is None else np.asarray(shift_rgb)
-        if self.unit == 1.0:
+        if self.pixel_factor == 1.0:
             # Shift and mean are both constant per channel: one add does both.
             offset = np.asarray(shift - np.asarray(self.mean_rgb), dtype=np.float32)
             np.add(chw, offset[:, None, None], out=out)
         else:
             np.add(chw, np.asarray(shift, dtype=np.float32)[:, None, None], out=out)
-            out *= np.float32(self.unit)
+            out *= np.float32(self.pixel_factor)
             out -= mean[:, None, None]
         if self.std_rgb != NO_STD:
             out /= np.asarray(self.std_rgb, dtype=np.float32)[:, None, None]
@@ -134,7 +135,7 @@ class Preprocessing:
 
     def describe(self) -> str:
         mean = ",".join(f"{v:.4g}" for v in self.mean_rgb)
-        text = f"{self.name}: RGB {'× 1/255 ' if self.unit != 1.0 else ''}− ({mean})"
+        text = f"{self.name}: RGB {'× 1/255 ' if self.pixel_factor != 1.0 else ''}− ({mean})"
         if self.std_rgb != NO_STD:
             text += " ÷ (" + ",".join(f"{v:.4g}" for v in self.std_rgb) + ")"
         return text + (", fed as BGR" if self.bgr else "")

@@ -203,7 +203,7 @@ def load_checkpoint_model(
             raise EvalError(f"{file}: its embedded spec does not parse:\n{err}") from None
         name = Path(str(state.get("config", {}).get("spec", "spec"))).stem
         net = load_state(_empty_net(spec, name, backend), state["model"], source)
-        preprocess = dict(state.get(INFO_KEY) or {})
+        saved = state.get(INFO_KEY) or {}
     else:
         try:
             net = load(file, backend)
@@ -211,34 +211,37 @@ def load_checkpoint_model(
             foreign = "no spec in its metadata" in str(err)
             hint = " (weights from elsewhere: --weights FILE --spec SPEC)" if foreign else ""
             raise EvalError(f"{err}{hint}") from None
-        preprocess = _metadata_info(read_metadata(file), source)
+        saved = read_metadata(file).get(INFO_KEY)
         name = str(net.graph.graph.get("name", file.stem))
     if expected_spec is not None:
         wanted = load_spec(expected_spec)
         if not same_network(net.spec, wanted):
             raise _spec_mismatch(source, net.spec, expected_spec, wanted)
-    info = _info(preprocess, source, preprocessing or "vggspec")
-    chosen = _preprocessing(preprocessing or "vggspec", info, source)
+    choice = preprocessing or "vggspec"
+    info = _model_info(saved, source, choice)
     names = list(info.class_names) if info.class_names is not None else None
-    return _finish(net, name, source, chosen, names, info.train_scale, device)
+    return _finish(
+        net, name, source, _preprocessing(choice, info, source), names, info.train_scale, device
+    )
 
 
-def _metadata_info(metadata: dict, source: str) -> dict:
-    """The model-information object of a safetensors file's metadata ({} when none)."""
-    import json
-
+def _model_info(saved: str | dict | None, source: str, choice: str) -> ModelInfo:
+    """The model information saved with a net (JSON text or its object); its pixel
+    convention is read only when it is the one asked for (`choice` "vggspec")."""
+    pixels = choice == "vggspec"
     try:
-        info = json.loads(metadata.get(INFO_KEY) or "{}")
-    except json.JSONDecodeError:
-        raise EvalError(f"{source}: its preprocessing metadata is not JSON") from None
-    return info if isinstance(info, dict) else {}
+        if isinstance(saved, dict):
+            return ModelInfo.from_metadata(saved, source, pixels)
+        return ModelInfo.from_json(saved, source, pixels)
+    except PreprocessingError as err:
+        raise EvalError(str(err)) from None
 
 
 def _preprocessing(choice: str, info: ModelInfo, source: str) -> Preprocessing:
     """The pixel convention asked for: a named one, or ("vggspec") the one the net saved."""
-    if choice != "vggspec" or info.preprocessing is None:
-        return Preprocessing.named(choice, info.to_metadata(), source)
-    return info.preprocessing
+    if choice == "vggspec" and info.preprocessing is not None:
+        return info.preprocessing
+    return Preprocessing.named(choice, {}, source)
 
 
 def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -300,30 +303,17 @@ def load_weights_model(
             load_state(net, tensors, str(path))
     except WeightsError as err:
         raise EvalError(f"{path} does not fit --spec {spec_path}: {err}") from None
-    preprocess = _metadata_info(metadata, str(path)) if metadata else {}
+    saved = metadata.get(INFO_KEY) if metadata else None
     if preprocessing is None:
-        if not preprocess:
+        if saved in (None, "", "{}"):
             raise EvalError(
                 f"{path}: say how its pixels were normalised with --preprocess caffe "
                 "(the VGG release: BGR minus the mean pixel) or torchvision (RGB on [0,1], "
                 "mean/std)"
             )
         preprocessing = "vggspec"
-    info = _info(preprocess, str(path), preprocessing)
+    info = _model_info(saved, str(path), preprocessing)
     chosen = _preprocessing(preprocessing, info, str(path))
     names = class_names or (list(info.class_names) if info.class_names is not None else None)
     scale = TrainScale.parse(train_scale) if train_scale is not None else info.train_scale
     return _finish(net, name, str(path), chosen, names, scale, device)
-
-
-def _info(preprocess: dict, source: str, choice: str) -> ModelInfo:
-    """The model information of weights from elsewhere; a malformed pixel convention in it
-    matters only when it is the one asked for."""
-    try:
-        return ModelInfo.from_metadata(preprocess, source)
-    except PreprocessingError:
-        if choice == "vggspec":
-            raise
-        return ModelInfo.from_metadata(
-            {k: v for k, v in preprocess.items() if k not in ("mean_rgb", "std_rgb")}, source
-        )

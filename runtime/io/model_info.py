@@ -43,13 +43,15 @@ class ModelInfo:
         return info
 
     @classmethod
-    def from_metadata(cls, info: dict, source: str) -> ModelInfo:
+    def from_metadata(cls, info: dict, source: str, pixels: bool = True) -> ModelInfo:
         """Read back what `to_metadata` wrote (or what the code before it wrote under
         `preprocess`). No mean_rgb: preprocessing unknown (None); a malformed one is an
-        error that names `source`."""
+        error that names `source`. `pixels=False` leaves the preprocessing unread (None),
+        for a net told another pixel convention."""
         if not isinstance(info, dict):
             raise PreprocessingError(f"{source}: its {KEY} metadata is not a JSON object")
-        preprocessing = Preprocessing.from_metadata(info, source) if "mean_rgb" in info else None
+        known = pixels and "mean_rgb" in info
+        preprocessing = Preprocessing.from_metadata(info, source) if known else None
         names = info.get("class_names")
         size = info.get("input_size")
         return cls(
@@ -60,12 +62,12 @@ class ModelInfo:
         )
 
     @classmethod
-    def from_json(cls, text: str | None, source: str) -> ModelInfo:
+    def from_json(cls, text: str | None, source: str, pixels: bool = True) -> ModelInfo:
         try:
             info = json.loads(text) if text else {}
         except json.JSONDecodeError:
             raise PreprocessingError(f"{source}: its preprocessing metadata is not JSON") from None
-        return cls.from_metadata(info, source)
+        return cls.from_metadata(info, source, pixels)
 
     def to_json(self) -> str:
         return json.dumps(self.to_metadata())
