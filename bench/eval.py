@@ -150,9 +150,11 @@ def main() -> None:
         net = vggspec.build_net(ROOT / "specs" / f"{args.config}.vgg", backend="torch")
         vggspec.save(
             net,
-            tmp / "model.safetensors",
-            mean_rgb=[123.7, 116.8, 103.9],
-            class_names=[f"c{i}" for i in range(net.num_classes)],
+            vggspec.RunDir(tmp).model,
+            vggspec.ModelInfo(
+                vggspec.Preprocessing.trained([123.7, 116.8, 103.9]),
+                tuple(f"c{i}" for i in range(net.num_classes)),
+            ),
         )
         del net
         print(
@@ -167,7 +169,7 @@ def main() -> None:
                 "--child",
                 method,
                 "--model",
-                str(tmp / "model.safetensors"),
+                str(vggspec.RunDir(tmp).model),
                 "--data",
                 str(tmp / "data"),
                 "--scales",

@@ -35,7 +35,7 @@ class EvalSettings:
     """How to test; the defaults are the paper's protocol."""
 
     methods: tuple[str, ...] = ("dense",)  # "dense" and/or "multi-crop"
-    single_scale: bool = False  # also keep each net's dense posteriors at its middle Q
+    single_scale: bool = False  # also keep each net's dense posteriors at its single Q
     flip: bool = True  # average with the horizontally flipped image (crops)
     grid: int = GRID  # n×n crops per scale
     max_images: int = 32  # images per dense batch
@@ -58,7 +58,7 @@ class Evaluation:
     readable: np.ndarray  # False: the file failed to decode at test time (left out)
     dense: dict[int, np.ndarray] = field(default_factory=dict)  # net → Σ_Q dense
     crops: dict[int, np.ndarray] = field(default_factory=dict)  # net → Σ_Q multi-crop
-    middle: dict[int, np.ndarray] = field(default_factory=dict)  # net → dense at middle Q
+    middle: dict[int, np.ndarray] = field(default_factory=dict)  # net → dense at its single Q
     seconds: dict[str, float] = field(default_factory=dict)  # "dense", "multi-crop", "total"
 
 
@@ -113,7 +113,7 @@ def evaluate(
         result.readable[batch.rows] &= batch.readable
         for i in batch.nets:
             m = models[i]
-            x = m.normalization(batch.pixels)
+            x = m.preprocessing(batch.pixels)
             for method in settings.methods:
                 tick = time.perf_counter()
                 if method == "dense":

@@ -104,7 +104,7 @@ def extract_features(
     for batch in batches:
         readable[batch.rows] &= batch.readable
         for i in batch.nets:
-            d = dense_descriptor(heads[i], models[i].normalization(batch.pixels), flip)
+            d = dense_descriptor(heads[i], models[i].preprocessing(batch.pixels), flip)
             if (i, batch.q) not in per_scale:
                 per_scale[i, batch.q] = np.zeros((len(local), d.shape[1]))
             per_scale[i, batch.q][batch.rows] = d.cpu().numpy()

@@ -3,7 +3,6 @@ layout, and the paper's pre-initialisation of a deep net from net A."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from vggspec.compiler.ir.graph import meta, nodes, op
 from vggspec.compiler.lowering.net import Net, Weights, lower
 
 from .atomic import atomic_write
+from .model_info import KEY, ModelInfo
 
 FORMAT = "vggspec-net/1"
 
@@ -45,18 +45,17 @@ def torch_load(path: Path):
         raise WeightsError(f"{path}: cannot read as a torch state_dict ({gist})") from None
 
 
-def save(net: Net, path: str | os.PathLike, **preprocess) -> Path:
-    """Write the net as safetensors, with its spec text and preprocessing in the
-    metadata (mean_rgb, class_names, … from `net.preprocess`, updated by **preprocess).
-    Atomic: a crash mid-write leaves any previous file intact."""
+def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Path:
+    """Write the net as safetensors, with its spec text and its model information
+    (preprocessing, class names, training scale; the input size is the net's) in the
+    metadata. Atomic: a crash mid-write leaves any previous file intact."""
     path = Path(path)
-    info = {**net.preprocess, **preprocess}
-    info.setdefault("input_size", list(net.input_size))
+    info = (info or ModelInfo()).with_input_size(net.input_size)
     metadata = {
         "format": FORMAT,
         "spec": net.spec_text(),
         "name": str(net.graph.graph.get("name", "spec")),
-        "preprocess": json.dumps(info),
+        KEY: info.to_json(),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -81,7 +80,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def load(path: str | os.PathLike, backend: str = "auto", dropout: float = 0.5) -> Net:
-    """A net saved by `save`, rebuilt from the spec text it carries. Never unpickles."""
+    """A net saved by `save`, rebuilt from the spec text it carries. Never unpickles.
+    What it expects of its input and what its outputs mean: `read_model_info(path)`."""
     path = Path(path)
     metadata = read_metadata(path)
     try:
@@ -94,12 +94,7 @@ def load(path: str | os.PathLike, backend: str = "auto", dropout: float = 0.5) -
     except (SafetensorError, OSError) as err:
         raise WeightsError(f"{path}: corrupt or truncated weights ({err})") from None
     net = lower(graph, backend, dropout)
-    load_state(net, tensors, str(path))
-    try:
-        net.preprocess = json.loads(metadata.get("preprocess", "{}"))
-    except json.JSONDecodeError:
-        raise WeightsError(f"{path}: its preprocessing metadata is not JSON") from None
-    return net
+    return load_state(net, tensors, str(path))
 
 
 def load_state(net: Net, tensors: dict[str, torch.Tensor], source: str) -> Net:

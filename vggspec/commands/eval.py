@@ -24,7 +24,7 @@ def add_parser(run_subparsers) -> None:
         choices=("dense", "multi-crop", "both", "all"),
         default="dense",
         help="dense (default); multi-crop; both: dense, multi-crop and their average; "
-        "all: also single-scale dense (each net at its middle scale)",
+        "all: also single-scale dense (each net at its single scale, Table 3)",
     )
     p.add_argument("--grid", type=int, default=5, help="n×n crops per scale (default 5)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -87,7 +87,7 @@ def _evaluate(args, ctx):
         for m in models:
             say(
                 f"{m.name} ({m.source}): Q = {','.join(map(str, m.scales))}, "
-                f"{m.normalization.describe()}"
+                f"{m.preprocessing.describe()}"
             )
     settings = settings_for(
         args.method,
