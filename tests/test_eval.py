@@ -12,10 +12,12 @@ from PIL import Image
 from vggspec.runtime.data.geometry import to_tensor
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.preprocessing import Normalization
+from vggspec.runtime.dist.context import Context, gather_to_main, shard
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.dense import dense_posteriors
 from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
-from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry, shard
+from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry
+from vggspec.runtime.eval.metrics import topk_correct
 from vggspec.runtime.eval.models import (
     EvalError,
     default_scales,
@@ -157,8 +159,27 @@ def test_multicrop_is_the_mean_over_every_window_whatever_the_chunks():
 def test_shards_cover_everything_once():
     for n in (0, 1, 7, 25):
         for world in (1, 2, 3):
-            covered = [i for r in range(world) for i in shard(n, r, world)]
-            assert covered == list(range(n))
+            ranks = [Context(r, world, r, torch.device("cpu")) for r in range(world)]
+            shares = [shard(n, ctx) for ctx in ranks]
+            assert [i for s in shares for i in s] == list(range(n))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1  # balanced
+
+
+def test_gather_on_one_process_is_the_local_part():
+    assert gather_to_main({"a": 1}, single_process()) == [{"a": 1}]
+
+
+def test_topk_counts_ties_and_fewer_classes_than_k():
+    scores = torch.tensor(
+        [
+            [0.1, 0.5, 0.2, 0.05, 0.05, 0.1],  # label 1: top-1
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 4: 6th of 6, outside the top-5
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 3: 4th, in the top-5 only
+        ]
+    )
+    assert topk_correct(scores, torch.tensor([1, 4, 3])) == (1, 2)
+    assert topk_correct(scores[:, :3], torch.tensor([1, 0, 1])) == (2, 3)  # k capped at 3
+    assert topk_correct(scores[:0], torch.tensor([], dtype=torch.long)) == (0, 0)
 
 
 def test_batches_hold_one_size_and_respect_the_budget(data):

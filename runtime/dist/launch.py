@@ -44,3 +44,17 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
         print(f"vggspec: the workers failed ({type(err).__name__})", file=sys.stderr)
         return 1
     return 0
+
+
+def relaunch(
+    argv: list[str], nproc: int, max_restarts: int = 0, resolved: dict[str, str] | None = None
+) -> int:
+    """The one way workers start: this process's own command line (`vggspec ARGV`, every flag
+    as the user gave it) run again in `nproc` torchrun workers, in this working directory.
+    `resolved`: what this process settled that the workers must share rather than settle
+    again each (e.g. a run folder named after the time), given to them as `--from-parent
+    KEY=VALUE` words ahead of the command's own."""
+    words = ["vggspec"]
+    for key, value in (resolved or {}).items():
+        words += ["--from-parent", f"{key}={value}"]
+    return launch_local(nproc, max_restarts, [*words, *argv])

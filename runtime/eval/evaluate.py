@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..data.image_folder import ImageFolder
-from ..dist.context import Context
+from ..dist.context import Context, shard
 from .dense import dense_posteriors
-from .images import MAX_ASPECT, shard
+from .images import MAX_ASPECT
 from .models import EvalModel, single_scale
 from .multicrop import GRID, multicrop_posteriors
 from .scale_passes import scale_passes
@@ -79,7 +79,7 @@ def evaluate(
     order of `class_names` (see `class_order`); `progress(message)` hears one line a pass."""
     ctx = ctx or single_process()
     started = time.perf_counter()
-    local = shard(len(folder), ctx.rank, ctx.world)
+    local = shard(len(folder), ctx)
     labels = np.array([folder.samples[i][1] for i in local], dtype=np.int64)
     result = Evaluation(
         models,

@@ -87,7 +87,8 @@ def resolve_config(args):
     if cfg.out is None:
         from vggspec.runtime.train.trainer import default_run_dir
 
-        cfg.out = str(default_run_dir(cfg.spec))
+        # A worker takes the folder its parent named (the name holds the time).
+        cfg.out = args.from_parent.get("out") or str(default_run_dir(cfg.spec))
     return cfg
 
 
@@ -104,16 +105,9 @@ def run(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
     check_data_settings(cfg, world)
     if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
-        from vggspec.runtime.dist.launch import launch_local
+        from vggspec.runtime.dist.launch import relaunch
 
-        worker = ["vggspec", "run", "train", *args.settings, f"out={cfg.out}"]
-        if args.config:
-            worker += ["--config", args.config]
-        elif not args.settings and not args.resume:
-            worker += ["--config", str(DEMO_RECIPE)]
-        if args.resume:
-            worker = ["vggspec", "run", "train", "--resume", args.resume, *args.settings]
-        return launch_local(args.nproc, args.max_restarts, worker)
+        return relaunch(args.argv, args.nproc, args.max_restarts, {"out": cfg.out})
     from vggspec.runtime.train.trainer import run_training
 
     summary = run_training(cfg, resume=bool(args.resume))
