@@ -174,10 +174,10 @@ def test_topk_counts_ties_and_fewer_classes_than_k():
         [
             [0.1, 0.5, 0.2, 0.05, 0.05, 0.1],  # label 1: top-1
             [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 4: 6th of 6, outside the top-5
-            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 3: 4th, in the top-5 only
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 1: 5th, in the top-5 only
         ]
     )
-    assert topk_correct(scores, torch.tensor([1, 4, 3])) == (1, 2)
+    assert topk_correct(scores, torch.tensor([1, 4, 1])) == (1, 2)
     assert topk_correct(scores[:, :3], torch.tensor([1, 0, 1])) == (2, 3)  # k capped at 3
     assert topk_correct(scores[:0], torch.tensor([], dtype=torch.long)) == (0, 0)
 
@@ -234,7 +234,7 @@ def test_default_scales_follow_the_paper():
     assert default_scales(384, (224, 224)) == [352, 384, 416]
     assert default_scales(224, (224, 224)) == [224, 256]  # 192 < crop: left out
     assert default_scales(None, (224, 224)) == [224, 256, 288]
-    # Table 3's single test scale: Q = S, or the middle of the jitter range.
+    # Table 3's single test scale: Q = S, or the mean of the jitter range.
     for train, size, q in (
         (256, 224, 256),
         ([256, 512], 224, 384),
@@ -296,8 +296,8 @@ def test_odd_images_are_evaluated_or_counted(tmp_path, nets):
     assert len(ev.labels) == 7  # the truncated and the empty file were left out by the scan
     assert ev.readable.all()
     assert all(r["images"] == 7 for r in results)
-    for store in (ev.dense, ev.crops, ev.middle):
-        scales = 1 if store is ev.middle else 3  # the others are sums over the 3 scales
+    for store in (ev.dense, ev.crops, ev.single):
+        scales = 1 if store is ev.single else 3  # the others are sums over the 3 scales
         for p in store.values():
             np.testing.assert_allclose(p.sum(axis=1), scales, rtol=1e-6)
 

@@ -37,7 +37,10 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     # A restarted group must not find the dead group's gloo addresses in a shared store:
     # give every rendezvous round a store of its own.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args))
+    args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args[:1]))
+    # The module's own words are set, not parsed: torchrun's parser would take a word such
+    # as `--nproc` for an abbreviation of its `--nproc-per-node`.
+    args.training_script_args = list(module_args[1:])
     try:
         run(args)
     except Exception as err:  # torchrun raises ChildFailedError after printing its report

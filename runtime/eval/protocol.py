@@ -53,8 +53,8 @@ def rows(ev: Evaluation, method: str) -> list[Row]:
     crops = [ev.crops[i] / len(scales[i]) for i in nets] if ev.crops else None
     out: list[Row] = []
     if method == "all" and any(len(s) > 1 for s in scales):
-        middle = [[single_scale(m)] for m in ev.models]
-        out.append(Row("dense", middle, _mean([ev.middle[i] for i in nets])))
+        single = [[single_scale(m)] for m in ev.models]
+        out.append(Row("dense", single, _mean([ev.single[i] for i in nets])))
     if method in ("dense", "both", "all"):
         out.append(Row("dense", scales, _mean(dense)))
     if method in ("multi-crop", "both", "all"):
