@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets as eval_args
+from vggspec.commands import nets
 from vggspec.errors import UserError, check_output
 
 
@@ -18,7 +18,7 @@ def add_parser(run_subparsers) -> None:
         "posteriors averaged), by dense evaluation of whole images and/or multi-crop "
         "evaluation (5x5 crops x 2 flips per scale), over several test scales Q.",
     )
-    eval_args.add_arguments(p, "evaluate")
+    nets.add_arguments(p, "evaluate")
     p.add_argument(
         "--method",
         choices=("dense", "multi-crop", "both", "all"),
@@ -38,34 +38,22 @@ def add_parser(run_subparsers) -> None:
 
 
 def run(args) -> int:
-    from vggspec.runtime.dist import context as distributed
-    from vggspec.runtime.dist.context import under_torchrun
     from vggspec.runtime.eval.jobs import EvalRequest, run_evaluation
 
-    eval_args.check(args)
+    nets.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
     for flag, value in (("--output", args.output), ("--posteriors", args.posteriors)):
         if value:
             check_output(value, flag)
     request = EvalRequest(
-        eval_args.nets_request(args),
-        eval_args.images_request(args),
+        nets.nets_request(args),
+        nets.images_request(args),
         method=args.method,
         grid=args.grid,
         posteriors=args.posteriors,
     )
-    if not under_torchrun() and args.nproc > 1:
-        return eval_args.launch(args, request.nets)
-    ctx = eval_args.start(args)
-    try:
-        report = run_evaluation(request, ctx, eval_args.say)
-        if ctx.is_main:
-            _write(args, report)
-        distributed.barrier(ctx)
-        return 0
-    finally:
-        distributed.teardown()
+    return nets.execute(args, request, run_evaluation, lambda report: _write(args, report))
 
 
 def _write(args, report: dict) -> None:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets as eval_args
+from vggspec.commands import nets
 from vggspec.errors import UserError, check_output
 
 
@@ -20,7 +20,7 @@ def add_parser(run_subparsers) -> None:
         "as OUT/<split>.npy with OUT/<split>_files.txt and OUT/<split>_labels.npy. With "
         "--classifier, features of --train-split too and a linear classifier's accuracy.",
     )
-    eval_args.add_arguments(p, "extract")
+    nets.add_arguments(p, "extract")
     p.add_argument("--out", required=True, metavar="DIR", help="where the .npy files go")
     p.add_argument(
         "--aggregate",
@@ -42,11 +42,9 @@ def add_parser(run_subparsers) -> None:
 
 
 def run(args) -> int:
-    from vggspec.runtime.dist import context as distributed
-    from vggspec.runtime.dist.context import under_torchrun
     from vggspec.runtime.eval.jobs import FeaturesRequest, run_features
 
-    eval_args.check(args)
+    nets.check(args)
     if args.reg <= 0:
         raise UserError("--reg must be > 0")
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
@@ -57,28 +55,22 @@ def run(args) -> int:
         require_sklearn()
     check_output(args.out, "--out", folder=True)
     request = FeaturesRequest(
-        eval_args.nets_request(args),
-        eval_args.images_request(args),
+        nets.nets_request(args),
+        nets.images_request(args),
         out=args.out,
         aggregate=args.aggregate,
         classifier=args.classifier,
         train_split=args.train_split,
         reg=args.reg,
     )
-    if not under_torchrun() and args.nproc > 1:
-        return eval_args.launch(args, request.nets)
-    ctx = eval_args.start(args)
-    try:
-        summary = run_features(request, ctx, eval_args.say)
-        if ctx.is_main:
-            if args.json:
-                sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-            else:
-                print(_summary_text(summary))
-        distributed.barrier(ctx)
-        return 0
-    finally:
-        distributed.teardown()
+    return nets.execute(args, request, run_features, lambda summary: _show(args, summary))
+
+
+def _show(args, summary: dict) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        print(_summary_text(summary))
 
 
 def _summary_text(summary: dict) -> str:

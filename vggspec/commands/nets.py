@@ -171,20 +171,27 @@ def images_request(args):
     )
 
 
-def start(args):
-    """Join torchrun's process group (if any): the process's Context."""
+def execute(args, request, job, show) -> int:
+    """`job(request, ctx, say)` (runtime.eval.jobs) on this process, its result shown by
+    rank 0 with `show(result)`; or, with --nproc N outside torchrun, this command again in N
+    workers (after every net has loaded once here, so that a wrong net is one message, not
+    one per worker)."""
     from vggspec.runtime.dist import context as distributed
-
-    return distributed.setup(args.device, threads=args.threads)
-
-
-def launch(args, nets) -> int:
-    """This command again in --nproc workers, after every net has loaded once here."""
     from vggspec.runtime.dist.launch import relaunch
     from vggspec.runtime.eval.jobs import preflight
 
-    preflight(nets)
-    return relaunch(args.argv, args.nproc)
+    if not distributed.under_torchrun() and args.nproc > 1:
+        preflight(request.nets)
+        return relaunch(args.argv, args.nproc)
+    ctx = distributed.setup(args.device, threads=args.threads)
+    try:
+        result = job(request, ctx, say)
+        if ctx.is_main:
+            show(result)
+        distributed.barrier(ctx)
+        return 0
+    finally:
+        distributed.teardown()
 
 
 def say(message: str) -> None:
