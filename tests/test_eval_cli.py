@@ -228,6 +228,24 @@ def test_two_processes_equal_one_on_an_odd_count(setup, tmp_path, cli):
         np.testing.assert_array_equal(a[key], b[key])  # bit for bit, here
 
 
+def test_features_on_two_processes_equal_one(setup, tmp_path, cli):
+    _, data, run, _ = setup
+    args = ["run", "features", "--checkpoint", run, *common(data, "--classifier", "ridge")]
+    assert cli(*args, "--out", tmp_path / "one")[0] == 0
+    result = vggspec_cmd(*args, "--out", tmp_path / "two", "--nproc", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Both ranks' images (8 + 7), gathered on rank 0 in the folder's order.
+    for name in ("val.npy", "val_labels.npy", "train.npy", "train_labels.npy"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)
+        )
+    for name in ("val_files.txt", "train_files.txt"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
+    assert len((tmp_path / "two" / "val_files.txt").read_text().splitlines()) == 15
+    one, two = (json.loads((tmp_path / r / "features.json").read_text()) for r in ("one", "two"))
+    assert one["classifier"] == two["classifier"]
+
+
 def test_features_and_a_linear_classifier(setup, cli, tmp_path):
     _, data, run, other = setup
     out = tmp_path / "features"
