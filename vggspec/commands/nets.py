@@ -1,5 +1,6 @@
 """Options shared by `vggspec run eval` and `vggspec run features`: which nets, which data,
-how many processes; read, checked and loaded the same way for both."""
+how many processes; checked, turned into the runtime's requests (runtime/eval/jobs.py) and
+run on one process or many, the same way for both."""
 
 from __future__ import annotations
 
