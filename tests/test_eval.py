@@ -11,10 +11,12 @@ from eval_helpers import CLASSES, MEAN, SPEC_32, SPEC_224, save_net, write_image
 from PIL import Image
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.dist.context import Context, gather_to_main, shard
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.dense import dense_posteriors
 from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
-from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry, shard
+from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry
+from vggspec.runtime.eval.metrics import topk_correct
 from vggspec.runtime.eval.models import (
     EvalError,
     default_scales,
@@ -156,8 +158,27 @@ def test_multicrop_is_the_mean_over_every_window_whatever_the_chunks():
 def test_shards_cover_everything_once():
     for n in (0, 1, 7, 25):
         for world in (1, 2, 3):
-            covered = [i for r in range(world) for i in shard(n, r, world)]
-            assert covered == list(range(n))
+            ranks = [Context(r, world, r, torch.device("cpu")) for r in range(world)]
+            shares = [shard(n, ctx) for ctx in ranks]
+            assert [i for s in shares for i in s] == list(range(n))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1  # balanced
+
+
+def test_gather_on_one_process_is_the_local_part():
+    assert gather_to_main({"a": 1}, single_process()) == [{"a": 1}]
+
+
+def test_topk_counts_ties_and_fewer_classes_than_k():
+    scores = torch.tensor(
+        [
+            [0.1, 0.5, 0.2, 0.05, 0.05, 0.1],  # label 1: top-1
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 4: 6th of 6, outside the top-5
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 1: 5th, in the top-5 only
+        ]
+    )
+    assert topk_correct(scores, torch.tensor([1, 4, 1])) == (1, 2)
+    assert topk_correct(scores[:, :3], torch.tensor([1, 0, 1])) == (2, 3)  # k capped at 3
+    assert topk_correct(scores[:0], torch.tensor([], dtype=torch.long)) == (0, 0)
 
 
 def test_batches_hold_one_size_and_respect_the_budget(data):
@@ -276,8 +297,8 @@ def test_odd_images_are_evaluated_or_counted(tmp_path, nets):
     assert len(ev.labels) == 7  # the truncated and the empty file were left out by the scan
     assert ev.readable.all()
     assert all(r["images"] == 7 for r in results)
-    for store in (ev.dense, ev.crops, ev.middle):
-        scales = 1 if store is ev.middle else 3  # the others are sums over the 3 scales
+    for store in (ev.dense, ev.crops, ev.single):
+        scales = 1 if store is ev.single else 3  # the others are sums over the 3 scales
         for p in store.values():
             np.testing.assert_allclose(p.sum(axis=1), scales, rtol=1e-6)
 

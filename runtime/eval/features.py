@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from vggspec.compiler.ir.graph import nodes, op
 from vggspec.compiler.lowering.net import Net
 
 from ..data.image_folder import ImageFolder
-from ..dist.context import Context
-from .images import MAX_ASPECT, shard
+from ..dist.context import Context, gather_to_main, shard
+from .dense import with_flip
+from .images import MAX_ASPECT
 from .models import EvalError, EvalModel
 from .scale_passes import scale_passes
 
@@ -44,10 +44,7 @@ def penultimate_net(twin: Net) -> Net:
 def dense_descriptor(head: Net, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
     """(N, D) float64: the penultimate map of each image averaged over all positions, and
     with `flip` averaged with the mirrored image's."""
-    n = x.shape[0]
-    batch = torch.cat([x, x.flip(-1)]) if flip else x
-    pooled = head(batch).double().mean(dim=(2, 3))
-    return (pooled[:n] + pooled[n:]) / 2 if flip else pooled
+    return with_flip(lambda batch: head(batch).double().mean(dim=(2, 3)), x, flip)
 
 
 def l2_normalise(a: np.ndarray) -> np.ndarray:
@@ -85,7 +82,7 @@ def extract_features(
     if aggregate not in AGGREGATES:
         raise EvalError(f"aggregate must be stack or pool, not {aggregate!r}")
     started = time.perf_counter()
-    local = shard(len(folder), ctx.rank, ctx.world)
+    local = shard(len(folder), ctx)
     heads = [penultimate_net(m.twin) for m in models]
     per_scale: dict[tuple[int, int], np.ndarray] = {}
     readable = np.ones(len(local), dtype=bool)
@@ -132,12 +129,9 @@ def extract_features(
 
 def gather(features: Features, ctx: Context) -> Features | None:
     """All ranks' features in the folder's order, on rank 0 (None elsewhere)."""
-    if not ctx.distributed:
-        return features
-    parts = [None] * ctx.world
     local = (features.indices, features.labels, features.readable, features.descriptors)
-    dist.all_gather_object(parts, local)
-    if not ctx.is_main:
+    parts = gather_to_main(local, ctx)
+    if parts is None:
         return None
     return Features(
         *(np.concatenate([p[k] for p in parts]) for k in range(4)), seconds=features.seconds

@@ -86,7 +86,8 @@ def resolve_config(args):
     if cfg.init not in ("gaussian", "glorot"):
         cfg.init = _absolute(cfg.init, config)
     if cfg.out is None:
-        cfg.out = str(RunDir.default(cfg.spec))
+        # A worker takes the folder its parent named (the name holds the time).
+        cfg.out = args.from_parent.get("out") or str(RunDir.default(cfg.spec))
     return cfg
 
 
@@ -105,16 +106,9 @@ def run(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
     check_data_settings(cfg, spec, world)
     if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
-        from vggspec.runtime.dist.launch import launch_local
+        from vggspec.runtime.dist.launch import relaunch
 
-        worker = ["vggspec", "run", "train", *args.settings, f"out={cfg.out}"]
-        if args.config:
-            worker += ["--config", args.config]
-        elif not args.settings and not args.resume:
-            worker += ["--config", str(DEMO_RECIPE)]
-        if args.resume:
-            worker = ["vggspec", "run", "train", "--resume", args.resume, *args.settings]
-        return launch_local(args.nproc, args.max_restarts, worker)
+        return relaunch(args.argv, args.nproc, args.max_restarts, {"out": cfg.out})
     from vggspec.runtime.train.trainer import run_training
 
     summary = run_training(cfg, spec, resume=bool(args.resume))
