@@ -31,8 +31,8 @@ from vggspec.compiler.lowering.net import GlobalBatch, build
 
 from ..data.loader import make_loader
 from ..dist import context as distributed
-from ..eval.images import shard
-from ..eval.protocol import correct_counts
+from ..dist.context import shard
+from ..eval.metrics import topk_correct
 from ..io import checkpoint as checkpoints
 from ..io.atomic import atomic_write
 from ..io.model_info import KEY as INFO_KEY
@@ -77,7 +77,7 @@ def step_seed(seed: int, step: int) -> int:
 def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dict:
     """Exact validation: rank r takes a contiguous share of the images (no padding, no
     duplicates) and the sums are all-reduced."""
-    mine = shard(len(data.val), ctx.rank, ctx.world)
+    mine = shard(len(data.val), ctx)
     batches = [list(mine[i : i + batch_size]) for i in range(0, len(mine), batch_size)]
     loader = make_loader(data.val, None, workers, batch_sampler=batches)
     was_training = net.training
@@ -86,7 +86,7 @@ def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dic
     for x, y in loader:
         x, y = x.to(ctx.device), y.to(ctx.device)
         logits = net(x).float()
-        top1, top5 = correct_counts(logits.cpu().numpy(), y.cpu().numpy())
+        top1, top5 = topk_correct(logits, y)
         sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
         sums[1] += top1
         sums[2] += top5
