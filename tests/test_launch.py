@@ -7,7 +7,7 @@ import pytest
 from eval_helpers import CLASSES, SPEC_32, save_net, write_images
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.dist import launch
-from vggspec.runtime.train import trainer
+from vggspec.runtime.io.rundir import RunDir
 
 from vggspec.cli import build_parser
 from vggspec.commands.train import resolve_config
@@ -59,7 +59,7 @@ def test_train_workers_share_the_run_folder_the_parent_named(tmp_path, cli, laun
     key, _, out = words[2].partition("=")
     assert key == "out" and out.startswith("runs/t-")  # runs/<spec>-<date>-<time>
     # A worker, started in another second, takes that folder rather than naming one.
-    monkeypatch.setattr(trainer, "default_run_dir", lambda spec: "runs/t-later")
+    monkeypatch.setattr(RunDir, "default", classmethod(lambda cls, spec: RunDir("runs/t-later")))
     worker = build_parser().parse_args(words[1:])
     worker.from_parent = dict(w.partition("=")[::2] for w in worker.from_parent)
     assert resolve_config(worker).out == out
