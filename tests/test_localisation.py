@@ -1,10 +1,13 @@
-"""Greedy box merging and the two localisation errors (Appendix A), on hand-computed cases."""
+"""Dense box maps, greedy merging and the two localisation errors (Appendix A), by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from vggspec.runtime.data.box_augment import centre_crop_geometry, crop_to_image
+from vggspec.runtime.data.boxes import decode
 from vggspec.runtime.eval.box_merge import best_box, match_distance, merge_boxes, union
+from vggspec.runtime.eval.dense_boxes import dense_boxes, window_offsets
 from vggspec.runtime.eval.localisation import (
     box_is_right,
     gt_class_error,
@@ -152,3 +155,46 @@ def test_protocol_2_perfect_regressor_and_classifier_0_percent_every_class_wrong
         assert [c for c, _ in right[-1]] == top_right
     assert top5_error(right, labels, gts) == 0.0
     assert top5_error(wrong, labels, gts) == 1.0
+
+
+def test_dense_box_map_by_hand():
+    # A 1 × 2 map of an SCR net (K = 1) with 100 × 100 windows, stride 50, on an image
+    # rescaled from 300 × 200 to 150 × 100: window 1 sits at x = 50.
+    box_map = np.zeros((4, 1, 2))
+    box_map[:, 0, 0] = [0.5, 0.5, 0.2, 0.4]  # centre of window 0, 20 × 40
+    box_map[:, 0, 1] = [0.1, 0.5, 0.2, 1.0]  # left edge of window 1, 20 × 100
+    out = dense_boxes(box_map, (100, 100), 50, (150, 100), (300, 200))
+    assert out.shape == (1, 2, 4)
+    # Rescaled image: [40, 30, 60, 70] and [50, 0, 70, 100]; stored image: × 2.
+    assert out[0].tolist() == [[80, 60, 120, 140], [100, 0, 140, 200]]
+    # The net saw the mirrored image: mirror back across the rescaled width 150.
+    flipped = dense_boxes(box_map, (100, 100), 50, (150, 100), (300, 200), flipped=True)
+    assert flipped[0].tolist() == [[180, 60, 220, 140], [160, 0, 200, 200]]
+    assert window_offsets((2, 3), 32).tolist() == [
+        [0, 0],
+        [32, 0],
+        [64, 0],
+        [0, 32],
+        [32, 32],
+        [64, 32],
+    ]
+
+
+def test_dense_pcr_map_keeps_each_class_apart():
+    box_map = np.zeros((8, 1, 1))  # two classes
+    box_map[:4, 0, 0] = [0.5, 0.5, 1.0, 1.0]
+    box_map[4:, 0, 0] = [0.25, 0.25, 0.5, 0.5]
+    out = dense_boxes(box_map, (64, 64), 32, (64, 64), (64, 64))
+    assert out.tolist() == [[[0, 0, 64, 64]], [[0, 0, 32, 32]]]
+    with pytest.raises(ValueError, match="4K"):
+        dense_boxes(np.zeros((6, 1, 1)), (64, 64), 32, (64, 64), (64, 64))
+
+
+def test_dense_at_q_equal_to_the_crop_is_the_centre_crop_path():
+    """A square image at Q = crop size: the map has one position, the central crop's."""
+    size, crop, q = (300, 300), (224, 224), 224
+    targets = np.array([0.4, 0.55, 0.3, 0.5])
+    scaled, offset = centre_crop_geometry(size, q, crop)
+    centre = crop_to_image(decode(targets, (224, 224)), size, scaled, offset, crop, flip=False)
+    dense = dense_boxes(targets.reshape(4, 1, 1), crop, 32, scaled, size)
+    np.testing.assert_allclose(dense[0], centre)
