@@ -94,8 +94,9 @@ def test_json_and_csv_tables(tmp_path):
     table = read_box_table(tmp_path / "b.json")
     assert table["cat/1.png"].objects == (("cat", (1.0, 2.0, 3.0, 4.0)),)
     assert table["dog/2.png"].objects == ()
-    (tmp_path / "b.csv").write_text(
-        "image,class,x0,y0,x1,y1\ncat/1.png,cat,1,2,3,4\ncat/1.png,cat,5,6,7.5,8\n"
+    (tmp_path / "b.csv").write_text(  # with the BOM a spreadsheet writes
+        "\ufeffimage,class,x0,y0,x1,y1\ncat/1.png,cat,1,2,3,4\ncat/1.png,cat,5,6,7.5,8\n",
+        encoding="utf-8",
     )
     table = read_box_table(tmp_path / "b.csv")
     assert table["cat/1.png"].objects == (

@@ -147,7 +147,7 @@ def read_box_table(path: str | Path) -> dict[str, ImageAnnotation]:
     objects: dict[str, list[tuple[str, Box]]] = {}
     try:
         if path.suffix.lower() == ".json":
-            table = json.loads(path.read_text(encoding="utf-8"))
+            table = json.loads(path.read_text(encoding="utf-8-sig"))
             if not isinstance(table, dict):
                 raise ValueError("expected an object {image: [{class, box}, ...]}")
             for image, items in table.items():
@@ -156,7 +156,7 @@ def read_box_table(path: str | Path) -> dict[str, ImageAnnotation]:
                     x0, y0, x1, y1 = (float(v) for v in item["box"])
                     entry.append((str(item["class"]), (x0, y0, x1, y1)))
         elif path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8") as f:
+            with path.open(newline="", encoding="utf-8-sig") as f:  # spreadsheets add a BOM
                 reader = csv.reader(f)
                 header = tuple(next(reader, ()))
                 if header != CSV_HEADER:
