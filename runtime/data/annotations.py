@@ -1,5 +1,6 @@
-"""Box annotations of an ImageFolder: Pascal VOC XML per image (ILSVRC's format) or one JSON/CSV
-table; images without a usable box are reported the way the scan reports bad files.
+"""Box annotations of an ImageFolder: VOC XML per image, or a JSON/CSV table; images without one.
+
+Images without a usable box are reported the way the scan reports bad files.
 
 Where they are read from (`source` of load_folder_boxes):
 - a folder of VOC XML files (default ROOT/annotations/SPLIT): the image ROOT/SPLIT/<class>/

@@ -1,4 +1,4 @@
-"""Bounding boxes: corners in pixels ↔ the regression target (centre, size) relative to a crop; IoU.
+"""Bounding boxes: pixel corners ↔ regression targets (centre, size) relative to a crop; IoU.
 
 A box is (x0, y0, x1, y1) in continuous pixel coordinates: the origin is the top-left corner
 of the top-left pixel and pixel (i, j) covers [i, i+1) × [j, j+1), so a W × H image spans

@@ -1,5 +1,6 @@
-"""Greedy merging of dense box predictions (Sermanet et al. 2014, as the VGG paper's Appendix A
-uses it): spatially close boxes are averaged, then the merged boxes are rated by class scores.
+"""Greedy merging of dense box predictions (Sermanet et al. 2014), as Appendix A uses it.
+
+Spatially close boxes are averaged, then the merged boxes are rated by class scores.
 
 The rule implemented, for the boxes predicted for one class (at every score-map position, every
 scale Q and, when several localisation nets are fused, every net: `union` first):

@@ -1,5 +1,6 @@
-"""Protocol 2's geometry: the box map of a densely applied localisation net, as boxes in the
-stored image, one per score-map position (and per class for PCR).
+"""Protocol 2's geometry: a densely applied localisation net's box map as boxes in the image.
+
+One box per score-map position (and per class for PCR), in the stored image's pixels.
 
 The densified net (FC → conv) run on an image rescaled to `scaled` (w, h) gives a map of
 H' × W' positions; position (i, j) is the net applied to the crop-sized window at

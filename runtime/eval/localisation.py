@@ -1,5 +1,6 @@
-"""The localisation errors of the paper's Appendix A: protocol 1 (GT class, Table 8) and the
-ILSVRC top-5 criterion of protocol 2 (Table 9), as fractions of images.
+"""Localisation errors (Appendix A): protocol 1's GT-class error, protocol 2's ILSVRC top-5.
+
+Protocol 1 is Table 8's, protocol 2 Table 9's; both are fractions of images.
 
 A predicted box is right when its IoU with a ground-truth box of the image's class is above
 0.5 (Russakovsky et al. 2014); it is wrong when the IoU is ≤ 0.5 with every one of them.
