@@ -7,9 +7,12 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .annotations import ANNOTATIONS_DIR, voc_xml
 
 # The class is the shape only: colours, size, position, stretch, rotation, background and
 # clutter are drawn independently of it. Images vary in size and orientation so that scale
@@ -31,6 +34,7 @@ DEMO_VERSION = 2  # bump when the generator changes: cached images are reused by
 SMALLEST_SIDE = (64, 128)  # inclusive range of an image's smallest side
 MAX_ASPECT = 1.6
 SHAPE_RADIUS = (0.22, 0.40)  # of the smallest side: the shape spans 44..80 % of it
+BOXED_SHAPE_RADIUS = (0.12, 0.40)  # --boxes: 24..80 %, placed anywhere
 NOISE_STD = (2.0, 10.0)  # per-pixel Gaussian noise, 0..255 units
 LINES = (0, 2)  # random lines behind the shape, and again in front of it (inclusive range)
 BLOBS = (0, 3)  # small random ellipses behind the shape
@@ -155,8 +159,23 @@ def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, w: int, h: int
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=colour)
 
 
+class BoxedDemoImage(NamedTuple):
+    image: Image.Image
+    box: tuple[float, float, float, float]  # pixel corners enclosing the shape, in the image
+    mask: Image.Image  # the shape's coverage, 0..255 ("L")
+
+
 def render_demo_image(seed: int, split: str, label: int, index: int) -> Image.Image:
     """One demo image, a pure function of its arguments."""
+    return _render(seed, split, label, index, boxed=False).image
+
+
+def render_boxed_demo_image(seed: int, split: str, label: int, index: int) -> BoxedDemoImage:
+    """One image of the boxed demo (shapes anywhere, of more sizes) with its shape's box."""
+    return _render(seed, split, label, index, boxed=True)
+
+
+def _render(seed: int, split: str, label: int, index: int, boxed: bool) -> BoxedDemoImage:
     rng = np.random.Generator(
         np.random.PCG64(np.random.SeedSequence([seed, _SPLITS[split], label, index]))
     )
@@ -167,20 +186,25 @@ def render_demo_image(seed: int, split: str, label: int, index: int) -> Image.Im
     draw = ImageDraw.Draw(canvas)
     _clutter(rng, draw, w, h, blobs=True)
 
-    # The shape: centred somewhere in the central short×short square, mostly inside it.
-    r = rng.uniform(*SHAPE_RADIUS) * short
-    slack_x = max(0.0, short / 2 - 0.9 * r)
-    slack_y = max(0.0, short / 2 - 0.9 * r)
-    cx = w / 2 + rng.uniform(-slack_x, slack_x)
-    cy = h / 2 + rng.uniform(-slack_y, slack_y)
+    if boxed:  # anywhere its radius fits in the image
+        r = rng.uniform(*BOXED_SHAPE_RADIUS) * short
+        cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    else:  # centred somewhere in the central short×short square, mostly inside it
+        r = rng.uniform(*SHAPE_RADIUS) * short
+        slack_x = max(0.0, short / 2 - 0.9 * r)
+        slack_y = max(0.0, short / 2 - 0.9 * r)
+        cx = w / 2 + rng.uniform(-slack_x, slack_x)
+        cy = h / 2 + rng.uniform(-slack_y, slack_y)
     angle = math.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
     sx, sy = rng.uniform(*STRETCH, size=2)
     ss = _SUPERSAMPLE
     mask = Image.new("L", (w * ss, h * ss), 0)
     mask_draw = ImageDraw.Draw(mask)
+    corners = []
     for points, filled in _unit_shapes(DEMO_CLASSES[label], rng):
         poly = _polygon(points, angle, cx * ss, cy * ss, sx, sy, r * ss)
         mask_draw.polygon(poly, fill=255 if filled else 0)
+        corners.extend(poly if filled else [])
     mask = mask.resize((w, h), Image.Resampling.BOX)
 
     shape_colour = _colour_far_from(rng, background.mean(axis=(0, 1)), 110.0)
@@ -191,15 +215,40 @@ def render_demo_image(seed: int, split: str, label: int, index: int) -> Image.Im
     pixels = rng.standard_normal((h, w, 3), dtype=np.float32)
     pixels *= rng.uniform(*NOISE_STD)
     pixels += np.asarray(canvas, dtype=np.float32)
-    return Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8), "RGB")
+    image = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8), "RGB")
+    return BoxedDemoImage(image, _enclosing_box(corners, ss, w, h), mask)
 
 
-def _write_class(root: Path, seed: int, split: str, label: int, count: int) -> None:
-    folder = root / split / DEMO_CLASSES[label]
+def _enclosing_box(points, ss: int, w: int, h: int) -> tuple[float, float, float, float]:
+    """The image pixels the vertices fall in, as pixel corners, clipped to the image: Pillow
+    fills no pixel past the one holding a polygon's extreme vertex (checked on 3,000 random
+    polygons with Pillow 13), so this encloses the drawn shape."""
+    xs, ys = [x / ss for x, _ in points], [y / ss for _, y in points]
+    return (
+        float(max(0, math.floor(min(xs)))),
+        float(max(0, math.floor(min(ys)))),
+        float(min(w, math.ceil(max(xs)))),
+        float(min(h, math.ceil(max(ys)))),
+    )
+
+
+def _write_class(
+    root: Path, seed: int, split: str, label: int, count: int, boxes: bool = False
+) -> None:
+    name = DEMO_CLASSES[label]
+    folder = root / split / name
     folder.mkdir(parents=True, exist_ok=True)
+    if boxes:
+        (root / ANNOTATIONS_DIR / split / name).mkdir(parents=True, exist_ok=True)
     for index in range(count):
         buf = io.BytesIO()
-        render_demo_image(seed, split, label, index).save(buf, "JPEG", quality=JPEG_QUALITY)
+        if boxes:
+            img, box, _ = render_boxed_demo_image(seed, split, label, index)
+            xml = voc_xml(f"{index:05d}.jpg", img.size, [(name, box)])
+            (root / ANNOTATIONS_DIR / split / name / f"{index:05d}.xml").write_bytes(xml)
+        else:
+            img = render_demo_image(seed, split, label, index)
+        img.save(buf, "JPEG", quality=JPEG_QUALITY)
         (folder / f"{index:05d}.jpg").write_bytes(buf.getvalue())
 
 
@@ -209,13 +258,16 @@ def make_demo_dataset(
     train_per_class: int = 300,
     val_per_class: int = 50,
     workers: int | None = None,
+    boxes: bool = False,
 ) -> Path:
     """Write ROOT/train/<class>/NNNNN.jpg and ROOT/val/<class>/NNNNN.jpg and return ROOT
     (existing files of the same names are overwritten). `workers` processes (default: one
-    per core) write class folders in parallel; the files do not depend on it."""
+    per core) write class folders in parallel; the files do not depend on it. With `boxes`,
+    the shapes are placed anywhere and sized more freely, and each image's box is written
+    to ROOT/annotations/<split>/<class>/NNNNN.xml (Pascal VOC)."""
     root = Path(root)
     jobs = [
-        (root, seed, split, label, count)
+        (root, seed, split, label, count, boxes)
         for split, count in (("train", train_per_class), ("val", val_per_class))
         for label in range(len(DEMO_CLASSES))
     ]

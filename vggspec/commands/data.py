@@ -11,12 +11,21 @@ def add_parser(subparsers) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--train-per-class", type=int, default=300)
     demo.add_argument("--val-per-class", type=int, default=50)
+    demo.add_argument(
+        "--boxes",
+        action="store_true",
+        help="place the shapes anywhere, of more sizes, and write their boxes "
+        "(DIR/annotations/<split>/<class>/NNNNN.xml, Pascal VOC)",
+    )
     demo.set_defaults(run=run_demo)
 
 
 def run_demo(args) -> int:
     from vggspec.runtime.data.demo import make_demo_dataset
 
-    root = make_demo_dataset(args.dir, args.seed, args.train_per_class, args.val_per_class)
-    print(f"wrote the demo data to {root} (train/ and val/, 10 classes)")
+    root = make_demo_dataset(
+        args.dir, args.seed, args.train_per_class, args.val_per_class, boxes=args.boxes
+    )
+    boxes = ", boxes in annotations/" if args.boxes else ""
+    print(f"wrote the demo data to {root} (train/ and val/, 10 classes{boxes})")
     return 0
