@@ -229,3 +229,11 @@ def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
     assert not torch.allclose(other, whole, rtol=1e-2, atol=0)  # another step, other masks
     net.eval()
     assert torch.equal(net(x), net(x))  # no dropout at test time
+
+
+def test_a_net_carries_no_runtime_state():
+    """What the weights expect of an image (ModelInfo) and how a step's dropout masks are
+    drawn (GlobalBatch) belong to the runtime and the call, not to the compiled module."""
+    net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", num_classes=10)
+    for name in ("preprocess", "batch_rows"):
+        assert not hasattr(net, name) and not hasattr(vggspec.densify(net), name)
