@@ -281,3 +281,20 @@ def test_precision_follows_autocast_for_gemms_only():
         assert auto.precision_of("max_pool", (x,)) == "fp32"
     assert auto.precision_of("conv", (x.bfloat16(),)) == "bf16"
     assert auto.precision_of("conv", (x,)) == "fp32"
+
+
+def test_compile_reports_what_auto_would_measure():
+    """D's 13 conv layers are 9 distinct calls (conv3_2 and conv3_3 share one, …)."""
+    from vggspec.compiler.lowering.auto_calls import auto_calls, describe_auto_calls
+    from vggspec.compiler.lowering.launches import graph_launches
+
+    launches, _ = graph_launches(compile_spec(load_spec(ROOT / "specs" / "D.vgg")), 64)
+    calls = auto_calls(launches)
+    assert len(calls) == 18 and calls[0] == "conv 64x3x224x224 -> 64 k3x3 p1x1 relu"
+    assert calls.count("conv 64x512x14x14 -> 512 k3x3 p1x1 relu") == 1
+    assert calls[-1] == "cross_entropy 64x1000"
+    line = describe_auto_calls(launches, training=True)
+    assert line.startswith(
+        "backend auto measures 18 distinct calls on first use "
+        "(conv 9, max_pool 5, linear 3, cross_entropy 1)"
+    )
