@@ -298,3 +298,16 @@ def test_compile_reports_what_auto_would_measure():
         "backend auto measures 18 distinct calls on first use "
         "(conv 9, max_pool 5, linear 3, cross_entropy 1)"
     )
+
+
+def test_measuring_stops_after_a_budget(tmp_path, caplog):
+    """Images of many sizes must not each cost a measurement: past the budget, torch."""
+    backend = auto.Backend(
+        Autotuner(DecisionCache(tmp_path / "at.json"), fixed_timer(1.0, 2.0), ENV, 2)
+    )
+    with caplog.at_level(logging.WARNING, logger="vggspec.autotune"):
+        for size in (4, 6, 8, 10):
+            backend.max_pool(torch.randn(1, 2, size, size))
+    assert list(backend.tuner.chosen.values()) == ["triton", "triton", "torch", "torch"]
+    (record,) = caplog.records
+    assert "2 call signatures measured" in record.getMessage()
