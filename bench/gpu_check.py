@@ -256,6 +256,38 @@ def check_dense(spec_path: Path, device: str, sizes: Sizes, tuner) -> list[dict]
     return rows
 
 
+def goals(result: dict) -> list[tuple[str, str, bool]]:
+    """The issue's goals, each with what was measured and whether it holds."""
+    rows = []
+    if "kernels" in result:
+        bad = sum(not r["ok"] for r in result["kernels"])
+        rows.append(("every Triton kernel correct", f"{bad} failing", bad == 0))
+    fwd = [r for r in result.get("layers", []) if r["kernel"] == "fwd" and r["dtype"] == "bf16"]
+    if fwd:
+        worst = min(r["speed_vs_cudnn"] for r in fwd)
+        rows.append(
+            ("Triton fwd ≥ 1.0× cuDNN+ReLU, every layer, bf16", f"worst {worst:.2f}×", worst >= 1.0)
+        )
+    for r in result.get("step", []):
+        if r["backend"] == "auto":
+            b = r["batch"]
+            rows.append(
+                (
+                    f"auto step ≥ 1.0× torch, batch {b}",
+                    f"{r['vs_torch']:.2f}×",
+                    r["vs_torch"] >= 1.0,
+                )
+            )
+            rows.append(
+                (
+                    f"auto step ≥ 50 % of the bf16 roofline, batch {b}",
+                    f"{r['fraction_of_roofline']:.1%} ({r['images_per_s']:.0f} images/s)",
+                    r["fraction_of_roofline"] >= 0.5,
+                )
+            )
+    return rows
+
+
 def _table(title: str, head: str) -> list[str]:
     columns = head.count("|") - 1
     return [title, "", head, "|" + "---|" * columns]
@@ -326,6 +358,11 @@ def markdown(result: dict) -> str:
                 f"{_gib(r['peak_gib'])} |"
             )
         out.append("")
+    out += _table("## Goals (issue 15)", "| goal | measured | met |") + [
+        f"| {goal} | {measured} | {'yes' if met else 'no'} |"
+        for goal, measured, met in goals(result)
+    ]
+    out.append("")
     if result.get("autotune"):
         choices = result["autotune"]
         won = sum(c == "triton" for c in choices.values())

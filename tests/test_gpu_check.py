@@ -32,6 +32,8 @@ def test_dry_run_writes_every_section(tmp_path, capsys, one_thread):
     printed = capsys.readouterr().out
     table = (tmp_path / "gpu_check.md").read_text()
     assert table in printed and "| conv1_2 | 1 | bf16 | dgrad |" in table
+    assert "| every Triton kernel correct | 0 failing | yes |" in table
+    assert table.count("| auto step ≥") == 2  # against torch and against the roofline
 
 
 _PLAIN_PYTHON = """
