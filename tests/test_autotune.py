@@ -227,10 +227,16 @@ try:
                       {"gpu": "g", "torch": "t", "triton": "r"})
     backend = auto.Backend(tuner)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 4, 5, generator=g).contiguous(memory_format=torch.channels_last)
-    backend.max_pool(x)
-    backend.conv(x, torch.randn(3, 4, 3, 3, generator=g), torch.randn(3), (1, 1), False)
-    print(json.dumps({"chosen": tuner.chosen, "measured": tuner.measured}))
+    x = torch.randn(2, 4, 4, 6, generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(3, 4, 3, 3, generator=g), torch.randn(3, generator=g)
+    backend.max_pool(x.requires_grad_())
+    backend.conv(x, w.requires_grad_(), b.requires_grad_(), (1, 1), False)
+    training = dict(tuner.chosen)
+    # Evaluation: each rank its own images, so its own shapes; no collective, no hang.
+    with torch.no_grad():
+        backend.max_pool(torch.randn(1, 2, 2 + 2 * rank, 4))
+    evaluation = {s: c for s, c in tuner.chosen.items() if s not in training}
+    print(json.dumps({"chosen": training, "evaluation": evaluation, "measured": tuner.measured}))
 finally:
     dist.destroy_process_group()
 """
@@ -242,7 +248,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_every_rank_takes_rank_zeros_choices(tmp_path):
+def test_every_rank_takes_rank_zeros_training_choices(tmp_path):
     port = str(_free_port())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
@@ -268,9 +274,12 @@ def test_every_rank_takes_rank_zeros_choices(tmp_path):
                 p.kill()
     zero, one = outputs
     assert zero["chosen"] == one["chosen"] and len(zero["chosen"]) == 2
+    assert all(s.endswith("fwd+bwd") for s in zero["chosen"])
     assert set(zero["chosen"].values()) == {"triton"}
-    assert zero["measured"] == 2 and one["measured"] == 0
-    assert not (tmp_path / "at.json.1").exists()  # rank 1 neither measured nor wrote
+    assert list(zero["evaluation"].values()) == ["triton"]  # each rank's own timer
+    assert list(one["evaluation"].values()) == ["torch"]
+    assert zero["evaluation"].keys() != one["evaluation"].keys()
+    assert zero["measured"] == 3 and one["measured"] == 1  # rank 1: its evaluation call only
 
 
 def test_precision_follows_autocast_for_gemms_only():

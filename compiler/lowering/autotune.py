@@ -11,7 +11,10 @@ pass) both sides run once, their outputs and gradients are compared within the d
 tolerance, then each is timed `reps` times and the faster kept. A Triton side that
 raises or disagrees is never chosen: one warning line, torch for that signature. The
 decision goes to a JSON file (see autotune_cache) and is reused by later processes.
-Under torch.distributed rank 0 decides and broadcasts, so every rank runs the same code.
+Under torch.distributed rank 0 decides training calls and broadcasts its choice, so every
+rank runs the same code. Forward-only calls (evaluation, where ranks hold different images
+and so meet different signatures) are decided by each process alone: a collective there
+could pair one rank's question with another's, or wait for a rank that never asks.
 """
 
 from __future__ import annotations
@@ -119,12 +122,15 @@ class Autotuner:
         precision: str,
         device: torch.device,
         sides: dict[str, Callable[[], list[torch.Tensor]]],
+        shared: bool = False,
     ) -> str:
-        """ "triton" or "torch" for `signature`; `sides` run the call and return its
-        outputs and gradients. Every rank of a process group must ask in the same order."""
+        """The side ("triton" or "torch") for `signature`; `sides` run the call and return
+        its outputs and gradients. `shared`: in a process group, take rank 0's choice;
+        every rank must then ask for the same signatures in the same order (training
+        steps do: the trainer splits each batch evenly)."""
         if signature in self.chosen:
             return self.chosen[signature]
-        if _distributed():
+        if shared and _distributed():
             import torch.distributed as dist
 
             box = (

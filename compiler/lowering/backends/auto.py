@@ -94,6 +94,7 @@ class Backend:
             precision,
             args[0].device,
             {side: trial(self.sides[side], method, args, backward) for side in self.sides},
+            shared=backward,
         )
         return getattr(self.sides[choice], method)(*args)
 
