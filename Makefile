@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench gpu-check clean
 
 $(BIN)/vggspec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ lint: $(BIN)/vggspec
 
 bench: $(BIN)/vggspec
 	$(BIN)/python bench/compile.py
+
+# On a CUDA machine: kernels, layers, training step and dense evaluation against cuDNN
+# (bench/gpu_check.py). It needs no venv: on a machine with torch and triton preinstalled
+# and no network, `make gpu-check PYTHON=python3 LARK=path/to/lark-*.whl`.
+GPU_CHECK_OUT ?= runs/gpu-check-$(shell date +%Y%m%d-%H%M%S)
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+gpu-check:
+	PYTHONPATH="$(LARK):$$PYTHONPATH" $(GPU_PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -169,7 +169,7 @@ def test_init_and_num_classes():
 
 def test_backend_choice():
     net = vggspec.build_net(SPECS / "demo.vgg", backend="auto")
-    assert net.backend_name == ("triton" if torch.cuda.is_available() else "torch")
+    assert net.backend_name == ("auto" if torch.cuda.is_available() else "torch")
     with pytest.raises(VggspecError, match="unknown backend"):
         vggspec.build_net(SPECS / "demo.vgg", backend="cudnn")
     with pytest.raises(VggspecError, match="unknown init"):

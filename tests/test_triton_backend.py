@@ -78,6 +78,10 @@ def test_compile_target_report(cli):
     assert code == 0, err
     report = json.loads(out)
     assert report["torch_fallbacks"] == ["norm1 (lrn size 5)"]
+    assert report["auto_measures"][:2] == [
+        "conv 8x3x32x32 -> 64 k3x3 p1x1 relu",
+        "max_pool 8x64x32x32",
+    ]
     convs = [r for r in report["kernels"] if r["kernel"].startswith("conv")]
     assert {r["layer"] for r in convs} >= {"conv1_1", "conv5_2"}
     assert all(r["spill_stores"] + r["spill_loads"] == 0 for r in report["kernels"])

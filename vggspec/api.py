@@ -42,7 +42,7 @@ def build_net(
     dropout: float = 0.5,
 ) -> Net:
     """A ready-to-train net for a spec (or a .vgg file): compiled, lowered to the
-    backend ("auto": triton on CUDA, torch otherwise), initialised as in the paper
+    backend ("auto": measured per call on CUDA, torch otherwise), initialised as in the paper
     (weights N(0, 0.01²), or init="glorot"; biases 0). `num_classes` resizes the
     last FC layer."""
     if isinstance(spec_or_path, Spec):

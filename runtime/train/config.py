@@ -39,7 +39,7 @@ class TrainConfig:
     scale: int | list[int] = 256  # training scale S, or [S_min, S_max] for scale jittering
     init: str = "gaussian"  # gaussian (N(0, 0.01²)), glorot, or a trained net A to copy from
     finetune: str | None = None  # start from all weights of this model (e.g. S=384 from S=256)
-    backend: str = "auto"  # auto (triton on CUDA), torch or triton
+    backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
     precision: str = "fp32"  # fp32 or bf16 (autocast)
     device: str = "auto"  # auto, cpu or cuda
     workers: int = 2  # data-loading processes per training process

@@ -116,6 +116,7 @@ def render(args) -> str:
 def kernel_report(graph, args, batch: int, emit: str) -> str:
     """Every Triton kernel of the graph compiled for args.target, as a table or JSON."""
     from vggspec.compiler.kernels import aot_report, format_aot_report, predicted_step_time
+    from vggspec.compiler.lowering.auto_calls import auto_calls, describe_auto_calls
     from vggspec.compiler.lowering.launches import graph_launches
 
     training = not args.dense
@@ -134,6 +135,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
             "training": training,
             "predicted_step_seconds": step,
             "torch_fallbacks": fallbacks,
+            "auto_measures": auto_calls(launches),
             "kernels": rows,
         }
         return json.dumps(report, indent=2) + "\n"
@@ -142,7 +144,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
     text += f"{what} at batch {batch}: {step * 1e3:.1f} ms predicted from the roofline\n"
     if fallbacks:
         text += "runs through torch (no Triton kernel): " + ", ".join(fallbacks) + "\n"
-    return text
+    return text + describe_auto_calls(launches, training)
 
 
 def run(args) -> int:

@@ -1,0 +1,120 @@
+"""The gpu-check report: Markdown tables of bench/gpu_check.py's results, and the issue's goals."""
+
+from __future__ import annotations
+
+
+def goals(result: dict) -> list[tuple[str, str, bool]]:
+    """The issue's goals, each with what was measured and whether it holds."""
+    rows = []
+    if "kernels" in result:
+        bad = sum(not r["ok"] for r in result["kernels"])
+        rows.append(("every Triton kernel correct", f"{bad} failing", bad == 0))
+    fwd = [r for r in result.get("layers", []) if r["kernel"] == "fwd" and r["dtype"] == "bf16"]
+    if fwd:
+        worst = min(r["speed_vs_cudnn"] for r in fwd)
+        rows.append(
+            ("Triton fwd ≥ 1.0× cuDNN+ReLU, every layer, bf16", f"worst {worst:.2f}×", worst >= 1.0)
+        )
+    for r in result.get("step", []):
+        if r["backend"] == "auto":
+            b = r["batch"]
+            rows.append(
+                (
+                    f"auto step ≥ 1.0× torch, batch {b}",
+                    f"{r['vs_torch']:.2f}×",
+                    r["vs_torch"] >= 1.0,
+                )
+            )
+            rows.append(
+                (
+                    f"auto step ≥ 50 % of the bf16 roofline, batch {b}",
+                    f"{r['fraction_of_roofline']:.1%} ({r['images_per_s']:.0f} images/s)",
+                    r["fraction_of_roofline"] >= 0.5,
+                )
+            )
+    return rows
+
+
+def _table(title: str, head: str) -> list[str]:
+    columns = head.count("|") - 1
+    return [title, "", head, "|" + "---|" * columns]
+
+
+def _gib(v):
+    return "-" if v is None else f"{v:.1f}"
+
+
+def markdown(result: dict) -> str:
+    """The report as Markdown tables."""
+    env = result["environment"]
+    out = [
+        f"# gpu-check: {env['gpu']}, torch {env['torch']}, triton {env['triton']}, "
+        f"{env['date']}{' (dry run)' if result['dry_run'] else ''}",
+        "",
+    ]
+    if "kernels" in result:
+        rows = result["kernels"]
+        out += _table(
+            "## Kernels against torch",
+            "| kernel | dtype | configs × shapes | worst error | tolerance | failures |",
+        )
+        groups: dict[tuple, list] = {}
+        for r in rows:
+            groups.setdefault((r["family"], r["dtype"]), []).append(r)
+        for (family, dtype), rs in groups.items():
+            bad = [f"{r['config']} {r['case']}" for r in rs if not r["ok"]]
+            worst = max(r["error"] for r in rs)
+            out.append(
+                f"| {family} | {dtype} | {len(rs)} | {worst:.2e} | {rs[0]['tol']:.1e} | "
+                f"{', '.join(bad) or 'none'} |"
+            )
+        out.append("")
+    if "layers" in result:
+        out += _table(
+            "## Conv layers: Triton against cuDNN (TFLOP/s)",
+            "| layer | batch | dtype | pass | Triton | cuDNN | Triton speed / cuDNN"
+            " | AOT prediction | peak GiB |",
+        )
+        for r in result["layers"]:
+            out.append(
+                f"| {r['layer']} | {r['batch']} | {r['dtype']} | {r['kernel']} | "
+                f"{r['triton_tflops']:.1f} | {r['cudnn_tflops']:.1f} | "
+                f"{r['speed_vs_cudnn']:.2f} | {r['predicted_tflops']:.1f} | {_gib(r['peak_gib'])} |"
+            )
+        out.append("")
+    if "step" in result:
+        out += _table(
+            "## Training step (bf16 autocast)",
+            "| batch | backend | images/s | / torch | roofline images/s | fraction of roofline"
+            " | peak GiB |",
+        )
+        for r in result["step"]:
+            out.append(
+                f"| {r['batch']} | {r['backend']} | {r['images_per_s']:.1f} | "
+                f"{r['vs_torch']:.2f} | {r['roofline_images_per_s']:.0f} | "
+                f"{r['fraction_of_roofline']:.1%} | {_gib(r['peak_gib'])} |"
+            )
+        out.append("")
+    if "dense" in result:
+        out += _table(
+            "## Dense evaluation (bf16 autocast)", "| backend | Q | batch | images/s | peak GiB |"
+        )
+        for r in result["dense"]:
+            out.append(
+                f"| {r['backend']} | {r['q']} | {r['batch']} | {r['images_per_s']:.1f} | "
+                f"{_gib(r['peak_gib'])} |"
+            )
+        out.append("")
+    out += _table("## Goals (issue 15)", "| goal | measured | met |") + [
+        f"| {goal} | {measured} | {'yes' if met else 'no'} |"
+        for goal, measured, met in goals(result)
+    ]
+    out.append("")
+    if result.get("autotune"):
+        choices = result["autotune"]
+        won = sum(c == "triton" for c in choices.values())
+        out += [f"auto chose triton for {won} of {len(choices)} call signatures.", ""]
+    out.append(
+        "Section times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items())
+    )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,204 @@
+"""Per-layer choice between a Triton kernel and the torch reference, by measurement.
+
+The unit measured is one backend call as the net makes it: a fused conv + bias + ReLU,
+a linear layer, a pool, …, forward only ("fwd") or forward and backward ("fwd+bwd")
+when gradients are wanted. The Triton side's autograd function owns its forward, data
+and weight gradients together, so a layer runs all three on one side; timing them as
+one call measures exactly what the choice decides.
+
+On first use of a signature (GPU, torch and triton versions, call and shapes, dtype,
+pass) both sides run once, their outputs and gradients are compared within the dtype's
+tolerance, then each is timed `reps` times and the faster kept. A Triton side that
+raises or disagrees is never chosen: one warning line, torch for that signature. The
+decision goes to a JSON file (see autotune_cache) and is reused by later processes.
+Under torch.distributed rank 0 decides training calls and broadcasts its choice, so every
+rank runs the same code. Forward-only calls (evaluation, where ranks hold different images
+and so meet different signatures) are decided by each process alone: a collective there
+could pair one rank's question with another's, or wait for a rank that never asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from .autotune_cache import DecisionCache
+
+log = logging.getLogger("vggspec.autotune")
+
+# max|a - b| / max|b| (the kernel tests' measure) allowed between the two sides, by the
+# precision the call computes in. fp32 is the interpreter's (and a GPU's without TF32);
+# TF32 rounds operands to 10 mantissa bits, bf16 to 7 and rounds the output too.
+TOLERANCE = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 2e-2, "fp16": 5e-3}
+
+SIDES = ("triton", "torch")
+
+# Dense evaluation of images of many sizes meets a new signature per size; past this many
+# measurements a process stops measuring and runs new signatures through torch.
+MAX_MEASUREMENTS = 256
+
+Timer = Callable[[str, Callable[[], object]], float]
+
+
+def wall_clock_ms(reps: int = 5) -> Timer:
+    """Median milliseconds of `reps` runs, synchronising CUDA around each."""
+
+    def timer(side: str, fn: Callable[[], object]) -> float:
+        times = []
+        for _ in range(reps):
+            _synchronize()
+            start = time.perf_counter()
+            fn()
+            _synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    return timer
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def current_environment(device: torch.device) -> dict:
+    """What a measurement depends on besides the call: the GPU and the two versions."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {"gpu": gpu, "torch": torch.__version__, "triton": triton_version}
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max|a - b| / max|b| over the reference's finite entries; inf when the shapes,
+    or the places of NaN and inf, differ."""
+    if actual.shape != expected.shape:
+        return float("inf")
+    a, b = actual.detach().double(), expected.detach().double()
+    if not torch.equal(torch.isnan(a), torch.isnan(b)) or not torch.equal(
+        torch.isinf(a), torch.isinf(b)
+    ):
+        return float("inf")
+    finite = torch.isfinite(b)
+    if not finite.any():
+        return 0.0
+    diff = (a - b)[finite].abs().max().item()
+    scale = b[finite].abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+class Autotuner:
+    """Chooses a side per call signature and remembers it (in memory and on disk).
+
+    `timer(side, fn)` gives the milliseconds of `fn` (tests inject one); `environment`
+    overrides the GPU and version fields of the key (tests use it to change versions).
+    """
+
+    def __init__(
+        self,
+        cache: DecisionCache | None = None,
+        timer: Timer | None = None,
+        environment: dict | None = None,
+        max_measurements: int = MAX_MEASUREMENTS,
+    ):
+        self.cache = cache if cache is not None else DecisionCache()
+        self.timer = timer or wall_clock_ms()
+        self.environment = environment
+        self.max_measurements = max_measurements
+        self.chosen: dict[str, str] = {}
+        self.measured = 0  # signatures this process measured (the tests count them)
+
+    def choose(
+        self,
+        signature: str,
+        precision: str,
+        device: torch.device,
+        sides: dict[str, Callable[[], list[torch.Tensor]]],
+        shared: bool = False,
+    ) -> str:
+        """The side ("triton" or "torch") for `signature`; `sides` run the call and return
+        its outputs and gradients. `shared`: in a process group, take rank 0's choice;
+        every rank must then ask for the same signatures in the same order (training
+        steps do: the trainer splits each batch evenly)."""
+        if signature in self.chosen:
+            return self.chosen[signature]
+        if shared and _distributed():
+            import torch.distributed as dist
+
+            box = (
+                [self._decide(signature, precision, device, sides)]
+                if dist.get_rank() == 0
+                else [None]
+            )
+            dist.broadcast_object_list(box, src=0)
+            choice = box[0]
+        else:
+            choice = self._decide(signature, precision, device, sides)
+        self.chosen[signature] = choice
+        return choice
+
+    def _decide(self, signature, precision, device, sides) -> str:
+        env = self.environment or current_environment(device)
+        held = self.cache.lookup(env, signature)
+        if held is not None:
+            return held["choice"]
+        if self.measured >= self.max_measurements:
+            if self.measured == self.max_measurements:
+                self.measured += 1  # warn once
+                log.warning(
+                    "vggspec autotune: %d call signatures measured in this process; new "
+                    "ones run through torch unmeasured",
+                    self.max_measurements,
+                )
+            return "torch"
+        return self.cache.store(env, signature, self.measure(signature, precision, sides))["choice"]
+
+    def measure(self, signature: str, precision: str, sides) -> dict:
+        """Run both sides, compare, time; the decision record for the cache."""
+        self.measured += 1
+        reference = sides["torch"]()
+        try:
+            candidate = sides["triton"]()
+        except Exception as err:  # a kernel that fails to compile or launch
+            return self._fallback(signature, f"triton failed: {type(err).__name__}: {err}")
+        tol = TOLERANCE[precision]
+        error = max(
+            (relative_error(a, b) for a, b in zip(candidate, reference, strict=False)),
+            default=0.0,
+        )
+        if len(candidate) != len(reference) or not error <= tol:
+            return self._fallback(
+                signature, f"triton disagrees with torch: error {error:.2e} > {tol:.0e}"
+            )
+        ms = {side: self.timer(side, sides[side]) for side in SIDES}
+        choice = "triton" if ms["triton"] < ms["torch"] else "torch"
+        return {"choice": choice, "error": error, **{f"{s}_ms": ms[s] for s in SIDES}}
+
+    def _fallback(self, signature: str, why: str) -> dict:
+        log.warning("vggspec autotune: %s uses torch: %s", signature, why.splitlines()[0])
+        return {"choice": "torch", "why": why[:500]}
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+_DEFAULT: Autotuner | None = None
+
+
+def default_autotuner() -> Autotuner:
+    """The process's tuner: one memory of choices for every net it builds."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Autotuner()
+    return _DEFAULT
