@@ -46,7 +46,6 @@ class Backend:
     name = "auto"
     # Both sides take channels-last: the Triton convs need it, cuDNN runs it well.
     memory_format = torch.channels_last
-    fallbacks = triton_kernels.FALLBACKS
 
     def __init__(self, tuner: Autotuner | None = None):
         self.tuner = tuner or default_autotuner()
