@@ -13,8 +13,9 @@ raises or disagrees is never chosen: one warning line, torch for that signature.
 decision goes to a JSON file (see autotune_cache) and is reused by later processes.
 Under torch.distributed rank 0 decides training calls and broadcasts its choice, so every
 rank runs the same code. Forward-only calls (evaluation, where ranks hold different images
-and so meet different signatures) are decided by each process alone: a collective there
-could pair one rank's question with another's, or wait for a rank that never asks.
+and so meet different signatures) cannot ask rank 0 — a collective there could pair one
+rank's question with another's, or wait for a rank that never asks — so no rank measures
+them: each takes what the cache file already holds, else torch, the same on every rank.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ class Autotuner:
             )
             dist.broadcast_object_list(box, src=0)
             choice = box[0]
+        elif _distributed():
+            held = self.cache.lookup(self.environment or current_environment(device), signature)
+            choice = held["choice"] if held is not None else "torch"
         else:
             choice = self._decide(signature, precision, device, sides)
         self.chosen[signature] = choice
