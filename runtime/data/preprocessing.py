@@ -56,7 +56,8 @@ class Normalization:
         std = preprocess.get("std_rgb") or (1.0, 1.0, 1.0)
         if len(std) != 3 or min(std) <= 0:
             raise NormalizationError(f"{source}: std_rgb {std!r} is not three positive numbers")
-        return cls("vggspec", tuple(float(v) for v in mean), tuple(float(v) for v in std), unit)
+        bgr = bool(preprocess.get("bgr", False))  # converted Caffe weights (vggspec convert)
+        return cls("vggspec", tuple(float(v) for v in mean), tuple(float(v) for v in std), unit, bgr)
 
     @classmethod
     def named(cls, name: str, preprocess: dict | None = None, source: str = "") -> Normalization:

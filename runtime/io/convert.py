@@ -1,0 +1,260 @@
+"""Caffe and MatConvNet weights → a spec's net: layers matched by order and shape, the
+pixel convention recorded with them, written as vggspec safetensors without a full copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from vggspec.compiler import Spec, compile_spec
+from vggspec.compiler.ir import ops
+from vggspec.compiler.ir.graph import meta
+from vggspec.compiler.lowering.net import Net, lower
+
+from ..data.preprocessing import CAFFE_MEAN_RGB
+from .atomic import atomic_write
+from .caffe import read_caffemodel
+from .matconvnet import read_matconvnet
+from .weights import FORMAT, WeightsError, load_state
+
+# What each source's nets expect of an image, as vggspec's preprocessing metadata
+# (runtime/data/preprocessing.py Normalization.from_metadata reads it).
+CAFFE_PREPROCESS = {"mean_rgb": list(CAFFE_MEAN_RGB), "pixel_range": 255, "bgr": True}
+
+
+class ConvertError(WeightsError):
+    """Weights from elsewhere that do not fit the spec: which layer, both shapes."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One weight layer of the spec's net: its name, kind and parameter shapes."""
+
+    name: str
+    kind: str  # "conv" or "fc"
+    weight: tuple[int, ...]
+    bias: tuple[int, ...]
+    # An FC layer's input as the conv it is in a fully-convolutional file: (C, H, W).
+    fc_input: tuple[int, ...] = ()
+
+
+@dataclass
+class Converted:
+    """A spec's net's weights as float32 arrays (views on the source file where possible),
+    in state_dict order, with what the net expects of an image."""
+
+    net: Net  # uninitialised: names, shapes and the spec, no weights
+    arrays: dict[str, np.ndarray]
+    preprocess: dict
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def weight_targets(net: Net) -> list[Target]:
+    targets = []
+    for name, operation in net._body:
+        if isinstance(operation, ops.Conv2d | ops.Linear):
+            layer = getattr(net, name)
+            kind = "conv" if isinstance(operation, ops.Conv2d) else "fc"
+            fc_input = ()
+            if kind == "fc":
+                fc_input = tuple(meta(net.graph, name)["in_shape"])
+                fc_input = (*fc_input, 1, 1)[:3] if len(fc_input) < 3 else fc_input
+            targets.append(
+                Target(name, kind, tuple(layer.weight.shape), tuple(layer.bias.shape), fc_input)
+            )
+    return targets
+
+
+def _strip_ones(shape) -> tuple[int, ...]:
+    """A shape without its leading 1s: Caffe's legacy 4-D blobs write an FC weight as
+    (1, 1, out, in) and a bias as (1, 1, 1, out)."""
+    shape = tuple(int(d) for d in shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def _count_mismatch(source: str, theirs: list[str], spec_name: str, ours: list[Target]):
+    def span(names):
+        return f"{names[0]} … {names[-1]}" if names else "none"
+
+    return ConvertError(
+        f"{source}: {len(theirs)} weight layers ({span(theirs)}), but {spec_name} has "
+        f"{len(ours)} ({span([t.name for t in ours])}): weights of another net"
+    )
+
+
+def _caffe_arrays(path: Path, targets: list[Target], spec_name: str):
+    model = read_caffemodel(path)
+    if len(model.layers) != len(targets):
+        raise _count_mismatch(str(path), [la.name for la in model.layers], spec_name, targets)
+    arrays = {}
+    for layer, target in zip(model.layers, targets, strict=True):
+        if len(layer.blobs) != 2:
+            raise ConvertError(
+                f"{path}: layer {layer.name} ({layer.type}) has {len(layer.blobs)} blobs; "
+                f"the spec's {target.name} needs a weight and a bias"
+            )
+        weight, bias = layer.blobs
+        for blob, wanted, what in ((weight, target.weight, "weight"), (bias, target.bias, "bias")):
+            if _strip_ones(blob.shape) != _strip_ones(wanted):
+                raise ConvertError(
+                    f"{path}: layer {layer.name} ({layer.type}) has {what} "
+                    f"{tuple(blob.shape)}; the spec's {target.name} needs {wanted}"
+                )
+        # Caffe's InnerProduct weight is (out, in) with `in` flattened C×H×W, as torch's
+        # flatten: fc6 is a reshape, no permutation.
+        arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
+        arrays[f"{target.name}.bias"] = bias.reshape(target.bias)
+    kind = f"Caffe {model.layout}"
+    return arrays, dict(CAFFE_PREPROCESS, source="caffe"), kind, []
+
+
+def _hwck(shape) -> str:
+    """A torch conv shape (K, C, H, W) written as MatConvNet's H×W×C×K."""
+    k, c, h, w = shape
+    return f"{h}×{w}×{c}×{k}"
+
+
+def _matconvnet_arrays(path: Path, targets: list[Target], spec_name: str):
+    model = read_matconvnet(path)
+    if len(model.layers) != len(targets):
+        raise _count_mismatch(str(path), [la.name for la in model.layers], spec_name, targets)
+    arrays = {}
+    for layer, target in zip(model.layers, targets, strict=True):
+        # MatConvNet filters are H×W×C×K; an FC layer is a conv over its whole input
+        # (fc6: 7×7×512×4096), so its weight is the filter transposed to K×C×H×W and
+        # flattened C×H×W like torch's flatten.
+        wanted = target.weight if target.kind == "conv" else (target.weight[0], *target.fc_input)
+        as_torch = tuple(layer.filters.shape[i] for i in (3, 2, 0, 1))
+        if as_torch != wanted:
+            raise ConvertError(
+                f"{path}: layer {layer.name} has filters {_hwck(as_torch)} (H×W×C×K); "
+                f"the spec's {target.name} needs {_hwck(wanted)}"
+            )
+        if layer.biases.size != target.bias[0]:
+            raise ConvertError(
+                f"{path}: layer {layer.name} has {layer.biases.size} biases; "
+                f"the spec's {target.name} needs {target.bias[0]}"
+            )
+        weight = np.ascontiguousarray(layer.filters.transpose(3, 2, 0, 1), dtype=np.float32)
+        arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
+        arrays[f"{target.name}.bias"] = layer.biases.astype(np.float32).reshape(target.bias)
+    preprocess: dict = {"source": "matconvnet", "pixel_range": 255, "bgr": False}
+    notes = []
+    if model.average_image is None:
+        notes.append("the file has no meta.normalization.averageImage: no mean recorded")
+    else:
+        average = model.average_image
+        preprocess["mean_rgb"] = [float(v) for v in average.reshape(-1, 3).mean(axis=0)]
+        if average.size > 3:
+            notes.append(
+                f"its average image ({'×'.join(map(str, average.shape))}) is recorded as "
+                "its mean pixel"
+            )
+    return arrays, preprocess, "MatConvNet simplenn", notes
+
+
+def is_matconvnet(path: Path) -> bool:
+    """A MATLAB file by its header (v5 files start with 'MATLAB'), or by its suffix."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return path.suffix.lower() == ".mat"
+    return head == b"MATLAB" or path.suffix.lower() == ".mat"
+
+
+def convert(
+    path: str | os.PathLike, spec: Spec, spec_name: str = "the spec", rgb: bool = False
+) -> Converted:
+    """Read a .caffemodel or MatConvNet .mat and match its weight layers to `spec`'s,
+    by order and shape. `rgb` reverses conv1_1's input channels so that a BGR (Caffe)
+    net takes RGB. Raises ConvertError naming the layer and both shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such weights file")
+    net = lower(compile_spec(spec, name=Path(spec_name).stem), "torch")
+    targets = weight_targets(net)
+    reader = _matconvnet_arrays if is_matconvnet(path) else _caffe_arrays
+    arrays, preprocess, kind, notes = reader(path, targets, spec_name)
+    if rgb:
+        if not preprocess.get("bgr"):
+            notes.append("--rgb: the net already takes RGB; nothing swapped")
+        else:
+            first = targets[0]
+            if first.kind != "conv" or first.weight[1] != 3:
+                raise ConvertError(f"--rgb: {first.name} does not take 3 colour channels")
+            # Input channel c of a BGR net sees colour 2 - c: reversing the filters'
+            # input channels makes the same net read RGB.
+            arrays[f"{first.name}.weight"] = arrays[f"{first.name}.weight"][:, ::-1]
+            preprocess["bgr"] = False
+    preprocess["converted_from"] = f"{path.name} ({kind})"
+    preprocess.setdefault("input_size", list(net.input_size))
+    net.preprocess = dict(preprocess)
+    return Converted(net, arrays, preprocess, str(path), notes)
+
+
+def to_net(converted: Converted) -> Net:
+    """The converted weights loaded into the spec's net (a copy, in memory)."""
+    tensors = {
+        k: torch.from_numpy(np.array(v, dtype=np.float32, order="C"))
+        for k, v in converted.arrays.items()
+    }
+    net = load_state(converted.net, tensors, converted.source)
+    net.preprocess = dict(converted.preprocess)
+    return net
+
+
+def write(converted: Converted, path: str | os.PathLike) -> Path:
+    """The converted net as a vggspec safetensors file (what `weights.save` writes, read
+    by `vggspec.load`), streamed from the arrays: safetensors' own writer first copies
+    every tensor to bytes, a second copy of a 528 MB net. Atomic."""
+    path = Path(path)
+    net = converted.net
+    metadata = {
+        "format": FORMAT,
+        "spec": net.spec_text(),
+        "name": str(net.graph.graph.get("name", "spec")),
+        "preprocess": json.dumps(converted.preprocess),
+    }
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for name, array in converted.arrays.items():
+        size = array.size * 4
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
+
+    def write_file(tmp):
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)))
+            f.write(text)
+            for array in converted.arrays.values():
+                _write_array(f, array)
+
+    atomic_write(path, write_file)
+    return path
+
+
+def _write_array(f, array: np.ndarray, chunk_bytes: int = 1 << 26) -> None:
+    """Little-endian float32 bytes of `array`, in row chunks when it is a strided view
+    (so a permuted view is never copied whole)."""
+    array = array.astype("<f4", copy=False)
+    if array.flags.c_contiguous:
+        f.write(array.reshape(-1).view(np.uint8))
+        return
+    rows = max(1, chunk_bytes // max(1, array[0].nbytes))
+    for start in range(0, array.shape[0], rows):
+        f.write(np.ascontiguousarray(array[start : start + rows]).tobytes())
