@@ -4,6 +4,7 @@ pixel convention recorded with them, written as vggspec safetensors without a fu
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ..data.preprocessing import CAFFE_MEAN_RGB
 from .atomic import atomic_write
 from .caffe import read_caffemodel
 from .matconvnet import read_matconvnet
-from .weights import FORMAT, WeightsError, load_state
+from .weights import FORMAT, WeightsError
 
 # What each source's nets expect of an image, as vggspec's preprocessing metadata
 # (runtime/data/preprocessing.py Normalization.from_metadata reads it).
@@ -202,14 +203,44 @@ def convert(
 
 
 def to_net(converted: Converted) -> Net:
-    """The converted weights loaded into the spec's net (a copy, in memory)."""
-    tensors = {
-        k: torch.from_numpy(np.array(v, dtype=np.float32, order="C"))
-        for k, v in converted.arrays.items()
-    }
-    net = load_state(converted.net, tensors, converted.source)
+    """The converted weights loaded into the spec's net, in memory: each array is copied
+    straight into its parameter, 64 MiB at a time, and the file's pages it came from are
+    then released, so the peak stays near one copy of the weights."""
+    net = converted.net
+    state = net.state_dict()
+    with torch.no_grad():
+        for name, array in converted.arrays.items():
+            if tuple(array.shape) != tuple(state[name].shape):  # convert() matched them
+                raise ConvertError(f"{converted.source}: {name} has shape {array.shape}")
+            target = state[name].numpy()
+            rows = max(1, (64 << 20) // max(1, array[0].nbytes))  # fc6 is 392 MiB
+            for start in range(0, array.shape[0], rows):
+                target[start : start + rows] = array[start : start + rows]
+                _release_pages(array[start : start + rows])
     net.preprocess = dict(converted.preprocess)
     return net
+
+
+def _release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a view on a memory-mapped file (they are read again from
+    the file if the view is used again)."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    start = np.frombuffer(base, np.uint8, count=1).ctypes.data
+    low, high = (address - start for address in byte_bounds(array))
+    page = mmap.PAGESIZE
+    first = -(-low // page) * page  # whole pages inside the array only
+    if high - first >= page:
+        base.madvise(mmap.MADV_DONTNEED, first, (high - first) // page * page)
 
 
 def write(converted: Converted, path: str | os.PathLike) -> Path:
@@ -248,13 +279,12 @@ def write(converted: Converted, path: str | os.PathLike) -> Path:
     return path
 
 
-def _write_array(f, array: np.ndarray, chunk_bytes: int = 1 << 26) -> None:
-    """Little-endian float32 bytes of `array`, in row chunks when it is a strided view
-    (so a permuted view is never copied whole)."""
+def _write_array(f, array: np.ndarray, chunk_bytes: int = 64 << 20) -> None:
+    """Little-endian float32 bytes of `array`, 64 MiB of rows at a time (a permuted view is
+    never copied whole), releasing the source file's pages once written."""
     array = array.astype("<f4", copy=False)
-    if array.flags.c_contiguous:
-        f.write(array.reshape(-1).view(np.uint8))
-        return
-    rows = max(1, chunk_bytes // max(1, array[0].nbytes))
-    for start in range(0, array.shape[0], rows):
-        f.write(np.ascontiguousarray(array[start : start + rows]).tobytes())
+    rows = max(1, chunk_bytes // max(1, array[0].nbytes)) if array.ndim else 1
+    for start in range(0, max(1, array.shape[0] if array.ndim else 1), rows):
+        chunk = array[start : start + rows] if array.ndim else array
+        f.write(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
+        _release_pages(chunk)
