@@ -481,3 +481,39 @@ def test_matconvnet_fc_filters_need_the_transpose(tmp_path):
     weight = convert(file, parse(SMALL)).arrays["fc3.weight"]
     assert weight[5, 7 * 16 + 2 * 4 + 3] == 5000 + 700 + 20 + 3
     assert weight[11, 0 * 16 + 3 * 4 + 1] == 11000 + 31
+
+
+# ---------------------------------------------------------------------------------------
+# `run eval --weights FILE.caffemodel`: converted in memory, its pixel convention applied
+
+
+def test_run_eval_takes_a_caffemodel_directly(cli, tmp_path):
+    from eval_helpers import CLASSES, SPEC_32, write_images
+
+    torch_threads = torch.get_num_threads()
+    spec = tmp_path / "net.vgg"
+    spec.write_text(SPEC_32)
+    data = write_images(tmp_path / "data", {c: [(40, 36), (33, 45)] for c in CLASSES})
+    caffemodel = write_caffemodel(tmp_path / "net.caffemodel", random_layers(SPEC_32, seed=8))
+    common = ["--data", data, "--workers", "0", "--threads", "1", "--scales", "36", "--json"]
+    runs = {
+        "direct": ["--weights", caffemodel, "--spec", spec],
+        "converted": ["--checkpoint", tmp_path / "bgr.safetensors"],
+        "rgb": ["--checkpoint", tmp_path / "rgb.safetensors"],
+    }
+    for name, extra in (("bgr", []), ("rgb", ["--rgb"])):
+        out = tmp_path / f"{name}.safetensors"
+        assert cli("convert", caffemodel, "--spec", spec, "-o", out, *extra)[0] == 0
+    posteriors = {}
+    try:
+        for name, args in runs.items():
+            file = tmp_path / f"{name}.npz"
+            code, out, err = cli("run", "eval", *args, *common, "--posteriors", file)
+            assert code == 0, err
+            posteriors[name] = np.load(file)["dense@36"]
+    finally:
+        torch.set_num_threads(torch_threads)
+    np.testing.assert_array_equal(posteriors["direct"], posteriors["converted"])
+    # BGR net fed BGR == channel-swapped net fed RGB: the recorded convention is applied.
+    np.testing.assert_allclose(posteriors["rgb"], posteriors["direct"], rtol=1e-5, atol=1e-6)
+    assert posteriors["direct"].shape == (12, 6)

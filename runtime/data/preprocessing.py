@@ -57,7 +57,8 @@ class Normalization:
         if len(std) != 3 or min(std) <= 0:
             raise NormalizationError(f"{source}: std_rgb {std!r} is not three positive numbers")
         bgr = bool(preprocess.get("bgr", False))  # converted Caffe weights (vggspec convert)
-        return cls("vggspec", tuple(float(v) for v in mean), tuple(float(v) for v in std), unit, bgr)
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        return cls("vggspec", mean, std, unit, bgr)
 
     @classmethod
     def named(cls, name: str, preprocess: dict | None = None, source: str = "") -> Normalization:

@@ -16,6 +16,7 @@ from vggspec.compiler.lowering.net import Net, densify, lower, with_num_classes
 
 from ..data.preprocessing import Normalization
 from ..io.checkpoint import CheckpointError, load_checkpoint
+from ..io.convert import convert, to_net
 from ..io.weights import (
     WeightsError,
     load,
@@ -267,6 +268,15 @@ def load_weights_model(
     if not path.is_file():
         raise EvalError(f"{path}: no such weights file")
     spec = load_spec(spec_path)
+    if path.suffix.lower() in (".caffemodel", ".mat"):  # Caffe, MatConvNet: converted here
+        net = to_net(
+            convert(path, spec, spec_path), _empty_net(spec, Path(spec_path).stem, backend)
+        )
+        normalization = Normalization.named(preprocessing or "vggspec", net.preprocess, str(path))
+        scale = train_scale if train_scale is not None else _training_scale(net.preprocess)
+        return _finish(
+            net, Path(spec_path).stem, str(path), normalization, class_names, scale, device
+        )
     tensors, metadata = _read_tensors(path)
     if "spec" in metadata:
         theirs = parse(metadata["spec"], f"{path} (embedded spec)")

@@ -202,12 +202,15 @@ def convert(
     return Converted(net, arrays, preprocess, str(path), notes)
 
 
-def to_net(converted: Converted) -> Net:
-    """The converted weights loaded into the spec's net, in memory: each array is copied
-    straight into its parameter, 64 MiB at a time, and the file's pages it came from are
-    then released, so the peak stays near one copy of the weights."""
-    net = converted.net
+def to_net(converted: Converted, net: Net | None = None) -> Net:
+    """The converted weights loaded into the spec's net (or into `net`, the same spec's
+    net on another backend), in memory: each array is copied straight into its parameter,
+    64 MiB at a time, and the file's pages it came from are then released, so the peak
+    stays near one copy of the weights."""
+    net = converted.net if net is None else net
     state = net.state_dict()
+    if list(state) != list(converted.arrays):
+        raise ConvertError(f"{converted.source}: converted for another net than this one")
     with torch.no_grad():
         for name, array in converted.arrays.items():
             if tuple(array.shape) != tuple(state[name].shape):  # convert() matched them
