@@ -139,7 +139,9 @@ def write_caffemodel(path, layers, layout="V1", legacy_shape=True, double=False)
             blob.num, blob.channels, blob.height, blob.width = (1,) * (4 - array.ndim) + array.shape
         else:
             blob.shape.dim.extend(array.shape)
-        (blob.double_data if double else blob.data).extend(array.ravel().tolist())
+        values, flat = blob.double_data if double else blob.data, array.ravel()
+        for start in range(0, flat.size, 1 << 20):  # lists of 1 M floats: D's fc6 is 103 M
+            values.extend(flat[start : start + (1 << 20)].tolist())
         blob.diff.extend([1.0] * min(array.size, 7))  # gradients: to be skipped
 
     for name, kind, weight, bias in layers:
