@@ -7,12 +7,13 @@ import sys
 
 from vggspec.commands import compile as compile_command
 from vggspec.commands import convert as convert_command
+from vggspec.commands import export as export_command
 from vggspec.commands import misc as misc_commands
 from vggspec.commands import run as run_command
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.errors import UserError
 
-COMMANDS = (compile_command, run_command, convert_command, misc_commands)
+COMMANDS = (compile_command, run_command, convert_command, export_command, misc_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
