@@ -191,7 +191,7 @@ def convert(
         else:
             first = targets[0]
             if first.kind != "conv" or first.weight[1] != 3:
-                raise ConvertError(f"--rgb: {first.name} does not take 3 colour channels")
+                raise ConvertError(f"{path}: --rgb: {first.name} does not take 3 colour channels")
             # Input channel c of a BGR net sees colour 2 - c: reversing the filters'
             # input channels makes the same net read RGB.
             arrays[f"{first.name}.weight"] = arrays[f"{first.name}.weight"][:, ::-1]
