@@ -57,6 +57,7 @@ class Converted:
 
 
 def weight_targets(net: Net) -> list[Target]:
+    """The net's conv and FC layers in order: what a file's weight layers must match."""
     targets = []
     for name, operation in net._body:
         if isinstance(operation, ops.Conv2d | ops.Linear):
