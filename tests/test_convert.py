@@ -519,3 +519,20 @@ def test_run_eval_takes_a_caffemodel_directly(cli, tmp_path):
     # BGR net fed BGR == channel-swapped net fed RGB: the recorded convention is applied.
     np.testing.assert_allclose(posteriors["rgb"], posteriors["direct"], rtol=1e-5, atol=1e-6)
     assert posteriors["direct"].shape == (12, 6)
+
+
+def test_matconvnet_full_average_image_is_recorded_as_its_mean_pixel(tmp_path):
+    """Older files (the neural-style favourite imagenet-vgg-verydeep-19.mat) keep a whole
+    H×W×3 average image, at the top level: its mean pixel is recorded, with a note."""
+    from scipy.io import loadmat, savemat
+
+    file = tmp_path / "old.mat"
+    write_matconvnet(file, random_layers(SMALL), old_fields=True)
+    content = loadmat(str(file))
+    average = np.stack([np.full((4, 4), v, np.float32) for v in (10.0, 20.0, 30.0)], axis=-1)
+    average[0, 0] = (50.0, 60.0, 70.0)
+    normalization = {"averageImage": average}
+    savemat(str(file), {"layers": content["layers"], "normalization": normalization})
+    converted = convert(file, parse(SMALL))
+    np.testing.assert_allclose(converted.preprocess["mean_rgb"], (12.5, 22.5, 32.5))
+    assert converted.notes == ["its average image (4×4×3) is recorded as its mean pixel"]
