@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from helpers import SPECS
 from vggspec.compiler import compile_spec, parse
 from vggspec.compiler.lowering.net import densify, lower
-from vggspec.runtime.data.preprocessing import CAFFE_MEAN_RGB, Normalization
+from vggspec.runtime.data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
 from vggspec.runtime.io.convert import convert, to_net
+from vggspec.runtime.io.model_info import ModelInfo, read_model_info
+from vggspec.runtime.io.weights import read_metadata
 
 import vggspec
 
@@ -235,7 +237,8 @@ def test_rgb_swaps_conv1_1_so_the_net_reads_rgb(tmp_path):
     file = write_caffemodel(tmp_path / "net.caffemodel", random_layers(SMALL, seed=1))
     bgr = convert(file, parse(SMALL))
     rgb = convert(file, parse(SMALL), rgb=True)
-    assert bgr.preprocess["bgr"] is True and rgb.preprocess["bgr"] is False
+    assert bgr.info.preprocessing.bgr is True and rgb.info.preprocessing.bgr is False
+    assert rgb.info.preprocessing.mean_rgb == bgr.info.preprocessing.mean_rgb == CAFFE_MEAN_RGB
     bgr_net, rgb_net = to_net(bgr).eval(), to_net(rgb).eval()
     image_bgr = torch.rand(2, 3, 16, 16) * 255 - 120
     torch.testing.assert_close(bgr_net(image_bgr), rgb_net(image_bgr.flip(1)), rtol=1e-5, atol=1e-5)
@@ -254,15 +257,15 @@ def test_cli_writes_a_net_vggspec_load_reads(cli, tmp_path, small_spec):
     for name, _, weight, bias in layers:
         assert torch.equal(getattr(net, name).weight.detach(), torch.from_numpy(weight))
         assert torch.equal(getattr(net, name).bias.detach(), torch.from_numpy(bias))
-    assert net.preprocess["mean_rgb"] == list(CAFFE_MEAN_RGB)
-    normalization = Normalization.from_metadata(net.preprocess, str(out))
-    assert normalization.bgr and normalization.mean_rgb == CAFFE_MEAN_RGB
+    caffe = Preprocessing("vggspec", CAFFE_MEAN_RGB, bgr=True)
+    assert vggspec.model_info(out) == ModelInfo(caffe, input_size=(16, 16))
+    assert read_metadata(out)["converted_from"] == "VGG_small.caffemodel (Caffe V1)"
 
     code, _, err = cli("convert", file, "--spec", small_spec, "-o", out, "--rgb")
     assert code == 0, err
     swapped = vggspec.load(out)
     assert torch.equal(swapped.conv1_1.weight.detach(), torch.from_numpy(layers[0][2]).flip(1))
-    assert not Normalization.from_metadata(swapped.preprocess, str(out)).bgr
+    assert read_model_info(out).preprocessing == Preprocessing("vggspec", CAFFE_MEAN_RGB)
 
 
 def test_cli_converts_the_builtin_spec_name(cli, tmp_path):
@@ -420,8 +423,8 @@ def test_matconvnet_reads_back_by_value(tmp_path, old_fields):
     file = tmp_path / "imagenet-small.mat"
     filters = write_matconvnet(file, layers, old_fields=old_fields)
     converted = convert(file, parse(SMALL))
-    assert converted.preprocess["mean_rgb"] == [120.0, 115.0, 100.0]
-    assert converted.preprocess["bgr"] is False
+    assert converted.info.preprocessing.mean_rgb == (120.0, 115.0, 100.0)
+    assert converted.info.preprocessing.bgr is False
     net = to_net(converted).eval()
     for name, _, weight, bias in layers:
         assert torch.equal(getattr(net, name).weight.detach(), torch.from_numpy(weight)), name
@@ -443,9 +446,9 @@ def test_matconvnet_cli_records_rgb_minus_the_average_image(cli, tmp_path, small
     assert code == 0, err
     assert "MatConvNet simplenn" in stdout and "already takes RGB" in stdout
     net = vggspec.load(out)
-    normalization = Normalization.from_metadata(net.preprocess, str(out))
-    assert not normalization.bgr
-    np.testing.assert_allclose(normalization.mean_rgb, (123.68, 116.779, 103.939), rtol=1e-6)
+    preprocessing = read_model_info(out).preprocessing
+    assert not preprocessing.bgr and preprocessing.std_rgb == (1.0, 1.0, 1.0)
+    np.testing.assert_allclose(preprocessing.mean_rgb, (123.68, 116.779, 103.939), rtol=1e-6)
     assert torch.equal(net.conv1_1.weight.detach(), torch.from_numpy(layers[0][2]))
 
 
@@ -534,5 +537,5 @@ def test_matconvnet_full_average_image_is_recorded_as_its_mean_pixel(tmp_path):
     normalization = {"averageImage": average}
     savemat(str(file), {"layers": content["layers"], "normalization": normalization})
     converted = convert(file, parse(SMALL))
-    np.testing.assert_allclose(converted.preprocess["mean_rgb"], (12.5, 22.5, 32.5))
+    np.testing.assert_allclose(converted.info.preprocessing.mean_rgb, (12.5, 22.5, 32.5))
     assert converted.notes == ["its average image (4×4×3) is recorded as its mean pixel"]

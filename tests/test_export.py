@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import onnxruntime
@@ -11,13 +9,15 @@ import pytest
 import torch
 from helpers import SPECS
 from vggspec.compiler.lowering.net import densify
+from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.io.model_info import ModelInfo, read_model_info
 
 import vggspec
 
 # Four pools at 32×32: the first FC sees 2×2, so its dense twin is a 2×2 conv.
 SPEC = "input 32x32 RGB\nconv3-4 maxpool\nconv3-8 maxpool\nconv3-8 maxpool\nconv3-8 maxpool\n"
 SPEC += "FC-16 FC-16 FC-10 soft-max\n"
-PREPROCESS = {"mean_rgb": [120.0, 115.0, 100.0], "class_names": list("abcdefghij")}
+INFO = ModelInfo(Preprocessing.trained((120.0, 115.0, 100.0)), tuple("abcdefghij"))
 
 
 def saved_net(folder, spec_text, seed=0):
@@ -25,7 +25,7 @@ def saved_net(folder, spec_text, seed=0):
     spec.write_text(spec_text)
     torch.manual_seed(seed)
     net = vggspec.build_net(spec, backend="torch", init="glorot").eval()
-    vggspec.save(net, folder / "model.safetensors", **PREPROCESS)
+    vggspec.save(net, folder / "model.safetensors", info=INFO)
     return net
 
 
@@ -59,9 +59,8 @@ def test_classifier_and_dense_twin_match_onnxruntime(cli, tmp_path):
 
     meta = {p.key: p.value for p in onnx.load(str(dense), load_external_data=False).metadata_props}
     assert meta["vggspec.spec"] == net.spec_text()
-    preprocess = json.loads(meta["vggspec.preprocess"])
-    assert preprocess["mean_rgb"] == PREPROCESS["mean_rgb"]
-    assert preprocess["input_size"] == [32, 32]
+    saved = ModelInfo.from_json(meta["vggspec.preprocess"], str(dense))
+    assert saved == INFO.with_input_size((32, 32)) == read_model_info(tmp_path)
 
 
 def test_export_mistakes_are_one_line(cli, tmp_path):

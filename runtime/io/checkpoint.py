@@ -9,6 +9,8 @@ from vggspec.compiler.frontend.errors import VggspecError
 
 from .atomic import atomic_write
 
+FORMAT = "vggspec-checkpoint/1"  # the "format" entry of every checkpoint's state
+
 
 class CheckpointError(VggspecError):
     """A checkpoint that is missing, unreadable or not one of ours."""
@@ -28,6 +30,6 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({type(err).__name__}: {err})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != "vggspec-checkpoint/1":
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vggspec training checkpoint")
     return state

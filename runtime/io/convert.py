@@ -7,25 +7,26 @@ import json
 import mmap
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from vggspec.compiler import Spec, compile_spec
-from vggspec.compiler.ir import ops
 from vggspec.compiler.ir.graph import meta
 from vggspec.compiler.lowering.net import Net, lower
 
-from ..data.preprocessing import CAFFE_MEAN_RGB
+from ..data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
 from .atomic import atomic_write
 from .caffe import read_caffemodel
 from .matconvnet import read_matconvnet
-from .weights import FORMAT, WeightsError
+from .model_info import ModelInfo
+from .weights import WeightsError, file_metadata
 
-# What each source's nets expect of an image, as vggspec's preprocessing metadata
-# (runtime/data/preprocessing.py Normalization.from_metadata reads it).
-CAFFE_PREPROCESS = {"mean_rgb": list(CAFFE_MEAN_RGB), "pixel_range": 255, "bgr": True}
+# What a converted net expects of an image, as a file records it: named "vggspec" like
+# every convention read back from a file, so that a converted net in memory and the file
+# written from it carry the same Preprocessing.
+CAFFE_PIXELS = Preprocessing("vggspec", CAFFE_MEAN_RGB, bgr=True)  # the VGG release
 
 
 class ConvertError(WeightsError):
@@ -51,21 +52,23 @@ class Converted:
 
     net: Net  # uninitialised: names, shapes and the spec, no weights
     arrays: dict[str, np.ndarray]
-    preprocess: dict
+    info: ModelInfo  # its pixel convention (None where the file has no mean) and input size
     source: str
+    origin: str  # the file's name and kind, e.g. "VGG_ILSVRC_16_layers.caffemodel (Caffe V1)"
     notes: list[str] = field(default_factory=list)
 
 
 def weight_targets(net: Net) -> list[Target]:
     """The net's conv and FC layers in order: what a file's weight layers must match."""
     targets = []
-    for name, operation in net._body:
-        if isinstance(operation, ops.Conv2d | ops.Linear):
+    for name, operation in net.layers():
+        if operation.has_weights:
             layer = getattr(net, name)
-            kind = "conv" if isinstance(operation, ops.Conv2d) else "fc"
+            # torchvision's sections tell the two weight layers apart: conv in features.
+            kind = "conv" if operation.section == "features" else "fc"
             fc_input = ()
             if kind == "fc":
-                fc_input = tuple(meta(net.graph, name)["in_shape"])
+                fc_input = tuple(meta(net.graph, name).in_shape)
                 fc_input = (*fc_input, 1, 1)[:3] if len(fc_input) < 3 else fc_input
             targets.append(
                 Target(name, kind, tuple(layer.weight.shape), tuple(layer.bias.shape), fc_input)
@@ -114,8 +117,7 @@ def _caffe_arrays(path: Path, targets: list[Target], spec_name: str):
         # flatten: fc6 is a reshape, no permutation.
         arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
         arrays[f"{target.name}.bias"] = bias.reshape(target.bias)
-    kind = f"Caffe {model.layout}"
-    return arrays, dict(CAFFE_PREPROCESS, source="caffe"), kind, []
+    return arrays, CAFFE_PIXELS, f"Caffe {model.layout}", []
 
 
 def _hwck(shape) -> str:
@@ -148,19 +150,18 @@ def _matconvnet_arrays(path: Path, targets: list[Target], spec_name: str):
         weight = np.ascontiguousarray(layer.filters.transpose(3, 2, 0, 1), dtype=np.float32)
         arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
         arrays[f"{target.name}.bias"] = layer.biases.astype(np.float32).reshape(target.bias)
-    preprocess: dict = {"source": "matconvnet", "pixel_range": 255, "bgr": False}
-    notes = []
+    pixels, notes = None, []  # MatConvNet nets take RGB 0..255 minus the average image
     if model.average_image is None:
         notes.append("the file has no meta.normalization.averageImage: no mean recorded")
     else:
         average = model.average_image
-        preprocess["mean_rgb"] = [float(v) for v in average.reshape(-1, 3).mean(axis=0)]
+        pixels = Preprocessing("vggspec", tuple(average.reshape(-1, 3).mean(axis=0).tolist()))
         if average.size > 3:
             notes.append(
                 f"its average image ({'×'.join(map(str, average.shape))}) is recorded as "
                 "its mean pixel"
             )
-    return arrays, preprocess, "MatConvNet simplenn", notes
+    return arrays, pixels, "MatConvNet simplenn", notes
 
 
 def is_matconvnet(path: Path) -> bool:
@@ -185,9 +186,9 @@ def convert(
     net = lower(compile_spec(spec, name=Path(spec_name).stem), "torch")
     targets = weight_targets(net)
     reader = _matconvnet_arrays if is_matconvnet(path) else _caffe_arrays
-    arrays, preprocess, kind, notes = reader(path, targets, spec_name)
+    arrays, pixels, kind, notes = reader(path, targets, spec_name)
     if rgb:
-        if not preprocess.get("bgr"):
+        if pixels is None or not pixels.bgr:
             notes.append("--rgb: the net already takes RGB; nothing swapped")
         else:
             first = targets[0]
@@ -196,11 +197,9 @@ def convert(
             # Input channel c of a BGR net sees colour 2 - c: reversing the filters'
             # input channels makes the same net read RGB.
             arrays[f"{first.name}.weight"] = arrays[f"{first.name}.weight"][:, ::-1]
-            preprocess["bgr"] = False
-    preprocess["converted_from"] = f"{path.name} ({kind})"
-    preprocess.setdefault("input_size", list(net.input_size))
-    net.preprocess = dict(preprocess)
-    return Converted(net, arrays, preprocess, str(path), notes)
+            pixels = replace(pixels, bgr=False)
+    info = ModelInfo(pixels).with_input_size(net.input_size)
+    return Converted(net, arrays, info, str(path), f"{path.name} ({kind})", notes)
 
 
 def to_net(converted: Converted, net: Net | None = None) -> Net:
@@ -221,7 +220,6 @@ def to_net(converted: Converted, net: Net | None = None) -> Net:
             for start in range(0, array.shape[0], rows):
                 target[start : start + rows] = array[start : start + rows]
                 _release_pages(array[start : start + rows])
-    net.preprocess = dict(converted.preprocess)
     return net
 
 
@@ -248,17 +246,13 @@ def _release_pages(array: np.ndarray) -> None:
 
 
 def write(converted: Converted, path: str | os.PathLike) -> Path:
-    """The converted net as a vggspec safetensors file (what `weights.save` writes, read
-    by `vggspec.load`), streamed from the arrays: safetensors' own writer first copies
-    every tensor to bytes, a second copy of a 528 MB net. Atomic."""
+    """The converted net as a vggspec safetensors file (what `weights.save` writes, with
+    the same metadata, read by `vggspec.load` and `vggspec.model_info`; the file it came
+    from as `converted_from`), streamed from the arrays: safetensors' own writer first
+    copies every tensor to bytes, a second copy of a 528 MB net. Atomic."""
     path = Path(path)
-    net = converted.net
-    metadata = {
-        "format": FORMAT,
-        "spec": net.spec_text(),
-        "name": str(net.graph.graph.get("name", "spec")),
-        "preprocess": json.dumps(converted.preprocess),
-    }
+    metadata = file_metadata(converted.net, converted.info)
+    metadata["converted_from"] = converted.origin
     header: dict = {"__metadata__": metadata}
     offset = 0
     for name, array in converted.arrays.items():

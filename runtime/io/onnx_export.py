@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 from vggspec.compiler.lowering.net import Net, densify, lower
 
 from .atomic import atomic_write
+from .model_info import KEY, ModelInfo
 from .weights import WeightsError
 
 INPUT, OUTPUT = "image", "scores"
@@ -20,9 +20,12 @@ class ExportError(WeightsError):
     """A net that cannot be exported, or ONNX tools that are missing."""
 
 
-def export_onnx(net: Net, path: str | os.PathLike, dense: bool = False) -> Path:
+def export_onnx(
+    net: Net, path: str | os.PathLike, dense: bool = False, info: ModelInfo | None = None
+) -> Path:
     """Write `net` as ONNX (torch's exporter, opset 18). Input `image`: (N, 3, H, W)
-    float32, already preprocessed as the metadata `vggspec.preprocess` says. Output
+    float32, already preprocessed as the model information `info` says (the metadata
+    `vggspec.preprocess`, the JSON of a safetensors file's; its input size the net's). Output
     `scores`: class scores (N, classes), or with `dense` the class score map
     (N, classes, h, w) of the fully-convolutional twin, N, H and W dynamic (H, W at least
     the spec's input size). The spec text travels as `vggspec.spec`. Atomic."""
@@ -55,12 +58,11 @@ def export_onnx(net: Net, path: str | os.PathLike, dense: bool = False) -> Path:
             opset_version=18,
             verbose=False,
         )
-    info = {**net.preprocess}
-    info.setdefault("input_size", [height, width])
+    info = (info or ModelInfo()).with_input_size(net.input_size)
     program.model.metadata_props.update(
         {
             "vggspec.spec": net.spec_text(),
-            "vggspec.preprocess": json.dumps(info),
+            f"vggspec.{KEY}": info.to_json(),
             "vggspec.output": "class score map (N, classes, h, w)"
             if model.dense
             else "class scores (N, classes)",

@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 from vggspec.compiler.frontend.errors import VggspecError
 
+from ..data.scale import TrainScale
+
 
 class ConfigError(VggspecError):
     """A run setting that is unknown, of the wrong type or out of range."""
@@ -48,9 +50,8 @@ class TrainConfig:
     normalise: str = "mean"  # subtract the mean RGB (the paper); mean-std also divides by std
 
     @property
-    def scale_range(self) -> tuple[int, int]:
-        s = self.scale
-        return (s, s) if isinstance(s, int) else (s[0], s[1])
+    def train_scale(self) -> TrainScale:
+        return TrainScale.parse(self.scale)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,8 +128,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"lr_factor must be in (0, 1), got {cfg.lr_factor}")
     if isinstance(cfg.scale, list) and (len(cfg.scale) != 2 or cfg.scale[0] > cfg.scale[1]):
         raise ConfigError(f"scale must be S or [S_min, S_max] with S_min ≤ S_max, got {cfg.scale}")
-    if min(cfg.scale_range) < 1:
-        raise ConfigError(f"scale must be positive, got {cfg.scale}")
+    try:
+        TrainScale.parse(cfg.scale)
+    except ValueError:
+        raise ConfigError(f"scale must be positive, got {cfg.scale}") from None
     return cfg
 
 

@@ -38,13 +38,11 @@ def run_convert(args) -> int:
     spec = load_spec(locate(args.spec))
     converted = convert(args.file, spec, args.spec, rgb=args.rgb)
     write(converted, args.output)
-    info = converted.preprocess
-    print(
-        f"{args.output}: {len(converted.arrays) // 2} weight layers from {info['converted_from']}"
-    )
-    if "mean_rgb" in info:
-        mean = info["mean_rgb"][::-1] if info["bgr"] else info["mean_rgb"]
-        order = "BGR" if info["bgr"] else "RGB"
+    print(f"{args.output}: {len(converted.arrays) // 2} weight layers from {converted.origin}")
+    pixels = converted.info.preprocessing
+    if pixels is not None:
+        mean = pixels.mean_rgb[::-1] if pixels.bgr else pixels.mean_rgb
+        order = "BGR" if pixels.bgr else "RGB"
         values = ", ".join(f"{v:.6g}" for v in mean)
         print(f"  expects {order} pixels 0–255 minus ({values}), in {order} order")
     for note in converted.notes:

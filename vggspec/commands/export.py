@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
 
 def run_export(args) -> int:
     from vggspec.runtime.eval.models import resolve_checkpoint
+    from vggspec.runtime.io.model_info import read_model_info
     from vggspec.runtime.io.onnx_export import export_onnx
     from vggspec.runtime.io.weights import load
 
@@ -33,7 +34,7 @@ def run_export(args) -> int:
     if source.suffix != ".safetensors":
         raise UserError(f"{source}: export a finished run's model.safetensors")
     net = load(source, backend="torch")
-    export_onnx(net, args.output, dense=args.dense)
+    export_onnx(net, args.output, dense=args.dense, info=read_model_info(source))
     kind = "dense twin: class score map" if args.dense else "classifier: class scores"
     height, width = net.input_size
     print(f"{args.output}: {kind}, input {height}x{width}{' or larger' if args.dense else ''}")
