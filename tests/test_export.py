@@ -14,9 +14,9 @@ from vggspec.runtime.io.model_info import ModelInfo, read_model_info
 
 import vggspec
 
-# Four pools at 32×32: the first FC sees 2×2, so its dense twin is a 2×2 conv.
-SPEC = "input 32x32 RGB\nconv3-4 maxpool\nconv3-8 maxpool\nconv3-8 maxpool\nconv3-8 maxpool\n"
-SPEC += "FC-16 FC-16 FC-10 soft-max\n"
+# Two pools at 16×16: the first FC sees 4×4, so its dense twin is a 4×4 conv. Small, as
+# the exporter's time grows with the layers.
+SPEC = "input 16x16 RGB\nconv3-4 maxpool\nconv3-8 maxpool\nFC-16 FC-16 FC-10 soft-max\n"
 INFO = ModelInfo(Preprocessing.trained((120.0, 115.0, 100.0)), tuple("abcdefghij"))
 
 
@@ -39,28 +39,28 @@ def test_classifier_and_dense_twin_match_onnxruntime(cli, tmp_path):
     classifier, dense = tmp_path / "net.onnx", tmp_path / "dense.onnx"
     code, out, err = cli("export", tmp_path, "-o", classifier)  # a run folder
     assert code == 0, err
-    assert "classifier: class scores, input 32x32" in out
-    x = torch.randn(3, 3, 32, 32) * 50
+    assert "classifier: class scores, input 16x16" in out
+    x = torch.randn(3, 3, 16, 16) * 50
     with torch.no_grad():
         np.testing.assert_allclose(run_onnx(classifier, x), net(x).numpy(), rtol=1e-4, atol=1e-4)
 
     code, out, err = cli("export", tmp_path / "model.safetensors", "-o", dense, "--dense")
     assert code == 0, err
     twin = densify(net).eval()
-    for batch, height, width, score_map in ((2, 64, 96, (3, 5)), (1, 48, 32, (2, 1))):
+    for batch, height, width, score_map in ((2, 32, 48, (5, 9)), (1, 24, 16, (3, 1))):
         x = torch.randn(batch, 3, height, width) * 50
         got = run_onnx(dense, x)
         assert got.shape == (batch, 10, *score_map)
         with torch.no_grad():
             np.testing.assert_allclose(got, twin(x).numpy(), rtol=1e-4, atol=1e-4)
-    x = torch.randn(2, 3, 32, 32) * 50
+    x = torch.randn(2, 3, 16, 16) * 50
     with torch.no_grad():  # at the input size the twin is the classifier
         np.testing.assert_allclose(run_onnx(dense, x)[:, :, 0, 0], net(x).numpy(), atol=1e-4)
 
     meta = {p.key: p.value for p in onnx.load(str(dense), load_external_data=False).metadata_props}
     assert meta["vggspec.spec"] == net.spec_text()
     saved = ModelInfo.from_json(meta["vggspec.preprocess"], str(dense))
-    assert saved == INFO.with_input_size((32, 32)) == read_model_info(tmp_path)
+    assert saved == INFO.with_input_size((16, 16)) == read_model_info(tmp_path)
 
 
 def test_export_mistakes_are_one_line(cli, tmp_path):

@@ -63,8 +63,6 @@ class Net(nn.Module):
         self.spec: Spec = graph.graph["spec"]
         self.dense = bool(graph.graph.get("dense"))
         self.input_size = tuple(meta(graph, nodes(graph)[0]).shape[1:])
-        # What the weights expect of an image; set by training, kept by save/load.
-        self.preprocess: dict = {}
         self._body: list[tuple[str, Op]] = []
         head = False
         for n in nodes(graph):
@@ -194,7 +192,6 @@ def densify(net: Net) -> Net:
     if net.dense:
         return net
     dense = Net(dense_graph(net.graph), net.backend_name, net.dropout)
-    dense.preprocess = dict(net.preprocess)
     with torch.no_grad():
         for n in nodes(dense.graph):
             source = meta(dense.graph, n).weight_from
