@@ -15,10 +15,15 @@ from vggspec.compiler.lowering.net import build
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where the ops are asked, never switched on: all of the compiler but the ops package, and
-# the runtime modules that read ops (torchvision names, init_from, the feature cut).
+# the runtime modules that read ops (torchvision names, init_from, the feature cut, the
+# weight layers a converted file is matched to).
 ASKING = [
     p for p in sorted((ROOT / "compiler").rglob("*.py")) if "ops" not in p.relative_to(ROOT).parts
-] + [ROOT / "runtime/io/weights.py", ROOT / "runtime/eval/features.py"]
+] + [
+    ROOT / "runtime/io/weights.py",
+    ROOT / "runtime/eval/features.py",
+    ROOT / "runtime/io/convert.py",
+]
 
 
 def _type_checks(path: Path) -> list[str]:

@@ -6,13 +6,22 @@ import argparse
 import sys
 
 from vggspec.commands import compile as compile_command
+from vggspec.commands import convert as convert_command
 from vggspec.commands import data as data_command
+from vggspec.commands import export as export_command
 from vggspec.commands import plot as plot_command
 from vggspec.commands import run as run_command
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.errors import UserError
 
-COMMANDS = (compile_command, run_command, data_command, plot_command)
+COMMANDS = (
+    compile_command,
+    run_command,
+    convert_command,
+    export_command,
+    data_command,
+    plot_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

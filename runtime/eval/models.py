@@ -16,6 +16,7 @@ from vggspec.compiler.lowering.net import Net, densify, lower, with_num_classes
 from ..data.preprocessing import Preprocessing, PreprocessingError
 from ..data.scale import TrainScale
 from ..io.checkpoint import CheckpointError, load_checkpoint
+from ..io.convert import convert, to_net
 from ..io.model_info import KEY as INFO_KEY
 from ..io.model_info import ModelInfo
 from ..io.rundir import RunDirError, model_file
@@ -283,6 +284,12 @@ def load_weights_model(
     if not path.is_file():
         raise EvalError(f"{path}: no such weights file")
     spec = load_spec(spec_path)
+    if path.suffix.lower() in (".caffemodel", ".mat"):  # Caffe, MatConvNet: converted here
+        converted = convert(path, spec, spec_path)
+        net = to_net(converted, _empty_net(spec, Path(spec_path).stem, backend))
+        chosen = _preprocessing(preprocessing or "vggspec", converted.info, str(path))
+        scale = TrainScale.parse(train_scale) if train_scale is not None else None
+        return _finish(net, Path(spec_path).stem, str(path), chosen, class_names, scale, device)
     tensors, metadata = _read_tensors(path)
     if "spec" in metadata:
         theirs = parse(metadata["spec"], f"{path} (embedded spec)")

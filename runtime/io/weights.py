@@ -50,16 +50,23 @@ def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Pa
     (preprocessing, class names, training scale; the input size is the net's) in the
     metadata. Atomic: a crash mid-write leaves any previous file intact."""
     path = Path(path)
+    metadata = file_metadata(net, info)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+def file_metadata(net: Net, info: ModelInfo | None = None) -> dict[str, str]:
+    """The metadata of a vggspec safetensors file (what `read_metadata` checks and `load`
+    rebuilds the net from): format, spec text, name and the model information, whose input
+    size is the net's. Every writer of these files uses it."""
     info = (info or ModelInfo()).with_input_size(net.input_size)
-    metadata = {
+    return {
         "format": FORMAT,
         "spec": net.spec_text(),
         "name": str(net.graph.graph.get("name", "spec")),
         KEY: info.to_json(),
     }
-    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    return path
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

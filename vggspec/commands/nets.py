@@ -25,8 +25,8 @@ def add_arguments(p, what: str) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="weights from elsewhere: a torchvision VGG .pth, or safetensors (torchvision's "
-        "or vggspec's names); needs --spec",
+        help="weights from elsewhere: a torchvision VGG .pth, safetensors (torchvision's "
+        "or vggspec's names), a Caffe .caffemodel or a MatConvNet .mat; needs --spec",
     )
     nets.add_argument(
         "--spec",
