@@ -241,6 +241,18 @@ def test_a_checkpoint_whose_model_info_is_not_an_object_is_one_error(tmp_path, b
         vggspec.model_info(path)
 
 
+def test_save_refuses_class_names_that_do_not_match_the_net(demo_net, tmp_path):
+    info = vggspec.ModelInfo(class_names=("cat", "dog"))
+    with pytest.raises(
+        WeightsError, match=r"m\.safetensors: 2 class names for a net of 10 classes"
+    ):
+        vggspec.save(demo_net, tmp_path / "m.safetensors", info)
+    assert not (tmp_path / "m.safetensors").exists()
+    two = vggspec.build_net(SPECS / "demo.vgg", backend="torch", num_classes=2)
+    vggspec.save(two, tmp_path / "m.safetensors", info)
+    assert vggspec.model_info(tmp_path / "m.safetensors").class_names == ("cat", "dog")
+
+
 def test_run_dir_owns_the_paths_of_a_run_folder(tmp_path, monkeypatch):
     run = vggspec.RunDir(tmp_path / "r")
     names = [run.config, run.log, run.metrics, run.last, run.best, run.model, run.summary]

@@ -50,6 +50,11 @@ def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Pa
     (preprocessing, class names, training scale; the input size is the net's) in the
     metadata. Atomic: a crash mid-write leaves any previous file intact."""
     path = Path(path)
+    names = info.class_names if info is not None else None
+    if names is not None and len(names) != net.num_classes:
+        raise WeightsError(
+            f"{path}: {len(names)} class names for a net of {net.num_classes} classes"
+        )
     info = (info or ModelInfo()).with_input_size(net.input_size)
     metadata = {
         "format": FORMAT,
