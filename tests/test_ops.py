@@ -14,11 +14,14 @@ from vggspec.compiler.lowering.launches import graph_launches
 from vggspec.compiler.lowering.net import build
 
 ROOT = Path(__file__).resolve().parents[1]
-# Where the ops are asked, never switched on: all of the compiler but the ops package, and
-# the runtime modules that read ops (torchvision names, init_from, the feature cut).
+# Where the ops are asked, never switched on: all of the compiler but the ops package, all
+# of the runtime and the command line.
 ASKING = [
-    p for p in sorted((ROOT / "compiler").rglob("*.py")) if "ops" not in p.relative_to(ROOT).parts
-] + [ROOT / "runtime/io/weights.py", ROOT / "runtime/eval/features.py"]
+    p
+    for folder in ("compiler", "runtime", "vggspec")
+    for p in sorted((ROOT / folder).rglob("*.py"))
+    if "ops" not in p.relative_to(ROOT).parts
+]
 
 
 def _type_checks(path: Path) -> list[str]:
@@ -45,7 +48,8 @@ def _type_checks(path: Path) -> list[str]:
 
 
 def test_no_type_switches_on_ops_outside_the_ops_package():
-    assert len(ASKING) > 20  # the glob found the compiler
+    assert len(ASKING) > 60  # the glob found the compiler, the runtime and the command line
+    assert ROOT / "runtime/eval/models.py" in ASKING and ROOT / "vggspec/cli.py" in ASKING
     assert [hit for path in ASKING for hit in _type_checks(path)] == []
 
 
@@ -90,6 +94,27 @@ class Twice(Layer):
 
     def build(self, b) -> None:
         b.add(f"twice{b.namer.stage}_{b.namer.next('twice')}", Double())
+
+
+@dataclass(frozen=True)
+class Widened(Twice):
+    """Twice with a `features` count: an attribute that does not make it the classifier."""
+
+    features: int = 3
+
+
+def test_same_network_finds_the_classifier_by_the_layer_api():
+    from vggspec.runtime.eval.models import same_network
+
+    base = parse("input 8x8 RGB\nconv3-4 maxpool\nFC-5 soft-max\n")
+    *body, fc, softmax = base.layers
+    a = Spec((*body, fc, Widened(), softmax), base.input)
+    b = Spec((*body, fc.resized(7), Widened(), softmax), base.input)
+    assert same_network(a, b) and same_network(b, a)  # they differ in the class count only
+    c = Spec((*body, fc.resized(7), Widened(features=4), softmax), base.input)
+    assert not same_network(a, c)
+    assert same_network(base, parse("input 8x8 RGB\nconv3-4 maxpool\nFC-9 soft-max\n"))
+    assert not same_network(base, parse("input 8x8 RGB\nconv3-8 maxpool\nFC-5 soft-max\n"))
 
 
 @pytest.fixture

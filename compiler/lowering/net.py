@@ -153,12 +153,18 @@ def init_weights(net: Net, init: str = "gaussian") -> Net:
     return net
 
 
-def with_num_classes(spec: Spec, num_classes: int) -> Spec:
-    """The spec with its last FC layer resized to `num_classes` outputs."""
-    last = max(
-        (i for i, layer in enumerate(spec.layers) if layer.resized(num_classes) is not None),
+def classifier_index(spec: Spec) -> int | None:
+    """Where the spec's class scores come from: its last layer that can be resized (its
+    last FC layer; `Layer.resized`), or None when it has none."""
+    return max(
+        (i for i, layer in enumerate(spec.layers) if layer.resized(1) is not None),
         default=None,
     )
+
+
+def with_num_classes(spec: Spec, num_classes: int) -> Spec:
+    """The spec with its last FC layer resized to `num_classes` outputs."""
+    last = classifier_index(spec)
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
     layers = list(spec.layers)
