@@ -145,3 +145,54 @@ def test_a_new_op_needs_no_edit_outside_its_module(twice):
     expected = (plain(x) - b) * 2 + b
     assert torch.allclose(net(x), expected, atol=1e-6)
     assert [name for name, _ in net.layers()] == ["conv1_1", "twice1_1", "pool1", "fc2"]
+
+
+# A test-only head, as issue 14's would be: its own forward at prediction and its own loss.
+@dataclass(frozen=True)
+class HalvedOp(ops.Op):
+    in_head = True
+
+    def describe(self) -> str:
+        return "halved"
+
+    def forward(self, x, run):
+        return x / 2
+
+    def loss(self, scores, target, backend):
+        return ((scores - target) ** 2).mean()
+
+
+@dataclass(frozen=True)
+class Halved(Layer):
+    loc: Loc | None = field(default=None, compare=False, repr=False)
+
+    word = "halved"
+    terminal = "HALVED"
+    expected = "halved"
+    ends_net = True
+
+    def text(self) -> str:
+        return "halved"
+
+    def build(self, b) -> None:
+        b.add("halved", HalvedOp())
+
+
+def test_a_new_head_owns_its_prediction_and_its_loss():
+    base = parse("input 8x8 RGB\nconv3-4 maxpool\nFC-5\n")
+    torch.manual_seed(0)
+    net = build(Spec((*base.layers, Halved()), base.input), "torch").eval()
+    assert [n for n, _ in net.head()] == ["halved"]
+    x, target = torch.randn(2, 3, 8, 8), torch.randn(2, 5)
+    scores = net(x)
+    assert torch.equal(net.predict(x), scores / 2)
+    assert torch.equal(net.loss(scores, target), ((scores - target) ** 2).mean())
+    # the paper's head, and a spec without one, predict and train with soft-max
+    for text in ("FC-5 soft-max\n", "FC-5\n"):
+        torch.manual_seed(0)
+        plain = build(parse("input 8x8 RGB\nconv3-4 maxpool\n" + text), "torch").eval()
+        scores, labels = plain(x), torch.tensor([1, 4])
+        assert torch.equal(plain.predict(x), torch.softmax(scores, 1))
+        assert torch.equal(
+            plain.loss(scores, labels), torch.nn.functional.cross_entropy(scores, labels)
+        )
