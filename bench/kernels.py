@@ -144,15 +144,16 @@ def compare_training_step(
     ``lower(graph, "triton")`` and ``lower(graph, "torch")`` of one spec on a CUDA device.
     """
     results = {}
+    # One batch for both nets, so that from the same weights they take the same steps.
+    batch_images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.randint(0, classes, (batch,), device=device)
     for name, net, loss_fn in (
         ("triton", triton_net, softmax_cross_entropy),
         ("torch", torch_net, F.cross_entropy),
     ):
         net = net.to(device=device, dtype=dtype).train()
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-        images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-        images = images.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, classes, (batch,), device=device)
+        images = batch_images.to(dtype).contiguous(memory_format=torch.channels_last)
 
         def step(net=net, opt=opt, images=images, labels=labels, loss_fn=loss_fn):
             opt.zero_grad(set_to_none=True)
@@ -179,7 +180,8 @@ def bench_training_steps(
     spec: str, batches=(64, 256), dtypes=("bf16", "tf32"), device="cuda", **timing
 ) -> list[dict]:
     """A whole SGD step of the spec's net, triton backend against torch backend (cuDNN),
-    the two nets holding the same weights. `timing`: compare_training_step's steps/warmup."""
+    the two nets holding the same weights: a row per dtype and batch (spec, batch, dtype and
+    compare_training_step's times). `timing`: compare_training_step's steps/warmup."""
     import vggspec
 
     _allow_tf32()
@@ -190,18 +192,17 @@ def bench_training_steps(
             triton_net = vggspec.build_net(spec, backend="triton")
             triton_net.load_state_dict(torch_net.state_dict())
             size = torch_net.input_size
-            rows.append(
-                compare_training_step(
-                    triton_net,
-                    torch_net,
-                    batch,
-                    size[0],
-                    torch_net.num_classes,
-                    DTYPES[dtype_name],
-                    device=device,
-                    **timing,
-                )
+            times = compare_training_step(
+                triton_net,
+                torch_net,
+                batch,
+                size[0],
+                torch_net.num_classes,
+                DTYPES[dtype_name],
+                device=device,
+                **timing,
             )
+            rows.append({"spec": str(spec), "batch": batch, "dtype": dtype_name, **times})
             del torch_net, triton_net
             torch.cuda.empty_cache()
     return rows

@@ -4,6 +4,8 @@ one message for every mistake, two processes equal to one, features on disk."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -335,3 +337,41 @@ def test_data_defaults_to_what_the_run_trained_on(setup, cli, tmp_path, monkeypa
     monkeypatch.setenv("VGGSPEC_DEMO_DATA", str(data))  # where the demo data was written
     code, out, _ = cli("run", "eval", "--checkpoint", run_dir, "--workers", "0", "--json")
     assert code == 0 and json.loads(out)["images"] == 15
+
+
+def test_the_command_line_takes_its_defaults_from_the_requests(monkeypatch):
+    from vggspec.runtime.eval.requests import EvalRequest, FeaturesRequest, ImagesRequest
+
+    from vggspec.cli import build_parser
+
+    changed = {
+        (ImagesRequest, "split"): "test",
+        (ImagesRequest, "max_bad_files"): 0.25,
+        (ImagesRequest, "max_aspect"): 2.5,
+        (ImagesRequest, "batch"): 7,
+        (ImagesRequest, "workers"): 3,
+        (EvalRequest, "grid"): 4,
+        (FeaturesRequest, "train_split"): "fit",
+        (FeaturesRequest, "reg"): 0.5,
+    }
+    for (request, name), value in changed.items():
+        monkeypatch.setattr(request, name, value)
+    common = ["--checkpoint", "r", "--data", "d"]
+    eval_args = build_parser().parse_args(["run", "eval", *common])
+    features_args = build_parser().parse_args(["run", "features", *common, "--out", "o"])
+    for (request, name), value in changed.items():
+        args = features_args if request is FeaturesRequest else eval_args
+        assert getattr(args, name) == value, name
+        if request is ImagesRequest:
+            assert getattr(features_args, name) == value, name
+
+
+def test_help_does_not_import_torch():
+    # the parser imports the requests for its defaults; they must stay torch-free
+    code = (
+        "import sys; from vggspec.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'numpy'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

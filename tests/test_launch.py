@@ -9,7 +9,7 @@ from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.dist import launch
 from vggspec.runtime.io.rundir import RunDir
 
-from vggspec.cli import build_parser
+from vggspec.cli import parse_args
 from vggspec.commands.train import resolve_config
 
 
@@ -60,6 +60,6 @@ def test_train_workers_share_the_run_folder_the_parent_named(tmp_path, cli, laun
     assert key == "out" and out.startswith("runs/t-")  # runs/<spec>-<date>-<time>
     # A worker, started in another second, takes that folder rather than naming one.
     monkeypatch.setattr(RunDir, "default", classmethod(lambda cls, spec: RunDir("runs/t-later")))
-    worker = build_parser().parse_args(words[1:])
-    worker.from_parent = dict(w.partition("=")[::2] for w in worker.from_parent)
+    worker = parse_args(words[1:])
+    assert worker.argv == words[1:] and worker.from_parent == {"out": out}
     assert resolve_config(worker).out == out

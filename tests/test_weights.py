@@ -199,6 +199,60 @@ def test_model_info_that_is_not_json_is_one_error(demo_net, tmp_path):
         vggspec.model_info(tmp_path / "bad.safetensors")
 
 
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"mean_rgb": [1, 2, 3], "std_rgb": 5}, r"std_rgb 5 is not three positive numbers"),
+        ({"mean_rgb": ["a", 2, 3]}, r"mean_rgb \['a', 2, 3\] is not three numbers"),
+        ({"input_size": ["x", "y"]}, r"input_size \['x', 'y'\] is not \[height, width\]"),
+        ([1, 2], r"its preprocess metadata is not a JSON object"),
+    ],
+)
+def test_a_malformed_model_info_block_is_one_error(demo_net, tmp_path, cli, block, message):
+    from safetensors.torch import save_file
+    from vggspec.runtime.data.preprocessing import PreprocessingError
+
+    metadata = {
+        "format": "vggspec-net/1",
+        "spec": demo_net.spec_text(),
+        "preprocess": json.dumps(block),
+    }
+    bad = tmp_path / "bad.safetensors"
+    save_file(demo_net.state_dict(), str(bad), metadata=metadata)
+    with pytest.raises(PreprocessingError, match=r"bad\.safetensors: " + message):
+        vggspec.model_info(bad)
+    from eval_helpers import write_images
+
+    data = write_images(tmp_path / "data", {"a": [(40, 40)], "b": [(40, 40)]})
+    code, out, err = cli("run", "eval", "--checkpoint", bad, "--data", data, "--workers", "0")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "bad.safetensors" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("block", ["mean", [1, 2, 3], 7])
+def test_a_checkpoint_whose_model_info_is_not_an_object_is_one_error(tmp_path, block):
+    from vggspec.runtime.data.preprocessing import PreprocessingError
+    from vggspec.runtime.io.checkpoint import FORMAT, save_checkpoint
+    from vggspec.runtime.io.model_info import KEY
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"format": FORMAT, KEY: block}, path)
+    with pytest.raises(PreprocessingError, match=r"last\.pt: its preprocess metadata is not"):
+        vggspec.model_info(path)
+
+
+def test_save_refuses_class_names_that_do_not_match_the_net(demo_net, tmp_path):
+    info = vggspec.ModelInfo(class_names=("cat", "dog"))
+    with pytest.raises(
+        WeightsError, match=r"m\.safetensors: 2 class names for a net of 10 classes"
+    ):
+        vggspec.save(demo_net, tmp_path / "m.safetensors", info)
+    assert not (tmp_path / "m.safetensors").exists()
+    two = vggspec.build_net(SPECS / "demo.vgg", backend="torch", num_classes=2)
+    vggspec.save(two, tmp_path / "m.safetensors", info)
+    assert vggspec.model_info(tmp_path / "m.safetensors").class_names == ("cat", "dog")
+
+
 def test_run_dir_owns_the_paths_of_a_run_folder(tmp_path, monkeypatch):
     run = vggspec.RunDir(tmp_path / "r")
     names = [run.config, run.log, run.metrics, run.last, run.best, run.model, run.summary]

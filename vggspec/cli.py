@@ -40,11 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as a command reads it: with `argv` (what workers rerun, see
+    runtime/dist/launch.py `relaunch`) and `from_parent` as a dict of what the parent settled."""
     args = build_parser().parse_args(argv)
-    args.argv = argv  # what workers rerun (runtime/dist/launch.py `relaunch`)
+    args.argv = list(argv)
     args.from_parent = dict(word.partition("=")[::2] for word in args.from_parent)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         return args.run(args)
     except UserError as err:

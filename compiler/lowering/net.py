@@ -11,9 +11,13 @@ from ..frontend.ast import Spec
 from ..frontend.errors import VggspecError
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
-from ..ir.ops import Op
+from ..ir.ops import Op, SoftMaxOp
 from ..ir.pipeline import compile_spec, dense_graph
 from .backends import get_backend
+
+# The head of a spec written without one (no soft-max): predicted and trained as if it
+# ended in soft-max, as the paper's nets all do.
+DEFAULT_HEAD = ("prob", SoftMaxOp())
 
 
 class Weights(nn.Module):
@@ -64,15 +68,15 @@ class Net(nn.Module):
         self.dense = bool(graph.graph.get("dense"))
         self.input_size = tuple(meta(graph, nodes(graph)[0]).shape[1:])
         self._body: list[tuple[str, Op]] = []
-        head = False
+        self._head: list[tuple[str, Op]] = []
         for n in nodes(graph):
             operation = op(graph, n)
             if operation.is_input:
                 continue
             if operation.in_head:
-                head = True
+                self._head.append((n, operation))
                 continue
-            if head:
+            if self._head:
                 raise VggspecError(f"{n} follows the soft-max: nothing can run after it")
             self._body.append((n, operation))
             if operation.has_weights:
@@ -116,16 +120,26 @@ class Net(nn.Module):
         keep = draws[batch.first_row : batch.first_row + x.shape[0]] >= p
         return x * keep.to(x.dtype) / (1 - p)
 
+    def head(self) -> list[tuple[str, Op]]:
+        """(node, op) of the head `predict` runs after the class scores, in order: the
+        spec's (soft-max; a dense twin's spatial mean, then soft-max), or DEFAULT_HEAD."""
+        return list(self._head) or [DEFAULT_HEAD]
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Soft-max posteriors (N, classes); a dense twin averages its score map first."""
-        scores = self(x)
-        if scores.dim() == 4:
-            scores = self.backend.spatial_mean(scores)
-        return self.backend.softmax(scores)
+        """The head's output for the class scores of x: soft-max posteriors (N, classes);
+        a dense twin averages its score map first."""
+        x = self(x)
+        run = _Run(self, None)
+        for n, operation in self.head():
+            run.node = n
+            x = operation.forward(x, run)
+        return x
 
     def loss(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean soft-max cross-entropy of class scores (logits) against labels."""
-        return self.backend.cross_entropy(scores, target)
+        """The training loss of class scores (logits) against labels, as the head's last op
+        defines it (soft-max: mean cross-entropy)."""
+        _, last = self.head()[-1]
+        return last.loss(scores, target, self.backend)
 
     def spec_text(self) -> str:
         return format_spec(self.spec)
@@ -153,12 +167,18 @@ def init_weights(net: Net, init: str = "gaussian") -> Net:
     return net
 
 
-def with_num_classes(spec: Spec, num_classes: int) -> Spec:
-    """The spec with its last FC layer resized to `num_classes` outputs."""
-    last = max(
-        (i for i, layer in enumerate(spec.layers) if layer.resized(num_classes) is not None),
+def classifier_index(spec: Spec) -> int | None:
+    """Where the spec's class scores come from: its last layer that can be resized (its
+    last FC layer; `Layer.resized`), or None when it has none."""
+    return max(
+        (i for i, layer in enumerate(spec.layers) if layer.resized(1) is not None),
         default=None,
     )
+
+
+def with_num_classes(spec: Spec, num_classes: int) -> Spec:
+    """The spec with its last FC layer resized to `num_classes` outputs."""
+    last = classifier_index(spec)
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
     layers = list(spec.layers)

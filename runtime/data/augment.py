@@ -68,8 +68,13 @@ def augment(
     patch = resized_crop(img, params.scaled, params.offset, crop)
     if params.flip:
         patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    preprocessing = preprocessing or Preprocessing.trained(stats.mean_rgb)
+    preprocessing = preprocessing or paper_preprocessing(stats)
     return preprocessing.image(patch, stats.pca_shift(params.alpha))
+
+
+def paper_preprocessing(stats: ColorStats) -> Preprocessing:
+    """The paper's preprocessing for a training set: 0..255 RGB minus its mean RGB."""
+    return Preprocessing.trained(stats.mean_rgb)
 
 
 class TrainDataset(Dataset):
@@ -103,7 +108,7 @@ class TrainDataset(Dataset):
         self.stats = stats
         self.seed = int(seed)
         self.alpha_std = float(alpha_std)
-        self.preprocessing = preprocessing or Preprocessing.trained(stats.mean_rgb)
+        self.preprocessing = preprocessing or paper_preprocessing(stats)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     @property

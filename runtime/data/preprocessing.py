@@ -29,6 +29,15 @@ def _three(values: Sequence[float]) -> tuple[float, float, float]:
     return a, b, c
 
 
+def _is_three_numbers(value) -> bool:
+    """Whether saved metadata holds a list of three numbers there (JSON can hold anything)."""
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """RGB pixels in 0..255 → the net's input: scaled to 0..`pixel_range` (255: as they
@@ -65,11 +74,13 @@ class Preprocessing:
                 f"{source}: no mean_rgb in its metadata, so its pixel convention is unknown; "
                 "say it with --preprocess caffe|torchvision"
             )
+        if not _is_three_numbers(mean):
+            raise PreprocessingError(f"{source}: mean_rgb {mean!r} is not three numbers")
         pixel_range = preprocess.get("pixel_range", 255)
         if pixel_range not in (1, 255):
             raise PreprocessingError(f"{source}: pixel_range {pixel_range!r} is not 1 or 255")
         std = preprocess.get("std_rgb") or NO_STD
-        if len(std) != 3 or min(std) <= 0:
+        if not _is_three_numbers(std) or min(std) <= 0:
             raise PreprocessingError(f"{source}: std_rgb {std!r} is not three positive numbers")
         bgr = bool(preprocess.get("bgr", False))
         return cls("vggspec", _three(mean), _three(std), int(pixel_range), bgr)

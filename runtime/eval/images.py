@@ -18,10 +18,9 @@ from torch.utils.data import Dataset
 from ..data.geometry import RESAMPLE, scaled_size
 from ..data.image_folder import ImageFolder
 from ..data.image_io import UnreadableImage, load_rgb
+from .requests import MAX_ASPECT
 
 log = logging.getLogger(__name__)
-
-MAX_ASPECT = 3.0  # rescaled long side ≤ 3 × short side; a 4:3 photo is far from it
 
 
 def scaled_geometry(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,58 +20,10 @@ from ..dist import context as distributed
 from ..dist.context import Context
 from ..io.rundir import RunDir
 from .classes import class_order, read_class_names
-from .images import MAX_ASPECT
 from .models import EvalError, check_scales, load_checkpoint_model, load_weights_model
+from .requests import EvalRequest, FeaturesRequest, ImagesRequest, NetsRequest
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class NetsRequest:
-    """Which nets: training runs' checkpoints, or weights from elsewhere with their specs
-    (several of either are fused), and how to read them."""
-
-    checkpoints: list[str] = field(default_factory=list)
-    weights: list[str] = field(default_factory=list)
-    specs: list[str] = field(default_factory=list)  # per --weights; or a check per checkpoint
-    preprocess: str | None = None  # "caffe", "torchvision" or "vggspec"
-    classes: str | None = None  # a file of class names in output order
-    train_scale: int | list[int] | None = None  # S or [S_min, S_max] of the weights
-    scales: list[int] | None = None  # test scales Q; None: from each net's training scale
-    backend: str = "auto"
-
-
-@dataclass
-class ImagesRequest:
-    """Which images and how they are read."""
-
-    data: str  # an ImageFolder root
-    split: str = "val"
-    flip: bool = True
-    max_bad_files: float = 0.1
-    max_aspect: float = MAX_ASPECT
-    batch: int = 32  # images per batch at most
-    workers: int = 1  # data-loading processes
-
-
-@dataclass
-class EvalRequest:
-    nets: NetsRequest
-    images: ImagesRequest
-    method: str = "dense"  # see protocol.CHOICES
-    grid: int = 5
-    posteriors: str | None = None  # an .npz to write every image's posteriors to
-
-
-@dataclass
-class FeaturesRequest:
-    nets: NetsRequest
-    images: ImagesRequest
-    out: str
-    aggregate: str = "stack"
-    classifier: str | None = None
-    train_split: str = "train"
-    reg: float = 1.0
 
 
 def quiet(_message: str) -> None:

@@ -11,7 +11,13 @@ import torch
 from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
-from vggspec.compiler.lowering.net import Net, densify, lower, with_num_classes
+from vggspec.compiler.lowering.net import (
+    Net,
+    classifier_index,
+    densify,
+    lower,
+    with_num_classes,
+)
 
 from ..data.preprocessing import Preprocessing, PreprocessingError
 from ..data.scale import TrainScale
@@ -121,11 +127,8 @@ def _check_rgb(net: Net, source: str) -> None:
 def same_network(a: Spec, b: Spec) -> bool:
     """Same input and layers (the comment block and the class count may differ: training
     resizes the last FC layer to the data's classes)."""
-    try:
-        last = next(x for x in reversed(a.layers) if hasattr(x, "features"))
-        b = with_num_classes(b, last.features)
-    except (StopIteration, VggspecError):
-        pass
+    if classifier_index(a) is not None and classifier_index(b) is not None:
+        a, b = with_num_classes(a, 1), with_num_classes(b, 1)
     return a.input == b.input and a.layers == b.layers
 
 

@@ -54,11 +54,13 @@ class ModelInfo:
         preprocessing = Preprocessing.from_metadata(info, source) if known else None
         names = info.get("class_names")
         size = info.get("input_size")
+        if size is not None and not _is_size(size):
+            raise PreprocessingError(f"{source}: input_size {size!r} is not [height, width]")
         return cls(
             preprocessing,
             tuple(str(c) for c in names) if isinstance(names, list) else None,
             TrainScale.read(info.get("train_scale")),
-            (int(size[0]), int(size[1])) if isinstance(size, list) and len(size) == 2 else None,
+            (int(size[0]), int(size[1])) if size is not None else None,
         )
 
     @classmethod
@@ -73,6 +75,14 @@ class ModelInfo:
         return json.dumps(self.to_metadata())
 
 
+def _is_size(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+
+
 def read_model_info(path: str | os.PathLike) -> ModelInfo:
     """The model information of a model.safetensors, a training checkpoint (.pt) or a run
     folder (its model, or its last checkpoint before it finished)."""
@@ -82,5 +92,6 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     file = model_file(path)
     if file.suffix == ".pt":
         state = load_checkpoint(file)
-        return ModelInfo.from_metadata(dict(state.get(KEY) or {}), str(file))
+        # from_metadata turns a non-object into one error naming the file
+        return ModelInfo.from_metadata(state.get(KEY) or {}, str(file))
     return ModelInfo.from_json(read_metadata(file).get(KEY), str(Path(file)))

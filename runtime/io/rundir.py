@@ -33,6 +33,8 @@ class RunDir:
     LOG = "train.log"
     METRICS = "metrics.jsonl"
     CHECKPOINTS = "checkpoints"
+    LAST = f"{CHECKPOINTS}/last.pt"
+    BEST = f"{CHECKPOINTS}/best.pt"
     MODEL = "model.safetensors"
     SUMMARY = "summary.json"
     CURVES = "curves.png"
@@ -74,8 +76,8 @@ class RunDir:
     log = _file(LOG)
     metrics = _file(METRICS)
     checkpoints = _file(CHECKPOINTS)
-    last = _file(CHECKPOINTS, "last.pt")
-    best = _file(CHECKPOINTS, "best.pt")
+    last = _file(LAST)
+    best = _file(BEST)
     model = _file(MODEL)
     summary = _file(SUMMARY)
     curves = _file(CURVES)
@@ -117,9 +119,7 @@ def model_file(path: str | os.PathLike) -> Path:
     if p.is_dir():
         found = RunDir(p).trained_model()
         if found is None:
-            raise RunDirError(
-                f"{p}: no {RunDir.MODEL} (nor {RunDir.CHECKPOINTS}/last.pt) in this folder"
-            )
+            raise RunDirError(f"{p}: no {RunDir.MODEL} (nor {RunDir.LAST}) in this folder")
         return found
     if not p.exists():
         raise RunDirError(f"{p}: no such checkpoint file or run folder")

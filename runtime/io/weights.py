@@ -50,6 +50,11 @@ def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Pa
     (preprocessing, class names, training scale; the input size is the net's) in the
     metadata. Atomic: a crash mid-write leaves any previous file intact."""
     path = Path(path)
+    names = info.class_names if info is not None else None
+    if names is not None and len(names) != net.num_classes:
+        raise WeightsError(
+            f"{path}: {len(names)} class names for a net of {net.num_classes} classes"
+        )
     metadata = file_metadata(net, info)
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

@@ -343,7 +343,7 @@ def run_training(cfg: TrainConfig, spec: Spec, resume: bool = False) -> dict | N
         if (resume or distributed.restart_count() > 0) and run.last.exists():
             state = checkpoints.load_checkpoint(run.last)
         elif resume:
-            raise ConfigError(f"{run}: nothing to resume (no checkpoints/last.pt)")
+            raise ConfigError(f"{run}: nothing to resume (no {RunDir.LAST})")
         elif ctx.is_main:
             _check_fresh(run)
         distributed.barrier(ctx)

@@ -56,6 +56,7 @@ class _Tiny(torch.nn.Module):
 def test_compare_training_step_runs_both_nets():
     fused, plain = _Tiny(True), _Tiny(False)
     fused.load_state_dict(plain.state_dict())
+    start = {k: v.clone() for k, v in plain.state_dict().items()}
     x = torch.randn(2, 3, 8, 8)
     assert_close(fused(x), plain(x), 1e-5, "bench pairing", "tiny net")  # same function
     out = compare_training_step(
@@ -69,7 +70,13 @@ def test_compare_training_step_runs_both_nets():
         device="cpu",
         warmup=0,
     )
-    assert out["triton_ms"] > 0 and out["torch_ms"] > 0 and out["ratio"] > 0
+    assert set(out) == {"triton_ms", "torch_ms", "ratio"}
+    assert out["ratio"] == out["triton_ms"] / out["torch_ms"]
+    # both nets took one step, the same one (one batch, same weights, same loss)
+    after = fused.state_dict()
+    for name, before in start.items():
+        assert_close(after[name], plain.state_dict()[name], 1e-5, "bench step", name)
+        assert not torch.equal(after[name], before), f"{name} did not move"
 
 
 def test_whole_step_benchmark_builds_both_backends_of_a_spec(tmp_path):
@@ -78,4 +85,6 @@ def test_whole_step_benchmark_builds_both_backends_of_a_spec(tmp_path):
     (row,) = bench_training_steps(
         str(spec), batches=(2,), dtypes=("tf32",), device="cpu", steps=1, warmup=0
     )
-    assert row["triton_ms"] > 0 and row["torch_ms"] > 0
+    assert row.keys() == {"spec", "batch", "dtype", "triton_ms", "torch_ms", "ratio"}
+    assert (row["spec"], row["batch"], row["dtype"]) == (str(spec), 2, "tf32")
+    assert row["ratio"] == row["triton_ms"] / row["torch_ms"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vggspec.commands import nets
 from vggspec.errors import UserError, check_output
+from vggspec.runtime.eval.requests import EvalRequest
 
 
 def add_parser(run_subparsers) -> None:
@@ -22,11 +23,16 @@ def add_parser(run_subparsers) -> None:
     p.add_argument(
         "--method",
         choices=("dense", "multi-crop", "both", "all"),
-        default="dense",
+        default=EvalRequest.method,
         help="dense (default); multi-crop; both: dense, multi-crop and their average; "
         "all: also single-scale dense (each net at Q = S, or the mean of its S range)",
     )
-    p.add_argument("--grid", type=int, default=5, help="n×n crops per scale (default 5)")
+    p.add_argument(
+        "--grid",
+        type=int,
+        default=EvalRequest.grid,
+        help=f"n×n crops per scale (default {EvalRequest.grid})",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-o", "--output", metavar="FILE", help="also write the JSON report here")
     p.add_argument(
@@ -38,7 +44,7 @@ def add_parser(run_subparsers) -> None:
 
 
 def run(args) -> int:
-    from vggspec.runtime.eval.jobs import EvalRequest, run_evaluation
+    from vggspec.runtime.eval.jobs import run_evaluation
 
     nets.check(args)
     if args.grid < 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vggspec.commands import nets
 from vggspec.errors import UserError, check_output
+from vggspec.runtime.eval.requests import FeaturesRequest
 
 
 def add_parser(run_subparsers) -> None:
@@ -25,7 +26,7 @@ def add_parser(run_subparsers) -> None:
     p.add_argument(
         "--aggregate",
         choices=("stack", "pool"),
-        default="stack",
+        default=FeaturesRequest.aggregate,
         help="scales stacked into one long descriptor (default) or averaged",
     )
     p.add_argument(
@@ -35,14 +36,23 @@ def add_parser(run_subparsers) -> None:
         "ridge (closed form), logistic or svm (squared hinge; L-BFGS in torch), "
         "sklearn-svm (scikit-learn's LinearSVC, if installed)",
     )
-    p.add_argument("--train-split", default="train", help="the classifier's training split")
-    p.add_argument("--reg", type=float, default=1.0, help="the classifier's L2 penalty (default 1)")
+    p.add_argument(
+        "--train-split",
+        default=FeaturesRequest.train_split,
+        help="the classifier's training split",
+    )
+    p.add_argument(
+        "--reg",
+        type=float,
+        default=FeaturesRequest.reg,
+        help=f"the classifier's L2 penalty (default {FeaturesRequest.reg:g})",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from vggspec.runtime.eval.jobs import FeaturesRequest, run_features
+    from vggspec.runtime.eval.jobs import run_features
 
     nets.check(args)
     if args.reg <= 0:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from vggspec.errors import UserError
+from vggspec.runtime.eval.requests import ImagesRequest, NetsRequest
 
 
 def add_arguments(p, what: str) -> None:
@@ -54,7 +55,11 @@ def add_arguments(p, what: str) -> None:
         metavar="DIR",
         help="an ImageFolder root (default: the data the first --checkpoint's run trained on)",
     )
-    data.add_argument("--split", default="val", help="the sub-folder to read (default val)")
+    data.add_argument(
+        "--split",
+        default=ImagesRequest.split,
+        help=f"the sub-folder to read (default {ImagesRequest.split})",
+    )
     data.add_argument(
         "--scales",
         metavar="Q1,Q2,…",
@@ -65,24 +70,32 @@ def add_arguments(p, what: str) -> None:
     data.add_argument(
         "--max-bad-files",
         type=float,
-        default=0.1,
+        default=ImagesRequest.max_bad_files,
         metavar="FRACTION",
-        help="stop if more of the files are unreadable (default 0.1)",
+        help=f"stop if more of the files are unreadable (default {ImagesRequest.max_bad_files:g})",
     )
     data.add_argument(
         "--max-aspect",
         type=float,
-        default=3.0,
-        help="keep at most this long side / short side of each rescaled image, centred (default 3)",
+        default=ImagesRequest.max_aspect,
+        help="keep at most this long side / short side of each rescaled image, centred "
+        f"(default {ImagesRequest.max_aspect:g})",
     )
     run = p.add_argument_group("running")
     run.add_argument("--nproc", type=int, default=1, help="local worker processes (torchrun)")
-    run.add_argument("--workers", type=int, default=1, help="data-loading processes per worker")
-    run.add_argument("--batch", type=int, default=32, help="images per batch at most")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=ImagesRequest.workers,
+        help="data-loading processes per worker",
+    )
+    run.add_argument(
+        "--batch", type=int, default=ImagesRequest.batch, help="images per batch at most"
+    )
     run.add_argument(
         "--threads", type=int, help="torch threads per process (default: cores / processes)"
     )
-    run.add_argument("--backend", choices=("auto", "torch", "triton"), default="auto")
+    run.add_argument("--backend", choices=("auto", "torch", "triton"), default=NetsRequest.backend)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
@@ -137,8 +150,6 @@ def check(args) -> None:
 
 def nets_request(args):
     """The nets of the command line, as the runtime takes them."""
-    from vggspec.runtime.eval.jobs import NetsRequest
-
     train_scale = None
     if args.train_scale:
         values = parse_ints(args.train_scale, "--train-scale")
@@ -159,8 +170,6 @@ def nets_request(args):
 
 def images_request(args):
     """The images of the command line, as the runtime takes them."""
-    from vggspec.runtime.eval.jobs import ImagesRequest
-
     return ImagesRequest(
         data=args.data,
         split=args.split,

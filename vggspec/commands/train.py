@@ -64,7 +64,7 @@ def resolve_config(args):
     if args.resume:
         saved = RunDir(args.resume).config
         if not saved.exists():
-            raise ConfigError(f"{args.resume}: not a run folder (no config.yaml)")
+            raise ConfigError(f"{args.resume}: not a run folder (no {RunDir.CONFIG})")
         changes = parse_overrides(args.settings)
         fixed = sorted(set(changes) - RESUMABLE)
         if fixed:

@@ -104,6 +104,11 @@ class Op:
         `dropout(x)`."""
         raise NotImplementedError(f"no forward for {self.describe()}")
 
+    def loss(self, scores, target, backend):
+        """The training loss of a head op that ends the net: mean over the batch of its
+        loss of `scores` (the net's output) against `target`."""
+        raise NotImplementedError(f"{self.describe()} has no training loss")
+
     def launch(self, node: str, in_shape, batch: int, training: bool, input_grad: bool):
         """The Triton launch description, or None: torch runs it (the report says so)."""
         return None

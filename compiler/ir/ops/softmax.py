@@ -1,4 +1,4 @@
-"""`soft-max`: ends the net; Net.predict applies it, training fuses it with the loss."""
+"""`soft-max`: ends the net; Net.predict runs it, training takes its loss (cross-entropy)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ class SoftMaxOp(Op):
 
     def describe(self) -> str:
         return "soft-max"
+
+    def forward(self, x, run):
+        # A score map (a net that ends in a conv layer, or a dense twin of a spec without
+        # soft-max) is averaged over its positions first, as the dense twin's score_mean does.
+        if x.dim() == 4:
+            x = run.backend.spatial_mean(x)
+        return run.backend.softmax(x)
+
+    def loss(self, scores, target, backend):
+        """Soft-max cross-entropy of class scores (logits) against labels."""
+        return backend.cross_entropy(scores, target)
 
     def dense(self, node, in_shape):
         # Dense testing averages the class score map, then takes the soft-max.

@@ -1,0 +1,56 @@
+"""What `vggspec run eval` and `vggspec run features` ask the runtime for (runtime/eval/jobs.py
+runs it): plain dataclasses, free of torch, whose defaults are the command line's too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_ASPECT = 3.0  # rescaled long side ≤ 3 × short side; a 4:3 photo is far from it
+
+
+@dataclass
+class NetsRequest:
+    """Which nets: training runs' checkpoints, or weights from elsewhere with their specs
+    (several of either are fused), and how to read them."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)
+    specs: list[str] = field(default_factory=list)  # per --weights; or a check per checkpoint
+    preprocess: str | None = None  # "caffe", "torchvision" or "vggspec"
+    classes: str | None = None  # a file of class names in output order
+    train_scale: int | list[int] | None = None  # S or [S_min, S_max] of the weights
+    scales: list[int] | None = None  # test scales Q; None: from each net's training scale
+    backend: str = "auto"
+
+
+@dataclass
+class ImagesRequest:
+    """Which images and how they are read."""
+
+    data: str  # an ImageFolder root
+    split: str = "val"
+    flip: bool = True
+    max_bad_files: float = 0.1
+    max_aspect: float = MAX_ASPECT
+    batch: int = 32  # images per batch at most
+    workers: int = 1  # data-loading processes
+
+
+@dataclass
+class EvalRequest:
+    nets: NetsRequest
+    images: ImagesRequest
+    method: str = "dense"  # see protocol.CHOICES
+    grid: int = 5
+    posteriors: str | None = None  # an .npz to write every image's posteriors to
+
+
+@dataclass
+class FeaturesRequest:
+    nets: NetsRequest
+    images: ImagesRequest
+    out: str
+    aggregate: str = "stack"
+    classifier: str | None = None
+    train_split: str = "train"
+    reg: float = 1.0
