@@ -48,6 +48,10 @@ class Totals:
     param_bytes: int
     batch: int
     dtype: str
+    # BN: running statistics (elements and bytes, in param_bytes too) and element-wise ops.
+    buffers: int = 0
+    buffer_bytes: int = 0
+    elementwise: int = 0
 
 
 def nodes(g: Graph) -> list[str]:
@@ -135,6 +139,7 @@ class Builder:
         self.g, self.last, self.namer = g, last, Namer(spec)
         self._layers = spec.layers
         self._index = 0
+        self._nodes: list[list[str]] = []  # the nodes each layer added, by layer index
 
     def position(self, layer) -> tuple[int, int]:
         """(index among the spec's layers of the same kind, how many there are)."""
@@ -148,9 +153,30 @@ class Builder:
         self.g.add_node(node, op=operation, meta=NodeMeta(layer.loc, layer))
         self.g.add_edge(self.last, node)
         self.last = node
+        self._nodes[self._index].append(node)
+
+    def previous_layer_nodes(self) -> list[str]:
+        """The nodes the layer before the current one added (its weight node first)."""
+        return list(self._nodes[self._index - 1])
+
+    def insert_after(self, before: str, node: str, operation: ops.Op) -> None:
+        """Put a node of the current layer right after `before` (BN between conv and ReLU)."""
+        layer = self._layers[self._index]
+        if node in self.g:
+            raise SpecError(f"two layers would both be named {node!r}", layer.loc)
+        following = list(self.g.successors(before))
+        self.g.add_node(node, op=operation, meta=NodeMeta(layer.loc, layer))
+        for after in following:
+            self.g.remove_edge(before, after)
+            self.g.add_edge(node, after)
+        self.g.add_edge(before, node)
+        if self.last == before:
+            self.last = node
+        self._nodes[self._index].append(node)
 
     def build(self, index: int) -> None:
         self._index = index
+        self._nodes.append([])
         layer = self._layers[index]
         layer.build(self)
         if layer.ends_stage:

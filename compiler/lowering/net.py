@@ -18,12 +18,28 @@ from .backends import get_backend
 
 class Weights(nn.Module):
     """The parameters of one weight node: `<node>.weight` and `<node>.bias` (the names and
-    shapes its op's `tensors` gives)."""
+    shapes its op's `tensors` gives), and its buffers (BN's running statistics)."""
 
-    def __init__(self, **tensors: torch.Tensor):
+    def __init__(self, buffers: dict[str, torch.Tensor] | None = None, **tensors: torch.Tensor):
         super().__init__()
         for name, tensor in tensors.items():
             setattr(self, name, nn.Parameter(tensor))
+        for name, tensor in (buffers or {}).items():
+            self.register_buffer(name, tensor)
+
+    def share(self, source: Weights) -> None:
+        """Make this module's parameters and buffers those of `source` (no copy)."""
+        for name, tensor in source.named_parameters(recurse=False):
+            setattr(self, name, tensor)
+        for name, tensor in source.named_buffers(recurse=False):
+            self._buffers[name] = tensor
+
+
+def _empty_buffers(operation: Op, in_shape) -> dict[str, torch.Tensor]:
+    return {
+        name: torch.zeros(shape, dtype=getattr(torch, dtype) if dtype else None)
+        for name, (shape, dtype) in operation.buffers(in_shape).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,10 @@ class Net(nn.Module):
                 raise VggspecError(f"{n} follows the soft-max: nothing can run after it")
             self._body.append((n, operation))
             if operation.has_weights:
-                shapes = operation.tensors(meta(graph, n).in_shape)
+                in_shape = meta(graph, n).in_shape
+                shapes = operation.tensors(in_shape)
                 tensors = {name: torch.empty(shape) for name, shape in shapes.items()}
-                self.add_module(n, Weights(**tensors))
+                self.add_module(n, Weights(_empty_buffers(operation, in_shape), **tensors))
 
     def layers(self) -> list[tuple[str, Op]]:
         """(node, op) of every layer `forward` runs, in order (input and head left out)."""
@@ -205,6 +222,6 @@ def densify(net: Net) -> Net:
             weight = original.weight
             if source is not None:
                 weight = weight.reshape(source.shape)  # a view
+            target.share(original)
             target.weight = nn.Parameter(weight)
-            target.bias = original.bias
     return dense.train(net.training)

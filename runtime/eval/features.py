@@ -36,7 +36,7 @@ def penultimate_net(twin: Net) -> Net:
     head = Net(g.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
     for name, module in head.named_children():
         source = getattr(twin, name)
-        module.weight, module.bias = source.weight, source.bias
+        module.share(source)
     return head.eval()
 
 

@@ -123,7 +123,8 @@ def load_state(net: Net, tensors: dict[str, torch.Tensor], source: str) -> Net:
 def torchvision_keys(net: Net) -> dict[str, str]:
     """Our parameter name → torchvision's, for the layout of torchvision.models.vgg:
     `features` holds conv, ReLU and max-pool modules in order, `classifier` holds
-    Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
+    Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear; the `_bn` nets put a
+    BatchNorm2d (weight, bias and its running statistics) between each conv and ReLU."""
     fused = compile_spec(net.spec)  # one node per conv or FC, with its ReLU (and dropout)
     mapping, position = {}, {"features": 0, "classifier": 0}
     for n in nodes(fused):
@@ -134,7 +135,8 @@ def torchvision_keys(net: Net) -> dict[str, str]:
             continue
         if operation.has_weights:
             index = position[operation.section]
-            for p in operation.tensors(meta(fused, n).in_shape):
+            in_shape = meta(fused, n).in_shape
+            for p in [*operation.tensors(in_shape), *operation.buffers(in_shape)]:
                 mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
         position[operation.section] += operation.torchvision_modules()
     return mapping
@@ -163,7 +165,7 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
             "not the torchvision VGG layout of this spec: unexpected keys "
             + ", ".join(extra[:6])
             + (
-                " (batch-norm variants are not VGG as in the paper)"
+                " (a batch-norm net: write its spec with BN, as specs/D-BN.vgg)"
                 if any(k.endswith("running_mean") for k in extra)
                 else ""
             )

@@ -116,7 +116,7 @@ def render(args) -> str:
 def kernel_report(graph, args, batch: int, emit: str) -> str:
     """Every Triton kernel of the graph compiled for args.target, as a table or JSON."""
     from vggspec.compiler.kernels import aot_report, format_aot_report, predicted_step_time
-    from vggspec.compiler.lowering.launches import graph_launches
+    from vggspec.compiler.lowering.launches import graph_launches, torch_reasons
 
     training = not args.dense
     launches, fallbacks = graph_launches(graph, batch, training)
@@ -134,6 +134,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
             "training": training,
             "predicted_step_seconds": step,
             "torch_fallbacks": fallbacks,
+            **({"torch_reasons": reasons} if (reasons := torch_reasons(graph, training)) else {}),
             "kernels": rows,
         }
         return json.dumps(report, indent=2) + "\n"
@@ -142,6 +143,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
     text += f"{what} at batch {batch}: {step * 1e3:.1f} ms predicted from the roofline\n"
     if fallbacks:
         text += "runs through torch (no Triton kernel): " + ", ".join(fallbacks) + "\n"
+        text += "".join(f"  why: {why}\n" for why in torch_reasons(graph, training))
     return text
 
 

@@ -8,6 +8,7 @@ import pkgutil
 from importlib import import_module
 
 from .base import Layer, Op, ShapeError
+from .batchnorm import BN, BatchNorm
 from .conv import Conv, Conv2d
 from .dropout import Dropout
 from .fc import FullyConnected, Linear, WeightFrom
@@ -23,7 +24,9 @@ for _module in pkgutil.iter_modules(__path__):
     import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "BN",
     "LAYERS",
+    "BatchNorm",
     "Conv",
     "Conv2d",
     "Dropout",

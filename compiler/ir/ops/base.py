@@ -60,6 +60,10 @@ class Op:
     def params_and_macs(self, in_shape, shape) -> tuple[int, int]:
         return 0, 0
 
+    def elementwise(self, in_shape) -> int:
+        """Element-wise operations per image that are not MACs (BN), reported apart."""
+        return 0
+
     def window(self, in_shape) -> tuple[tuple, tuple, tuple] | None:
         """(kernel, padding, stride) per axis if the op widens the receptive field."""
         return None
@@ -85,6 +89,11 @@ class Op:
         """The parameters this op owns (name → shape), in the order they are initialised."""
         return {}
 
+    def buffers(self, in_shape) -> dict[str, tuple[tuple[int, ...], str | None]]:
+        """State that is not a parameter (BN's running statistics): name → (shape, dtype),
+        dtype None for the net's own."""
+        return {}
+
     def init(self, module, init: str) -> None:
         """Initialise this op's tensors in `module` (under no_grad), in `tensors` order: the
         paper's weights N(0, 0.01²) ("gaussian") or Glorot & Bengio ("glorot", uniform),
@@ -107,6 +116,10 @@ class Op:
     def launch(self, node: str, in_shape, batch: int, training: bool, input_grad: bool):
         """The Triton launch description, or None: torch runs it (the report says so)."""
         return None
+
+    def torch_reason(self, training: bool) -> str:
+        """Why torch runs this op in the Triton backend ("" when it goes without saying)."""
+        return ""
 
     def torchvision_modules(self) -> int:
         """How many modules the op occupies in its torchvision `section`."""

@@ -29,6 +29,9 @@ class Backend:
         # Caffe) divides alpha by the window size, hence alpha * size here.
         return F.local_response_norm(x, size, alpha * size, beta, k)
 
+    def batch_norm(self, x, running_mean, running_var, weight, bias, training, momentum, eps):
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
     def linear(self, x, weight, bias, relu):
         y = F.linear(x, weight, bias)
         return F.relu(y, inplace=True) if relu else y
