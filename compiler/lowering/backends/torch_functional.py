@@ -24,6 +24,9 @@ class Backend:
     def max_pool(self, x):
         return F.max_pool2d(x, 2, 2)
 
+    def avg_pool(self, x):
+        return F.avg_pool2d(x, 2, 2)
+
     def lrn(self, x, size, alpha, beta, k):
         # AlexNet's formula multiplies the plain sum of squares by alpha; torch (like
         # Caffe) divides alpha by the window size, hence alpha * size here.

@@ -44,6 +44,9 @@ class Backend:
     def max_pool(self, x):
         return max_pool2x2(x)
 
+    def avg_pool(self, x):
+        return F.avg_pool2d(x, 2, 2)
+
     def lrn(self, x, size, alpha, beta, k):
         return F.local_response_norm(x, size, alpha * size, beta, k)
 
