@@ -9,7 +9,7 @@ from torch import nn
 from vggspec.compiler import SpecError, compile_spec, load_spec, parse
 from vggspec.compiler.ir.graph import nodes
 from vggspec.compiler.lowering.launches import graph_launches, torch_reasons
-from vggspec.compiler.lowering.net import build
+from vggspec.compiler.lowering.net import build, densify, fold_batch_norm
 
 # torchvision's vgg11_bn … vgg19_bn parameter counts; MACs those of the plain nets.
 BN_NETS = {
@@ -157,3 +157,58 @@ def test_triton_report_lists_bn_as_a_torch_fallback_and_says_why():
         "BN in training: batch statistics have no Triton kernel yet"
     ]
     assert torch_reasons(compile_spec(load_spec(SPECS / "A.vgg")), training=True) == []
+
+
+def _with_statistics(net):
+    with torch.no_grad():
+        for name, module in net.named_children():
+            if name.startswith("bn"):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_folded_net_equals_the_unfolded_one_in_eval(backend):
+    torch.manual_seed(1)
+    text = "input 16x16 RGB\nconv3-4 BN conv3-4 BN maxpool\nFC-6 BN FC-5 BN FC-3 soft-max"
+    net = _with_statistics(build(parse(text), backend=backend, init="glorot"))
+    folded = fold_batch_norm(net)
+    assert not any(name.startswith("bn") for name, _ in folded.named_children())
+    assert [n for n, _ in folded.layers()] == ["conv1_1", "conv1_2", "pool1", "fc2", "fc3", "fc4"]
+    assert not folded.training and fold_batch_norm(folded) is folded
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+    big = torch.randn(1, 3, 32, 32)  # the dense twins: of the net, and of its folded copy
+    twin = densify(net).eval()
+    torch.testing.assert_close(densify(folded)(big), twin(big), atol=1e-5, rtol=1e-5)
+    assert twin(big).shape == (1, 3, 9, 9)
+
+
+def test_folding_a_net_without_bn_gives_it_back():
+    net = build(parse("input 8x8 RGB conv3-4 maxpool FC-3 soft-max"), backend="torch")
+    assert fold_batch_norm(net) is net
+
+
+def test_saved_bn_net_keeps_its_statistics_and_evaluates_folded(tmp_path):
+    from vggspec.runtime.eval.models import load_checkpoint_model
+
+    import vggspec
+
+    torch.manual_seed(2)
+    text = "input 16x16 RGB\nconv3-4 BN maxpool\nFC-6 BN FC-3 soft-max"
+    net = _with_statistics(build(parse(text), backend="torch"))
+    info = vggspec.ModelInfo(vggspec.Preprocessing.trained([120.0, 110.0, 100.0]))
+    vggspec.save(net, tmp_path / "bn.safetensors", info)
+    again = vggspec.load(tmp_path / "bn.safetensors", backend="torch").eval()
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+    assert "bn1_1.running_var" in again.state_dict()
+    model = load_checkpoint_model(tmp_path / "bn.safetensors", backend="torch")
+    for folded in (model.net, model.twin):
+        assert not any(name.startswith("bn") for name, _ in folded.named_children())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model.net(x), net(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.twin.predict(x), net.predict(x), atol=1e-5, rtol=1e-5)

@@ -19,7 +19,8 @@ Graph = nx.DiGraph
 class NodeMeta:
     """What the build and the passes know of a node. Build: loc, layer; infer_shapes:
     in_shape, shape; count: params … out_bytes (rf, jump and start per axis, in input
-    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from."""
+    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from;
+    fold_norms: the BN node whose running statistics its weights absorb."""
 
     loc: Loc | None = None
     layer: Layer | None = None
@@ -34,6 +35,7 @@ class NodeMeta:
     out_bytes: int = 0
     fused: list[str] | None = None
     weight_from: WeightFrom | None = None
+    norm_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ def format_node(g: Graph, n: str) -> str:
     if info.weight_from is not None:
         source = info.weight_from
         notes.append(f"weight = {source.node}.weight.reshape{tuple(source.shape)}")
+    if info.norm_from is not None:
+        notes.append(f"folds {info.norm_from}")
     loc = info.loc
     if loc is not None:
         notes.append(f"@{loc.line}:{loc.column}")

@@ -70,6 +70,7 @@ class FeaturesRequest:
     images: ImagesRequest
     out: str
     aggregate: str = "stack"
+    layer: str | None = None  # a named layer (relu5_3) instead of the penultimate one
     classifier: str | None = None
     train_split: str = "train"
     reg: float = 1.0
@@ -242,6 +243,7 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
     summary = {
         "nets": [{"name": m.name, "source": m.source, "scales": sorted(m.scales)} for m in models],
         "aggregate": request.aggregate,
+        **({"layer": request.layer} if request.layer else {}),
         "flip": images.flip,
         "splits": {},
     }
@@ -255,6 +257,7 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
             folder,
             ctx,
             aggregate=request.aggregate,
+            layer=request.layer,
             flip=images.flip,
             max_images=images.batch,
             workers=images.workers,

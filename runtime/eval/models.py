@@ -11,7 +11,13 @@ import torch
 from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
-from vggspec.compiler.lowering.net import Net, densify, lower, with_num_classes
+from vggspec.compiler.lowering.net import (
+    Net,
+    densify,
+    fold_batch_norm,
+    lower,
+    with_num_classes,
+)
 
 from ..data.preprocessing import Preprocessing, PreprocessingError
 from ..data.scale import TrainScale
@@ -169,7 +175,8 @@ def _finish(
     device,
 ) -> EvalModel:
     _check_rgb(net, source)
-    net.eval().to(device)
+    # Evaluation runs on running statistics: BN folded into its layer, nothing left to run.
+    net = fold_batch_norm(net.eval()).to(device)
     if class_names is not None and len(class_names) != net.num_classes:
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"

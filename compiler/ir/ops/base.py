@@ -79,6 +79,10 @@ class Op:
             return None
         return replace(self, **{flag: True})
 
+    def fold_into(self, before: Op) -> Op | None:
+        """`before` with this op folded into it for inference (BN into its conv/FC), or None."""
+        return None
+
     def dense(self, node: str, in_shape) -> list[tuple[str, Op, dict]]:
         """What the node becomes in the fully-convolutional twin: (name, op, meta) in order;
         `node` itself keeps its meta. Default: unchanged."""

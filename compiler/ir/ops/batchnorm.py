@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 
 from ...frontend.ast import Layer, Loc
@@ -76,6 +76,19 @@ class BatchNorm(Op):
         if self.relu:
             x = run.backend.relu(x)
         return run.dropout(x) if self.dropout else x
+
+    def fold_into(self, before):
+        if not before.has_weights or getattr(before, "relu", True):
+            return None  # only a conv/FC whose ReLU still comes after this BN
+        flags = {"relu": self.relu, **({"dropout": True} if self.dropout else {})}
+        return replace(before, **flags)
+
+    def folded(self, weight, bias, bn):
+        """The (weight, bias) of the layer before, with `bn`'s running statistics folded in:
+        y = (Wx + b - mean) · γ/√(var + ε) + β."""
+        scale = bn.weight / (bn.running_var + self.eps).sqrt()
+        shape = (-1,) + (1,) * (weight.dim() - 1)
+        return weight * scale.reshape(shape), (bias - bn.running_mean) * scale + bn.bias
 
     def torchvision_modules(self) -> int:
         return 1 + self.relu + self.dropout
