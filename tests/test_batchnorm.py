@@ -212,3 +212,28 @@ def test_saved_bn_net_keeps_its_statistics_and_evaluates_folded(tmp_path):
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(model.net(x), net(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.twin.predict(x), net.predict(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [(6, 3, 5, 4), (7, 3)])
+def test_global_batch_norm_on_one_process_is_torchs(dims):
+    # Summed "across" one process (the identity), the global statistics are the batch's:
+    # output, gradients and running statistics as F.batch_norm gives them.
+    from vggspec.compiler.ir.ops.batchnorm import global_batch_norm
+
+    torch.manual_seed(4)
+    x = (torch.randn(dims) * 3 + 1).requires_grad_()
+    ours, theirs = nn.BatchNorm1d(3) if len(dims) == 2 else nn.BatchNorm2d(3), None
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-1, 1)
+    theirs = type(ours)(3)
+    theirs.load_state_dict(ours.state_dict())
+    y = global_batch_norm(x, ours, lambda t: t * 1, 0.1, 1e-5)
+    (gx,) = torch.autograd.grad(y.square().sum(), x)
+    x2 = x.detach().requires_grad_()
+    y2 = theirs(x2)
+    (gx2,) = torch.autograd.grad(y2.square().sum(), x2)
+    torch.testing.assert_close(y, y2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gx2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.running_mean, theirs.running_mean, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ours.running_var, theirs.running_var, atol=1e-6, rtol=1e-6)

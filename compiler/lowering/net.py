@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,13 +48,15 @@ def _empty_buffers(operation: Op, in_shape) -> dict[str, torch.Tensor]:
 class GlobalBatch:
     """This process holds rows [first_row, first_row + n) of a global batch of `size`; dropout
     draws its masks for the whole global batch from `seed` and keeps this process's rows,
-    so that a sample's mask does not depend on how the batch is split over processes."""
+    and BN sums its statistics over all processes, so that a sample's mask and its
+    normalisation do not depend on how the batch is split over processes."""
 
     seed: int
     first_row: int
     size: int
-    # Batch norm over the global batch (issue 12) will need its cross-process reduction
-    # handed in the same way: a field here, read by that op's forward through `run.batch`.
+    # Sums a tensor over the processes, differentiably (torch.distributed.nn's all_reduce):
+    # BN takes its training statistics over the global batch with it. None: one process.
+    sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class _Run:

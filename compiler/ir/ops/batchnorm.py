@@ -70,9 +70,20 @@ class BatchNorm(Op):
         w, training = run.weights, run.net.training
         if training:
             w.num_batches_tracked.add_(1)
-        x = run.backend.batch_norm(
-            x, w.running_mean, w.running_var, w.weight, w.bias, training, self.momentum, self.eps
-        )
+        across = run.batch.sum_across if run.batch is not None else None
+        if training and across is not None:
+            x = global_batch_norm(x, w, across, self.momentum, self.eps)
+        else:
+            x = run.backend.batch_norm(
+                x,
+                w.running_mean,
+                w.running_var,
+                w.weight,
+                w.bias,
+                training,
+                self.momentum,
+                self.eps,
+            )
         if self.relu:
             x = run.backend.relu(x)
         return run.dropout(x) if self.dropout else x
@@ -97,6 +108,31 @@ class BatchNorm(Op):
         if training:
             return "BN in training: batch statistics have no Triton kernel yet"
         return "BN with running statistics: fold it into its layer to run it fused"
+
+
+def global_batch_norm(x, w, sum_across, momentum: float, eps: float):
+    """Training BN with the statistics of the global batch: per-channel sums (and the row
+    count) summed over the processes by `sum_across`, which carries the gradient back to
+    every process's rows; the running statistics are updated as torch does (unbiased
+    variance), the same on every process."""
+    import torch
+
+    c = x.shape[1]
+    dims = [0, *range(2, x.dim())]
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    xf = x.float()
+    count = torch.full((1,), x.numel() // c, dtype=xf.dtype, device=x.device)
+    totals = sum_across(torch.cat([xf.sum(dims), count]))
+    n = totals[-1]
+    mean = totals[:c] / n
+    centred = xf - mean.reshape(shape)  # two passes: no cancellation in the variance
+    var = sum_across(centred.square().sum(dims)) / n
+    y = centred * torch.rsqrt(var + eps).reshape(shape) * w.weight.reshape(shape)
+    with torch.no_grad():
+        w.running_mean.lerp_(mean.to(w.running_mean.dtype), momentum)
+        unbiased = var * n / (n - 1).clamp_min(1)
+        w.running_var.lerp_(unbiased.to(w.running_var.dtype), momentum)
+    return (y + w.bias.reshape(shape)).to(x.dtype)
 
 
 def bn_name(weight_node: str) -> str:
