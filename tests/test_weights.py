@@ -158,6 +158,21 @@ def test_torchvision_file_and_wrong_layouts(tmp_path):
         assert "\n" not in str(info.value)  # one line, not torch's page of advice
 
 
+def test_init_from_a_bn_net_takes_each_layer_with_its_bn():
+    torch.manual_seed(0)
+    a = "input 32x32 RGB\nconv3-4 BN maxpool conv3-8 BN maxpool FC-16 BN FC-16 BN FC-5 soft-max"
+    d = "input 32x32 RGB\nconv3-4 BN conv3-4 BN maxpool conv3-8 BN maxpool "
+    d += "FC-16 BN FC-16 BN FC-5 soft-max"
+    source = vggspec.build_net(vggspec.parse_spec(a), backend="torch")
+    target = vggspec.build_net(vggspec.parse_spec(d), backend="torch")
+    with torch.no_grad():
+        source.bn1_1.running_var.fill_(3.0)
+    copied = vggspec.init_from(target, source, convs=1, fcs=2)
+    assert copied == ["conv1_1", "bn1_1", "fc4", "bn4", "fc5"]
+    assert torch.equal(target.bn1_1.running_var, source.bn1_1.running_var)
+    assert torch.equal(target.fc4.weight, source.fc4.weight)
+
+
 def test_init_from_net_a():
     torch.manual_seed(0)
     source = vggspec.build_net(SPECS / "A.vgg", backend="torch")

@@ -178,22 +178,34 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     """The paper's pre-initialisation (Sect. 3.1): copy the first `convs` conv layers
     and the last `fcs` FC layers of a trained shallower net (A) into the same-named
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
-    the rest as they are. Returns the names copied; refuses if any shape differs."""
+    the rest as they are; a layer's BN (weights and running statistics) goes with it.
+    Returns the names copied; refuses if any shape differs."""
 
-    def weight_layers(n: Net, section: str) -> list[str]:
-        return [
-            name
-            for name, operation in n.layers()
-            if operation.has_weights and operation.section == section
-        ]
+    def weight_layers(n: Net, section: str) -> list[list[str]]:
+        """Each conv/FC layer of the section with the weight nodes that belong to it (BN)."""
+        groups, current = [], None
+        for name, operation in n.layers():
+            if not operation.has_weights:
+                continue
+            if operation.part_of_previous:  # BN: goes with its layer, if that one is taken
+                if current is not None:
+                    current.append(name)
+                continue
+            current = [name] if operation.section == section else None
+            if current is not None:
+                groups.append(current)
+        return groups
 
-    chosen = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
+    groups = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
+    chosen = [name for group in groups for name in group]
     for name in chosen:
         target = getattr(net, name, None)
         if not isinstance(target, Weights):
             raise WeightsError(f"init_from: the target net has no layer {name}")
         theirs = getattr(source, name)
-        if target.weight.shape != theirs.weight.shape:
+        if target.weight.shape != theirs.weight.shape or (
+            target.state_dict().keys() != theirs.state_dict().keys()
+        ):
             raise WeightsError(
                 f"init_from: {name} is {tuple(theirs.weight.shape)} in the source net but "
                 f"{tuple(target.weight.shape)} in the target"
@@ -201,6 +213,7 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     with torch.no_grad():
         for name in chosen:
             target, theirs = getattr(net, name), getattr(source, name)
-            target.weight.copy_(theirs.weight)
-            target.bias.copy_(theirs.bias)
+            mine = target.state_dict()
+            for key, value in theirs.state_dict().items():
+                mine[key].copy_(value)  # weight and bias, and BN's running statistics
     return chosen
