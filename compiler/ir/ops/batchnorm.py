@@ -31,7 +31,6 @@ class BatchNorm(Op):
     absorbs = ("relu", "dropout")
     has_weights = True
     part_of_previous = True  # the feature cut keeps a layer's BN with it
-    torchvision_missing = None
 
     @property
     def keeps_mask(self) -> bool:
