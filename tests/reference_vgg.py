@@ -37,14 +37,17 @@ CONFIGS = {
 
 
 class ReferenceVGG(nn.Module):
-    def __init__(self, config: str, num_classes: int = 1000):
+    def __init__(self, config: str, num_classes: int = 1000, batch_norm: bool = False):
         super().__init__()
         layers, channels = [], 3
         for item in CONFIGS[config]:
             if item == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
-                layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
+                layers.append(nn.Conv2d(channels, item, 3, padding=1))
+                if batch_norm:  # torchvision's vgg*_bn: conv, BatchNorm2d, ReLU
+                    layers.append(nn.BatchNorm2d(item))
+                layers.append(nn.ReLU(inplace=True))
                 channels = item
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))

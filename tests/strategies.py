@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from vggspec.compiler import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+from vggspec.compiler import (
+    BN,
+    AvgPool,
+    Conv,
+    FullyConnected,
+    Gap,
+    Input,
+    Lrn,
+    MaxPool,
+    SoftMax,
+    Spec,
+)
 
 description_lines = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=30
@@ -14,6 +25,8 @@ body_layers = st.one_of(
         Conv, kernel=st.integers(0, 5).map(lambda i: 2 * i + 1), channels=st.integers(1, 4096)
     ),
     st.builds(MaxPool),
+    st.builds(AvgPool),
+    st.builds(Gap),
     st.builds(Lrn),
     st.builds(FullyConnected, features=st.integers(1, 10_000)),
 )
@@ -28,7 +41,11 @@ inputs = st.builds(
 
 @st.composite
 def specs(draw) -> Spec:
-    layers = draw(st.lists(body_layers, min_size=1, max_size=25))
+    layers = []
+    for layer in draw(st.lists(body_layers, min_size=1, max_size=25)):
+        layers.append(layer)
+        if layer.normalisable and draw(st.booleans()):
+            layers.append(BN())  # BN only where it may stand: right after a conv or FC
     if draw(st.booleans()):
         layers.append(SoftMax())
     description = tuple(draw(st.lists(description_lines, max_size=4)))
@@ -93,6 +110,12 @@ def spelled_specs(draw) -> tuple[Spec, str]:
             word = _case(draw, "maxpool")
         elif isinstance(layer, Lrn):
             word = _case(draw, "LRN")
+        elif isinstance(layer, AvgPool):
+            word = _case(draw, "avgpool")
+        elif isinstance(layer, Gap):
+            word = _case(draw, "gap")
+        elif isinstance(layer, BN):
+            word = _case(draw, "BN")
         else:
             word = _case(draw, draw(st.sampled_from(["soft-max", "softmax"])))
         out.append(word)

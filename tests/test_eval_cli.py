@@ -298,6 +298,19 @@ def test_features_and_a_linear_classifier(setup, cli, tmp_path):
     assert code == 2 and "exists and is not a folder" in err
 
 
+def test_features_of_a_named_layer(setup, cli, tmp_path):
+    _, data, run, _ = setup
+    out = tmp_path / "features"
+    args = ("run", "features", "--checkpoint", run, "--scales", "40")
+    code, stdout, err = cli(*args, *common(data, "--out", out, "--layer", "relu2_1", "--json"))
+    assert code == 0, err
+    assert json.loads(stdout)["layer"] == "relu2_1"
+    assert np.load(out / "val.npy").shape == (15, 16)  # conv3-16's channels, one scale
+    code, _, err = cli(*args, *common(data, "--out", out, "--layer", "relu9_9"))
+    assert code == 2 and "--layer relu9_9: no layer named 'relu9_9'" in err
+    assert "conv1_1, relu1_1, pool1, conv2_1, relu2_1, pool2, fc3" in err
+
+
 def test_corrupt_files_are_counted_and_reported(tmp_path, cli):
     from corrupt_fixture import make_corrupt_fixture
 

@@ -104,3 +104,33 @@ def test_ridge_in_the_dual_matches_the_primal():
         wide.T @ (2 * F.one_hot(y, 3).double() - 1),
     )
     torch.testing.assert_close(w_dual, w_primal)
+
+
+def test_named_activations_from_one_pass_that_stops_early(monkeypatch):
+    from vggspec.compiler import parse
+    from vggspec.compiler.ir.ops import Linear
+    from vggspec.compiler.lowering.net import build
+
+    torch.manual_seed(0)
+    text = "input 16x16 RGB\nconv3-4 BN conv3-4 BN maxpool\nconv3-8 maxpool\nFC-6 FC-3 soft-max"
+    net = build(parse(text), backend="torch").eval()
+    x = torch.randn(2, 3, 16, 16)
+    ran = []
+    forward = Linear.forward
+    monkeypatch.setattr(
+        Linear, "forward", lambda self, y, run: ran.append(run.node) or forward(self, y, run)
+    )
+    got = vggspec.features(net, x, ["relu1_2", "conv1_1", "pool2"])
+    assert list(got) == ["relu1_2", "conv1_1", "pool2"] and ran == []  # stopped at pool2
+    conv1_1 = F.conv2d(x, net.conv1_1.weight, net.conv1_1.bias, padding=1)
+    torch.testing.assert_close(got["conv1_1"], conv1_1)  # before its BN and ReLU
+    assert got["relu1_2"].shape == (2, 4, 16, 16) and got["relu1_2"].min() >= 0
+    assert got["pool2"].shape == (2, 8, 4, 4)
+    logits = vggspec.features(net, x, ["fc4"])["fc4"]
+    torch.testing.assert_close(logits, net(x))
+    folded = vggspec.fold_batch_norm(net)  # a folded net: bn1_1 is its conv's output
+    again = vggspec.features(folded, x, ["bn1_1", "relu1_2", "pool2"])
+    torch.testing.assert_close(again["pool2"], got["pool2"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(vggspec.VggspecError) as err:
+        vggspec.features(net, x, ["relu1_2", "relu5_3"])
+    assert "no layer named 'relu5_3'; the layers are: conv1_1, bn1_1, relu1_1," in str(err.value)

@@ -16,7 +16,7 @@ from helpers import SPECS
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("VGGSPEC_UPDATE_GOLDEN") == "1"
 
-NETS = ("A", "A-LRN", "B", "C", "D", "E", "demo")
+NETS = ("A", "A-LRN", "B", "C", "D", "E", "D-BN", "demo")
 VARIANTS = {
     "table": (),
     "json": ("--json",),
@@ -48,6 +48,10 @@ BAD_SPECS = {
     "collapse": "input 8x8 RGB\nconv3-8 maxpool maxpool maxpool maxpool\nFC-10 soft-max\n",
     "pool-after-fc": "input 32x32 RGB\nconv3-8 FC-10 maxpool\n",
     "lrn-after-fc": "input 32x32 RGB\nconv3-8 FC-10 LRN\n",
+    "bn-first": "input 32x32 RGB\nBN conv3-8\n",
+    "bn-after-pool": "input 32x32 RGB\nconv3-8 maxpool BN\n",
+    "bn-twice": "input 32x32 RGB\nconv3-8 BN BN\n",
+    "bn-after-softmax": "input 32x32 RGB\nconv3-8 FC-10 soft-max BN\n",
 }
 
 

@@ -192,6 +192,26 @@ def test_two_processes_give_the_one_process_weights(tiny, tmp_path, dropout):
     assert a["val_top5_error"] == b["val_top5_error"]
 
 
+def test_two_processes_give_the_one_process_weights_with_batch_norm(tiny, tmp_path):
+    # BN's batch statistics are those of the global batch, summed across the processes.
+    spec = tmp_path / "tiny-bn.vgg"
+    spec.write_text(TINY_SPEC.replace("conv3-8", "conv3-8 BN").replace("FC-32 FC", "FC-32 BN FC"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["max_steps=10", "dropout=0", f"spec={spec}"]
+    assert vggspec_cmd("run", "train", *settings(tiny, one, *common)).returncode == 0
+    result = vggspec_cmd("run", "train", "--nproc", "2", *settings(tiny, two, *common))
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = weights(two), weights(one)
+    assert "bn1_1.running_var" in a and "bn3.running_mean" in a
+    assert int(a["bn1_1.num_batches_tracked"]) == int(b["bn1_1.num_batches_tracked"]) == 10
+    # A bias before BN gets no gradient (BN takes the mean out): it stays at its initial
+    # zero up to rounding, so it is compared absolutely, the rest relatively.
+    before_bn = {"conv1_1.bias", "fc3.bias"}
+    assert max((a[k] - b[k]).abs().max().item() for k in before_bn) < 1e-7
+    rest = {k: v for k, v in a.items() if v.is_floating_point() and k not in before_bn}
+    assert max_rel_diff(rest, b) < 1e-5
+
+
 def test_two_machines_on_loopback(tiny, tmp_path):
     from vggspec.runtime.dist.launch import free_port
 

@@ -107,6 +107,36 @@ def test_torchvision_round_trip(config):
     assert all(torch.equal(exported[k], theirs[k]) for k in theirs)
 
 
+def test_torchvision_vgg16_bn_gives_the_same_logits_in_eval():
+    torch.manual_seed(3)
+    reference = ReferenceVGG("D", batch_norm=True)
+    with torch.no_grad():  # random statistics, so that loading them matters
+        for module in reference.features:
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.num_batches_tracked.fill_(7)
+    reference.eval()
+    theirs = reference.state_dict()
+    assert "features.1.running_mean" in theirs and "features.3.weight" in theirs
+    net = vggspec.build_net(SPECS / "D-BN.vgg", backend="torch").eval()
+    vggspec.load_torchvision(net, theirs)
+    assert int(net.bn1_1.num_batches_tracked) == 7
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            vggspec.fold_batch_norm(net)(x), reference(x), rtol=1e-5, atol=1e-5
+        )
+    exported = vggspec.to_torchvision(net)
+    assert exported.keys() == theirs.keys()
+    assert all(torch.equal(exported[k], theirs[k]) for k in theirs)
+    with pytest.raises(WeightsError, match="a batch-norm net"):
+        vggspec.load_torchvision(vggspec.build_net(SPECS / "D.vgg", backend="torch"), theirs)
+
+
 def test_torchvision_file_and_wrong_layouts(tmp_path):
     reference = ReferenceVGG("A")
     path = tmp_path / "vgg11.pth"
@@ -126,6 +156,21 @@ def test_torchvision_file_and_wrong_layouts(tmp_path):
         with pytest.raises(WeightsError, match="cannot read") as info:
             vggspec.load_torchvision(net, tmp_path / name)
         assert "\n" not in str(info.value)  # one line, not torch's page of advice
+
+
+def test_init_from_a_bn_net_takes_each_layer_with_its_bn():
+    torch.manual_seed(0)
+    a = "input 32x32 RGB\nconv3-4 BN maxpool conv3-8 BN maxpool FC-16 BN FC-16 BN FC-5 soft-max"
+    d = "input 32x32 RGB\nconv3-4 BN conv3-4 BN maxpool conv3-8 BN maxpool "
+    d += "FC-16 BN FC-16 BN FC-5 soft-max"
+    source = vggspec.build_net(vggspec.parse_spec(a), backend="torch")
+    target = vggspec.build_net(vggspec.parse_spec(d), backend="torch")
+    with torch.no_grad():
+        source.bn1_1.running_var.fill_(3.0)
+    copied = vggspec.init_from(target, source, convs=1, fcs=2)
+    assert copied == ["conv1_1", "bn1_1", "fc4", "bn4", "fc5"]
+    assert torch.equal(target.bn1_1.running_var, source.bn1_1.running_var)
+    assert torch.equal(target.fc4.weight, source.fc4.weight)
 
 
 def test_init_from_net_a():

@@ -23,6 +23,8 @@ _TORCH_API = {
     "TrainScale",
     "build_net",
     "densify",
+    "features",
+    "fold_batch_norm",
     "init_from",
     "init_weights",
     "load",

@@ -7,7 +7,15 @@ import os
 from pathlib import Path
 
 from vggspec.compiler import Spec, load_spec
-from vggspec.compiler.lowering.net import Net, build, densify, init_weights, lower
+from vggspec.compiler.lowering.net import (
+    Net,
+    build,
+    densify,
+    features,
+    fold_batch_norm,
+    init_weights,
+    lower,
+)
 from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.io.model_info import ModelInfo
@@ -23,6 +31,8 @@ __all__ = [
     "TrainScale",
     "build_net",
     "densify",
+    "features",
+    "fold_batch_norm",
     "init_from",
     "init_weights",
     "load",

@@ -62,12 +62,17 @@ class Layer:
     ends_stage: ClassVar[bool] = False  # the printer ends the line (a Table 1 row) after it
     ends_net: ClassVar[bool] = False  # nothing may follow it
     fills_stage: ClassVar[bool] = False  # a stage holding one is numbered (conv5_1 … fc6)
+    normalisable: ClassVar[bool] = False  # a `BN` may follow it (conv, FC)
     loc: Loc | None
 
     @classmethod
     def read(cls, token: str, loc: Loc) -> Layer:
         """The layer a token of this rule stands for; ValueError for a bad value."""
         return cls(loc=loc)
+
+    def misplaced(self, previous: Layer | None) -> str | None:
+        """Why this layer cannot follow `previous` (None: the first layer), or None."""
+        return None
 
     def text(self) -> str:
         """Canonical text: `parse(text)` gives the layer back."""
@@ -80,6 +85,14 @@ class Layer:
     def resized(self, outputs: int) -> Layer | None:
         """This layer with `outputs` outputs if it can be a classifier's last layer."""
         return None
+
+
+def misplaced(layers) -> tuple[int, str] | None:
+    """(index, why) of the first layer that cannot follow the one before it, or None."""
+    for i, layer in enumerate(layers):
+        if (why := layer.misplaced(layers[i - 1] if i else None)) is not None:
+            return i, why
+    return None
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,8 @@ class Spec:
         for i, layer in enumerate(self.layers):
             if layer.ends_net and i != len(self.layers) - 1:
                 raise ValueError("soft-max may only end the net")
+        if (wrong := misplaced(self.layers)) is not None:
+            raise ValueError(wrong[1])
         for line in self.description:
             if line != line.strip() or "\n" in line:
                 raise ValueError(f"description lines are single stripped lines: {line!r}")

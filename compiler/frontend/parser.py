@@ -10,7 +10,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..ir.ops import LAYERS
 from ..ir.ops.base import number
-from .ast import Input, Loc, Spec
+from .ast import Input, Loc, Spec, misplaced
 from .errors import SpecError
 
 # The comments before the first token are the spec's description.
@@ -143,6 +143,9 @@ def parse(text: str, filename: str | None = None) -> Spec:
                 spec_input = _input(child)
             else:
                 layers.append(_layer(child))
+        if (wrong := misplaced(layers)) is not None:
+            index, why = wrong
+            raise SpecError(why, layers[index].loc)
         return Spec(tuple(layers), spec_input, _description(text), text, filename)
     except SpecError as err:
         raise err.with_source(text, filename) from None

@@ -19,7 +19,8 @@ Graph = nx.DiGraph
 class NodeMeta:
     """What the build and the passes know of a node. Build: loc, layer; infer_shapes:
     in_shape, shape; count: params … out_bytes (rf, jump and start per axis, in input
-    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from."""
+    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from;
+    fold_norms: the BN node whose running statistics its weights absorb."""
 
     loc: Loc | None = None
     layer: Layer | None = None
@@ -34,6 +35,7 @@ class NodeMeta:
     out_bytes: int = 0
     fused: list[str] | None = None
     weight_from: WeightFrom | None = None
+    norm_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class Totals:
     param_bytes: int
     batch: int
     dtype: str
+    # BN: running statistics (elements and bytes, in param_bytes too) and element-wise ops.
+    buffers: int = 0
+    buffer_bytes: int = 0
+    elementwise: int = 0
 
 
 def nodes(g: Graph) -> list[str]:
@@ -135,6 +141,7 @@ class Builder:
         self.g, self.last, self.namer = g, last, Namer(spec)
         self._layers = spec.layers
         self._index = 0
+        self._nodes: list[list[str]] = []  # the nodes each layer added, by layer index
 
     def position(self, layer) -> tuple[int, int]:
         """(index among the spec's layers of the same kind, how many there are)."""
@@ -148,9 +155,30 @@ class Builder:
         self.g.add_node(node, op=operation, meta=NodeMeta(layer.loc, layer))
         self.g.add_edge(self.last, node)
         self.last = node
+        self._nodes[self._index].append(node)
+
+    def previous_layer_nodes(self) -> list[str]:
+        """The nodes the layer before the current one added (its weight node first)."""
+        return list(self._nodes[self._index - 1])
+
+    def insert_after(self, before: str, node: str, operation: ops.Op) -> None:
+        """Put a node of the current layer right after `before` (BN between conv and ReLU)."""
+        layer = self._layers[self._index]
+        if node in self.g:
+            raise SpecError(f"two layers would both be named {node!r}", layer.loc)
+        following = list(self.g.successors(before))
+        self.g.add_node(node, op=operation, meta=NodeMeta(layer.loc, layer))
+        for after in following:
+            self.g.remove_edge(before, after)
+            self.g.add_edge(node, after)
+        self.g.add_edge(before, node)
+        if self.last == before:
+            self.last = node
+        self._nodes[self._index].append(node)
 
     def build(self, index: int) -> None:
         self._index = index
+        self._nodes.append([])
         layer = self._layers[index]
         layer.build(self)
         if layer.ends_stage:
@@ -222,6 +250,8 @@ def format_node(g: Graph, n: str) -> str:
     if info.weight_from is not None:
         source = info.weight_from
         notes.append(f"weight = {source.node}.weight.reshape{tuple(source.shape)}")
+    if info.norm_from is not None:
+        notes.append(f"folds {info.norm_from}")
     loc = info.loc
     if loc is not None:
         notes.append(f"@{loc.line}:{loc.column}")

@@ -9,9 +9,17 @@ from ..frontend import ast
 from ..frontend.errors import SpecError
 from .graph import Graph, build_graph, score_map_size, verify
 
-__all__ = ["compile_spec", "dense_graph", "run_steps", "score_map_size", "with_input_size"]
+__all__ = [
+    "compile_spec",
+    "dense_graph",
+    "folded_graph",
+    "run_steps",
+    "score_map_size",
+    "with_input_size",
+]
 from .passes.count import count
 from .passes.densify import densify
+from .passes.fold import fold_norms
 from .passes.fuse import fuse
 from .passes.shapes import infer_shapes
 
@@ -79,3 +87,15 @@ def dense_graph(g: Graph, image_size: tuple[int, int] | None = None) -> Graph:
         return run_steps(g, steps)
     except SpecError as err:
         raise err.with_source(spec.source, spec.filename) from None
+
+
+def folded_graph(g: Graph) -> Graph:
+    """A compiled graph for inference: every BN folded into the conv/FC before it."""
+    totals = g.graph["totals"]
+
+    def counted(d: Graph) -> Graph:
+        return count(d, totals.batch, totals.dtype)
+
+    return run_steps(
+        g, [("fold_norms", fold_norms), ("infer_shapes", infer_shapes), ("count", counted)]
+    )

@@ -63,6 +63,10 @@ def to_dict(g: Graph) -> dict:
                 "column": loc.column if loc else None,
             }
         )
+    if totals.buffers:
+        result["buffers"] = totals.buffers
+        result["buffer_bytes"] = totals.buffer_bytes
+        result["elementwise"] = totals.elementwise
     if (size := score_map_size(g)) is not None:
         result["score_map"] = list(size)
     return result
@@ -94,7 +98,19 @@ def format_table(g: Graph) -> str:
         f"parameters        {report['params']:,} ({_human(report['params'])})",
         f"MACs              {report['macs']:,} ({_human(report['macs'])}MAC per image)",
         f"FLOPs (2 x MACs)  {report['flops']:,} ({_human(report['flops'])}FLOP per image)",
-        f"param memory      {_bytes(report['param_bytes'])} ({dtype})",
+    ]
+    if "elementwise" in report:
+        e = report["elementwise"]
+        out.append(f"BN element-wise   {e:,} ({_human(e)}op per image, not in MACs)")
+    if "buffers" in report:
+        out.append(
+            f"buffers           {report['buffers']:,} (BN running statistics, not parameters)"
+        )
+    included = ""
+    if "buffers" in report:
+        included = f", buffers included: {_bytes(report['buffer_bytes'])}"
+    out += [
+        f"param memory      {_bytes(report['param_bytes'])} ({dtype}{included})",
         f"activations       {_bytes(report['forward_activation_bytes'])} forward peak, "
         f"{_bytes(report['training_activation_bytes'])} kept for backward "
         f"(batch {b}, {dtype})",

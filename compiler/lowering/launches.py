@@ -24,3 +24,15 @@ def graph_launches(g: Graph, batch: int, training: bool = True) -> tuple[list, l
             launches.append(launch)
         input_grad = input_grad or operation.has_weights
     return launches, fallbacks
+
+
+def torch_reasons(g: Graph, training: bool = True) -> list[str]:
+    """Why torch runs the ops that have no launch, one line per distinct reason given."""
+    reasons = []
+    for n in nodes(g):
+        operation = op(g, n)
+        if operation.is_input or operation.launch(n, meta(g, n).in_shape, 1, training, True):
+            continue
+        if (why := operation.torch_reason(training)) and why not in reasons:
+            reasons.append(why)
+    return reasons

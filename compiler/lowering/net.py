@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +14,7 @@ from ..frontend.errors import VggspecError
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
 from ..ir.ops import Op, SoftMaxOp
-from ..ir.pipeline import compile_spec, dense_graph
+from ..ir.pipeline import compile_spec, dense_graph, folded_graph
 from .backends import get_backend
 
 # The head of a spec written without one (no soft-max): predicted and trained as if it
@@ -22,25 +24,43 @@ DEFAULT_HEAD = ("prob", SoftMaxOp())
 
 class Weights(nn.Module):
     """The parameters of one weight node: `<node>.weight` and `<node>.bias` (the names and
-    shapes its op's `tensors` gives)."""
+    shapes its op's `tensors` gives), and its buffers (BN's running statistics)."""
 
-    def __init__(self, **tensors: torch.Tensor):
+    def __init__(self, buffers: dict[str, torch.Tensor] | None = None, **tensors: torch.Tensor):
         super().__init__()
         for name, tensor in tensors.items():
             setattr(self, name, nn.Parameter(tensor))
+        for name, tensor in (buffers or {}).items():
+            self.register_buffer(name, tensor)
+
+    def share(self, source: Weights) -> None:
+        """Make this module's parameters and buffers those of `source` (no copy)."""
+        for name, tensor in source.named_parameters(recurse=False):
+            setattr(self, name, tensor)
+        for name, tensor in source.named_buffers(recurse=False):
+            self._buffers[name] = tensor
+
+
+def _empty_buffers(operation: Op, in_shape) -> dict[str, torch.Tensor]:
+    return {
+        name: torch.zeros(shape, dtype=getattr(torch, dtype) if dtype else None)
+        for name, (shape, dtype) in operation.buffers(in_shape).items()
+    }
 
 
 @dataclass(frozen=True)
 class GlobalBatch:
     """This process holds rows [first_row, first_row + n) of a global batch of `size`; dropout
     draws its masks for the whole global batch from `seed` and keeps this process's rows,
-    so that a sample's mask does not depend on how the batch is split over processes."""
+    and BN sums its statistics over all processes, so that a sample's mask and its
+    normalisation do not depend on how the batch is split over processes."""
 
     seed: int
     first_row: int
     size: int
-    # Batch norm over the global batch (issue 12) will need its cross-process reduction
-    # handed in the same way: a field here, read by that op's forward through `run.batch`.
+    # Sums a tensor over the processes, differentiably (torch.distributed.nn's all_reduce):
+    # BN takes its training statistics over the global batch with it. None: one process.
+    sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class _Run:
@@ -80,9 +100,10 @@ class Net(nn.Module):
                 raise VggspecError(f"{n} follows the soft-max: nothing can run after it")
             self._body.append((n, operation))
             if operation.has_weights:
-                shapes = operation.tensors(meta(graph, n).in_shape)
+                in_shape = meta(graph, n).in_shape
+                shapes = operation.tensors(in_shape)
                 tensors = {name: torch.empty(shape) for name, shape in shapes.items()}
-                self.add_module(n, Weights(**tensors))
+                self.add_module(n, Weights(_empty_buffers(operation, in_shape), **tensors))
 
     def layers(self) -> list[tuple[str, Op]]:
         """(node, op) of every layer `forward` runs, in order (input and head left out)."""
@@ -103,12 +124,41 @@ class Net(nn.Module):
         b = self.backend
         if x.dim() == 4 and b.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=b.memory_format)
+        ((_, scores),) = deque(self._steps(x, batch, len(self._body)), maxlen=1)
+        return scores
+
+    def _steps(self, x: torch.Tensor, batch: GlobalBatch | None, stop: int):
+        """(node, output) of the first `stop` layers, in order."""
         run = _Run(self, batch)
-        for index, (n, operation) in enumerate(self._body):
+        for index, (n, operation) in enumerate(self._body[:stop]):
             run.node, run.index = n, index
             run.weights = getattr(self, n) if operation.has_weights else None
             x = operation.forward(x, run)
-        return x
+            yield n, x
+
+    def layer_names(self) -> list[str]:
+        """What each layer's output is called: its node, or the last node folded into it
+        (a folded conv gives its BN's output, bn3_3)."""
+        return [(meta(self.graph, n).fused or [n])[-1] for n, _ in self._body]
+
+    def activations(self, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
+        """The outputs of the named layers (see `layer_names`) from one forward pass that
+        stops after the last one asked for."""
+        known = self.layer_names()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise _unknown_layers(unknown, known)
+        if not names:
+            return {}
+        wanted = {known.index(name): name for name in names}
+        found = {}
+        b = self.backend
+        if x.dim() == 4 and b.memory_format is not torch.contiguous_format:
+            x = x.contiguous(memory_format=b.memory_format)
+        for index, (_, y) in enumerate(self._steps(x, None, max(wanted) + 1)):
+            if index in wanted:
+                found[wanted[index]] = y
+        return {name: found[name] for name in names}
 
     def _dropout(self, x: torch.Tensor, layer: int, batch: GlobalBatch | None) -> torch.Tensor:
         p = self.dropout
@@ -148,6 +198,12 @@ class Net(nn.Module):
         h, w = self.input_size
         kind = "dense twin, " if self.dense else ""
         return f"{kind}input {h}x{w}, backend {self.backend_name}, dropout {self.dropout}"
+
+
+def _unknown_layers(unknown: list[str], known: list[str]) -> VggspecError:
+    return VggspecError(
+        f"no layer named {', '.join(map(repr, unknown))}; the layers are: {', '.join(known)}"
+    )
 
 
 def lower(graph: Graph, backend: str = "auto", dropout: float = 0.5) -> Net:
@@ -222,6 +278,69 @@ def densify(net: Net) -> Net:
             weight = original.weight
             if source is not None:
                 weight = weight.reshape(source.shape)  # a view
+            target.share(original)
             target.weight = nn.Parameter(weight)
-            target.bias = original.bias
     return dense.train(net.training)
+
+
+def fold_batch_norm(net: Net) -> Net:
+    """An inference copy of `net` with every BN folded into the conv/FC before it (its
+    running statistics and affine parameters become that layer's weight and bias): the
+    same outputs as `net.eval()`, with no BN left to run. A net without BN comes back as
+    it is; a dense twin is folded as well (densify of the folded net gives the same)."""
+    graph = folded_graph(net.graph)
+    if graph.number_of_nodes() == net.graph.number_of_nodes():
+        return net  # nothing to fold (no BN, or folded already)
+    folded = Net(graph, net.backend_name, net.dropout)
+    folded.preprocess = dict(net.preprocess)
+    with torch.no_grad():
+        for n, operation in folded.layers():
+            if not operation.has_weights:
+                continue
+            source, target = getattr(net, n), getattr(folded, n)
+            weight, bias = source.weight, source.bias
+            if (norm := meta(graph, n).norm_from) in net.graph:
+                weight, bias = op(net.graph, norm).folded(weight, bias, getattr(net, norm))
+            target.weight.copy_(weight)
+            target.bias.copy_(bias)
+    return folded.eval()
+
+
+def named_twin(net: Net) -> Net:
+    """A twin of `net` with one layer per node of its spec (nothing fused, so relu3_3 is a
+    layer of its own), sharing its weights; folded and dense as `net` is."""
+    graph = compile_spec(
+        net.spec, net.input_size, name=net.graph.graph.get("name", "spec"), fused=False
+    )
+    if "fold_norms" in net.graph.graph["passes"]:
+        graph = folded_graph(graph)
+    if net.dense:
+        graph = dense_graph(graph)
+    twin = Net(graph, net.backend_name, net.dropout)
+    twin.preprocess = dict(net.preprocess)
+    for name, module in twin.named_children():
+        module.share(getattr(net, name))
+    return twin.train(net.training)
+
+
+def features(net: Net, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
+    """The activations of the named layers (conv1_1, bn1_1, relu1_1, pool1, fc6, relu6 …,
+    as `vggspec compile --no-fuse` names them) from one forward pass of `net` that stops
+    after the last one asked for; an unknown name is an error listing the names."""
+    return named_twin(net).activations(x, list(names))
+
+
+def cut(net: Net, name: str) -> Net:
+    """The named twin of `net` ending at layer `name` (its output is that layer's), sharing
+    the weights."""
+    twin = named_twin(net)
+    known = twin.layer_names()
+    if name not in known:
+        raise _unknown_layers([name], known)
+    order = nodes(twin.graph)
+    end = order.index(twin.layers()[known.index(name)][0]) + 1
+    head = Net(twin.graph.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
+    head.preprocess = dict(net.preprocess)
+    for child, module in head.named_children():
+        module.share(getattr(twin, child))
+    return head.train(net.training)

@@ -97,6 +97,28 @@ def all_reduce_sum(values: list[float], ctx: Context) -> list[float]:
     return tensor.tolist()
 
 
+class _SumAcross(torch.autograd.Function):
+    """The sum of a tensor over all ranks; its gradient is the sum of theirs (every rank's
+    loss depends on every rank's input through the sum)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def sum_across(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over all ranks (BN's statistics over the global batch)."""
+    return _SumAcross.apply(tensor)
+
+
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.ir.graph import nodes, op
-from vggspec.compiler.lowering.net import Net
+from vggspec.compiler.lowering.net import Net, cut
 
 from ..data.image_folder import ImageFolder
 from ..dist.context import Context, gather_to_main, shard
@@ -36,8 +37,16 @@ def penultimate_net(twin: Net) -> Net:
     head = Net(g.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
     for name, module in head.named_children():
         source = getattr(twin, name)
-        module.weight, module.bias = source.weight, source.bias
+        module.share(source)
     return head.eval()
+
+
+def layer_net(twin: Net, layer: str) -> Net:
+    """The dense twin cut after the named layer; shares the twin's weights."""
+    try:
+        return cut(twin, layer).eval()
+    except VggspecError as err:
+        raise EvalError(f"--layer {layer}: {err}") from None
 
 
 @torch.inference_mode()
@@ -69,6 +78,7 @@ def extract_features(
     ctx: Context,
     *,
     aggregate: str = "stack",
+    layer: str | None = None,
     flip: bool = True,
     max_images: int = 32,
     max_pixels: int = 50 * 224 * 224,
@@ -78,12 +88,13 @@ def extract_features(
 ) -> Features:
     """Per net: the descriptor at each of its scales, stacked (ascending Q) or pooled
     (averaged) across scales, L2-normalised; the nets' descriptors stacked, and the whole
-    L2-normalised again."""
+    L2-normalised again. `layer` names the layer to take instead of the penultimate one
+    (relu5_3, pool5, fc6 …, as `vggspec compile --no-fuse` names them)."""
     if aggregate not in AGGREGATES:
         raise EvalError(f"aggregate must be stack or pool, not {aggregate!r}")
     started = time.perf_counter()
     local = shard(len(folder), ctx)
-    heads = [penultimate_net(m.twin) for m in models]
+    heads = [penultimate_net(m.twin) if layer is None else layer_net(m.twin, layer) for m in models]
     per_scale: dict[tuple[int, int], np.ndarray] = {}
     readable = np.ones(len(local), dtype=bool)
     batches = scale_passes(

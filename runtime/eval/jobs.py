@@ -193,6 +193,7 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
     summary = {
         "nets": [{"name": m.name, "source": m.source, "scales": sorted(m.scales)} for m in models],
         "aggregate": request.aggregate,
+        **({"layer": request.layer} if request.layer else {}),
         "flip": images.flip,
         "splits": {},
     }
@@ -206,6 +207,7 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
             folder,
             ctx,
             aggregate=request.aggregate,
+            layer=request.layer,
             flip=images.flip,
             max_images=images.batch,
             workers=images.workers,

@@ -15,6 +15,7 @@ from vggspec.compiler.lowering.net import (
     Net,
     classifier_index,
     densify,
+    fold_batch_norm,
     lower,
     with_num_classes,
 )
@@ -173,7 +174,8 @@ def _finish(
     device,
 ) -> EvalModel:
     _check_rgb(net, source)
-    net.eval().to(device)
+    # Evaluation runs on running statistics: BN folded into its layer, nothing left to run.
+    net = fold_batch_norm(net.eval()).to(device)
     if class_names is not None and len(class_names) != net.num_classes:
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"

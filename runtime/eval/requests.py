@@ -51,6 +51,7 @@ class FeaturesRequest:
     images: ImagesRequest
     out: str
     aggregate: str = "stack"
+    layer: str | None = None  # a named layer (relu5_3) instead of the penultimate one
     classifier: str | None = None
     train_split: str = "train"
     reg: float = 1.0

@@ -135,7 +135,8 @@ def load_state(net: Net, tensors: dict[str, torch.Tensor], source: str) -> Net:
 def torchvision_keys(net: Net) -> dict[str, str]:
     """Our parameter name → torchvision's, for the layout of torchvision.models.vgg:
     `features` holds conv, ReLU and max-pool modules in order, `classifier` holds
-    Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
+    Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear; the `_bn` nets put a
+    BatchNorm2d (weight, bias and its running statistics) between each conv and ReLU."""
     fused = compile_spec(net.spec)  # one node per conv or FC, with its ReLU (and dropout)
     mapping, position = {}, {"features": 0, "classifier": 0}
     for n in nodes(fused):
@@ -146,7 +147,8 @@ def torchvision_keys(net: Net) -> dict[str, str]:
             continue
         if operation.has_weights:
             index = position[operation.section]
-            for p in operation.tensors(meta(fused, n).in_shape):
+            in_shape = meta(fused, n).in_shape
+            for p in [*operation.tensors(in_shape), *operation.buffers(in_shape)]:
                 mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
         position[operation.section] += operation.torchvision_modules()
     return mapping
@@ -175,7 +177,7 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
             "not the torchvision VGG layout of this spec: unexpected keys "
             + ", ".join(extra[:6])
             + (
-                " (batch-norm variants are not VGG as in the paper)"
+                " (a batch-norm net: write its spec with BN, as specs/D-BN.vgg)"
                 if any(k.endswith("running_mean") for k in extra)
                 else ""
             )
@@ -188,22 +190,34 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     """The paper's pre-initialisation (Sect. 3.1): copy the first `convs` conv layers
     and the last `fcs` FC layers of a trained shallower net (A) into the same-named
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
-    the rest as they are. Returns the names copied; refuses if any shape differs."""
+    the rest as they are; a layer's BN (weights and running statistics) goes with it.
+    Returns the names copied; refuses if any shape differs."""
 
-    def weight_layers(n: Net, section: str) -> list[str]:
-        return [
-            name
-            for name, operation in n.layers()
-            if operation.has_weights and operation.section == section
-        ]
+    def weight_layers(n: Net, section: str) -> list[list[str]]:
+        """Each conv/FC layer of the section with the weight nodes that belong to it (BN)."""
+        groups, current = [], None
+        for name, operation in n.layers():
+            if not operation.has_weights:
+                continue
+            if operation.part_of_previous:  # BN: goes with its layer, if that one is taken
+                if current is not None:
+                    current.append(name)
+                continue
+            current = [name] if operation.section == section else None
+            if current is not None:
+                groups.append(current)
+        return groups
 
-    chosen = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
+    groups = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
+    chosen = [name for group in groups for name in group]
     for name in chosen:
         target = getattr(net, name, None)
         if not isinstance(target, Weights):
             raise WeightsError(f"init_from: the target net has no layer {name}")
         theirs = getattr(source, name)
-        if target.weight.shape != theirs.weight.shape:
+        if target.weight.shape != theirs.weight.shape or (
+            target.state_dict().keys() != theirs.state_dict().keys()
+        ):
             raise WeightsError(
                 f"init_from: {name} is {tuple(theirs.weight.shape)} in the source net but "
                 f"{tuple(target.weight.shape)} in the target"
@@ -211,6 +225,7 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     with torch.no_grad():
         for name in chosen:
             target, theirs = getattr(net, name), getattr(source, name)
-            target.weight.copy_(theirs.weight)
-            target.bias.copy_(theirs.bias)
+            mine = target.state_dict()
+            for key, value in theirs.state_dict().items():
+                mine[key].copy_(value)  # weight and bias, and BN's running statistics
     return chosen

@@ -120,7 +120,10 @@ class Trainer:
         else:
             self._initialise_from_elsewhere()
         self.model = self.net
+        # BN's statistics over the global batch: summed across processes, with gradients.
+        self.sum_across = None
         if ctx.distributed:
+            self.sum_across = distributed.sum_across
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
             )
@@ -230,7 +233,7 @@ class Trainer:
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             seed = step_seed(cfg.seed, p.step)
             torch.manual_seed(seed)
-            rows = GlobalBatch(seed, ctx.rank * len(y), cfg.batch_size)
+            rows = GlobalBatch(seed, ctx.rank * len(y), cfg.batch_size, self.sum_across)
             with torch.autocast(ctx.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
                 logits = self.model(x, batch=rows)
             loss = self.net.loss(logits, y)

@@ -117,7 +117,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
     """Every Triton kernel of the graph compiled for args.target, as a table or JSON."""
     from vggspec.compiler.kernels import aot_report, format_aot_report, predicted_step_time
     from vggspec.compiler.lowering.auto_calls import auto_calls, describe_auto_calls
-    from vggspec.compiler.lowering.launches import graph_launches
+    from vggspec.compiler.lowering.launches import graph_launches, torch_reasons
 
     training = not args.dense
     launches, fallbacks = graph_launches(graph, batch, training)
@@ -136,6 +136,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
             "predicted_step_seconds": step,
             "torch_fallbacks": fallbacks,
             "auto_measures": auto_calls(launches),
+            **({"torch_reasons": reasons} if (reasons := torch_reasons(graph, training)) else {}),
             "kernels": rows,
         }
         return json.dumps(report, indent=2) + "\n"
@@ -144,6 +145,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
     text += f"{what} at batch {batch}: {step * 1e3:.1f} ms predicted from the roofline\n"
     if fallbacks:
         text += "runs through torch (no Triton kernel): " + ", ".join(fallbacks) + "\n"
+        text += "".join(f"  why: {why}\n" for why in torch_reasons(graph, training))
     return text + describe_auto_calls(launches, training)
 
 

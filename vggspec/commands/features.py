@@ -30,6 +30,12 @@ def add_parser(run_subparsers) -> None:
         help="scales stacked into one long descriptor (default) or averaged",
     )
     p.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="take this layer's activations instead of the penultimate layer's: a name as "
+        "`vggspec compile --no-fuse` shows it (relu5_3, pool5, fc6, relu7 …)",
+    )
+    p.add_argument(
         "--classifier",
         choices=("ridge", "logistic", "svm", "sklearn-svm"),
         help="fit a linear classifier on --train-split and report its accuracy on --split: "
@@ -69,6 +75,7 @@ def run(args) -> int:
         nets.images_request(args),
         out=args.out,
         aggregate=args.aggregate,
+        layer=args.layer,
         classifier=args.classifier,
         train_split=args.train_split,
         reg=args.reg,

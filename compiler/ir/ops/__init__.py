@@ -7,10 +7,13 @@ without an edit to this file; the names below are the ones other code imports.
 import pkgutil
 from importlib import import_module
 
+from .avgpool import AvgPool, AvgPool2d
 from .base import Layer, Op, ShapeError
+from .batchnorm import BN, BatchNorm
 from .conv import Conv, Conv2d
 from .dropout import Dropout
 from .fc import FullyConnected, Linear, WeightFrom
+from .gap import Gap, GlobalAvgPool
 from .input import Input
 from .lrn import LocalResponseNorm, Lrn
 from .maxpool import MaxPool, MaxPool2d
@@ -23,11 +26,17 @@ for _module in pkgutil.iter_modules(__path__):
     import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "BN",
     "LAYERS",
+    "AvgPool",
+    "AvgPool2d",
+    "BatchNorm",
     "Conv",
     "Conv2d",
     "Dropout",
     "FullyConnected",
+    "Gap",
+    "GlobalAvgPool",
     "Input",
     "Layer",
     "Linear",

@@ -60,6 +60,10 @@ class Op:
     def params_and_macs(self, in_shape, shape) -> tuple[int, int]:
         return 0, 0
 
+    def elementwise(self, in_shape) -> int:
+        """Element-wise operations per image that are not MACs (BN), reported apart."""
+        return 0
+
     def window(self, in_shape) -> tuple[tuple, tuple, tuple] | None:
         """(kernel, padding, stride) per axis if the op widens the receptive field."""
         return None
@@ -75,6 +79,10 @@ class Op:
             return None
         return replace(self, **{flag: True})
 
+    def fold_into(self, before: Op) -> Op | None:
+        """`before` with this op folded into it for inference (BN into its conv/FC), or None."""
+        return None
+
     def dense(self, node: str, in_shape) -> list[tuple[str, Op, dict]]:
         """What the node becomes in the fully-convolutional twin: (name, op, meta) in order;
         `node` itself keeps its meta. Default: unchanged."""
@@ -83,6 +91,11 @@ class Op:
     # --- lowering -------------------------------------------------------------------
     def tensors(self, in_shape) -> dict[str, tuple[int, ...]]:
         """The parameters this op owns (name → shape), in the order they are initialised."""
+        return {}
+
+    def buffers(self, in_shape) -> dict[str, tuple[tuple[int, ...], str | None]]:
+        """State that is not a parameter (BN's running statistics): name → (shape, dtype),
+        dtype None for the net's own."""
         return {}
 
     def init(self, module, init: str) -> None:
@@ -112,6 +125,10 @@ class Op:
     def launch(self, node: str, in_shape, batch: int, training: bool, input_grad: bool):
         """The Triton launch description, or None: torch runs it (the report says so)."""
         return None
+
+    def torch_reason(self, training: bool) -> str:
+        """Why torch runs this op in the Triton backend ("" when it goes without saying)."""
+        return ""
 
     def torchvision_modules(self) -> int:
         """How many modules the op occupies in its torchvision `section`."""

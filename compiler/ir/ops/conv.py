@@ -97,6 +97,7 @@ class Conv(Layer):
     terminal = "CONV"
     expected = "conv<k>-<channels>"
     fills_stage = True
+    normalisable = True
 
     def __post_init__(self):
         check_range("conv kernel size", self.kernel, 1, MAX_KERNEL)

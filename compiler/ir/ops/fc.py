@@ -96,6 +96,7 @@ class FullyConnected(Layer):
     word = "fc"
     terminal = "FC"
     expected = "FC-<n>"
+    normalisable = True
 
     def __post_init__(self):
         check_range("FC size", self.features, 1, MAX_CHANNELS)

@@ -2,7 +2,10 @@
 
 Conventions, so that the figures can be checked by hand:
 - MACs count multiply-accumulates of convolutions and FC layers (bias adds, ReLU,
-  pooling, LRN and soft-max are not MACs); FLOPs = 2 × MACs.
+  pooling, LRN, BN and soft-max are not MACs); FLOPs = 2 × MACs. BN's own cost, one
+  multiply-add per element once folded into a scale and shift, is `elementwise`.
+- Buffers (BN's running statistics) are not parameters; their bytes (int64 counters
+  at 8 bytes) are added to `param_bytes`.
 - Activation memory is for a batch in the given dtype. `forward_bytes` is the peak of
   an inference pass that frees each input once its consumer ran (max of in + out).
   `training_bytes` is what a training step keeps for backward: every tensor a node
@@ -42,6 +45,7 @@ def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
     width = DTYPE_BYTES[dtype]
     params_total = macs_total = forward_bytes = training_bytes = 0
+    buffers = buffer_bytes = elementwise = 0
     for n in nodes(g):
         operation, info = op(g, n), meta(g, n)
         out_bytes = batch * prod(info.shape) * width
@@ -59,6 +63,10 @@ def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
             operation, info.in_shape, (before.rf, before.jump, before.start)
         )
         params_total += params
+        elementwise += operation.elementwise(info.in_shape)
+        for shape, buffer_dtype in operation.buffers(info.in_shape).values():
+            buffers += prod(shape)
+            buffer_bytes += prod(shape) * (8 if buffer_dtype == "int64" else width)
         macs_total += macs
         forward_bytes = max(forward_bytes, before.out_bytes + out_bytes)
         if operation.keeps_mask:
@@ -69,8 +77,11 @@ def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
         flops=2 * macs_total,
         forward_bytes=forward_bytes,
         training_bytes=training_bytes,
-        param_bytes=params_total * width,
+        param_bytes=params_total * width + buffer_bytes,
         batch=batch,
         dtype=dtype,
+        buffers=buffers,
+        buffer_bytes=buffer_bytes,
+        elementwise=elementwise,
     )
     return g

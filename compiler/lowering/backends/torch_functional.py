@@ -24,10 +24,16 @@ class Backend:
     def max_pool(self, x):
         return F.max_pool2d(x, 2, 2)
 
+    def avg_pool(self, x):
+        return F.avg_pool2d(x, 2, 2)
+
     def lrn(self, x, size, alpha, beta, k):
         # AlexNet's formula multiplies the plain sum of squares by alpha; torch (like
         # Caffe) divides alpha by the window size, hence alpha * size here.
         return F.local_response_norm(x, size, alpha * size, beta, k)
+
+    def batch_norm(self, x, running_mean, running_var, weight, bias, training, momentum, eps):
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
     def linear(self, x, weight, bias, relu):
         y = F.linear(x, weight, bias)

@@ -1,6 +1,6 @@
 """The Triton backend: fused conv/FC + bias + ReLU, pooling and soft-max kernels.
 
-LRN and dropout have no kernel of their own and run through torch.nn.functional (their
+LRN, batch norm and dropout have no kernel of their own and run through torch.nn.functional (their
 ops have no `launch`; the compile report lists them). Under torch.autocast the kernels get
 their operands in the autocast dtype (bf16), accumulate in fp32, and give bf16 back, as
 cuDNN does.
@@ -44,8 +44,15 @@ class Backend:
     def max_pool(self, x):
         return max_pool2x2(x)
 
+    def avg_pool(self, x):
+        return F.avg_pool2d(x, 2, 2)
+
     def lrn(self, x, size, alpha, beta, k):
         return F.local_response_norm(x, size, alpha * size, beta, k)
+
+    def batch_norm(self, x, running_mean, running_var, weight, bias, training, momentum, eps):
+        # No kernel: torch runs BN (the report says why); a folded net has no BN left.
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
     def linear(self, x, weight, bias, relu):
         x, weight, bias = _operands(x, weight, bias)

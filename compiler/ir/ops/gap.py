@@ -1,0 +1,54 @@
+"""`gap`: global average pooling to 1×1, so that an FC after it sees C inputs; ends a stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...frontend.ast import Layer, Loc
+from .base import Op, ShapeError
+from .registry import register
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(Op):
+    """The mean over all positions of each channel: (C, H, W) → (C, 1, 1)."""
+
+    torchvision_missing = "torchvision's VGG has no global average pooling"
+
+    def describe(self) -> str:
+        return "global-avgpool"
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ShapeError("global average pooling cannot follow a fully connected layer")
+        return (in_shape[0], 1, 1)
+
+    def window(self, in_shape):
+        return tuple(in_shape[1:]), (0, 0), (1, 1)
+
+    def forward(self, x, run):
+        return run.backend.spatial_mean(x)[:, :, None, None]
+
+    def launch(self, node, in_shape, batch, training, input_grad):
+        from ...kernels.shapes import SpatialMeanLaunch
+
+        return SpatialMeanLaunch(node, batch, *in_shape)
+
+
+@register
+@dataclass(frozen=True)
+class Gap(Layer):
+    """`gap`: global average pooling to 1×1."""
+
+    loc: Loc | None = field(default=None, compare=False, repr=False)
+
+    word = "gap"
+    terminal = "GAP"
+    expected = "gap"
+    ends_stage = True
+
+    def text(self) -> str:
+        return "gap"
+
+    def build(self, b) -> None:
+        b.add(f"pool{b.namer.stage}", GlobalAvgPool())
