@@ -292,7 +292,6 @@ def fold_batch_norm(net: Net) -> Net:
     if graph.number_of_nodes() == net.graph.number_of_nodes():
         return net  # nothing to fold (no BN, or folded already)
     folded = Net(graph, net.backend_name, net.dropout)
-    folded.preprocess = dict(net.preprocess)
     with torch.no_grad():
         for n, operation in folded.layers():
             if not operation.has_weights:
@@ -317,7 +316,6 @@ def named_twin(net: Net) -> Net:
     if net.dense:
         graph = dense_graph(graph)
     twin = Net(graph, net.backend_name, net.dropout)
-    twin.preprocess = dict(net.preprocess)
     for name, module in twin.named_children():
         module.share(getattr(net, name))
     return twin.train(net.training)
@@ -340,7 +338,6 @@ def cut(net: Net, name: str) -> Net:
     order = nodes(twin.graph)
     end = order.index(twin.layers()[known.index(name)][0]) + 1
     head = Net(twin.graph.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
-    head.preprocess = dict(net.preprocess)
     for child, module in head.named_children():
         module.share(getattr(twin, child))
     return head.train(net.training)
