@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
 from vggspec.compiler.frontend.errors import VggspecError
 
 from .atomic import atomic_write
+
+# How torch.load(weights_only=True) names what it refused to unpickle.
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class CheckpointError(VggspecError):
@@ -24,10 +29,17 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load reports damage in many ways; all are the file's
+    except pickle.UnpicklingError as err:  # torch's text is a dozen lines of advice
+        found = _UNSAFE_GLOBAL.search(str(err))
         raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(err).__name__}: {err})"
+            f"{path}: refused: it holds pickled objects that are not tensors or plain data"
+            + (f" ({found.group(1)})" if found else "")
+            + "; vggspec loads checkpoints with weights_only=True and never runs pickled code"
         ) from None
+    except Exception as err:  # torch.load reports damage in many ways; all are the file's
+        lines = str(err).strip().splitlines()
+        gist = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({gist})") from None
     if not isinstance(state, dict) or state.get("format") != "vggspec-checkpoint/1":
         raise CheckpointError(f"{path}: not a vggspec training checkpoint")
     return state
