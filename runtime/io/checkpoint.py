@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,8 +21,31 @@ class CheckpointError(VggspecError):
     """A checkpoint that is missing, unreadable or not one of ours."""
 
 
+def _torch_save(state: dict, path: Path) -> None:
+    try:
+        torch.save(state, path)
+    except RuntimeError as err:
+        # torch's zip writer reports a failed write (a full disk, a quota) as RuntimeError
+        # "[enforce fail at inline_container.cc:...] . unexpected pos ...".
+        free = shutil.disk_usage(path.parent).free
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(
+            errno.ENOSPC if free < (1 << 20) else errno.EIO,
+            f"write failed with {free / 1e6:.1f} MB free on its disk (torch: {first})",
+        ) from None
+
+
 def save_checkpoint(state: dict, path: Path, before_rename=None) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp), before_rename)
+    """Write `state` to `path` atomically; a failed write (a full disk) leaves the previous
+    checkpoint as it was and says so in one line."""
+    try:
+        atomic_write(path, lambda tmp: _torch_save(state, Path(tmp)), before_rename)
+    except OSError as err:
+        raise OSError(
+            err.errno,
+            f"cannot write the checkpoint {path}: {err.strerror or err}; "
+            "the previous checkpoint is unchanged",
+        ) from None
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -196,11 +196,12 @@ class Trainer:
         step = self.position.step
         state = self._state()
         folder = self.run_dir / "checkpoints"
-        save_checkpoint(
-            state,
-            folder / "last.pt",
-            lambda: faults.kill_if_planned("kill-in-checkpoint", step, self.ctx.rank),
-        )
+
+        def fault_hook():
+            faults.kill_if_planned("kill-in-checkpoint", step, self.ctx.rank)
+            faults.fail_if_planned("enospc-in-checkpoint", step, self.ctx.rank, folder / "last.pt")
+
+        save_checkpoint(state, folder / "last.pt", fault_hook)
         if best:
             save_checkpoint(state, folder / "best.pt")
 
@@ -235,6 +236,7 @@ class Trainer:
             self.checkpoint()
         p.wall_seconds = wall_before + time.perf_counter() - started
         if ctx.is_main:
+            faults.kill_if_planned("kill-in-final-save", p.step, ctx.rank)
             save(self.net, self.run_dir / "model.safetensors")
         return self.summary("finished")
 
@@ -294,6 +296,7 @@ class Trainer:
 
     def _record_validation(self) -> dict:
         p = self.position
+        faults.kill_if_planned("kill-in-validation", p.step, self.ctx.rank)
         result = validate(self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers)
         result.update(step=p.step, epoch=p.epoch, lr=self.schedule.lr)
         p.last_val = result
