@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import re
 import tempfile
 from pathlib import Path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+# .NAME.PID.XXXXXXXX.tmp: mkstemp's random part has no dots.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
+
+
+def _stale(tmp: Path, name: str | None) -> bool:
+    match = _TEMPORARY.fullmatch(tmp.name)
+    return bool(match) and name in (None, match["name"]) and not _alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete what writers of the file `path` (or, given a folder, of any file under it)
+    killed mid-write left behind: .NAME.PID.*.tmp whose PID is gone. Returns them."""
+    path = Path(path)
+    if path.is_dir():
+        candidates, name = path.rglob(".*.tmp"), None
+    else:
+        candidates, name = path.parent.glob(f".{glob.escape(path.name)}.*.tmp"), path.name
+    removed = []
+    for tmp in sorted(candidates):
+        if _stale(tmp, name):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 def atomic_write(path: Path, write, before_rename=None) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: a crash at any moment
-    leaves either the old file or the new one, never a torn one. (`before_rename` is
-    a hook for fault-injection tests.)"""
+    leaves either the old file or the new one, never a torn one. A kill -9 mid-write
+    leaves its temporary file (.NAME.PID.*.tmp), which the next write of `path` removes.
+    (`before_rename` is a hook for fault-injection tests.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         write(tmp)

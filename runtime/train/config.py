@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from vggspec.compiler.frontend.errors import VggspecError
 
+from ..io.atomic import atomic_write
+
 
 class ConfigError(VggspecError):
     """A run setting that is unknown, of the wrong type or out of range."""
@@ -214,4 +216,6 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
 
 
 def write_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # Atomic: every start (resumes too) rewrites it, and --resume reads it back.
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

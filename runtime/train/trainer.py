@@ -31,7 +31,7 @@ from vggspec.compiler.lowering.net import build
 
 from ..data.loader import make_loader
 from ..dist import context as distributed
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, remove_stale_temporaries
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.weights import init_from as copy_layers_from
 from ..io.weights import load, load_state, save
@@ -384,6 +384,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> dict | None:
         distributed.barrier(ctx)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run_dir)  # of an earlier start killed mid-write
             write_config(cfg, run_dir / "config.yaml")
         log = RunLog(run_dir, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
         log.info(
