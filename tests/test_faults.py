@@ -133,3 +133,13 @@ def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
     )
     assert remove_stale_temporaries(tmp_path) == [other]  # a folder: every file's
     assert alive.exists()
+
+
+def test_a_metrics_line_cut_short_does_not_stop_a_resume(tmp_path):
+    from vggspec.runtime.train.log import RunLog
+
+    rows = '{"kind": "step", "step": 1}\n{"kind": "step", "step": 2}\n{"kind": "step", "step": 3}\n'
+    (tmp_path / "metrics.jsonl").write_text(rows + '{"kind": "st')  # a full disk mid-line
+    log = RunLog(tmp_path, True, truncate_after=2)
+    log.close()
+    assert (tmp_path / "metrics.jsonl").read_text() == "".join(rows.splitlines(True)[:2])
