@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,13 @@ def test_a_metrics_line_cut_short_does_not_stop_a_resume(tmp_path):
     log = RunLog(tmp_path, True, truncate_after=2)
     log.close()
     assert (tmp_path / "metrics.jsonl").read_text() == "".join(rows.splitlines(True)[:2])
+
+
+def test_atomically_written_files_get_the_mode_open_gives(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "model.safetensors"
+        atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"weights"))
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644  # was 0600, mkstemp's
+    finally:
+        os.umask(umask)

@@ -6,7 +6,7 @@ import contextlib
 import glob
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -46,6 +46,19 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+def _create_temporary(path: Path) -> str:
+    """An empty .NAME.PID.RANDOM.tmp beside `path`, created as open() creates files (0666
+    less the umask): mkstemp's 0600 would survive the rename, and a run folder's weights
+    would be unreadable to the people it is shared with."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
+
+
 def atomic_write(path: Path, write, before_rename=None) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: a crash at any moment
     leaves either the old file or the new one, never a torn one. A kill -9 mid-write
@@ -53,10 +66,7 @@ def atomic_write(path: Path, write, before_rename=None) -> None:
     (`before_rename` is a hook for fault-injection tests.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
