@@ -168,7 +168,8 @@ def eval_kills(root: Path, work: Path, model: Path, n: int, rng: random.Random) 
 
 
 def one_error_line(stderr: str) -> bool:
-    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+    # The run's log lines go to stderr too ("validation ...: top-1 error 12%"): not errors.
+    errors = [line for line in stderr.splitlines() if "error:" in line.lower()]
     return len(errors) == 1 and "Traceback" not in stderr
 
 

@@ -69,7 +69,7 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(setup, tmp
     out = tmp_path / "run"
     code, stderr = _crash(root, out, "enospc-in-checkpoint:6")
     assert code == 1 and "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if "error" in line]
+    errors = [line for line in stderr.splitlines() if "error:" in line]  # not "top-1 error"
     assert len(errors) == 1, stderr
     assert errors[0].startswith("vggspec: error: [Errno 28] cannot write the checkpoint ")
     assert errors[0].endswith("No space left on device; the previous checkpoint is unchanged")
