@@ -1,11 +1,11 @@
 """Is the demo data learnable on CPU in ~2 minutes? A plain-PyTorch VGG-style net on runtime's data.
 
-    python bench/demo_learnability.py [--budget 120] [--scale 72,96] [--lr 0.01] [--unit 0.015625]
+    python bench/demo_learnability.py [--budget 120] [--scale 72,96] [--lr 0.01] [--std 64]
 
 Generates the demo set in a temporary folder, trains with the paper's augmentation and SGD
 (momentum 0.9, weight decay 5e-4) until the time budget is spent, and prints centre-crop
 validation accuracy after every epoch. No vggspec compiler involved. The defaults are the
-settings measured to work in two minutes; `--unit 1 --dropout 0.5 --init glorot` is the
+settings measured to work in two minutes; `--std 1 --dropout 0.5 --init glorot` is the
 paper's literal recipe, which stays at chance for that long (see the module's report).
 """
 
@@ -23,6 +23,7 @@ from vggspec.runtime.data.color_stats import load_or_compute_color_stats
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.loader import make_loader
+from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.data.validation import CenterCropDataset
 
 
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--unit", type=float, default=1 / 64, help="input = (pixel - mean) × unit")
+    parser.add_argument("--std", type=float, default=64.0, help="input = (pixel - mean) / std")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--init", choices=("glorot", "kaiming", "normal"), default="kaiming")
     parser.add_argument("--workers", type=int, default=1)
@@ -97,11 +98,17 @@ def main() -> None:
             f"demo data: {len(train_folder)} train / {len(val_folder)} val images, "
             f"generated in {t_gen:.1f} s, scan+stats {t_prep:.1f} s"
         )
+        preprocessing = Preprocessing.trained(stats.mean_rgb, (args.std,) * 3)
         train = TrainDataset(
-            train_folder, scale=scale, crop=args.crop, stats=stats, seed=args.seed, unit=args.unit
+            train_folder,
+            scale=scale,
+            crop=args.crop,
+            stats=stats,
+            seed=args.seed,
+            preprocessing=preprocessing,
         )
         val = CenterCropDataset(
-            val_folder, scale=scale, crop=args.crop, mean_rgb=stats.mean_rgb, unit=args.unit
+            val_folder, scale=scale, crop=args.crop, preprocessing=preprocessing
         )
         sampler_gen = torch.Generator().manual_seed(args.seed)
         train_loader = make_loader(

@@ -99,7 +99,7 @@ def child(args) -> None:
             if args.child == "dense":
                 macs += 2 * dense_macs(model, q, folder.sizes[i])
             else:
-                macs += 2 * args.grid**2 * model.net.graph.graph["totals"]["macs"]
+                macs += 2 * args.grid**2 * model.net.graph.graph["totals"].macs
     print(
         json.dumps(
             {
@@ -122,7 +122,7 @@ def dense_macs(model, q: int, size: tuple[int, int]) -> int:
     from vggspec.runtime.eval.images import scaled_geometry
 
     (w, h), _ = scaled_geometry(size, q, (model.input_size[1], model.input_size[0]), 3.0)
-    return dense_graph(model.net.graph, (h, w)).graph["totals"]["macs"]
+    return dense_graph(model.net.graph, (h, w)).graph["totals"].macs
 
 
 def main() -> None:
@@ -150,9 +150,11 @@ def main() -> None:
         net = vggspec.build_net(ROOT / "specs" / f"{args.config}.vgg", backend="torch")
         vggspec.save(
             net,
-            tmp / "model.safetensors",
-            mean_rgb=[123.7, 116.8, 103.9],
-            class_names=[f"c{i}" for i in range(net.num_classes)],
+            vggspec.RunDir(tmp).model,
+            vggspec.ModelInfo(
+                vggspec.Preprocessing.trained([123.7, 116.8, 103.9]),
+                tuple(f"c{i}" for i in range(net.num_classes)),
+            ),
         )
         del net
         print(
@@ -167,7 +169,7 @@ def main() -> None:
                 "--child",
                 method,
                 "--model",
-                str(tmp / "model.safetensors"),
+                str(vggspec.RunDir(tmp).model),
                 "--data",
                 str(tmp / "data"),
                 "--scales",

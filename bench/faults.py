@@ -47,6 +47,7 @@ from fault_helpers import (  # noqa: E402
     start,
     train_args,
 )
+from vggspec.runtime.io.rundir import RunDir  # noqa: E402
 
 failures: list[str] = []
 
@@ -249,7 +250,7 @@ def main() -> None:
     print("random kills:", flush=True)
     randoms = random_kills(root, work, expected, seconds, args.kills, rng, moments)
     print("run eval -o:", flush=True)
-    eval_kills(root, work, reference / "model.safetensors", args.evals, rng)
+    eval_kills(root, work, RunDir(reference).model, args.evals, rng)
     print("full disk:", flush=True)
     disk_full(root, work, expected)
     counts: dict[str, int] = {}

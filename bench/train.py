@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference_vgg import ReferenceVGG  # noqa: E402
+from vggspec.compiler import load_spec  # noqa: E402
 from vggspec.runtime.data.augment import TrainDataset  # noqa: E402
 from vggspec.runtime.data.color_stats import load_or_compute_color_stats  # noqa: E402
 from vggspec.runtime.data.demo import make_demo_dataset  # noqa: E402
@@ -114,7 +115,7 @@ def vggspec_trainer(
         "init": "glorot", "log_every": 10**6, "checkpoint_every": 10**6, "backend": "torch",
     })  # fmt: skip
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        summary = run_training(cfg)
+        summary = run_training(cfg, load_spec(cfg.spec))
     return summary["images_per_second"]
 
 

@@ -1,11 +1,13 @@
-"""vggspec's compiler: notation front end, graph IR and passes (and, later, lowering)."""
+"""vggspec's compiler: notation front end, graph IR, ops and passes, lowering to torch and
+Triton kernels (the lowering is imported from its modules: it needs torch)."""
 
-from .frontend.ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+from .frontend.ast import Input, Spec
 from .frontend.errors import SpecError
 from .frontend.parser import parse
 from .frontend.printer import format_spec
 from .frontend.source import load_spec, read_spec_text
 from .ir.graph import Graph, build_graph, format_graph, launch_count, verify
+from .ir.ops import Conv, FullyConnected, Lrn, MaxPool, SoftMax
 from .ir.pipeline import compile_spec, dense_graph, score_map_size, with_input_size
 
 __all__ = [

@@ -19,7 +19,10 @@ def save_net(path, spec_text, seed, *, classes=CLASSES, train_scale=(36, 44), sp
     spec.write_text(spec_text)
     torch.manual_seed(seed)
     net = vggspec.build_net(spec, backend="torch", num_classes=len(classes))
-    vggspec.save(net, path, mean_rgb=MEAN, class_names=list(classes), train_scale=list(train_scale))
+    info = vggspec.ModelInfo(
+        vggspec.Preprocessing.trained(MEAN), tuple(classes), vggspec.TrainScale(*train_scale)
+    )
+    vggspec.save(net, path, info)
     return path
 
 

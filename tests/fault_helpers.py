@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from helpers import ROOT
+from vggspec.runtime.io.rundir import RunDir
 
 SPEC = "input 32x32 RGB\nconv3-8 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-10 soft-max\n"
 # 60 training images, batch 8: 7 steps an epoch; 3 epochs with patience 0 cross a
@@ -84,7 +85,7 @@ def kill_after(proc: subprocess.Popen, seconds: float) -> bool:
 def continue_run(root: Path, out: Path, extra: list[str] = ()) -> list[str]:
     """How to carry on after a kill: --resume if a checkpoint was written, else start over
     (a folder with a config but no checkpoint is a run that never started)."""
-    if (out / "checkpoints" / "last.pt").exists():
+    if RunDir(out).last.exists():
         return ["run", "train", "--resume", str(out)]
     return train_args(root, out, *extra)
 
@@ -97,11 +98,12 @@ def moment(out: Path) -> str:
         return "checkpoint write"
     if any(".model.safetensors." in t for t in temps):
         return "final save"
-    if (out / "model.safetensors").exists():
+    run = RunDir(out)
+    if run.model.exists():
         return "after the final save"
     rows = []
-    if (out / "metrics.jsonl").exists():
-        for line in (out / "metrics.jsonl").read_text().splitlines():
+    if run.metrics.exists():
+        for line in run.metrics.read_text().splitlines():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
@@ -154,7 +156,7 @@ def digest(out: Path) -> str:
 
     import vggspec
 
-    state = vggspec.load(out / "model.safetensors", backend="torch").state_dict()
+    state = vggspec.load(RunDir(out).model, backend="torch").state_dict()
     h = hashlib.sha256()
     for key in sorted(state):
         h.update(key.encode())

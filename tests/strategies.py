@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from vggspec.compiler.frontend.ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+from vggspec.compiler import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
 
 description_lines = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=30

@@ -20,7 +20,7 @@ from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.image_io import MAX_SOURCE_PIXELS, UnreadableImage, load_rgb
 from vggspec.runtime.eval.images import ScaledImages
-from vggspec.runtime.io.checkpoint import CheckpointError, load_checkpoint
+from vggspec.runtime.io.checkpoint import FORMAT, CheckpointError, load_checkpoint
 
 
 def _tree(root, n=3, size=(20, 20)):
@@ -205,7 +205,7 @@ class _Payload:
 )
 def test_a_checkpoint_holding_pickled_objects_is_refused_in_one_line(tmp_path, extra):
     path = tmp_path / "last.pt"
-    torch.save({"format": "vggspec-checkpoint/1", "model": {}, "extra": extra}, path)
+    torch.save({"format": FORMAT, "model": {}, "extra": extra}, path)
     if not isinstance(extra, _Payload | _Plain):  # what weights_only allows still loads
         assert load_checkpoint(path)["extra"] == extra
         return
@@ -221,7 +221,7 @@ def test_resume_from_a_checkpoint_holding_pickled_objects_exits_2(tmp_path, cli)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("spec: specs/demo.vgg\n")
-    torch.save({"format": "vggspec-checkpoint/1", "x": _Payload()}, run / "checkpoints" / "last.pt")
+    torch.save({"format": FORMAT, "x": _Payload()}, run / "checkpoints" / "last.pt")
     code, out, err = cli("run", "train", "--resume", run)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "refused: it holds pickled objects" in err

@@ -18,11 +18,11 @@ from vggspec.runtime.data.geometry import (
     rescale_smallest_side,
     resized_crop,
     scaled_size,
-    to_tensor,
 )
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.image_io import load_rgb
 from vggspec.runtime.data.loader import make_loader
+from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.data.validation import CenterCropDataset
 
 STATS = ColorStats(
@@ -182,12 +182,55 @@ def test_training_crop_equals_rescale_then_crop():
 # --- evaluation preprocessing --------------------------------------------------------------
 
 
-def test_to_tensor_is_chw_float32_in_0_255_minus_mean():
+def test_preprocessing_image_is_chw_float32_in_0_255_minus_mean():
     img = _noise_image(7, 5)
-    x = to_tensor(img, STATS.mean_rgb)
+    x = Preprocessing.trained(STATS.mean_rgb).image(img)
     arr = np.asarray(img, dtype=np.float32)
     assert x.shape == (3, 5, 7) and x.dtype == torch.float32 and x.is_contiguous()
     assert np.array_equal(x.numpy()[1], arr[:, :, 1] - 110.0)
+
+
+@pytest.mark.parametrize(
+    "preprocessing",
+    [
+        Preprocessing.trained((120.5, 110.25, 100.125)),
+        Preprocessing.trained((120.5, 110.25, 100.125), (61.3, 70.7, 3.3)),
+        Preprocessing.caffe(),
+        Preprocessing.torchvision(),
+    ],
+    ids=["mean", "mean-std", "caffe", "torchvision"],
+)
+def test_workers_and_evaluation_preprocess_alike(preprocessing):
+    """The one object, in the data workers (numpy, one image) and in evaluation (torch, a
+    uint8 batch): bit for bit the same input for a vggspec net, within rounding for the
+    0..1 range (whose two paths scale and subtract in another order)."""
+    img = _noise_image(9, 6, seed=3)
+    worker = preprocessing.image(img)
+    batch = preprocessing(torch.from_numpy(np.array(img)).permute(2, 0, 1)[None])[0]
+    if preprocessing.pixel_range == 255:
+        assert torch.equal(worker, batch)
+    else:
+        assert torch.allclose(worker, batch, rtol=0, atol=1e-6)
+    r, g, b = np.asarray(img, dtype=np.float64)[0, 0]
+    first = [
+        (v / (255 / preprocessing.pixel_range) - m) / s
+        for v, m, s in zip((r, g, b), preprocessing.mean_rgb, preprocessing.std_rgb, strict=True)
+    ]
+    expected = first[::-1] if preprocessing.bgr else first
+    assert np.allclose(worker[:, 0, 0].double().numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_worker_input_is_one_float32_add_then_a_true_division():
+    """The arithmetic the training parity rests on: float32(pixel + (shift − mean)), then a
+    float32 division by std (not a multiplication by its reciprocal)."""
+    img = Image.new("RGB", (1, 1), (201, 17, 99))
+    mean, std, shift = (120.7, 110.3, 100.9), (61.3, 70.7, 3.3), np.array([1.7, -2.9, 0.4])
+    x = Preprocessing.trained(mean, std).image(img, shift)[:, 0, 0].numpy()
+    offset = np.asarray(shift - np.asarray(mean), dtype=np.float32)
+    added = np.asarray([201, 17, 99], dtype=np.float32) + offset
+    assert np.array_equal(x, added / np.asarray(std, dtype=np.float32))
+    reciprocal = added * (np.float32(1) / np.asarray(std, dtype=np.float32))
+    assert not np.array_equal(reciprocal, added / np.asarray(std, dtype=np.float32))
 
 
 def test_rescale_smallest_side_is_exact_for_both_orientations():
@@ -196,24 +239,26 @@ def test_rescale_smallest_side_is_exact_for_both_orientations():
     assert rescale_smallest_side(_noise_image(1, 1), 64).size == (64, 64)
 
 
-def test_centre_crop_uses_the_middle_of_the_scale_range(folder):
-    data = CenterCropDataset(folder, scale=(32, 48), crop=(24, 32), mean_rgb=STATS.mean_rgb)
+def test_centre_crop_uses_the_single_scale_of_a_jittered_s(folder):
+    mean_only = Preprocessing.trained(STATS.mean_rgb)
+    data = CenterCropDataset(folder, scale=(32, 48), crop=(24, 32), preprocessing=mean_only)
     assert data.smallest_side == 40
     img = load_rgb(folder.samples[7][0])
     full = rescale_smallest_side(img, 40)
     left, top = (full.size[0] - 32) // 2, (full.size[1] - 24) // 2
-    expected = to_tensor(full.crop((left, top, left + 32, top + 24)), STATS.mean_rgb)
+    expected = mean_only.image(full.crop((left, top, left + 32, top + 24)))
     x, label = data[7]
     assert x.shape == (3, 24, 32) and label == folder.samples[7][1]
     assert (x - expected).abs().max() <= 1
 
 
-def test_unit_scales_every_output_after_mean_subtraction(folder):
+def test_std_divides_every_output_after_mean_subtraction(folder):
     paper = _train(folder)
-    scaled = _train(folder, unit=1 / 64)
-    assert torch.allclose(scaled.sample(4, 2)[0], paper.sample(4, 2)[0] / 64, atol=1e-5)
-    crop = {"scale": 40, "crop": 24, "mean_rgb": STATS.mean_rgb}
-    assert torch.allclose(
-        CenterCropDataset(folder, unit=0.25, **crop)[0][0],
-        CenterCropDataset(folder, **crop)[0][0] / 4,
-    )
+    by_64 = Preprocessing.trained(STATS.mean_rgb, (64, 64, 64))
+    scaled = _train(folder, preprocessing=by_64)
+    # a power of two: the division is exact, so the figures are equal bit for bit
+    assert torch.equal(scaled.sample(4, 2)[0], paper.sample(4, 2)[0] / 64)
+    by_4 = Preprocessing.trained(STATS.mean_rgb, (4, 4, 4))
+    crop = {"scale": 40, "crop": 24}
+    plain = CenterCropDataset(folder, preprocessing=Preprocessing.trained(STATS.mean_rgb), **crop)
+    assert torch.equal(CenterCropDataset(folder, preprocessing=by_4, **crop)[0][0], plain[0][0] / 4)

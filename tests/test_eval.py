@@ -9,13 +9,14 @@ import pytest
 import torch
 from eval_helpers import CLASSES, MEAN, SPEC_32, SPEC_224, save_net, write_images
 from PIL import Image
-from vggspec.runtime.data.geometry import to_tensor
 from vggspec.runtime.data.image_folder import scan_image_folder
-from vggspec.runtime.data.preprocessing import Normalization
+from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.dist.context import Context, gather_to_main, shard
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.dense import dense_posteriors
 from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
-from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry, shard
+from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry
+from vggspec.runtime.eval.metrics import topk_correct
 from vggspec.runtime.eval.models import (
     EvalError,
     default_scales,
@@ -79,7 +80,7 @@ def test_dense_at_q_224_equals_the_classifier(tmp_path):
     image.save(tmp_path / "data" / "val" / "a" / "x.png")
     net = vggspec.load(path, backend="torch").eval()
     with torch.inference_mode():
-        expected = net.predict(to_tensor(image, MEAN)[None]).double()
+        expected = net.predict(Preprocessing.trained(MEAN).image(image)[None]).double()
     ev, table, _ = run([path], tmp_path / "data", "dense", scales=[224], flip=False)
     got = torch.from_numpy(ev.dense[0])
     assert got.shape == (1, 10)
@@ -157,8 +158,27 @@ def test_multicrop_is_the_mean_over_every_window_whatever_the_chunks():
 def test_shards_cover_everything_once():
     for n in (0, 1, 7, 25):
         for world in (1, 2, 3):
-            covered = [i for r in range(world) for i in shard(n, r, world)]
-            assert covered == list(range(n))
+            ranks = [Context(r, world, r, torch.device("cpu")) for r in range(world)]
+            shares = [shard(n, ctx) for ctx in ranks]
+            assert [i for s in shares for i in s] == list(range(n))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1  # balanced
+
+
+def test_gather_on_one_process_is_the_local_part():
+    assert gather_to_main({"a": 1}, single_process()) == [{"a": 1}]
+
+
+def test_topk_counts_ties_and_fewer_classes_than_k():
+    scores = torch.tensor(
+        [
+            [0.1, 0.5, 0.2, 0.05, 0.05, 0.1],  # label 1: top-1
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 4: 6th of 6, outside the top-5
+            [0.3, 0.1, 0.2, 0.15, 0.05, 0.2],  # label 1: 5th, in the top-5 only
+        ]
+    )
+    assert topk_correct(scores, torch.tensor([1, 4, 1])) == (1, 2)
+    assert topk_correct(scores[:, :3], torch.tensor([1, 0, 1])) == (2, 3)  # k capped at 3
+    assert topk_correct(scores[:0], torch.tensor([], dtype=torch.long)) == (0, 0)
 
 
 def test_batches_hold_one_size_and_respect_the_budget(data):
@@ -213,7 +233,7 @@ def test_default_scales_follow_the_paper():
     assert default_scales(384, (224, 224)) == [352, 384, 416]
     assert default_scales(224, (224, 224)) == [224, 256]  # 192 < crop: left out
     assert default_scales(None, (224, 224)) == [224, 256, 288]
-    # Table 3's single test scale: Q = S, or the middle of the jitter range.
+    # Table 3's single test scale: Q = S, or (S_min + S_max)/2 for a jittered S.
     for train, size, q in (
         (256, 224, 256),
         ([256, 512], 224, 384),
@@ -227,16 +247,18 @@ def test_default_scales_follow_the_paper():
 
 def test_normalisations():
     pixels = torch.tensor([[[[10]], [[20]], [[30]]]], dtype=torch.uint8)  # R, G, B
-    caffe = Normalization.caffe()(pixels).flatten().tolist()
+    caffe = Preprocessing.caffe()(pixels).flatten().tolist()
     assert caffe == pytest.approx([30 - 103.939, 20 - 116.779, 10 - 123.68])  # B, G, R
-    tv = Normalization.torchvision()(pixels).flatten().tolist()
+    tv = Preprocessing.torchvision()(pixels).flatten().tolist()
     assert tv == pytest.approx(
         [(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (30 / 255 - 0.406) / 0.225]
     )
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8))
-    ours = Normalization.from_metadata({"mean_rgb": MEAN}, "x")
+    ours = Preprocessing.from_metadata({"mean_rgb": MEAN}, "x")
     chw = torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())[None]
-    assert torch.equal(ours(chw)[0], to_tensor(image, MEAN))  # bit for bit what training saw
+    assert torch.equal(
+        ours(chw)[0], Preprocessing.trained(MEAN).image(image)
+    )  # bit for bit what training saw
 
 
 def test_nets_with_classes_in_another_order_are_aligned(tmp_path, data):
@@ -275,8 +297,8 @@ def test_odd_images_are_evaluated_or_counted(tmp_path, nets):
     assert len(ev.labels) == 7  # the truncated and the empty file were left out by the scan
     assert ev.readable.all()
     assert all(r["images"] == 7 for r in results)
-    for store in (ev.dense, ev.crops, ev.middle):
-        scales = 1 if store is ev.middle else 3  # the others are sums over the 3 scales
+    for store in (ev.dense, ev.crops, ev.single):
+        scales = 1 if store is ev.single else 3  # the others are sums over the 3 scales
         for p in store.values():
             np.testing.assert_allclose(p.sum(axis=1), scales, rtol=1e-6)
 
@@ -302,7 +324,7 @@ def test_weights_from_elsewhere(tmp_path, nets, data):
     spec.write_text(net.spec_text())
     torch.save(vggspec.to_torchvision(net), tmp_path / "tv.pth")
     model = load_weights_model(tmp_path / "tv.pth", str(spec), "torchvision", "torch")
-    assert model.normalization == Normalization.torchvision()
+    assert model.preprocessing == Preprocessing.torchvision()
     assert model.class_names is None and model.scales == [37, 69]  # S = 256·32/224; 5 < 32
     own = load_checkpoint_model(nets[0], "torch", preprocessing="torchvision")
     for a, b in zip(model.net.state_dict().values(), own.net.state_dict().values(), strict=True):
@@ -335,7 +357,7 @@ def test_a_run_folder_without_its_final_model_uses_the_last_checkpoint(tmp_path,
         "format": "vggspec-checkpoint/1",
         "model": net.state_dict(),
         "spec": net.spec_text(),
-        "preprocess": net.preprocess,
+        "preprocess": vggspec.model_info(nets[0]).to_metadata(),
         "config": {"spec": "specs/net1.vgg"},
     }
     save_checkpoint(state, run_dir / "checkpoints" / "last.pt")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from eval_helpers import CLASSES, SPEC_32, save_net, write_images
 from helpers import vggspec_cmd
+from vggspec.runtime.eval.linear_probe import fit_and_score
 
 import vggspec
 
@@ -62,22 +63,34 @@ def test_table_and_json(setup, cli, tmp_path):
     assert "multi-crop & dense" in lines[5] and lines[2].split()[1] == "[36;44]"
     assert lines[6].startswith("15 images, 1 process(es)")
     assert "/data/val: 15 of 15 images usable" in err
-    report_path = tmp_path / "r.json"
+    report_path, posteriors = tmp_path / "r.json", tmp_path / "p.npz"
     code, out, _ = cli(
         "run",
         "eval",
         "--checkpoint",
         run,
         *common(data, "--method", "both", "--json", "-o", report_path, "--scales", "32,48"),
+        "--posteriors",
+        posteriors,
     )
     assert code == 0
     report = json.loads(out)
     assert report == json.loads(report_path.read_text())
     assert [r["method"] for r in report["results"]] == ["dense", "multi-crop", "both"]
-    for r in report["results"]:
+    saved = np.load(posteriors)
+    for r, key in zip(
+        report["results"], ["dense@32,48", "multi-crop@32,48", "both@32,48"], strict=True
+    ):
         assert r["scales"] == [32, 48] and r["images"] == 15
-        assert 0 <= r["top5_error"] <= r["top1_error"] <= 1  # top-5 given: 6 classes
-    assert report["images_per_second"] > 0 and report["processes"] == 1
+        # The errors of the posteriors written beside the report, counted here with numpy
+        # (top-5 given: 6 classes).
+        ranked = np.argsort(-saved[key], axis=1, kind="stable")
+        hits = ranked == saved["label"][:, None]
+        assert r["top1_error"] == pytest.approx(1 - hits[:, 0].mean(), abs=1e-12)
+        assert r["top5_error"] == pytest.approx(1 - hits[:, :5].any(axis=1).mean(), abs=1e-12)
+    seconds = report["seconds"]["total"]
+    assert report["images_per_second"] == pytest.approx(15 / seconds)
+    assert report["processes"] == 1
     assert report["nets"][0]["train_scale"] == "[36;44]"
 
 
@@ -215,6 +228,24 @@ def test_two_processes_equal_one_on_an_odd_count(setup, tmp_path, cli):
         np.testing.assert_array_equal(a[key], b[key])  # bit for bit, here
 
 
+def test_features_on_two_processes_equal_one(setup, tmp_path, cli):
+    _, data, run, _ = setup
+    args = ["run", "features", "--checkpoint", run, *common(data, "--classifier", "ridge")]
+    assert cli(*args, "--out", tmp_path / "one")[0] == 0
+    result = vggspec_cmd(*args, "--out", tmp_path / "two", "--nproc", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Both ranks' images (8 + 7), gathered on rank 0 in the folder's order.
+    for name in ("val.npy", "val_labels.npy", "train.npy", "train_labels.npy"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)
+        )
+    for name in ("val_files.txt", "train_files.txt"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
+    assert len((tmp_path / "two" / "val_files.txt").read_text().splitlines()) == 15
+    one, two = (json.loads((tmp_path / r / "features.json").read_text()) for r in ("one", "two"))
+    assert one["classifier"] == two["classifier"]
+
+
 def test_features_and_a_linear_classifier(setup, cli, tmp_path):
     _, data, run, other = setup
     out = tmp_path / "features"
@@ -234,7 +265,12 @@ def test_features_and_a_linear_classifier(setup, cli, tmp_path):
     assert np.load(out / "train_labels.npy").tolist() == sorted(list(range(6)) * 3)
     classifier = summary["classifier"]
     assert classifier["classifier"] == "ridge" and classifier["train_accuracy"] > 0.5  # chance 1/6
-    assert 0 <= classifier["test_accuracy"] <= 1
+    # The classifier saw the features the files hold, with their labels, in the same order.
+    split = {
+        s: (np.load(out / f"{s}.npy"), np.load(out / f"{s}_labels.npy")) for s in ("train", "val")
+    }
+    assert classifier == fit_and_score("ridge", *split["train"], *split["val"], 6, 1.0)
+    assert round(classifier["test_accuracy"] * 15, 9) % 1 == 0  # a count of the 15 images
     code, stdout, _ = cli(
         "run",
         "features",

@@ -16,6 +16,7 @@ from fault_helpers import audit, digest, make_setup, run_to_end, start, train_ar
 from helpers import ROOT
 from vggspec.runtime.io.atomic import atomic_write, remove_stale_temporaries
 from vggspec.runtime.io.checkpoint import load_checkpoint
+from vggspec.runtime.io.rundir import RunDir
 
 SHORT = "max_steps=8"  # validation and a checkpoint at step 7 (the epoch's end), the end at 8
 
@@ -49,7 +50,7 @@ def test_kill_during_validation_then_resume_is_bit_identical(setup, tmp_path):
     code, _ = _crash(root, out, "kill-in-validation:7")
     assert code == -signal.SIGKILL
     assert audit(out) == []
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"] == 6
+    assert load_checkpoint(RunDir(out).last)["position"]["step"] == 6
     _resume_matches(root, out, expected)
 
 
@@ -59,8 +60,8 @@ def test_kill_before_the_final_save_then_resume_is_bit_identical(setup, tmp_path
     out = tmp_path / "run"
     code, _ = _crash(root, out, "kill-in-final-save:8")
     assert code == -signal.SIGKILL
-    assert audit(out) == [] and not (out / "model.safetensors").exists()
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"] == 8
+    assert audit(out) == [] and not RunDir(out).model.exists()
+    assert load_checkpoint(RunDir(out).last)["position"]["step"] == 8
     _resume_matches(root, out, expected)
 
 
@@ -73,7 +74,7 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(setup, tmp
     assert len(errors) == 1, stderr
     assert errors[0].startswith("vggspec: error: [Errno 28] cannot write the checkpoint ")
     assert errors[0].endswith("No space left on device; the previous checkpoint is unchanged")
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"] == 3
+    assert load_checkpoint(RunDir(out).last)["position"]["step"] == 3
     assert audit(out) == []  # and no temporary file left behind
     _resume_matches(root, out, expected)
 
@@ -90,7 +91,7 @@ KILLED_BEFORE_RENAME = (
 
 def test_kill_during_run_eval_output_leaves_no_partial_file(setup, tmp_path):
     root, _ = setup
-    model = root / "reference" / "model.safetensors"
+    model = RunDir(root / "reference").model
     target = tmp_path / "report.json"
     args = ["run", "eval", "--checkpoint", model, "--data", root / "data", "--workers", "0"]
     args += ["--method", "dense", "--scales", "40", "--no-flip", "--threads", "1"]
@@ -140,10 +141,10 @@ def test_a_metrics_line_cut_short_does_not_stop_a_resume(tmp_path):
     from vggspec.runtime.train.log import RunLog
 
     rows = '{"kind": "step", "step": 1}\n{"kind": "step", "step": 2}\n{"kind": "step", "step": 3}\n'
-    (tmp_path / "metrics.jsonl").write_text(rows + '{"kind": "st')  # a full disk mid-line
-    log = RunLog(tmp_path, True, truncate_after=2)
+    RunDir(tmp_path).metrics.write_text(rows + '{"kind": "st')  # a full disk mid-line
+    log = RunLog(RunDir(tmp_path), True, truncate_after=2)
     log.close()
-    assert (tmp_path / "metrics.jsonl").read_text() == "".join(rows.splitlines(True)[:2])
+    assert RunDir(tmp_path).metrics.read_text() == "".join(rows.splitlines(True)[:2])
 
 
 def test_atomically_written_files_get_the_mode_open_gives(tmp_path):

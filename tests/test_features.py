@@ -54,6 +54,8 @@ def test_descriptor_is_mirror_invariant_with_flip():
     a = dense_descriptor(head, x, flip=True)
     b = dense_descriptor(head, x.flip(-1), flip=True)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    one, mirrored = dense_descriptor(head, x, False), dense_descriptor(head, x.flip(-1), False)
+    torch.testing.assert_close(a, (one + mirrored) / 2, rtol=1e-6, atol=1e-9)  # the mean
     assert not torch.allclose(
         dense_descriptor(head, x, False), dense_descriptor(head, x.flip(-1), False)
     )

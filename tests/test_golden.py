@@ -52,18 +52,18 @@ def test_fuse_and_densify_keep_the_parameter_count(name):
     unfused = compile_spec(spec, fused=False)
     fused = compile_spec(spec)
     dense = dense_graph(fused, (384, 384))
-    counts = {g.graph["totals"]["params"] for g in (unfused, fused, dense)}
+    counts = {g.graph["totals"].params for g in (unfused, fused, dense)}
     assert counts == {GOLDEN[name][0]}
-    assert fused.graph["totals"]["macs"] == unfused.graph["totals"]["macs"]
+    assert fused.graph["totals"].macs == unfused.graph["totals"].macs
 
 
 def test_memory_figures_scale_with_batch_and_dtype():
     spec = load_spec(SPECS / "D.vgg")
     one = compile_spec(spec, batch=1, dtype="float32").graph["totals"]
     many = compile_spec(spec, batch=8, dtype="bfloat16").graph["totals"]
-    assert one["param_bytes"] == 4 * 138_357_544
-    assert many["param_bytes"] == 2 * 138_357_544
+    assert one.param_bytes == 4 * 138_357_544
+    assert many.param_bytes == 2 * 138_357_544
     # conv1_2 reads and writes 64x224x224 floats: the forward peak.
-    assert one["forward_bytes"] == 2 * 64 * 224 * 224 * 4
-    assert many["forward_bytes"] == 8 * 2 * 64 * 224 * 224 * 2
-    assert many["training_bytes"] > many["forward_bytes"]
+    assert one.forward_bytes == 2 * 64 * 224 * 224 * 4
+    assert many.forward_bytes == 8 * 2 * 64 * 224 * 224 * 2
+    assert many.training_bytes > many.forward_bytes

@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from vggspec.compiler import compile_spec, load_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.lowering.net import lower
+from vggspec.compiler.lowering.net import GlobalBatch, lower
 
 import vggspec
 
@@ -25,7 +25,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_parameter_count_equals_the_compile_report(path):
     graph = compile_spec(load_spec(path))
     net = lower(graph, "torch")  # uninitialised: counting needs no init
-    assert sum(p.numel() for p in net.parameters()) == graph.graph["totals"]["params"]
+    assert sum(p.numel() for p in net.parameters()) == graph.graph["totals"].params
     names = dict(net.named_parameters())
     assert "conv1_1.weight" in names and "conv1_1.bias" in names
 
@@ -218,16 +218,22 @@ def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
     net = vggspec.build_net(parse("input 8x8 RGB\nconv3-4 maxpool\nFC-16 FC-16 FC-3\n"), "torch")
     net.train()
     x = torch.randn(6, 3, 8, 8)
-    net.batch_rows = (1234, 0, 6)
-    whole = net(x)
+    whole = net(x, batch=GlobalBatch(1234, 0, 6))
     parts = []
     for first in (0, 2, 4):
-        net.batch_rows = (1234, first, 6)
-        parts.append(net(x[first : first + 2]))
+        parts.append(net(x[first : first + 2], batch=GlobalBatch(1234, first, 6)))
     # Equal up to GEMM rounding (batch 2 and 6 block differently); other masks would differ
     # by the dropped units' whole contribution.
     assert torch.allclose(torch.cat(parts), whole, rtol=1e-5, atol=0)
-    net.batch_rows = (1235, 0, 6)
-    assert not torch.allclose(net(x), whole, rtol=1e-2, atol=0)  # another step, other masks
+    other = net(x, batch=GlobalBatch(1235, 0, 6))
+    assert not torch.allclose(other, whole, rtol=1e-2, atol=0)  # another step, other masks
     net.eval()
     assert torch.equal(net(x), net(x))  # no dropout at test time
+
+
+def test_a_net_carries_no_runtime_state():
+    """What the weights expect of an image (ModelInfo) and how a step's dropout masks are
+    drawn (GlobalBatch) belong to the runtime and the call, not to the compiled module."""
+    net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", num_classes=10)
+    for name in ("preprocess", "batch_rows"):
+        assert not hasattr(net, name) and not hasattr(vggspec.densify(net), name)

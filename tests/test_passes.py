@@ -4,22 +4,31 @@ import pytest
 from helpers import SPECS
 from vggspec.compiler import SpecError, compile_spec, dense_graph, load_spec, parse, score_map_size
 from vggspec.compiler.ir import ops
-from vggspec.compiler.ir.graph import Graph, build_graph, launch_count, meta, nodes, op, verify
+from vggspec.compiler.ir.graph import (
+    Graph,
+    NodeMeta,
+    build_graph,
+    launch_count,
+    meta,
+    nodes,
+    op,
+    verify,
+)
 from vggspec.compiler.ir.passes.fuse import fuse
 from vggspec.compiler.ir.passes.shapes import infer_shapes
 
 
 def test_shapes_follow_floor_mode_pooling():
     g = compile_spec(parse("input 37x50 RGB\nconv3-8 maxpool conv1-4 maxpool FC-3"))
-    assert meta(g, "pool1")["shape"] == (8, 18, 25)
-    assert meta(g, "pool2")["shape"] == (4, 9, 12)
-    assert meta(g, "fc3")["in_shape"] == (4, 9, 12)
-    assert meta(g, "fc3")["params"] == (4 * 9 * 12 + 1) * 3
+    assert meta(g, "pool1").shape == (8, 18, 25)
+    assert meta(g, "pool2").shape == (4, 9, 12)
+    assert meta(g, "fc3").in_shape == (4, 9, 12)
+    assert meta(g, "fc3").params == (4 * 9 * 12 + 1) * 3
 
 
 def test_gray_input_has_one_channel():
     g = compile_spec(parse("input 28x28 gray\nconv5-6"))
-    assert meta(g, "conv1_1")["params"] == 5 * 5 * 1 * 6 + 6
+    assert meta(g, "conv1_1").params == 5 * 5 * 1 * 6 + 6
 
 
 def test_collapse_is_an_error_naming_the_layer_and_its_line():
@@ -42,8 +51,8 @@ def test_conv_after_fc_is_an_error_at_the_conv():
 def test_input_size_override():
     spec = load_spec(SPECS / "D.vgg")
     g = compile_spec(spec, (32, 32))
-    assert meta(g, "pool5")["shape"] == (512, 1, 1)
-    assert meta(g, "fc6")["params"] == (512 + 1) * 4096
+    assert meta(g, "pool5").shape == (512, 1, 1)
+    assert meta(g, "fc6").params == (512 + 1) * 4096
 
 
 def test_layer_names_follow_the_released_models():
@@ -57,18 +66,18 @@ def test_layer_names_follow_the_released_models():
 
 def test_receptive_field_jump_and_start():
     g = compile_spec(load_spec(SPECS / "A.vgg"))
-    assert meta(g, "conv1_1")["rf"] == (3, 3)
-    assert meta(g, "pool1")["rf"] == (4, 4) and meta(g, "pool1")["jump"] == (2, 2)
-    assert meta(g, "pool5")["rf"] == (150, 150) and meta(g, "pool5")["jump"] == (32, 32)
-    assert meta(g, "pool5")["start"] == (16.0, 16.0)
-    assert meta(g, "fc6")["rf"] == (342, 342)
+    assert meta(g, "conv1_1").rf == (3, 3)
+    assert meta(g, "pool1").rf == (4, 4) and meta(g, "pool1").jump == (2, 2)
+    assert meta(g, "pool5").rf == (150, 150) and meta(g, "pool5").jump == (32, 32)
+    assert meta(g, "pool5").start == (16.0, 16.0)
+    assert meta(g, "fc6").rf == (342, 342)
 
 
 def test_fuse_only_where_the_producer_has_a_single_user():
     g = build_graph(parse("conv3-4 conv3-4"), (8, 8))
     infer_shapes(g)
     # Give conv1_1 a second user: it must then keep its separate ReLU.
-    g.add_node("tap", op=ops.SpatialMean(), meta={})
+    g.add_node("tap", op=ops.SpatialMean(), meta=NodeMeta())
     g.add_edge("conv1_1", "tap")
     fused = fuse(g)
     assert isinstance(op(fused, "relu1_1"), ops.ReLU)
@@ -82,7 +91,7 @@ def test_fc_fuses_relu_and_dropout_on_the_first_two_only():
     assert op(g, "fc6") == ops.Linear(4096, relu=True, dropout=True)
     assert op(g, "fc7") == ops.Linear(4096, relu=True, dropout=True)
     assert op(g, "fc8") == ops.Linear(1000)
-    assert meta(g, "fc6")["fused"] == ["fc6", "relu6", "drop6"]
+    assert meta(g, "fc6").fused == ["fc6", "relu6", "drop6"]
 
 
 @pytest.mark.parametrize(
@@ -104,9 +113,9 @@ def test_dense_score_map_sizes_of_D(size, expected):
 def test_densify_maps_fc_weights_onto_convs():
     dense = dense_graph(compile_spec(load_spec(SPECS / "D.vgg")), (384, 384))
     assert op(dense, "fc6") == ops.Conv2d(4096, (7, 7), (0, 0), relu=True)
-    assert meta(dense, "fc6")["weight_from"]["shape"] == (4096, 512, 7, 7)
-    assert meta(dense, "fc6")["weight_from"]["linear_shape"] == (4096, 25088)
-    assert meta(dense, "fc7")["weight_from"]["shape"] == (4096, 4096, 1, 1)
+    assert meta(dense, "fc6").weight_from.shape == (4096, 512, 7, 7)
+    assert meta(dense, "fc6").weight_from.linear_shape == (4096, 25088)
+    assert meta(dense, "fc7").weight_from.shape == (4096, 4096, 1, 1)
     assert op(dense, "fc8") == ops.Conv2d(1000, (1, 1), (0, 0), relu=False)
     assert nodes(dense)[-2:] == ["score_mean", "prob"]
     assert not any(isinstance(op(dense, n), ops.Dropout) for n in dense)
@@ -116,15 +125,15 @@ def test_densify_maps_fc_weights_onto_convs():
 def test_densify_on_an_unfused_graph_keeps_params():
     g = compile_spec(load_spec(SPECS / "C.vgg"), fused=False)
     dense = dense_graph(g, (256, 256))
-    assert dense.graph["totals"]["params"] == 133_638_952
+    assert dense.graph["totals"].params == 133_638_952
     assert score_map_size(dense) == (2, 2)
 
 
 def test_verify_names_the_broken_invariant():
     g = Graph(passes=[])
-    g.add_node("data", op=ops.Input(3, 8, 8), meta={})
-    g.add_node("a", op=ops.ReLU(), meta={})
-    g.add_node("b", op=ops.ReLU(), meta={})
+    g.add_node("data", op=ops.Input(3, 8, 8), meta=NodeMeta())
+    g.add_node("a", op=ops.ReLU(), meta=NodeMeta())
+    g.add_node("b", op=ops.ReLU(), meta=NodeMeta())
     g.add_edge("data", "a")
     g.add_edge("data", "b")
     with pytest.raises(Exception, match="after mypass: the graph must have exactly one output"):

@@ -54,6 +54,33 @@ def max_rel_diff(a: dict, b: dict) -> float:
     return max(((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)).item() for k in a)
 
 
+def _centre_crop_validation(run: Path, data: Path) -> tuple[tuple[float, float], float]:
+    """(top-1, top-5) error and mean loss of a run's net on the centre crops of data/val at
+    its single scale, computed without the trainer."""
+    from vggspec.runtime.data.image_folder import scan_image_folder
+    from vggspec.runtime.data.validation import CenterCropDataset
+
+    info = vggspec.model_info(run)
+    net = vggspec.load(run / "model.safetensors", backend="torch").eval()
+    train = scan_image_folder(data, "train")
+    val = CenterCropDataset(
+        scan_image_folder(data, "val", classes=train.classes),
+        scale=info.train_scale,
+        crop=info.input_size,
+        preprocessing=info.preprocessing,
+    )
+    x = torch.stack([val[i][0] for i in range(len(val))])
+    y = torch.tensor([val[i][1] for i in range(len(val))])
+    with torch.no_grad():
+        logits = net(x).float()
+    top5 = logits.topk(5, dim=1).indices
+    n = len(y)
+    top1_error = 1 - int((top5[:, 0] == y).sum()) / n
+    top5_error = 1 - int((top5 == y[:, None]).any(dim=1).sum()) / n
+    loss = float(torch.nn.functional.cross_entropy(logits, y))
+    return (top1_error, top5_error), loss
+
+
 def test_single_process_run_folder(tiny, tmp_path, cli):
     out = tmp_path / "run"
     code, stdout, _ = cli("run", "train", *settings(tiny, out, "max_steps=10"))
@@ -62,13 +89,20 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
     summary = json.loads((out / "summary.json").read_text())
     for key in ("steps", "wall_seconds", "images_per_second", "val_top1_error", "val_top5_error"):
         assert summary[key] is not None, key
-    assert summary["steps"] == 10
-    assert 0 <= summary["val_top1_error"] <= 1
-    net = vggspec.load(out / "model.safetensors")
-    assert net.preprocess["class_names"] == sorted(
-        p.name for p in (tiny / "data" / "train").iterdir()
-    )
-    assert len(net.preprocess["mean_rgb"]) == 3
+    assert summary["steps"] == 10 and summary["images"] == 80
+    # steady state: the first step (workers, allocators) is not timed
+    assert summary["images_per_second"] == pytest.approx(72 / summary["train_seconds"], rel=0.01)
+    assert summary["wall_seconds"] >= summary["train_seconds"]
+    # validation, recomputed here from the saved net and its model information
+    errors, loss = _centre_crop_validation(out, tiny / "data")
+    assert summary["val_top1_error"] == errors[0] and summary["val_top5_error"] == errors[1]
+    assert summary["val_loss"] == pytest.approx(loss, rel=1e-5)
+    info = vggspec.model_info(out)
+    assert info.class_names == tuple(sorted(p.name for p in (tiny / "data" / "train").iterdir()))
+    stats = json.loads(next((tiny / "data").rglob(".vggspec-stats.json")).read_text())
+    assert info.preprocessing == vggspec.Preprocessing.trained(stats["mean_rgb"])
+    assert info.input_size == (32, 32) and info.train_scale == vggspec.TrainScale(36, 44)
+    assert vggspec.model_info(out / "checkpoints" / "last.pt") == info
     assert (out / "config.yaml").read_text().count("max_steps: 10") == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "step"] == list(range(1, 11))
@@ -326,15 +360,12 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, cli):
 
 
 def test_mean_std_normalisation_travels_with_the_weights(tiny, tmp_path, cli):
-    from vggspec.runtime.data.preprocessing import Normalization
-
     out = tmp_path / "run"
     code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=2", "normalise=mean-std"))
     assert code == 0, err
-    preprocess = vggspec.load(out / "model.safetensors").preprocess
-    std = preprocess["std_rgb"]
+    norm = vggspec.model_info(out).preprocessing
+    std = norm.std_rgb
     assert len(std) == 3 and all(20 < s < 120 for s in std)  # 0..255 pixels
-    norm = Normalization.from_metadata(preprocess, "run")
     pixels = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
-    expected = (200 - torch.tensor(preprocess["mean_rgb"])) / torch.tensor(std)
+    expected = (200 - torch.tensor(norm.mean_rgb)) / torch.tensor(std)
     assert torch.allclose(norm(pixels)[0, :, 0, 0], expected)

@@ -11,6 +11,7 @@ import torch
 from helpers import SPECS
 from vggspec.compiler import compile_spec, load_spec
 from vggspec.compiler.lowering.net import init_weights, lower
+from vggspec.compiler.targets import GPUS
 
 
 def train_three_steps(backend: str, spec_path, size: int) -> dict[str, torch.Tensor]:
@@ -82,4 +83,10 @@ def test_compile_target_report(cli):
     assert all(r["spill_stores"] + r["spill_loads"] == 0 for r in report["kernels"])
     assert all(r["shared_ok"] for r in report["kernels"])
     assert all(r["tensor_cores"] == "mma" for r in convs if r["uses_dot"])
-    assert report["predicted_step_seconds"] > 0
+    # At least its GEMM work (three GEMMs of 2 x MACs per weight layer, but conv1_1's
+    # dgrad) at the A100's fastest peak.
+    graph = compile_spec(load_spec(SPECS / "A-LRN.vgg"), (32, 32))
+    conv1_1 = graph.nodes["conv1_1"]["meta"].macs
+    gemm_flops = 8 * 2 * (3 * graph.graph["totals"].macs - conv1_1)
+    assert sum(r["flops"] for r in report["kernels"] if r["uses_dot"]) >= gemm_flops
+    assert report["predicted_step_seconds"] >= gemm_flops / GPUS["sm_80"].bf16_flops

@@ -1,6 +1,7 @@
 """Weights in and out: safetensors with the spec, torchvision's layout, init_from."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,26 +11,34 @@ from vggspec.runtime.io.weights import WeightsError
 
 import vggspec
 
+INFO = vggspec.ModelInfo(
+    vggspec.Preprocessing.trained([120.5, 115.25, 100.0]),
+    tuple("abcdefghij"),
+    vggspec.TrainScale(72, 96),
+)
+
 
 @pytest.fixture
 def demo_net():
     torch.manual_seed(0)
-    net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot")
-    net.preprocess = {"mean_rgb": [120.5, 115.25, 100.0], "class_names": list("abcdefghij")}
-    return net
+    return vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot")
 
 
 def test_safetensors_round_trip_is_bit_exact_and_carries_the_spec(demo_net, tmp_path):
-    path = vggspec.save(demo_net, tmp_path / "m.safetensors")
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors", INFO)
     loaded = vggspec.load(path, backend="torch")
     before, after = demo_net.state_dict(), loaded.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert loaded.spec == demo_net.spec
     assert loaded.spec_text() == (SPECS / "demo.vgg").read_text()
-    assert loaded.preprocess["mean_rgb"] == [120.5, 115.25, 100.0]
-    assert loaded.preprocess["class_names"] == list("abcdefghij")
-    assert loaded.preprocess["input_size"] == [64, 64]
+    info = vggspec.model_info(path)
+    assert info.preprocessing.mean_rgb == (120.5, 115.25, 100.0)
+    assert info.preprocessing.std_rgb == (1.0, 1.0, 1.0) and not info.preprocessing.bgr
+    assert info.class_names == tuple("abcdefghij")
+    assert info.train_scale == vggspec.TrainScale(72, 96)
+    assert info.input_size == (64, 64)  # the net's, filled in by save
+    assert info == vggspec.ModelInfo(*INFO.__dict__.values()).with_input_size((64, 64))
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(demo_net.eval()(x), loaded.eval()(x))
 
@@ -137,7 +146,86 @@ def test_init_from_net_a():
 def test_metadata_is_json(demo_net, tmp_path):
     from vggspec.runtime.io.weights import read_metadata
 
-    path = vggspec.save(demo_net, tmp_path / "m.safetensors", class_names=["x"] * 10)
+    info = vggspec.ModelInfo(class_names=("x",) * 10)
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors", info)
     metadata = read_metadata(path)
-    assert json.loads(metadata["preprocess"])["class_names"] == ["x"] * 10
+    assert json.loads(metadata["preprocess"]) == {"class_names": ["x"] * 10, "input_size": [64, 64]}
+    assert vggspec.model_info(path).preprocessing is None  # no mean: convention unknown
     assert metadata["spec"].startswith("# A small VGG-style net")
+
+
+def test_files_written_before_model_info_still_load(demo_net, tmp_path):
+    """The `preprocess` JSON as the code before ModelInfo wrote it (its key order, a fixed
+    S as an int, std only with normalise=mean-std)."""
+    from safetensors.torch import save_file
+
+    old = {
+        "mean_rgb": [126.5, 125.25, 124.0],
+        "class_names": list("abcdefghij"),
+        "input_size": [64, 64],
+        "train_scale": 80,
+        "pixel_range": 255,
+        "std_rgb": [73.5, 74.0, 74.25],
+    }
+    metadata = {
+        "format": "vggspec-net/1",
+        "spec": demo_net.spec_text(),
+        "name": "demo",
+        "preprocess": json.dumps(old),
+    }
+    save_file(demo_net.state_dict(), str(tmp_path / "old.safetensors"), metadata=metadata)
+    loaded = vggspec.load(tmp_path / "old.safetensors", backend="torch")
+    assert all(torch.equal(v, demo_net.state_dict()[k]) for k, v in loaded.state_dict().items())
+    info = vggspec.model_info(tmp_path / "old.safetensors")
+    assert info.preprocessing == vggspec.Preprocessing(
+        "vggspec", (126.5, 125.25, 124.0), (73.5, 74.0, 74.25)
+    )
+    assert info.train_scale == vggspec.TrainScale(80, 80) and info.train_scale.single == 80
+    assert info.class_names == tuple("abcdefghij") and info.input_size == (64, 64)
+    # and the same information written again reads back equal
+    vggspec.save(loaded, tmp_path / "new.safetensors", info)
+    assert vggspec.model_info(tmp_path / "new.safetensors") == info
+
+
+def test_model_info_that_is_not_json_is_one_error(demo_net, tmp_path):
+    from safetensors.torch import save_file
+    from vggspec.runtime.data.preprocessing import PreprocessingError
+
+    metadata = {"format": "vggspec-net/1", "spec": demo_net.spec_text(), "preprocess": "{"}
+    save_file(demo_net.state_dict(), str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(
+        PreprocessingError, match=r"bad\.safetensors: its preprocessing metadata is not JSON"
+    ):
+        vggspec.model_info(tmp_path / "bad.safetensors")
+
+
+def test_run_dir_owns_the_paths_of_a_run_folder(tmp_path, monkeypatch):
+    run = vggspec.RunDir(tmp_path / "r")
+    names = [run.config, run.log, run.metrics, run.last, run.best, run.model, run.summary]
+    assert [str(p.relative_to(run.path)) for p in [*names, run.curves]] == [
+        "config.yaml",
+        "train.log",
+        "metrics.jsonl",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "model.safetensors",
+        "summary.json",
+        "curves.png",
+    ]
+    assert vggspec.RunDir.containing(run.path) is None  # no config.yaml: not a run (yet)
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text("data: /some/images\nseed: 3\n")
+    run.last.write_bytes(b"x")
+    for inside in (run.path, run.last, run.config):
+        assert vggspec.RunDir.containing(inside) == run
+    assert run.holds_run() and run.trained_model() == run.last
+    run.model.write_bytes(b"x")
+    assert run.trained_model() == run.model  # the finished net before the last checkpoint
+    assert run.data_folder() == "/some/images"
+    run.config.write_text("seed: 3\n")
+    monkeypatch.setenv("VGGSPEC_DEMO_DATA", str(tmp_path / "demo"))
+    assert run.data_folder() == str(tmp_path / "demo")
+    monkeypatch.chdir(tmp_path)
+    default = vggspec.RunDir.default("specs/E.vgg")
+    assert default.path.parent == Path("runs")
+    assert default.path.name.startswith("E-") and len(default.path.name) == len("E-20261201-215500")

@@ -16,7 +16,11 @@ from vggspec.compiler.frontend.errors import VggspecError
 # The torch-side API is imported on first use, so that `vggspec compile` and the
 # notation tools start without loading torch.
 _TORCH_API = {
+    "ModelInfo",
     "Net",
+    "Preprocessing",
+    "RunDir",
+    "TrainScale",
     "build_net",
     "densify",
     "init_from",
@@ -24,6 +28,7 @@ _TORCH_API = {
     "load",
     "load_torchvision",
     "lower",
+    "model_info",
     "save",
     "to_torchvision",
 }

@@ -1,4 +1,5 @@
-"""The torch-side public API: build, densify, save and load nets."""
+"""The torch-side public API: build, densify, save and load nets, and read what a trained
+net expects (its model information)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from pathlib import Path
 
 from vggspec.compiler import Spec, load_spec
 from vggspec.compiler.lowering.net import Net, build, densify, init_weights, lower
+from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.data.scale import TrainScale
+from vggspec.runtime.io.model_info import ModelInfo
+from vggspec.runtime.io.model_info import read_model_info as model_info
+from vggspec.runtime.io.rundir import RunDir
 from vggspec.runtime.io.weights import init_from, load, load_torchvision, save, to_torchvision
 
 __all__ = [
+    "ModelInfo",
     "Net",
+    "Preprocessing",
+    "RunDir",
+    "TrainScale",
     "build_net",
     "densify",
     "init_from",
@@ -18,6 +28,7 @@ __all__ = [
     "load",
     "load_torchvision",
     "lower",
+    "model_info",
     "save",
     "to_torchvision",
 ]

@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from vggspec.commands import compile as compile_command
-from vggspec.commands import misc as misc_commands
+from vggspec.commands import data as data_command
+from vggspec.commands import plot as plot_command
 from vggspec.commands import run as run_command
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.errors import UserError
 
-COMMANDS = (compile_command, run_command, misc_commands)
+COMMANDS = (compile_command, run_command, data_command, plot_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declare, compile, train and evaluate VGG-style ConvNets "
         "written in the notation of the VGG paper.",
     )
+    # What a parent process settled for its workers (runtime/dist/launch.py `relaunch`).
+    parser.add_argument(
+        "--from-parent", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)
@@ -27,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what workers rerun (runtime/dist/launch.py `relaunch`)
+    args.from_parent = dict(word.partition("=")[::2] for word in args.from_parent)
     try:
         return args.run(args)
     except UserError as err:

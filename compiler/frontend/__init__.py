@@ -1,1 +1,1 @@
-"""The front end: grammar, parser, AST, printer, spec files and located errors."""
+"""The front end: grammar, parser, AST (layers live in ir/ops/), printer, spec files, errors."""

@@ -1,8 +1,9 @@
-"""The spec's abstract syntax: frozen dataclasses that remember where they came from."""
+"""The spec's abstract syntax: Spec, Input and the Layer base (layers live in ir/ops/)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 # Limits keep a typo ("conv3-6400000") from becoming an out-of-memory crash later.
 MAX_CHANNELS = 1 << 20
@@ -26,7 +27,7 @@ class Loc:
     end_column: int
 
 
-def _check_range(what: str, value: int, low: int, high: int) -> None:
+def check_range(what: str, value: int, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f"{what} must be an integer in [{low}, {high}], got {value!r}")
 
@@ -41,8 +42,8 @@ class Input:
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        _check_range("input height", self.height, 1, MAX_INPUT_SIDE)
-        _check_range("input width", self.width, 1, MAX_INPUT_SIDE)
+        check_range("input height", self.height, 1, MAX_INPUT_SIDE)
+        check_range("input width", self.width, 1, MAX_INPUT_SIDE)
         if self.colour not in COLOUR_CHANNELS:
             raise ValueError(f"input colour must be one of {sorted(COLOUR_CHANNELS)}")
 
@@ -51,54 +52,34 @@ class Input:
         return COLOUR_CHANNELS[self.colour]
 
 
-@dataclass(frozen=True)
-class Conv:
-    """`conv<k>-<c>`: k×k convolution, stride 1, same padding, c channels, then ReLU."""
+class Layer:
+    """A word of the notation. Each op module (compiler/ir/ops/) defines one, registered
+    under its grammar rule name; the parser, printer and graph builder only ask it."""
 
-    kernel: int
-    channels: int
-    loc: Loc | None = field(default=None, compare=False, repr=False)
+    word: ClassVar[str]  # the grammar rule in vgg.lark
+    terminal: ClassVar[str]  # its lark terminal, and how that reads in error messages
+    expected: ClassVar[str]
+    ends_stage: ClassVar[bool] = False  # the printer ends the line (a Table 1 row) after it
+    ends_net: ClassVar[bool] = False  # nothing may follow it
+    fills_stage: ClassVar[bool] = False  # a stage holding one is numbered (conv5_1 … fc6)
+    loc: Loc | None
 
-    def __post_init__(self):
-        _check_range("conv kernel size", self.kernel, 1, MAX_KERNEL)
-        if self.kernel % 2 == 0:
-            raise ValueError(f"conv kernel size must be odd, got {self.kernel}")
-        _check_range("conv channels", self.channels, 1, MAX_CHANNELS)
+    @classmethod
+    def read(cls, token: str, loc: Loc) -> Layer:
+        """The layer a token of this rule stands for; ValueError for a bad value."""
+        return cls(loc=loc)
 
+    def text(self) -> str:
+        """Canonical text: `parse(text)` gives the layer back."""
+        raise NotImplementedError
 
-@dataclass(frozen=True)
-class MaxPool:
-    """`maxpool`: 2×2 max pooling, stride 2."""
+    def build(self, b) -> None:
+        """Add the IR node(s) for this layer: `b.add(name, op)`, names from `b.namer`."""
+        raise NotImplementedError
 
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Lrn:
-    """`LRN`: AlexNet local response normalisation (size 5, alpha 1e-4, beta 0.75, k 2)."""
-
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class FullyConnected:
-    """`FC-<n>`: fully connected layer with n outputs (ReLU after all but the last)."""
-
-    features: int
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self):
-        _check_range("FC size", self.features, 1, MAX_CHANNELS)
-
-
-@dataclass(frozen=True)
-class SoftMax:
-    """`soft-max`: ends the net."""
-
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-
-Layer = Conv | MaxPool | Lrn | FullyConnected | SoftMax
+    def resized(self, outputs: int) -> Layer | None:
+        """This layer with `outputs` outputs if it can be a classifier's last layer."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,11 +95,11 @@ class Spec:
     filename: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        body = [layer for layer in self.layers if not isinstance(layer, SoftMax)]
+        body = [layer for layer in self.layers if not layer.ends_net]
         if not body:
             raise ValueError("a spec needs at least one layer besides soft-max")
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, SoftMax) and i != len(self.layers) - 1:
+            if layer.ends_net and i != len(self.layers) - 1:
                 raise ValueError("soft-max may only end the net")
         for line in self.description:
             if line != line.strip() or "\n" in line:

@@ -8,21 +8,16 @@ from functools import cache
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .ast import Conv, FullyConnected, Input, Loc, Lrn, MaxPool, SoftMax, Spec
+from ..ir.ops import LAYERS
+from ..ir.ops.base import number
+from .ast import Input, Loc, Spec
 from .errors import SpecError
 
 # The comments before the first token are the spec's description.
 _LEADING_COMMENT = re.compile(r"[ \t\f\r\n,]*#([^\n]*)")
-_CONV = re.compile(r"conv(\d*)-(\d+)", re.IGNORECASE)
-_FC = re.compile(r"fc-(\d+)", re.IGNORECASE)
 
-# How lark's terminal names read to a person.
+# How lark's terminal names read to a person: the layers' from the registry, and these.
 _EXPECTED_WORDS = {
-    "CONV": "conv<k>-<channels>",
-    "MAXPOOL": "maxpool",
-    "LRN": "LRN",
-    "FC": "FC-<n>",
-    "SOFTMAX": "soft-max",
     "INPUT": "input",
     "INT": "a number",
     "_TIMES": "'x'",
@@ -51,25 +46,16 @@ def _loc(token: Token) -> Loc:
 
 
 def _number(digits: str, what: str, token: Token) -> int:
-    if len(digits) > 9:
-        raise SpecError(f"{what} {digits[:12]}… is out of range", _loc(token))
-    return int(digits)
+    return number(digits, what, _loc(token))
 
 
 def _layer(tree: Tree):
     token = tree.children[0]
     loc = _loc(token)
     try:
-        if tree.data == "conv":
-            kernel, channels = _CONV.fullmatch(str(token)).groups()
-            k = _number(kernel, "kernel size", token) if kernel else 3
-            return Conv(k, _number(channels, "channel count", token), loc)
-        if tree.data == "fc":
-            (features,) = _FC.fullmatch(str(token)).groups()
-            return FullyConnected(_number(features, "FC size", token), loc)
+        return LAYERS[tree.data].read(str(token), loc)
     except ValueError as err:
         raise SpecError(f"{token}: {err}", loc) from None
-    return {"maxpool": MaxPool, "lrn": Lrn, "softmax": SoftMax}[tree.data](loc)
 
 
 def _input(tree: Tree) -> Input:
@@ -96,7 +82,8 @@ def _description(text: str) -> tuple[str, ...]:
 
 
 def _expected(names) -> str:
-    words = sorted({_EXPECTED_WORDS.get(name, name) for name in names})
+    known = {**{cls.terminal: cls.expected for cls in LAYERS.values()}, **_EXPECTED_WORDS}
+    words = sorted({known.get(name, name) for name in names})
     return ", ".join(words)
 
 

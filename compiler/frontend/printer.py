@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from .ast import Conv, FullyConnected, Input, Lrn, MaxPool, SoftMax, Spec
+from .ast import Input, Layer, Spec
 
 
 def format_input(spec_input: Input) -> str:
     return f"input {spec_input.height}x{spec_input.width} {spec_input.colour}"
 
 
-def format_layer(layer) -> str:
-    if isinstance(layer, Conv):
-        return f"conv{layer.kernel}-{layer.channels}"
-    if isinstance(layer, FullyConnected):
-        return f"FC-{layer.features}"
-    return {MaxPool: "maxpool", Lrn: "LRN", SoftMax: "soft-max"}[type(layer)]
+def format_layer(layer: Layer) -> str:
+    return layer.text()
 
 
 def format_spec(spec: Spec) -> str:
@@ -24,7 +20,7 @@ def format_spec(spec: Spec) -> str:
     stage: list[str] = []
     for layer in spec.layers:
         stage.append(format_layer(layer))
-        if isinstance(layer, MaxPool):  # Table 1 reads one stage per row, ending at a pool
+        if layer.ends_stage:  # Table 1 reads one stage per row, ending at a pool
             lines.append(" ".join(stage))
             stage = []
     if stage:

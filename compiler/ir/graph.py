@@ -1,14 +1,53 @@
-"""The graph IR: a networkx.DiGraph whose nodes carry an `op` and a `meta` dict."""
+"""The graph IR: a networkx.DiGraph whose nodes carry an `op` and a typed `meta`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 
 from ..frontend import ast
+from ..frontend.ast import Layer, Loc
 from ..frontend.errors import SpecError
 from . import ops
+from .ops.fc import WeightFrom
 
 Graph = nx.DiGraph
+
+
+@dataclass
+class NodeMeta:
+    """What the build and the passes know of a node. Build: loc, layer; infer_shapes:
+    in_shape, shape; count: params … out_bytes (rf, jump and start per axis, in input
+    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from."""
+
+    loc: Loc | None = None
+    layer: Layer | None = None
+    in_shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None
+    params: int = 0
+    macs: int = 0
+    flops: int = 0
+    rf: tuple[int, int] | None = None
+    jump: tuple[int, int] | None = None
+    start: tuple[float, float] | None = None
+    out_bytes: int = 0
+    fused: list[str] | None = None
+    weight_from: WeightFrom | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The count pass's whole-graph figures (see passes/count.py for the conventions)."""
+
+    params: int
+    macs: int
+    flops: int
+    forward_bytes: int
+    training_bytes: int
+    param_bytes: int
+    batch: int
+    dtype: str
 
 
 def nodes(g: Graph) -> list[str]:
@@ -20,7 +59,7 @@ def op(g: Graph, name: str) -> ops.Op:
     return g.nodes[name]["op"]
 
 
-def meta(g: Graph, name: str) -> dict:
+def meta(g: Graph, name: str) -> NodeMeta:
     return g.nodes[name]["meta"]
 
 
@@ -41,48 +80,81 @@ def output(g: Graph) -> str:
 
 def launch_count(g: Graph) -> int:
     """How many kernels a forward pass launches: one per node but the input."""
-    return sum(1 for n in g.nodes if not isinstance(op(g, n), ops.Input))
+    return sum(1 for n in g.nodes if not op(g, n).is_input)
 
 
-class _Namer:
-    """Names nodes the way the VGG team's released Caffe models do."""
+def score_map_size(g: Graph) -> tuple[int, int] | None:
+    """Spatial size of the class score map of a dense graph (before its spatial mean)."""
+    for n in g.nodes:
+        in_shape = meta(g, n).in_shape
+        if g.nodes[n]["op"].in_head and len(in_shape) == 3:  # the spatial mean's input
+            return tuple(in_shape[1:])
+    return None
+
+
+class Namer:
+    """Names nodes the way the VGG team's released Caffe models do (conv1_1, pool1, norm1,
+    fc6, prob): a stage number, counters that restart with each stage, and the head's
+    numbers, which follow the last conv stage (VGG-16's fc6 follows pool5)."""
 
     def __init__(self, spec: ast.Spec):
         self.stage = 1
-        self.conv_index = 0
-        self.norms_in_stage = 0
-        pools = sum(isinstance(layer, ast.MaxPool) for layer in spec.layers)
-        convs_after_last_pool = False
+        self._counts: dict[str, int] = {}
+        stages = sum(layer.ends_stage for layer in spec.layers)
+        filled_after_last = False
         for layer in spec.layers:
-            if isinstance(layer, ast.MaxPool):
-                convs_after_last_pool = False
-            elif isinstance(layer, ast.Conv):
-                convs_after_last_pool = True
-        # VGG-16's fc6 follows pool5: FC layers are numbered after the last conv stage.
-        self.fc_number = pools + 1 + (1 if convs_after_last_pool else 0)
+            if layer.ends_stage:
+                filled_after_last = False
+            elif layer.fills_stage:
+                filled_after_last = True
+        self._head = stages + 1 + (1 if filled_after_last else 0)
 
-    def conv(self) -> tuple[str, str]:
-        self.conv_index += 1
-        suffix = f"{self.stage}_{self.conv_index}"
-        return f"conv{suffix}", f"relu{suffix}"
+    def next(self, kind: str) -> int:
+        """1, 2, … for each `kind` of layer within the current stage."""
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        return self._counts[kind]
 
-    def norm(self) -> str:
-        self.norms_in_stage += 1
-        if self.norms_in_stage == 1:
-            return f"norm{self.stage}"
-        return f"norm{self.stage}_{self.norms_in_stage}"
+    def last(self, kind: str) -> int:
+        """The current count of `kind` in this stage (0 if none yet)."""
+        return self._counts.get(kind, 0)
 
-    def pool(self) -> str:
-        name = f"pool{self.stage}"
+    def head_number(self) -> int:
+        """The next number of the classifier head (fc6, fc7, …)."""
+        self._head += 1
+        return self._head - 1
+
+    def end_stage(self) -> None:
         self.stage += 1
-        self.conv_index = 0
-        self.norms_in_stage = 0
-        return name
+        self._counts = {}
 
-    def fc(self) -> tuple[str, str, str]:
-        n = self.fc_number
-        self.fc_number += 1
-        return f"fc{n}", f"relu{n}", f"drop{n}"
+
+class Builder:
+    """What a Layer's `build` is given: `add(name, op)` appends a node after the last one."""
+
+    def __init__(self, g: Graph, spec: ast.Spec, last: str):
+        self.g, self.last, self.namer = g, last, Namer(spec)
+        self._layers = spec.layers
+        self._index = 0
+
+    def position(self, layer) -> tuple[int, int]:
+        """(index among the spec's layers of the same kind, how many there are)."""
+        same = [type(other) is type(layer) for other in self._layers]
+        return sum(same[: self._index]), sum(same)
+
+    def add(self, node: str, operation: ops.Op) -> None:
+        layer = self._layers[self._index]
+        if node in self.g:
+            raise SpecError(f"two layers would both be named {node!r}", layer.loc)
+        self.g.add_node(node, op=operation, meta=NodeMeta(layer.loc, layer))
+        self.g.add_edge(self.last, node)
+        self.last = node
+
+    def build(self, index: int) -> None:
+        self._index = index
+        layer = self._layers[index]
+        layer.build(self)
+        if layer.ends_stage:
+            self.namer.end_stage()
 
 
 def build_graph(
@@ -91,40 +163,12 @@ def build_graph(
     """Spec → unfused graph: every conv and hidden FC followed by its own ReLU node."""
     height, width = input_size or (spec.input.height, spec.input.width)
     g = Graph(name=name, spec=spec, description=spec.description, passes=["build"])
-    last = "data"
-    g.add_node(last, op=ops.Input(spec.input.channels, height, width), meta={"loc": spec.input.loc})
-
-    def add(node: str, operation: ops.Op, layer) -> None:
-        nonlocal last
-        if node in g:
-            raise SpecError(f"two layers would both be named {node!r}", layer.loc)
-        g.add_node(node, op=operation, meta={"loc": layer.loc, "layer": layer})
-        g.add_edge(last, node)
-        last = node
-
-    namer = _Namer(spec)
-    fc_count = sum(isinstance(layer, ast.FullyConnected) for layer in spec.layers)
-    fc_position = 0
-    for layer in spec.layers:
-        if isinstance(layer, ast.Conv):
-            conv, relu = namer.conv()
-            pad = layer.kernel // 2
-            add(conv, ops.Conv2d(layer.channels, (layer.kernel,) * 2, (pad, pad)), layer)
-            add(relu, ops.ReLU(), layer)
-        elif isinstance(layer, ast.MaxPool):
-            add(namer.pool(), ops.MaxPool2d(), layer)
-        elif isinstance(layer, ast.Lrn):
-            add(namer.norm(), ops.LocalResponseNorm(), layer)
-        elif isinstance(layer, ast.FullyConnected):
-            fc, relu, drop = namer.fc()
-            add(fc, ops.Linear(layer.features), layer)
-            if fc_position < fc_count - 1:  # ReLU after all but the last FC
-                add(relu, ops.ReLU(), layer)
-                if fc_position < 2:  # the paper: dropout on the first two FC layers
-                    add(drop, ops.Dropout(), layer)
-            fc_position += 1
-        elif isinstance(layer, ast.SoftMax):
-            add("prob", ops.SoftMax(), layer)
+    g.add_node(
+        "data", op=ops.Input(spec.input.channels, height, width), meta=NodeMeta(spec.input.loc)
+    )
+    builder = Builder(g, spec, "data")
+    for index in range(len(spec.layers)):
+        builder.build(index)
     return g
 
 
@@ -143,18 +187,18 @@ def verify(g: Graph, after: str = "") -> None:
         fail("the graph has a cycle")
     if g.number_of_nodes() and not nx.is_weakly_connected(g):
         fail("the graph is not connected")
-    inputs = [n for n in g.nodes if isinstance(g.nodes[n].get("op"), ops.Input)]
+    inputs = [n for n in g.nodes if getattr(g.nodes[n].get("op"), "is_input", False)]
     if len(inputs) != 1:
         fail(f"expected one input node, found {len(inputs)}")
     for n, data in g.nodes(data=True):
-        if not isinstance(data.get("meta"), dict) or "op" not in data:
-            fail(f"node {n!r} lacks an op or a meta dict")
-        expected_preds = 0 if isinstance(data["op"], ops.Input) else 1
+        if not isinstance(data.get("meta"), NodeMeta) or "op" not in data:
+            fail(f"node {n!r} lacks an op or its meta")
+        expected_preds = 0 if data["op"].is_input else 1
         if g.in_degree(n) != expected_preds:
             fail(f"node {n!r} has {g.in_degree(n)} inputs, expected {expected_preds}")
-        shape = data["meta"].get("shape")
+        shape = data["meta"].shape
         for user in g.successors(n):
-            in_shape = g.nodes[user]["meta"].get("in_shape")
+            in_shape = g.nodes[user]["meta"].in_shape
             if shape is not None and in_shape is not None and in_shape != shape:
                 fail(f"{user!r} expects {in_shape} but {n!r} makes {shape}")
     if len([n for n in g.nodes if g.out_degree(n) == 0]) != 1:
@@ -167,18 +211,18 @@ def format_node(g: Graph, n: str) -> str:
     args = ", ".join(f"%{p}" for p in g.predecessors(n))
     text = f"%{n} = {operation.describe()}({args})"
     notes = []
-    if "shape" in info:
-        notes.append(f"[{', '.join(map(str, info['shape']))}]")
-    if info.get("params"):
-        notes.append(f"params={info['params']:,}")
-    if info.get("macs"):
-        notes.append(f"macs={info['macs']:,}")
-    if "fused" in info:
-        notes.append("fused " + "+".join(info["fused"]))
-    if "weight_from" in info:
-        source = info["weight_from"]
-        notes.append(f"weight = {source['node']}.weight.reshape{tuple(source['shape'])}")
-    loc = info.get("loc")
+    if info.shape is not None:
+        notes.append(f"[{', '.join(map(str, info.shape))}]")
+    if info.params:
+        notes.append(f"params={info.params:,}")
+    if info.macs:
+        notes.append(f"macs={info.macs:,}")
+    if info.fused is not None:
+        notes.append("fused " + "+".join(info.fused))
+    if info.weight_from is not None:
+        source = info.weight_from
+        notes.append(f"weight = {source.node}.weight.reshape{tuple(source.shape)}")
+    loc = info.loc
     if loc is not None:
         notes.append(f"@{loc.line}:{loc.column}")
     return text + ("  # " + "  ".join(notes) if notes else "")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..frontend import ast
 from ..frontend.errors import SpecError
-from . import ops
-from .graph import Graph, build_graph, meta, verify
+from .graph import Graph, build_graph, score_map_size, verify
+
+__all__ = ["compile_spec", "dense_graph", "run_steps", "score_map_size", "with_input_size"]
 from .passes.count import count
 from .passes.densify import densify
 from .passes.fuse import fuse
@@ -19,9 +21,9 @@ def with_input_size(g: Graph, size: tuple[int, int]) -> Graph:
     new = g.copy()
     new.graph["passes"] = [*g.graph["passes"], f"input {size[0]}x{size[1]}"]
     for _, data in new.nodes(data=True):
-        data["meta"] = dict(data["meta"])
-        if isinstance(data["op"], ops.Input):
-            data["op"] = ops.Input(data["op"].channels, *size)
+        data["meta"] = replace(data["meta"])
+        if data["op"].is_input:
+            data["op"] = replace(data["op"], height=size[0], width=size[1])
     return new
 
 
@@ -64,7 +66,7 @@ def dense_graph(g: Graph, image_size: tuple[int, int] | None = None) -> Graph:
     totals = g.graph["totals"]
 
     def counted(d: Graph) -> Graph:
-        return count(d, totals["batch"], totals["dtype"])
+        return count(d, totals.batch, totals.dtype)
 
     steps = [("densify", densify)]
     if image_size is not None:
@@ -77,11 +79,3 @@ def dense_graph(g: Graph, image_size: tuple[int, int] | None = None) -> Graph:
         return run_steps(g, steps)
     except SpecError as err:
         raise err.with_source(spec.source, spec.filename) from None
-
-
-def score_map_size(g: Graph) -> tuple[int, int] | None:
-    """Spatial size of the class score map of a dense graph (before its spatial mean)."""
-    for n in g.nodes:
-        if isinstance(g.nodes[n]["op"], ops.SpatialMean):
-            return tuple(meta(g, n)["in_shape"][1:])
-    return None

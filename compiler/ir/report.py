@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..table import text_table
-from . import ops
-from .graph import Graph, launch_count, meta, nodes, op, output
+from .graph import Graph, launch_count, meta, nodes, op, output, score_map_size
 
 
 def _field(pair) -> int | list[int]:
@@ -32,41 +31,40 @@ def to_dict(g: Graph) -> dict:
     data = meta(g, nodes(g)[0])
     result = {
         "name": g.graph.get("name", "spec"),
-        "input": list(data["shape"]),
-        "params": totals["params"],
-        "macs": totals["macs"],
-        "flops": totals["flops"],
-        "receptive_field": _field(meta(g, output(g))["rf"]),
-        "batch": totals["batch"],
-        "dtype": totals["dtype"],
-        "param_bytes": totals["param_bytes"],
-        "forward_activation_bytes": totals["forward_bytes"],
-        "training_activation_bytes": totals["training_bytes"],
+        "input": list(data.shape),
+        "params": totals.params,
+        "macs": totals.macs,
+        "flops": totals.flops,
+        "receptive_field": _field(meta(g, output(g)).rf),
+        "batch": totals.batch,
+        "dtype": totals.dtype,
+        "param_bytes": totals.param_bytes,
+        "forward_activation_bytes": totals.forward_bytes,
+        "training_activation_bytes": totals.training_bytes,
         "launches": launch_count(g),
         "passes": list(g.graph["passes"]),
         "layers": [],
     }
     for n in nodes(g):
         info = meta(g, n)
-        loc = info.get("loc")
+        loc = info.loc
         result["layers"].append(
             {
                 "name": n,
                 "op": op(g, n).describe(),
-                "shape": list(info["shape"]),
-                "params": info["params"],
-                "macs": info["macs"],
-                "flops": info["flops"],
-                "receptive_field": _field(info["rf"]),
-                "jump": _field(info["jump"]),
-                "activation_bytes": info["out_bytes"],
+                "shape": list(info.shape),
+                "params": info.params,
+                "macs": info.macs,
+                "flops": info.flops,
+                "receptive_field": _field(info.rf),
+                "jump": _field(info.jump),
+                "activation_bytes": info.out_bytes,
                 "line": loc.line if loc else None,
                 "column": loc.column if loc else None,
             }
         )
-    for n in g.nodes:
-        if isinstance(op(g, n), ops.SpatialMean):
-            result["score_map"] = list(meta(g, n)["in_shape"][1:])
+    if (size := score_map_size(g)) is not None:
+        result["score_map"] = list(size)
     return result
 
 
@@ -114,7 +112,7 @@ def format_dot(g: Graph) -> str:
     """Graphviz text; render with `dot -Tsvg`."""
     lines = [f'digraph "{g.graph.get("name", "spec")}" {{', "  rankdir=TB;", "  node [shape=box];"]
     for n in nodes(g):
-        shape = "x".join(map(str, meta(g, n)["shape"]))
+        shape = "x".join(map(str, meta(g, n).shape))
         lines.append(f'  "{n}" [label="{n}\\n{op(g, n).describe()}\\n{shape}"];')
     lines.extend(f'  "{a}" -> "{b}";' for a, b in g.edges)
     lines.append("}")

@@ -8,13 +8,15 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..targets import GPUS, KERNEL_DTYPE, GpuSpec
 from .conv import check_index_range, conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
+from .cross_entropy import cross_entropy_bwd_plan, cross_entropy_fwd_plan
 from .linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
 from .plan import KernelPlan, Ptr, interpreting
 from .pool import maxpool_bwd_plan, maxpool_fwd_plan
+from .score_mean import spatial_mean_fwd_plan
 from .shapes import (
     ConvLaunch,
     Launch,
@@ -25,41 +27,8 @@ from .shapes import (
     launch_from_json,
     launch_to_json,
 )
-from .softmax import (
-    cross_entropy_bwd_plan,
-    cross_entropy_fwd_plan,
-    softmax_fwd_plan,
-    spatial_mean_fwd_plan,
-)
+from .softmax_rows import softmax_fwd_plan
 from .splitk import splitk_sum_plan
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """Peak rates used by the roofline (dense tensor-core math, no sparsity)."""
-
-    name: str
-    capability: int
-    sms: int
-    bf16_flops: float
-    tf32_flops: float
-    fp32_flops: float  # CUDA cores, for kernels without tl.dot
-    bandwidth: float  # bytes/s
-    shared_per_block: int  # bytes of dynamic shared memory one block may use
-
-
-GPUS = {
-    "sm_90": GpuSpec("H100 SXM", 90, 132, 989e12, 495e12, 67e12, 3.35e12, 227 * 1024),
-    "sm_80": GpuSpec("A100 SXM 80GB", 80, 108, 312e12, 156e12, 19.5e12, 2.0e12, 163 * 1024),
-}
-
-_TORCH_NAME = {
-    "bfloat16": "bf16",
-    "bf16": "bf16",
-    "float32": "fp32",
-    "fp32": "fp32",
-    "tf32": "fp32",
-}
 
 
 def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[KernelPlan]:
@@ -320,7 +289,7 @@ def aot_report(
     """
     if target not in GPUS:
         raise ValueError(f"unknown target {target!r}; known: {', '.join(GPUS)}")
-    kdtype = _TORCH_NAME[dtype]
+    kdtype = KERNEL_DTYPE[dtype]
     for launch in launches:  # shapes the kernels cannot index: a ValueError, here
         if isinstance(launch, ConvLaunch):
             check_index_range(launch)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..targets import DEFAULT_NUM_SMS, ELEMENT_BYTES, SHARED_MEMORY_BUDGET
 from .plan import cdiv
-
-# Streaming multiprocessors of the GPU the selection aims at (H100 SXM has 132, A100 108).
-DEFAULT_NUM_SMS = 132
 
 
 @dataclass(frozen=True)
@@ -131,16 +129,10 @@ MEAN_CONFIGS: tuple[MeanConfig, ...] = (
     MeanConfig("mean_16x8_w2", 16, 8, 2),
 )
 
-# Dynamic shared memory per block: sm_90 allows 227 KiB, sm_80 163 KiB; the selection
-# stays under the smaller so one choice serves both.
-SHARED_MEMORY_BUDGET = 160 * 1024
-
-_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-
 
 def pipeline_shared_bytes(block_a: int, block_b: int, block_k: int, stages: int, dtype: str) -> int:
     """Shared memory the software pipeline needs for the two operand tiles."""
-    return (block_a + block_b) * block_k * stages * _BYTES[dtype]
+    return (block_a + block_b) * block_k * stages * ELEMENT_BYTES[dtype]
 
 
 def use_flat_k(c_in: int) -> bool:
@@ -185,7 +177,7 @@ def _small_tile(configs, prefix: str, dtype: str):
     """The 64×64, 4-warp tile. fp32 operands (TF32) take K-32 with one more stage: with
     K-64, ptxas for sm_80 spills 120-140 bytes in the fp32 weight gradients (255
     registers); K-32 needs ~165 and spills nothing. 2-byte dtypes keep K-64."""
-    name = "64x64x32_w4_s4" if _BYTES[dtype] == 4 else "64x64x64_w4_s3"
+    name = "64x64x32_w4_s4" if ELEMENT_BYTES[dtype] == 4 else "64x64x64_w4_s3"
     return _by_name(configs, f"{prefix}_{name}")
 
 

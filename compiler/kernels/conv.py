@@ -6,9 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..targets import ELEMENT_BYTES
 from .configs import ConvConfig, WgradConfig, select_conv_config, select_wgrad_config
 from .plan import (
-    ELEMENT_BYTES,
     TRITON_DTYPE,
     KernelPlan,
     Ptr,

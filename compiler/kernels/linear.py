@@ -6,9 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..targets import ELEMENT_BYTES
 from .configs import MatmulConfig, select_matmul_config
 from .plan import (
-    ELEMENT_BYTES,
     TRITON_DTYPE,
     KernelPlan,
     Ptr,

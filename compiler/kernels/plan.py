@@ -16,7 +16,6 @@ TRITON_DTYPE = {
     torch.int64: "i64",
     torch.int32: "i32",
 }
-ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "i64": 8, "i32": 4}
 
 # Debugging aid: when set (the kernel tests set NaN), every output and workspace the
 # launchers allocate is filled with this value first, so an element a kernel forgets
@@ -27,6 +26,15 @@ FILL_NEW_OUTPUTS: float | None = None
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out NHWC (and not also plain contiguous, as 1×1 maps are)."""
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not (x.is_contiguous())
+    )
 
 
 def new_tensor(shape, dtype, device, channels_last: bool = False) -> torch.Tensor:

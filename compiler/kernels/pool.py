@@ -6,8 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..targets import ELEMENT_BYTES
 from .configs import BlockConfig, select_pool_config
-from .plan import ELEMENT_BYTES, TRITON_DTYPE, KernelPlan, Ptr, cdiv, new_tensor
+from .plan import TRITON_DTYPE, KernelPlan, Ptr, cdiv, new_tensor
 from .tiles import split_nchw_index
 
 

@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..frontend.ast import FullyConnected, Spec
+from ..frontend.ast import Spec
 from ..frontend.errors import VggspecError
 from ..frontend.printer import format_spec
-from ..ir import ops
 from ..ir.graph import Graph, meta, nodes, op
+from ..ir.ops import Op
 from ..ir.pipeline import compile_spec, dense_graph
 from .backends import get_backend
 
 
 class Weights(nn.Module):
-    """The parameters of one conv or FC node: `<node>.weight` and `<node>.bias`."""
+    """The parameters of one weight node: `<node>.weight` and `<node>.bias` (the names and
+    shapes its op's `tensors` gives)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, **tensors: torch.Tensor):
         super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
+        for name, tensor in tensors.items():
+            setattr(self, name, nn.Parameter(tensor))
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    """This process holds rows [first_row, first_row + n) of a global batch of `size`; dropout
+    draws its masks for the whole global batch from `seed` and keeps this process's rows,
+    so that a sample's mask does not depend on how the batch is split over processes."""
+
+    seed: int
+    first_row: int
+    size: int
+    # Batch norm over the global batch (issue 12) will need its cross-process reduction
+    # handed in the same way: a field here, read by that op's forward through `run.batch`.
+
+
+class _Run:
+    """What an op's `forward` is handed: the backend, its node's weights, and dropout."""
+
+    def __init__(self, net: Net, batch: GlobalBatch | None):
+        self.net, self.batch, self.backend = net, batch, net.backend
+        self.node, self.index, self.weights = "", 0, None
+
+    def dropout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net._dropout(x, self.index, self.batch)
 
 
 class Net(nn.Module):
@@ -35,35 +62,27 @@ class Net(nn.Module):
         self.dropout = dropout
         self.spec: Spec = graph.graph["spec"]
         self.dense = bool(graph.graph.get("dense"))
-        self.input_size = tuple(meta(graph, nodes(graph)[0])["shape"][1:])
-        # What the weights expect of an image; set by training, kept by save/load.
-        self.preprocess: dict = {}
-        # Set by the trainer for each step: (seed, first row, global batch). Dropout then
-        # draws its mask for the whole global batch from the seed and keeps this process's
-        # rows, so a sample's mask does not depend on how the batch is split over processes.
-        self.batch_rows: tuple[int, int, int] | None = None
-        self._body: list[tuple[str, ops.Op]] = []
-        self._head: list[ops.Op] = []
+        self.input_size = tuple(meta(graph, nodes(graph)[0]).shape[1:])
+        self._body: list[tuple[str, Op]] = []
+        head = False
         for n in nodes(graph):
             operation = op(graph, n)
-            if isinstance(operation, ops.Input):
+            if operation.is_input:
                 continue
-            if isinstance(operation, ops.SpatialMean | ops.SoftMax):
-                self._head.append(operation)
+            if operation.in_head:
+                head = True
                 continue
-            if self._head:
+            if head:
                 raise VggspecError(f"{n} follows the soft-max: nothing can run after it")
             self._body.append((n, operation))
-            in_shape = meta(graph, n)["in_shape"]
-            if isinstance(operation, ops.Conv2d):
-                shape = (operation.out_channels, in_shape[0], *operation.kernel)
-                self.add_module(n, Weights(torch.empty(shape), torch.empty(shape[0])))
-            elif isinstance(operation, ops.Linear):
-                fan_in = 1
-                for d in in_shape:
-                    fan_in *= d
-                shape = (operation.out_features, fan_in)
-                self.add_module(n, Weights(torch.empty(shape), torch.empty(shape[0])))
+            if operation.has_weights:
+                shapes = operation.tensors(meta(graph, n).in_shape)
+                tensors = {name: torch.empty(shape) for name, shape in shapes.items()}
+                self.add_module(n, Weights(**tensors))
+
+    def layers(self) -> list[tuple[str, Op]]:
+        """(node, op) of every layer `forward` runs, in order (input and head left out)."""
+        return list(self._body)
 
     @property
     def backend_name(self) -> str:
@@ -73,45 +92,28 @@ class Net(nn.Module):
     def num_classes(self) -> int:
         """Channels of the class scores: the output width of the last layer."""
         last, _ = self._body[-1]
-        return meta(self.graph, last)["shape"][0]
+        return meta(self.graph, last).shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch: GlobalBatch | None = None) -> torch.Tensor:
+        """Class scores; `batch` places x in a global batch for dropout (None: plain dropout)."""
         b = self.backend
         if x.dim() == 4 and b.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=b.memory_format)
-        for n, operation in self._body:
-            if isinstance(operation, ops.Conv2d):
-                w = getattr(self, n)
-                x = b.conv(x, w.weight, w.bias, operation.padding, operation.relu)
-            elif isinstance(operation, ops.Linear):
-                w = getattr(self, n)
-                if x.dim() > 2:
-                    x = x.flatten(1)  # C×H×W order, as the dense twin's reshape assumes
-                x = b.linear(x, w.weight, w.bias, operation.relu)
-                if operation.dropout:
-                    x = self._dropout(x, n)
-            elif isinstance(operation, ops.ReLU):
-                x = b.relu(x)
-            elif isinstance(operation, ops.MaxPool2d):
-                x = b.max_pool(x)
-            elif isinstance(operation, ops.LocalResponseNorm):
-                x = b.lrn(x, operation.size, operation.alpha, operation.beta, operation.k)
-            elif isinstance(operation, ops.Dropout):
-                x = self._dropout(x, n)
-            else:
-                raise VggspecError(f"the {b.name} backend cannot run {operation.describe()}")
+        run = _Run(self, batch)
+        for index, (n, operation) in enumerate(self._body):
+            run.node, run.index = n, index
+            run.weights = getattr(self, n) if operation.has_weights else None
+            x = operation.forward(x, run)
         return x
 
-    def _dropout(self, x: torch.Tensor, node: str) -> torch.Tensor:
+    def _dropout(self, x: torch.Tensor, layer: int, batch: GlobalBatch | None) -> torch.Tensor:
         p = self.dropout
-        if self.batch_rows is None or not self.training or p == 0:
+        if batch is None or not self.training or p == 0:
             return self.backend.dropout(x, p, self.training)
-        seed, first, total = self.batch_rows
-        layer = [name for name, _ in self._body].index(node)
         generator = torch.Generator(device=x.device)
-        generator.manual_seed((seed + 7919 * layer) % 2**63)
-        draws = torch.rand((total, *x.shape[1:]), generator=generator, device=x.device)
-        keep = draws[first : first + x.shape[0]] >= p
+        generator.manual_seed((batch.seed + 7919 * layer) % 2**63)
+        draws = torch.rand((batch.size, *x.shape[1:]), generator=generator, device=x.device)
+        keep = draws[batch.first_row : batch.first_row + x.shape[0]] >= p
         return x * keep.to(x.dtype) / (1 - p)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,26 +147,22 @@ def init_weights(net: Net, init: str = "gaussian") -> Net:
     if init not in ("gaussian", "glorot"):
         raise VggspecError(f"unknown init {init!r}: choose gaussian or glorot")
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, Weights):
-                if init == "gaussian":
-                    module.weight.normal_(0.0, 0.01)
-                else:
-                    nn.init.xavier_uniform_(module.weight)
-                module.bias.zero_()
+        for n, operation in net.layers():
+            if operation.has_weights:
+                operation.init(getattr(net, n), init)
     return net
 
 
 def with_num_classes(spec: Spec, num_classes: int) -> Spec:
     """The spec with its last FC layer resized to `num_classes` outputs."""
     last = max(
-        (i for i, layer in enumerate(spec.layers) if isinstance(layer, FullyConnected)),
+        (i for i, layer in enumerate(spec.layers) if layer.resized(num_classes) is not None),
         default=None,
     )
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
     layers = list(spec.layers)
-    layers[last] = FullyConnected(num_classes, layers[last].loc)
+    layers[last] = layers[last].resized(num_classes)
     return Spec(tuple(layers), spec.input, spec.description)
 
 
@@ -194,17 +192,16 @@ def densify(net: Net) -> Net:
     if net.dense:
         return net
     dense = Net(dense_graph(net.graph), net.backend_name, net.dropout)
-    dense.preprocess = dict(net.preprocess)
     with torch.no_grad():
         for n in nodes(dense.graph):
-            source = meta(dense.graph, n).get("weight_from")
+            source = meta(dense.graph, n).weight_from
             target = getattr(dense, n, None)
             if not isinstance(target, Weights):
                 continue
             original = getattr(net, n)
             weight = original.weight
             if source is not None:
-                weight = weight.reshape(source["shape"])  # a view
+                weight = weight.reshape(source.shape)  # a view
             target.weight = nn.Parameter(weight)
             target.bias = original.bias
     return dense.train(net.training)

@@ -11,23 +11,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .color_stats import ColorStats
-from .geometry import as_hw, image_to_tensor, resized_crop, scaled_size
+from .geometry import as_hw, resized_crop, scaled_size
 from .image_folder import ImageFolder
+from .preprocessing import Preprocessing
+from .scale import TrainScale
 
 PCA_ALPHA_STD = 0.1  # AlexNet: alpha_i ~ N(0, 0.1)
-
-
-def as_scale_range(scale: int | Sequence[int]) -> tuple[int, int]:
-    """Training scale S given as a fixed int or as [S_min, S_max], as (S_min, S_max)."""
-    if isinstance(scale, int):
-        lo = hi = scale
-    else:
-        lo, hi = (int(v) for v in scale)
-    if not 1 <= lo <= hi:
-        raise ValueError(
-            f"training scale must be S >= 1 or [S_min, S_max] with S_min <= S_max, got {scale!r}"
-        )
-    return lo, hi
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -50,13 +39,14 @@ class CropParams:
 def sample_crop_params(
     rng: np.random.Generator,
     size: tuple[int, int],
-    scale: tuple[int, int],
+    scale: TrainScale | tuple[int, int],
     crop: tuple[int, int],
     alpha_std: float = PCA_ALPHA_STD,
 ) -> CropParams:
     """Draw, in a fixed order: S uniform on the integers [S_min, S_max], the crop's x then y
     uniform over every position, the flip (p 0.5), then the three alphas."""
-    s = int(rng.integers(scale[0], scale[1] + 1))
+    scale = TrainScale.parse(scale)
+    s = int(rng.integers(scale.lo, scale.hi + 1))
     scaled = scaled_size(size, s, at_least=(crop[1], crop[0]))
     x = int(rng.integers(0, scaled[0] - crop[1] + 1))
     y = int(rng.integers(0, scaled[1] - crop[0] + 1))
@@ -70,25 +60,28 @@ def augment(
     params: CropParams,
     crop: tuple[int, int],
     stats: ColorStats,
-    unit: float = 1.0,
+    preprocessing: Preprocessing | None = None,
 ) -> torch.Tensor:
-    """Apply one sample's choices to a decoded RGB image: CHW float32, 0..255 units × unit."""
+    """Apply one sample's choices to a decoded RGB image: the PCA colour shift in pixel
+    units, then the net's preprocessing (default: minus the mean RGB, the paper's), as the
+    CHW float32 net input."""
     patch = resized_crop(img, params.scaled, params.offset, crop)
     if params.flip:
         patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    # Shift and mean are both constant per channel: one add does both.
-    offset = stats.pca_shift(params.alpha) - np.asarray(stats.mean_rgb)
-    return image_to_tensor(patch, offset, unit)
+    preprocessing = preprocessing or Preprocessing.trained(stats.mean_rgb)
+    return preprocessing.image(patch, stats.pca_shift(params.alpha))
 
 
 class TrainDataset(Dataset):
-    """(CHW float32 tensor, label) with the paper's augmentation; call `set_epoch` each epoch.
+    """(CHW float32 net input, label) with the paper's augmentation; call `set_epoch` each
+    epoch.
 
-    Values are 0..255 pixels minus the mean RGB, as in the paper, times `unit` (default 1).
-    With plain SGD from scratch those ±128 inputs make the first layer's effective step
-    thousands of times larger than the others'; a net meant to train in minutes without
-    per-layer learning rates wants inputs of about unit variance (unit ≈ 1/64, or 1/255 for
-    0..1 pixels). Whatever is chosen must be stored with the net and used at test time.
+    Values are what `preprocessing` makes of the shifted pixels; by default 0..255 minus the
+    mean RGB, as in the paper. With plain SGD from scratch those ±128 inputs make the first
+    layer's effective step thousands of times larger than the others'; a net meant to train
+    in minutes without per-layer learning rates wants inputs of about unit variance (divide
+    by the training set's std: normalise=mean-std). Whatever is chosen is saved with the net
+    (its model information) and used at test time.
 
     The epoch lives in shared memory so that persistent DataLoader workers see `set_epoch`
     calls made in the main process (call it before iterating the loader for that epoch)."""
@@ -97,20 +90,20 @@ class TrainDataset(Dataset):
         self,
         folder: ImageFolder,
         *,
-        scale: int | Sequence[int],
+        scale: TrainScale | int | Sequence[int],
         crop: int | Sequence[int],
         stats: ColorStats,
         seed: int = 0,
         alpha_std: float = PCA_ALPHA_STD,
-        unit: float = 1.0,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         self.folder = folder
-        self.scale = as_scale_range(scale)
+        self.scale = TrainScale.parse(scale)
         self.crop = as_hw(crop)
         self.stats = stats
         self.seed = int(seed)
         self.alpha_std = float(alpha_std)
-        self.unit = float(unit)
+        self.preprocessing = preprocessing or Preprocessing.trained(stats.mean_rgb)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     @property
@@ -141,7 +134,7 @@ class TrainDataset(Dataset):
         # `used` differs from `index` only if a file failed after the scan; the substitute
         # keeps this index's random stream.
         params = drawn[self.folder.sizes[used]]
-        return augment(img, params, self.crop, self.stats, self.unit), label
+        return augment(img, params, self.crop, self.stats, self.preprocessing), label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.sample(int(index), self.epoch)

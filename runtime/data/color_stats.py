@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,17 @@ class ColorStats:
         alpha = np.asarray(alpha, dtype=np.float64)
         std = np.sqrt(np.asarray(self.eigenvalues, dtype=np.float64))
         return (alpha * std) @ np.asarray(self.eigenvectors, dtype=np.float64)
+
+    @property
+    def std_rgb(self) -> tuple[float, float, float]:
+        """Per-channel standard deviation (0..255 units), from the covariance the PCA
+        colour shift already measured."""
+        values, vectors = self.eigenvalues, self.eigenvectors
+        r, g, b = (
+            math.sqrt(sum(lam * vec[c] ** 2 for lam, vec in zip(values, vectors, strict=True)))
+            for c in range(3)
+        )
+        return r, g, b
 
     def to_json(self, fingerprint: str, max_images: int, side: int) -> dict:
         return {

@@ -27,6 +27,7 @@ DEMO_CLASSES = (
     "diamond",
     "checker",
 )
+DEMO_VERSION = 2  # bump when the generator changes: cached images are reused by version
 SMALLEST_SIDE = (64, 128)  # inclusive range of an image's smallest side
 MAX_ASPECT = 1.6
 SHAPE_RADIUS = (0.22, 0.40)  # of the smallest side: the shape spans 44..80 % of it
@@ -226,3 +227,12 @@ def make_demo_dataset(
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_write_class, *zip(*jobs, strict=True)))
     return root
+
+
+def demo_data_root(seed: int) -> Path:
+    """Where the built-in demo data is written once and reused."""
+    base = os.environ.get("VGGSPEC_DEMO_DATA")
+    if base:
+        return Path(base)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "vggspec" / f"demo-v{DEMO_VERSION}-seed{seed}"

@@ -1,11 +1,9 @@
-"""Deterministic image geometry shared by training and testing: isotropic rescale, crop, tensor."""
+"""Deterministic image geometry shared by training and testing: isotropic rescale and crop."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-import torch
 from PIL import Image
 
 # Pillow's BILINEAR widens its kernel when it shrinks, so downscaling is antialiased.
@@ -55,23 +53,6 @@ def resized_crop(
 def center_offset(scaled: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
     """(x, y) of the centre H×W crop of an image of size `scaled` (w, h)."""
     return (scaled[0] - crop[1]) // 2, (scaled[1] - crop[0]) // 2
-
-
-def to_tensor(img: Image.Image, mean_rgb: Sequence[float], unit: float = 1.0) -> torch.Tensor:
-    """CHW float32: 0..255 pixel values minus the training set's mean RGB (the paper's and
-    Caffe's convention: no division by a standard deviation), times `unit` (1: the paper's
-    units; see TrainDataset for why a run may choose another)."""
-    return image_to_tensor(img, -np.asarray(mean_rgb, dtype=np.float32), unit)
-
-
-def image_to_tensor(img: Image.Image, offset_rgb: np.ndarray, unit: float = 1.0) -> torch.Tensor:
-    """(RGB image + per-channel offset) × unit as a CHW float32 tensor, in one pass."""
-    chw = np.asarray(img).transpose(2, 0, 1)
-    out = np.empty(chw.shape, dtype=np.float32)
-    np.add(chw, np.asarray(offset_rgb, dtype=np.float32)[:, None, None], out=out)
-    if unit != 1.0:
-        out *= np.float32(unit)
-    return torch.from_numpy(out)
 
 
 def as_hw(crop: int | Sequence[int]) -> tuple[int, int]:

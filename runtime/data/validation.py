@@ -1,4 +1,4 @@
-"""Centre crops for validation during training (evaluation proper is runtime/evaluate.py)."""
+"""Centre crops for validation during training (evaluation proper is runtime/eval/)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,29 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .augment import as_scale_range
-from .geometry import as_hw, center_offset, resized_crop, scaled_size, to_tensor
+from .geometry import as_hw, center_offset, resized_crop, scaled_size
 from .image_folder import ImageFolder
+from .preprocessing import Preprocessing
+from .scale import TrainScale
 
 
 class CenterCropDataset(Dataset):
-    """(CHW float32 centre crop, label) for plain validation during training: rescale to S
-    (the middle of [S_min, S_max] when jittered), then the centre H×W crop."""
+    """(CHW float32 centre crop as the net's input, label) for plain validation during
+    training: rescale to the single scale of S (S itself, or the mean of [S_min, S_max] when
+    jittered), then the centre H×W crop, then the net's preprocessing."""
 
     def __init__(
         self,
         folder: ImageFolder,
         *,
-        scale: int | Sequence[int],
+        scale: TrainScale | int | Sequence[int],
         crop: int | Sequence[int],
-        mean_rgb: Sequence[float],
-        unit: float = 1.0,
+        preprocessing: Preprocessing,
     ) -> None:
-        lo, hi = as_scale_range(scale)
         self.folder = folder
-        self.smallest_side = (lo + hi) // 2
+        self.smallest_side = TrainScale.parse(scale).single
         self.crop = as_hw(crop)
-        self.mean_rgb = tuple(float(v) for v in mean_rgb)
-        self.unit = float(unit)
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -42,4 +41,4 @@ class CenterCropDataset(Dataset):
         img, label, used = self.folder.load(int(index), self._scaled)
         scaled = self._scaled(self.folder.sizes[used])
         patch = resized_crop(img, scaled, center_offset(scaled, self.crop), self.crop)
-        return to_tensor(patch, self.mean_rgb, self.unit), label
+        return self.preprocessing.image(patch), label

@@ -40,8 +40,10 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
-def setup(device: str = "auto", timeout_s: float = 600.0) -> Context:
-    """Join the process group torchrun describes (if any) and pick the device."""
+def setup(device: str = "auto", timeout_s: float = 600.0, threads: int | None = None) -> Context:
+    """Join the process group torchrun describes (if any) and pick the device; `threads`:
+    torch threads of this process (default on the CPU: the cores shared among the local
+    processes)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -59,12 +61,30 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> Context:
         dist.init_process_group(
             "nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
         )
+    if threads:
+        torch.set_num_threads(threads)
     return Context(rank, world, local_rank, where)
 
 
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shard(n: int, ctx: Context) -> range:
+    """This rank's contiguous share of n items: no padding, no duplicates, exact totals."""
+    return range(ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world)
+
+
+def gather_to_main(local, ctx: Context) -> list | None:
+    """Every rank's `local` (any picklable object) in rank order, on rank 0; None on the
+    other ranks. With the shares of `shard`, concatenating the parts gives the items in
+    their order."""
+    if not ctx.distributed:
+        return [local]
+    parts = [None] * ctx.world
+    dist.all_gather_object(parts, local)
+    return parts if ctx.is_main else None
 
 
 def all_reduce_sum(values: list[float], ctx: Context) -> list[float]:

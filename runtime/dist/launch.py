@@ -37,10 +37,27 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     # A restarted group must not find the dead group's gloo addresses in a shared store:
     # give every rendezvous round a store of its own.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args))
+    args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args[:1]))
+    # The module's own words are set, not parsed: torchrun's parser would take a word such
+    # as `--nproc` for an abbreviation of its `--nproc-per-node`.
+    args.training_script_args = list(module_args[1:])
     try:
         run(args)
     except Exception as err:  # torchrun raises ChildFailedError after printing its report
         print(f"vggspec: the workers failed ({type(err).__name__})", file=sys.stderr)
         return 1
     return 0
+
+
+def relaunch(
+    argv: list[str], nproc: int, max_restarts: int = 0, resolved: dict[str, str] | None = None
+) -> int:
+    """The one way workers start: this process's own command line (`vggspec ARGV`, every flag
+    as the user gave it) run again in `nproc` torchrun workers, in this working directory.
+    `resolved`: what this process settled that the workers must share rather than settle
+    again each (e.g. a run folder named after the time), given to them as `--from-parent
+    KEY=VALUE` words ahead of the command's own."""
+    words = ["vggspec"]
+    for key, value in (resolved or {}).items():
+        words += ["--from-parent", f"{key}={value}"]
+    return launch_local(nproc, max_restarts, [*words, *argv])

@@ -3,17 +3,27 @@ map, averaged spatially, soft-max, averaged with the horizontally flipped image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from vggspec.compiler.lowering.net import Net
+
+
+def with_flip(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, flip: bool = True
+) -> torch.Tensor:
+    """f(x) per image; with `flip`, the mean of f over each image and its mirror image (the
+    mirrored images run in the same batch)."""
+    if not flip:
+        return f(x)
+    n = x.shape[0]
+    both = f(torch.cat([x, x.flip(-1)]))
+    return (both[:n] + both[n:]) / 2
 
 
 @torch.inference_mode()
 def dense_posteriors(twin: Net, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
     """(N, classes) float64 posteriors of a batch of equal-size images (N, 3, h, w), each
-    at least the spec's input size. With `flip`, the mirrored images run in the same batch
-    and the two soft-max outputs are averaged."""
-    if not flip:
-        return twin.predict(x).double()
-    n = x.shape[0]
-    both = twin.predict(torch.cat([x, x.flip(-1)])).double()
-    return (both[:n] + both[n:]) / 2
+    at least the spec's input size. With `flip`, the two soft-max outputs of each image
+    and its mirror image are averaged."""
+    return with_flip(lambda batch: twin.predict(batch).double(), x, flip)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..data.image_folder import ImageFolder
-from ..dist.context import Context
+from ..dist.context import Context, shard
 from .dense import dense_posteriors
-from .images import MAX_ASPECT, shard
+from .images import MAX_ASPECT
 from .models import EvalModel, single_scale
 from .multicrop import GRID, multicrop_posteriors
 from .scale_passes import scale_passes
@@ -35,7 +35,7 @@ class EvalSettings:
     """How to test; the defaults are the paper's protocol."""
 
     methods: tuple[str, ...] = ("dense",)  # "dense" and/or "multi-crop"
-    single_scale: bool = False  # also keep each net's dense posteriors at its middle Q
+    single_scale: bool = False  # also keep each net's dense posteriors at Table 3's Q
     flip: bool = True  # average with the horizontally flipped image (crops)
     grid: int = GRID  # n×n crops per scale
     max_images: int = 32  # images per dense batch
@@ -58,7 +58,7 @@ class Evaluation:
     readable: np.ndarray  # False: the file failed to decode at test time (left out)
     dense: dict[int, np.ndarray] = field(default_factory=dict)  # net → Σ_Q dense
     crops: dict[int, np.ndarray] = field(default_factory=dict)  # net → Σ_Q multi-crop
-    middle: dict[int, np.ndarray] = field(default_factory=dict)  # net → dense at middle Q
+    single: dict[int, np.ndarray] = field(default_factory=dict)  # net → dense at its single Q
     seconds: dict[str, float] = field(default_factory=dict)  # "dense", "multi-crop", "total"
 
 
@@ -79,7 +79,7 @@ def evaluate(
     order of `class_names` (see `class_order`); `progress(message)` hears one line a pass."""
     ctx = ctx or single_process()
     started = time.perf_counter()
-    local = shard(len(folder), ctx.rank, ctx.world)
+    local = shard(len(folder), ctx)
     labels = np.array([folder.samples[i][1] for i in local], dtype=np.int64)
     result = Evaluation(
         models,
@@ -90,10 +90,10 @@ def evaluate(
         np.ones(len(local), dtype=bool),
     )
     seconds = {"dense": 0.0, "multi-crop": 0.0}
-    middle = [single_scale(m) for m in models]
+    single = [single_scale(m) for m in models]
     stores = [result.dense if method == "dense" else result.crops for method in settings.methods]
     if settings.single_scale:
-        stores.append(result.middle)
+        stores.append(result.single)
     for i in range(len(models)):
         for store in stores:
             store[i] = np.zeros((len(local), len(class_names)))
@@ -113,7 +113,7 @@ def evaluate(
         result.readable[batch.rows] &= batch.readable
         for i in batch.nets:
             m = models[i]
-            x = m.normalization(batch.pixels)
+            x = m.preprocessing(batch.pixels)
             for method in settings.methods:
                 tick = time.perf_counter()
                 if method == "dense":
@@ -125,8 +125,8 @@ def evaluate(
                     store = result.crops
                 p = p.cpu().numpy()[:, orders[i]]
                 store[i][batch.rows] += p
-                if method == "dense" and settings.single_scale and batch.q == middle[i]:
-                    result.middle[i][batch.rows] = p
+                if method == "dense" and settings.single_scale and batch.q == single[i]:
+                    result.single[i][batch.rows] = p
                 seconds[method] += time.perf_counter() - tick
     result.seconds = {**seconds, "total": time.perf_counter() - started}
     return result

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from vggspec.compiler.ir import ops
 from vggspec.compiler.ir.graph import nodes, op
 from vggspec.compiler.lowering.net import Net
 
 from ..data.image_folder import ImageFolder
-from ..dist.context import Context
-from .images import MAX_ASPECT, shard
+from ..dist.context import Context, gather_to_main, shard
+from .dense import with_flip
+from .images import MAX_ASPECT
 from .models import EvalError, EvalModel
 from .scale_passes import scale_passes
 
@@ -28,11 +27,11 @@ def penultimate_net(twin: Net) -> Net:
     (fc7 of the VGG nets: a 4096-channel map); shares the twin's weights."""
     g = twin.graph
     order = nodes(g)
-    weighted = [n for n in order if isinstance(op(g, n), ops.Conv2d | ops.Linear)]
+    weighted = [n for n in order if op(g, n).has_weights]
     if len(weighted) < 2:
         raise EvalError("features need a net with at least two weight layers")
     end = order.index(weighted[-2]) + 1
-    while end < len(order) and isinstance(op(g, order[end]), ops.ReLU):
+    while end < len(order) and op(g, order[end]).part_of_previous:
         end += 1  # an unfused graph keeps the ReLU as its own node
     head = Net(g.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
     for name, module in head.named_children():
@@ -45,10 +44,7 @@ def penultimate_net(twin: Net) -> Net:
 def dense_descriptor(head: Net, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
     """(N, D) float64: the penultimate map of each image averaged over all positions, and
     with `flip` averaged with the mirrored image's."""
-    n = x.shape[0]
-    batch = torch.cat([x, x.flip(-1)]) if flip else x
-    pooled = head(batch).double().mean(dim=(2, 3))
-    return (pooled[:n] + pooled[n:]) / 2 if flip else pooled
+    return with_flip(lambda batch: head(batch).double().mean(dim=(2, 3)), x, flip)
 
 
 def l2_normalise(a: np.ndarray) -> np.ndarray:
@@ -86,7 +82,7 @@ def extract_features(
     if aggregate not in AGGREGATES:
         raise EvalError(f"aggregate must be stack or pool, not {aggregate!r}")
     started = time.perf_counter()
-    local = shard(len(folder), ctx.rank, ctx.world)
+    local = shard(len(folder), ctx)
     heads = [penultimate_net(m.twin) for m in models]
     per_scale: dict[tuple[int, int], np.ndarray] = {}
     readable = np.ones(len(local), dtype=bool)
@@ -105,7 +101,7 @@ def extract_features(
     for batch in batches:
         readable[batch.rows] &= batch.readable
         for i in batch.nets:
-            d = dense_descriptor(heads[i], models[i].normalization(batch.pixels), flip)
+            d = dense_descriptor(heads[i], models[i].preprocessing(batch.pixels), flip)
             if (i, batch.q) not in per_scale:
                 per_scale[i, batch.q] = np.zeros((len(local), d.shape[1]))
             per_scale[i, batch.q][batch.rows] = d.cpu().numpy()
@@ -133,12 +129,9 @@ def extract_features(
 
 def gather(features: Features, ctx: Context) -> Features | None:
     """All ranks' features in the folder's order, on rank 0 (None elsewhere)."""
-    if not ctx.distributed:
-        return features
-    parts = [None] * ctx.world
     local = (features.indices, features.labels, features.readable, features.descriptors)
-    dist.all_gather_object(parts, local)
-    if not ctx.is_main:
+    parts = gather_to_main(local, ctx)
+    if parts is None:
         return None
     return Features(
         *(np.concatenate([p[k] for p in parts]) for k in range(4)), seconds=features.seconds

@@ -24,11 +24,6 @@ log = logging.getLogger(__name__)
 MAX_ASPECT = 3.0  # rescaled long side ≤ 3 × short side; a 4:3 photo is far from it
 
 
-def shard(n: int, rank: int, world: int) -> range:
-    """Rank `rank`'s contiguous share of n items: no padding, no duplicates, exact totals."""
-    return range(rank * n // world, (rank + 1) * n // world)
-
-
 def scaled_geometry(
     size: tuple[int, int], q: int, at_least: tuple[int, int], max_aspect: float
 ) -> tuple[tuple[int, int], tuple[int, int]]:

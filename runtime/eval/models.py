@@ -3,7 +3,6 @@ with its dense twin, pixel convention, class names and test scales."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,12 @@ from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
 from vggspec.compiler.lowering.net import Net, densify, lower, with_num_classes
 
-from ..data.preprocessing import Normalization
+from ..data.preprocessing import Preprocessing, PreprocessingError
+from ..data.scale import TrainScale
 from ..io.checkpoint import CheckpointError, load_checkpoint
+from ..io.model_info import KEY as INFO_KEY
+from ..io.model_info import ModelInfo
+from ..io.rundir import RunDirError, model_file
 from ..io.weights import (
     WeightsError,
     load,
@@ -39,9 +42,9 @@ class EvalModel:
     source: str  # the file the weights came from
     net: Net  # the classifier, for crops
     twin: Net  # its fully-convolutional twin (shares the weights), for whole images
-    normalization: Normalization
+    preprocessing: Preprocessing
     class_names: list[str] | None  # output order; None: unknown (weights from elsewhere)
-    train_scale: int | list[int] | None  # S or [S_min, S_max] if known
+    train_scale: TrainScale | None  # S or [S_min, S_max] if known
     scales: list[int] = field(default_factory=list)  # test scales Q
 
     @property
@@ -53,33 +56,29 @@ class EvalModel:
         return self.net.num_classes
 
     def train_scale_text(self) -> str:
-        s = self.train_scale
-        if s is None:
-            return "?"
-        return str(s) if isinstance(s, int) else f"[{s[0]};{s[1]}]"
+        return "?" if self.train_scale is None else str(self.train_scale)
 
 
-def default_scales(train_scale, input_size: tuple[int, int]) -> list[int]:
+def default_scales(
+    train_scale: TrainScale | int | list[int] | None, input_size: tuple[int, int]
+) -> list[int]:
     """The paper's test scales (Sect. 4.2): {S−32, S, S+32} for a fixed S, {S_min,
     (S_min+S_max)/2, S_max} for a jittered one. Unknown S (weights from elsewhere) is taken
     as a fixed 256·(input/224). Scales below the input size are left out."""
     if train_scale is None:
         train_scale = round(min(input_size) * 256 / 224)
-    if isinstance(train_scale, int):
-        candidates = [train_scale - 32, train_scale, train_scale + 32]
-    else:
-        lo, hi = int(train_scale[0]), int(train_scale[1])
-        candidates = [lo, (lo + hi) // 2, hi] if lo != hi else [lo - 32, lo, lo + 32]
+    s = TrainScale.parse(train_scale)
+    candidates = [s.lo, s.single, s.hi] if s.jittered else [s.lo - 32, s.lo, s.lo + 32]
     kept = sorted({q for q in candidates if q >= min(input_size)})
     return kept or [max(input_size)]
 
 
 def single_scale(model: EvalModel) -> int:
     """The single test scale of Table 3: Q = S for a fixed S, (S_min + S_max)/2 for a
-    jittered one, when that is among the net's test scales; otherwise the middle one."""
-    s = model.train_scale
-    if s is not None:
-        q = s if isinstance(s, int) else (int(s[0]) + int(s[1])) // 2
+    jittered one, when that is among the net's test scales; otherwise the median of the
+    test scales."""
+    if model.train_scale is not None:
+        q = TrainScale.parse(model.train_scale).single
         if q in model.scales:
             return q
     ordered = sorted(model.scales)
@@ -111,13 +110,6 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
             "fit in memory"
         )
     return sorted(set(scales))
-
-
-def _training_scale(preprocess: dict):
-    s = preprocess.get("train_scale")
-    if isinstance(s, int) or (isinstance(s, list) and len(s) == 2):
-        return s
-    return None
 
 
 def _check_rgb(net: Net, source: str) -> None:
@@ -161,18 +153,21 @@ def _empty_net(spec: Spec, name: str, backend: str, num_classes: int | None = No
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A model file, given it or a training run folder (its model.safetensors, or the last
     training checkpoint of a run that has not finished)."""
-    p = Path(path)
-    if p.is_dir():
-        for candidate in (p / "model.safetensors", p / "checkpoints" / "last.pt"):
-            if candidate.is_file():
-                return candidate
-        raise EvalError(f"{p}: no model.safetensors (nor checkpoints/last.pt) in this folder")
-    if not p.exists():
-        raise EvalError(f"{p}: no such checkpoint file or run folder")
-    return p
+    try:
+        return model_file(path)
+    except RunDirError as err:
+        raise EvalError(str(err)) from None
 
 
-def _finish(net: Net, name: str, source: str, normalization, class_names, train_scale, device):
+def _finish(
+    net: Net,
+    name: str,
+    source: str,
+    preprocessing: Preprocessing,
+    class_names,
+    train_scale: TrainScale | None,
+    device,
+) -> EvalModel:
     _check_rgb(net, source)
     net.eval().to(device)
     if class_names is not None and len(class_names) != net.num_classes:
@@ -180,7 +175,7 @@ def _finish(net: Net, name: str, source: str, normalization, class_names, train_
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
         )
     model = EvalModel(
-        name, source, net, densify(net).eval(), normalization, class_names, train_scale
+        name, source, net, densify(net).eval(), preprocessing, class_names, train_scale
     )
     model.scales = default_scales(train_scale, model.input_size)
     return model
@@ -208,7 +203,7 @@ def load_checkpoint_model(
             raise EvalError(f"{file}: its embedded spec does not parse:\n{err}") from None
         name = Path(str(state.get("config", {}).get("spec", "spec"))).stem
         net = load_state(_empty_net(spec, name, backend), state["model"], source)
-        preprocess = dict(state.get("preprocess") or {})
+        saved = state.get(INFO_KEY) or {}
     else:
         try:
             net = load(file, backend)
@@ -216,16 +211,37 @@ def load_checkpoint_model(
             foreign = "no spec in its metadata" in str(err)
             hint = " (weights from elsewhere: --weights FILE --spec SPEC)" if foreign else ""
             raise EvalError(f"{err}{hint}") from None
-        preprocess = dict(net.preprocess)
+        saved = read_metadata(file).get(INFO_KEY)
         name = str(net.graph.graph.get("name", file.stem))
     if expected_spec is not None:
         wanted = load_spec(expected_spec)
         if not same_network(net.spec, wanted):
             raise _spec_mismatch(source, net.spec, expected_spec, wanted)
-    normalization = Normalization.named(preprocessing or "vggspec", preprocess, source)
-    names = preprocess.get("class_names")
-    names = [str(c) for c in names] if isinstance(names, list) else None
-    return _finish(net, name, source, normalization, names, _training_scale(preprocess), device)
+    choice = preprocessing or "vggspec"
+    info = _model_info(saved, source, choice)
+    names = list(info.class_names) if info.class_names is not None else None
+    return _finish(
+        net, name, source, _preprocessing(choice, info, source), names, info.train_scale, device
+    )
+
+
+def _model_info(saved: str | dict | None, source: str, choice: str) -> ModelInfo:
+    """The model information saved with a net (JSON text or its object); its pixel
+    convention is read only when it is the one asked for (`choice` "vggspec")."""
+    pixels = choice == "vggspec"
+    try:
+        if isinstance(saved, dict):
+            return ModelInfo.from_metadata(saved, source, pixels)
+        return ModelInfo.from_json(saved, source, pixels)
+    except PreprocessingError as err:
+        raise EvalError(str(err)) from None
+
+
+def _preprocessing(choice: str, info: ModelInfo, source: str) -> Preprocessing:
+    """The pixel convention asked for: a named one, or ("vggspec") the one the net saved."""
+    if choice == "vggspec" and info.preprocessing is not None:
+        return info.preprocessing
+    return Preprocessing.named(choice, {}, source)
 
 
 def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -287,19 +303,17 @@ def load_weights_model(
             load_state(net, tensors, str(path))
     except WeightsError as err:
         raise EvalError(f"{path} does not fit --spec {spec_path}: {err}") from None
-    try:
-        preprocess = json.loads(metadata.get("preprocess", "{}")) if metadata else {}
-    except json.JSONDecodeError:
-        raise EvalError(f"{path}: its preprocessing metadata is not JSON") from None
+    saved = metadata.get(INFO_KEY) if metadata else None
     if preprocessing is None:
-        if not preprocess:
+        if saved in (None, "", "{}"):
             raise EvalError(
                 f"{path}: say how its pixels were normalised with --preprocess caffe "
                 "(the VGG release: BGR minus the mean pixel) or torchvision (RGB on [0,1], "
                 "mean/std)"
             )
         preprocessing = "vggspec"
-    normalization = Normalization.named(preprocessing, preprocess, str(path))
-    names = class_names or preprocess.get("class_names")
-    scale = train_scale if train_scale is not None else _training_scale(preprocess)
-    return _finish(net, name, str(path), normalization, names, scale, device)
+    info = _model_info(saved, str(path), preprocessing)
+    chosen = _preprocessing(preprocessing, info, str(path))
+    names = class_names or (list(info.class_names) if info.class_names is not None else None)
+    scale = TrainScale.parse(train_scale) if train_scale is not None else info.train_scale
+    return _finish(net, name, str(path), chosen, names, scale, device)

@@ -11,6 +11,7 @@ import torch
 from ..dist import context as distributed
 from ..dist.context import Context
 from .evaluate import METHODS, EvalSettings, Evaluation
+from .metrics import topk_correct
 from .models import single_scale
 
 CHOICES = ("dense", "multi-crop", "both", "all")
@@ -52,8 +53,8 @@ def rows(ev: Evaluation, method: str) -> list[Row]:
     crops = [ev.crops[i] / len(scales[i]) for i in nets] if ev.crops else None
     out: list[Row] = []
     if method == "all" and any(len(s) > 1 for s in scales):
-        middle = [[single_scale(m)] for m in ev.models]
-        out.append(Row("dense", middle, _mean([ev.middle[i] for i in nets])))
+        single = [[single_scale(m)] for m in ev.models]
+        out.append(Row("dense", single, _mean([ev.single[i] for i in nets])))
     if method in ("dense", "both", "all"):
         out.append(Row("dense", scales, _mean(dense)))
     if method in ("multi-crop", "both", "all"):
@@ -64,23 +65,15 @@ def rows(ev: Evaluation, method: str) -> list[Row]:
     return out
 
 
-def correct_counts(posteriors: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
-    """(top-1 correct, top-5 correct) of posteriors (n, classes) against labels."""
-    if len(labels) == 0:
-        return 0, 0
-    k = min(5, posteriors.shape[1])
-    top = torch.from_numpy(posteriors).topk(k, dim=1).indices.numpy()
-    hits = top == labels[:, None]
-    return int(hits[:, 0].sum()), int(hits.any(axis=1).sum())
-
-
 def score(ev: Evaluation, table: list[Row], ctx: Context) -> list[dict]:
     """Each row's errors over all ranks' readable images, as the JSON report gives them
     (top-5 only where there are at least 5 classes)."""
     keep = ev.readable
     sums: list[float] = []
     for row in table:
-        top1, top5 = correct_counts(row.posteriors[keep], ev.labels[keep])
+        top1, top5 = topk_correct(
+            torch.from_numpy(row.posteriors[keep]), torch.from_numpy(ev.labels[keep])
+        )
         sums += [top1, top5, int(keep.sum())]
     totals = distributed.all_reduce_sum(sums, ctx) if table else []
     results = []

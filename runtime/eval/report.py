@@ -61,5 +61,5 @@ def net_entry(model: EvalModel) -> dict:
         "train_scale": model.train_scale_text(),
         "scales": sorted(model.scales),
         "input_size": list(model.input_size),
-        "preprocessing": model.normalization.describe(),
+        "preprocessing": model.preprocessing.describe(),
     }

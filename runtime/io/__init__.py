@@ -1,1 +1,1 @@
-"""Weights and checkpoints in and out, and atomic writes."""
+"""Weights, checkpoints, model information and run folders in and out, and atomic writes."""

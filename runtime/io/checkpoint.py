@@ -13,6 +13,8 @@ from vggspec.compiler.frontend.errors import VggspecError
 
 from .atomic import atomic_write
 
+FORMAT = "vggspec-checkpoint/1"  # the "format" entry of every checkpoint's state
+
 # How torch.load(weights_only=True) names what it refused to unpickle.
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -65,6 +67,6 @@ def load_checkpoint(path: Path) -> dict:
         lines = str(err).strip().splitlines()
         gist = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
         raise CheckpointError(f"{path}: unreadable checkpoint ({gist})") from None
-    if not isinstance(state, dict) or state.get("format") != "vggspec-checkpoint/1":
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vggspec training checkpoint")
     return state

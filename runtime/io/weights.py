@@ -4,7 +4,6 @@ layout, and the paper's pre-initialisation of a deep net from net A."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 
@@ -13,11 +12,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from vggspec.compiler import SpecError, compile_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.ir import ops
-from vggspec.compiler.ir.graph import nodes, op
+from vggspec.compiler.ir.graph import meta, nodes, op
 from vggspec.compiler.lowering.net import Net, Weights, lower
 
 from .atomic import atomic_write
+from .model_info import KEY, ModelInfo
 
 FORMAT = "vggspec-net/1"
 
@@ -47,18 +46,17 @@ def torch_load(path: Path):
         raise WeightsError(f"{path}: cannot read as a torch state_dict ({gist})") from None
 
 
-def save(net: Net, path: str | os.PathLike, **preprocess) -> Path:
-    """Write the net as safetensors, with its spec text and preprocessing in the
-    metadata (mean_rgb, class_names, … from `net.preprocess`, updated by **preprocess).
-    Atomic: a crash mid-write leaves any previous file intact."""
+def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Path:
+    """Write the net as safetensors, with its spec text and its model information
+    (preprocessing, class names, training scale; the input size is the net's) in the
+    metadata. Atomic: a crash mid-write leaves any previous file intact."""
     path = Path(path)
-    info = {**net.preprocess, **preprocess}
-    info.setdefault("input_size", list(net.input_size))
+    info = (info or ModelInfo()).with_input_size(net.input_size)
     metadata = {
         "format": FORMAT,
         "spec": net.spec_text(),
         "name": str(net.graph.graph.get("name", "spec")),
-        "preprocess": json.dumps(info),
+        KEY: info.to_json(),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     try:
@@ -86,7 +84,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def load(path: str | os.PathLike, backend: str = "auto", dropout: float = 0.5) -> Net:
-    """A net saved by `save`, rebuilt from the spec text it carries. Never unpickles."""
+    """A net saved by `save`, rebuilt from the spec text it carries. Never unpickles.
+    What it expects of its input and what its outputs mean: `read_model_info(path)`."""
     path = Path(path)
     metadata = read_metadata(path)
     try:
@@ -99,12 +98,7 @@ def load(path: str | os.PathLike, backend: str = "auto", dropout: float = 0.5) -
     except (SafetensorError, OSError) as err:
         raise WeightsError(f"{path}: corrupt or truncated weights ({err})") from None
     net = lower(graph, backend, dropout)
-    load_state(net, tensors, str(path))
-    try:
-        net.preprocess = json.loads(metadata.get("preprocess", "{}"))
-    except json.JSONDecodeError:
-        raise WeightsError(f"{path}: its preprocessing metadata is not JSON") from None
-    return net
+    return load_state(net, tensors, str(path))
 
 
 def load_state(net: Net, tensors: dict[str, torch.Tensor], source: str) -> Net:
@@ -134,22 +128,19 @@ def torchvision_keys(net: Net) -> dict[str, str]:
     """Our parameter name → torchvision's, for the layout of torchvision.models.vgg:
     `features` holds conv, ReLU and max-pool modules in order, `classifier` holds
     Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear."""
-    unfused = compile_spec(net.spec)  # fused: one node per conv or FC
-    mapping, feature, classifier = {}, 0, 0
-    for n in nodes(unfused):
-        operation = op(unfused, n)
-        if isinstance(operation, ops.Conv2d):
-            for p in ("weight", "bias"):
-                mapping[f"{n}.{p}"] = f"features.{feature}.{p}"
-            feature += 2  # conv, ReLU
-        elif isinstance(operation, ops.MaxPool2d):
-            feature += 1
-        elif isinstance(operation, ops.LocalResponseNorm):
-            raise WeightsError("torchvision has no VGG with LRN (configuration A-LRN)")
-        elif isinstance(operation, ops.Linear):
-            for p in ("weight", "bias"):
-                mapping[f"{n}.{p}"] = f"classifier.{classifier}.{p}"
-            classifier += 1 + (operation.relu + operation.dropout)
+    fused = compile_spec(net.spec)  # one node per conv or FC, with its ReLU (and dropout)
+    mapping, position = {}, {"features": 0, "classifier": 0}
+    for n in nodes(fused):
+        operation = op(fused, n)
+        if operation.torchvision_missing:
+            raise WeightsError(operation.torchvision_missing)
+        if operation.section is None:
+            continue
+        if operation.has_weights:
+            index = position[operation.section]
+            for p in operation.tensors(meta(fused, n).in_shape):
+                mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
+        position[operation.section] += operation.torchvision_modules()
     return mapping
 
 
@@ -191,10 +182,14 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
     the rest as they are. Returns the names copied; refuses if any shape differs."""
 
-    def weight_layers(n: Net, kind) -> list[str]:
-        return [name for name, operation in n._body if isinstance(operation, kind)]
+    def weight_layers(n: Net, section: str) -> list[str]:
+        return [
+            name
+            for name, operation in n.layers()
+            if operation.has_weights and operation.section == section
+        ]
 
-    chosen = weight_layers(source, ops.Conv2d)[:convs] + weight_layers(source, ops.Linear)[-fcs:]
+    chosen = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
     for name in chosen:
         target = getattr(net, name, None)
         if not isinstance(target, Weights):

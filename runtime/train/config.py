@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from vggspec.compiler.frontend.errors import VggspecError
 
+from ..data.scale import TrainScale
 from ..io.atomic import atomic_write
 
 
@@ -51,9 +52,8 @@ class TrainConfig:
     normalise: str = "mean"  # subtract the mean RGB (the paper); mean-std also divides by std
 
     @property
-    def scale_range(self) -> tuple[int, int]:
-        s = self.scale
-        return (s, s) if isinstance(s, int) else (s[0], s[1])
+    def train_scale(self) -> TrainScale:
+        return TrainScale.parse(self.scale)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,8 +151,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             f"scale must be S or [S_min, S_max] with S_min ≤ S_max, got {shown(cfg.scale)}"
         )
-    if min(cfg.scale_range) < 1:
-        raise ConfigError(f"scale must be positive, got {cfg.scale}")
+    try:
+        TrainScale.parse(cfg.scale)
+    except ValueError:
+        raise ConfigError(f"scale must be positive, got {shown(cfg.scale)}") from None
     return cfg
 
 

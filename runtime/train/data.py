@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vggspec.compiler import load_spec
+from vggspec.compiler import Spec
 
 from ..data.augment import TrainDataset
 from ..data.color_stats import ColorStats, load_or_compute_color_stats
-from ..data.demo import make_demo_dataset
+from ..data.demo import demo_data_root, make_demo_dataset
 from ..data.image_folder import IMAGE_EXTENSIONS, scan_image_folder
+from ..data.preprocessing import Preprocessing
 from ..data.validation import CenterCropDataset
 from ..dist import context as distributed
+from ..io.model_info import ModelInfo
 from .config import ConfigError, TrainConfig
-
-DEMO_VERSION = 2  # bump when the demo generator changes: cached images are reused by version
 
 
 @dataclass
@@ -35,36 +33,13 @@ class TrainingData:
         return len(self.classes)
 
     @property
-    def std_rgb(self) -> list[float]:
-        """Per-channel standard deviation of the training pixels (0..255 units), from
-        the covariance the PCA colour shift already measured."""
-        values, vectors = self.stats.eigenvalues, self.stats.eigenvectors
-        return [
-            math.sqrt(sum(lam * vec[c] ** 2 for lam, vec in zip(values, vectors, strict=True)))
-            for c in range(3)
-        ]
+    def preprocessing(self) -> Preprocessing:
+        return self.train.preprocessing
 
-    def preprocess(self, cfg: TrainConfig) -> dict:
-        """What a trained net expects of an image; saved with its weights."""
-        info = {
-            "mean_rgb": list(self.stats.mean_rgb),
-            "class_names": list(self.classes),
-            "input_size": list(self.train.crop),
-            "train_scale": cfg.scale,
-            "pixel_range": 255,
-        }
-        if cfg.normalise == "mean-std":
-            info["std_rgb"] = self.std_rgb
-        return info
-
-
-def demo_data_root(seed: int) -> Path:
-    """Where the built-in demo data is written once and reused."""
-    base = os.environ.get("VGGSPEC_DEMO_DATA")
-    if base:
-        return Path(base)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "vggspec" / f"demo-v{DEMO_VERSION}-seed{seed}"
+    def model_info(self) -> ModelInfo:
+        """What the trained net expects of an image and what its outputs mean; saved with
+        its weights and in its checkpoints."""
+        return ModelInfo(self.preprocessing, tuple(self.classes), self.train.scale, self.train.crop)
 
 
 def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
@@ -81,20 +56,18 @@ def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
     return root
 
 
-def check_data_settings(cfg: TrainConfig, world: int = 1) -> tuple[int, int]:
-    """The crop size (H, W) — after checking, before any work, that spec, scale, batch
-    size, number of processes and data folder fit together."""
+def check_data_settings(cfg: TrainConfig, spec: Spec, world: int = 1) -> tuple[int, int]:
+    """The crop size (H, W) — after checking, before any work, that the spec (`cfg.spec`,
+    parsed), scale, batch size, number of processes and data folder fit together."""
     if cfg.batch_size % world:
         raise ConfigError(
             f"batch_size={cfg.batch_size} (the global batch) does not split evenly over "
             f"{world} processes"
         )
-    spec = load_spec(cfg.spec)
     if spec.input.channels != 3:
         raise ConfigError(f"{cfg.spec}: training reads RGB images, but the spec's input is gray")
     crop = (spec.input.height, spec.input.width)
-    s_min, _ = cfg.scale_range
-    if s_min < min(crop):
+    if cfg.train_scale.lo < min(crop):
         raise ConfigError(
             f"scale S={cfg.scale} is smaller than the {crop[0]}x{crop[1]} crop; "
             f"the paper needs S ≥ {min(crop)}"
@@ -116,8 +89,8 @@ def check_data_settings(cfg: TrainConfig, world: int = 1) -> tuple[int, int]:
     return crop
 
 
-def prepare_training_data(cfg: TrainConfig, ctx, log) -> TrainingData:
-    crop = check_data_settings(cfg)
+def prepare_training_data(cfg: TrainConfig, spec: Spec, ctx, log) -> TrainingData:
+    crop = check_data_settings(cfg, spec)
     if cfg.data is None:
         root = ensure_demo_data(demo_data_root(cfg.seed), cfg.seed, ctx, log)
     else:
@@ -136,14 +109,19 @@ def prepare_training_data(cfg: TrainConfig, ctx, log) -> TrainingData:
     if stats is None:
         stats = load_or_compute_color_stats(train_folder)
     log.info("mean RGB " + ", ".join(f"{v:.1f}" for v in stats.mean_rgb) + " (training set)")
+    std = stats.std_rgb if cfg.normalise == "mean-std" else None
+    preprocessing = Preprocessing.trained(stats.mean_rgb, std)
     train = TrainDataset(
         train_folder,
-        scale=cfg.scale,
+        scale=cfg.train_scale,
         crop=crop,
         stats=stats,
         seed=cfg.seed,
         alpha_std=cfg.colour_shift,
+        preprocessing=preprocessing,
     )
-    val = CenterCropDataset(val_folder, scale=cfg.scale, crop=crop, mean_rgb=stats.mean_rgb)
+    val = CenterCropDataset(
+        val_folder, scale=cfg.train_scale, crop=crop, preprocessing=preprocessing
+    )
     bad = len(train_folder.report.bad) + len(val_folder.report.bad)
     return TrainingData(root, train, val, train_folder.classes, stats, bad)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
+
+from ..io.rundir import RunDir
 
 
 def _clock(seconds: float) -> str:
@@ -28,7 +29,7 @@ class RunLog:
     ranks stay quiet. On resume, metrics past the checkpoint's step are dropped, since
     those steps are run again."""
 
-    def __init__(self, run_dir: Path, enabled: bool, truncate_after: int = 0):
+    def __init__(self, run: RunDir, enabled: bool, truncate_after: int = 0):
         self.enabled = enabled
         self.tty = enabled and sys.stderr.isatty()
         self.total = 0
@@ -37,7 +38,7 @@ class RunLog:
         self._bar_shown = False
         if not enabled:
             return
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.metrics_path = run.metrics
         if truncate_after and self.metrics_path.exists():
             kept = [
                 line
@@ -48,7 +49,7 @@ class RunLog:
         elif not truncate_after:
             self.metrics_path.write_text("")
         self._metrics = self.metrics_path.open("a")
-        self._text = (run_dir / "train.log").open("a")
+        self._text = run.log.open("a")
 
     def info(self, message: str) -> None:
         if not self.enabled:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from vggspec.compiler.frontend.errors import VggspecError
 
+from ..io.rundir import RunDir
+
 
 def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
-        raise VggspecError(f"{run_dir}: no metrics.jsonl (is it a training run folder?)")
+        raise VggspecError(f"{run_dir}: no {path.name} (is it a training run folder?)")
     steps, vals = [], []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -33,7 +35,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     steps, vals = read_metrics(run_dir)
     if not steps and not vals:
-        raise VggspecError(f"{run_dir}: metrics.jsonl is empty: nothing to plot yet")
+        raise VggspecError(f"{run_dir}: {RunDir.METRICS} is empty: nothing to plot yet")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if steps:
         left.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="training loss")
@@ -61,7 +63,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    target = Path(out) if out else run_dir / "curves.png"
+    target = Path(out) if out else RunDir(run_dir).curves
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target

@@ -25,14 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vggspec.compiler import load_spec
+from vggspec.compiler import Spec
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.lowering.net import build
+from vggspec.compiler.lowering.net import GlobalBatch, build
 
 from ..data.loader import make_loader
 from ..dist import context as distributed
-from ..io.atomic import atomic_write, remove_stale_temporaries
-from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..dist.context import shard
+from ..eval.metrics import topk_correct
+from ..io import checkpoint as checkpoints
+from ..io.atomic import atomic_write
+from ..io.model_info import KEY as INFO_KEY
+from ..io.rundir import RunDir, model_file
 from ..io.weights import init_from as copy_layers_from
 from ..io.weights import load, load_state, save
 from . import faults
@@ -41,8 +45,6 @@ from .data import TrainingData, prepare_training_data
 from .log import RunLog
 from .sampler import EpochBatchSampler
 from .schedule import PlateauSchedule
-
-CHECKPOINT_FORMAT = "vggspec-checkpoint/1"
 
 
 class TrainingDiverged(VggspecError):
@@ -67,42 +69,24 @@ class Position:
 def step_seed(seed: int, step: int) -> int:
     """Dropout's random stream for one step of the global batch: derived, so that nothing
     about it needs saving for an exact resume, and the same on every rank (each keeps its
-    own rows of the masks, see Net.batch_rows)."""
+    own rows of the masks, see GlobalBatch)."""
     return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0] >> 1)
-
-
-def accuracy_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]:
-    """(top-1 correct, top-5 correct) in a batch."""
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hits = top.eq(target[:, None])
-    return int(hits[:, :1].sum()), int(hits.any(dim=1).sum())
-
-
-def input_divisor(preprocess: dict, device) -> torch.Tensor | None:
-    """The per-channel std the net's inputs are divided by, if its preprocessing says so."""
-    std = preprocess.get("std_rgb")
-    return None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1)
 
 
 @torch.no_grad()
 def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dict:
     """Exact validation: rank r takes a contiguous share of the images (no padding, no
     duplicates) and the sums are all-reduced."""
-    n = len(data.val)
-    lo, hi = ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world
-    batches = [list(range(i, min(i + batch_size, hi))) for i in range(lo, hi, batch_size)]
+    mine = shard(len(data.val), ctx)
+    batches = [list(mine[i : i + batch_size]) for i in range(0, len(mine), batch_size)]
     loader = make_loader(data.val, None, workers, batch_sampler=batches)
     was_training = net.training
     net.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 correct, top-5 correct, images
     for x, y in loader:
         x, y = x.to(ctx.device), y.to(ctx.device)
-        divisor = input_divisor(net.preprocess, ctx.device)
-        if divisor is not None:
-            x = x / divisor
         logits = net(x).float()
-        top1, top5 = accuracy_sums(logits, y)
+        top1, top5 = topk_correct(logits, y)
         sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
         sums[1] += top1
         sums[2] += top5
@@ -115,17 +99,17 @@ def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dic
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, ctx, log: RunLog, resume: dict | None):
-        self.cfg, self.run_dir, self.ctx, self.log = cfg, run_dir, ctx, log
-        self.data = prepare_training_data(cfg, ctx, log)
-        spec = load_spec(cfg.spec)
+    def __init__(
+        self, cfg: TrainConfig, spec: Spec, run: RunDir, ctx, log: RunLog, resume: dict | None
+    ):
+        self.cfg, self.rundir, self.ctx, self.log = cfg, run, ctx, log
+        self.data = prepare_training_data(cfg, spec, ctx, log)
+        self.info = self.data.model_info()  # saved with the weights and in checkpoints
         classes = self.data.num_classes
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
         self.net.to(ctx.device)
-        self.net.preprocess = self.data.preprocess(cfg)
-        self.divisor = input_divisor(self.net.preprocess, ctx.device)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -156,13 +140,13 @@ class Trainer:
     def _initialise_from_elsewhere(self) -> None:
         cfg = self.cfg
         if cfg.init not in ("gaussian", "glorot"):
-            source = load(_model_file(cfg.init), "torch")
+            source = load(model_file(cfg.init), "torch")
             copied = copy_layers_from(self.net, source.to(self.ctx.device))
             self.log.info(
                 f"initialised {', '.join(copied)} from {cfg.init} (the paper's net-A start)"
             )
         if cfg.finetune:
-            source = load(_model_file(cfg.finetune), "torch")
+            source = load(model_file(cfg.finetune), "torch")
             load_state(self.net, source.state_dict(), cfg.finetune)
             self.log.info(f"fine-tuning all layers of {cfg.finetune} at lr {cfg.lr:g}")
 
@@ -179,7 +163,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT,
+            "format": checkpoints.FORMAT,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -187,7 +171,7 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
             "spec": self.net.spec_text(),
-            "preprocess": self.net.preprocess,
+            INFO_KEY: self.info.to_metadata(),
         }
 
     def checkpoint(self, best: bool = False) -> None:
@@ -195,15 +179,15 @@ class Trainer:
             return
         step = self.position.step
         state = self._state()
-        folder = self.run_dir / "checkpoints"
+        last = self.rundir.last
 
         def fault_hook():
             faults.kill_if_planned("kill-in-checkpoint", step, self.ctx.rank)
-            faults.fail_if_planned("enospc-in-checkpoint", step, self.ctx.rank, folder / "last.pt")
+            faults.fail_if_planned("enospc-in-checkpoint", step, self.ctx.rank, last)
 
-        save_checkpoint(state, folder / "last.pt", fault_hook)
+        checkpoints.save_checkpoint(state, last, fault_hook)
         if best:
-            save_checkpoint(state, folder / "best.pt")
+            checkpoints.save_checkpoint(state, self.rundir.best)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -226,7 +210,7 @@ class Trainer:
                 self.checkpoint()
                 self.log.info(
                     f"{self.stop.signal_name}: checkpoint written at step {p.step}; "
-                    f"continue with --resume {self.run_dir}"
+                    f"continue with --resume {self.rundir}"
                 )
                 return self.summary("stopped")
             if p.step_in_epoch == self.sampler.steps_per_epoch:
@@ -237,7 +221,7 @@ class Trainer:
         p.wall_seconds = wall_before + time.perf_counter() - started
         if ctx.is_main:
             faults.kill_if_planned("kill-in-final-save", p.step, ctx.rank)
-            save(self.net, self.run_dir / "model.safetensors")
+            save(self.net, self.rundir.model, self.info)
         return self.summary("finished")
 
     def _epoch(self, total: int) -> str:
@@ -247,14 +231,11 @@ class Trainer:
         for x, y in self.loader:
             faults.kill_if_planned("kill", p.step + 1, ctx.rank)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            if self.divisor is not None:
-                x = x / self.divisor
             seed = step_seed(cfg.seed, p.step)
             torch.manual_seed(seed)
-            self.net.batch_rows = (seed, ctx.rank * len(y), cfg.batch_size)
+            rows = GlobalBatch(seed, ctx.rank * len(y), cfg.batch_size)
             with torch.autocast(ctx.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = self.model(x)
-            self.net.batch_rows = None
+                logits = self.model(x, batch=rows)
             loss = self.net.loss(logits, y)
             if faults.fires("nan", p.step + 1, ctx.rank):
                 loss = loss * float("nan")
@@ -266,7 +247,7 @@ class Trainer:
                 raise TrainingDiverged(
                     f"the loss became {value if not math.isfinite(value) else 'non-finite'} "
                     f"at step {p.step + 1} (on {int(bad)} of {ctx.world} processes); stopped "
-                    f"without touching the last checkpoint in {self.run_dir / 'checkpoints'}. "
+                    f"without touching the last checkpoint in {self.rundir.checkpoints}. "
                     "Try a lower lr or init=glorot."
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -347,55 +328,43 @@ class Trainer:
         }
 
 
-def _model_file(path: str) -> Path:
-    """A model.safetensors, given it or the run folder holding it."""
-    p = Path(path)
-    return p / "model.safetensors" if p.is_dir() else p
-
-
-def default_run_dir(spec: str) -> Path:
-    return Path("runs") / f"{Path(spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _check_fresh(run_dir: Path) -> None:
-    # A folder with a config but no checkpoint is a run that failed to start: reusable.
-    if (run_dir / "checkpoints").exists():
+def _check_fresh(run: RunDir) -> None:
+    if run.holds_run():
         raise ConfigError(
-            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-            "or choose another out="
+            f"{run} already holds a run: continue it with --resume {run}, or choose another out="
         )
 
 
-def run_training(cfg: TrainConfig, resume: bool = False) -> dict | None:
-    """Train (or resume) the run in `cfg.out`; rank 0 writes summary.json and returns it
-    (the other ranks return None)."""
+def run_training(cfg: TrainConfig, spec: Spec, resume: bool = False) -> dict | None:
+    """Train (or resume) the net `spec` (`cfg.spec`, parsed once by the caller) in the run
+    folder `cfg.out`; rank 0 writes summary.json and returns it (the other ranks return
+    None)."""
     ctx = distributed.setup(cfg.device)
     try:
-        run_dir = Path(cfg.out)
+        run = RunDir(cfg.out)
         state = None
-        checkpoint = run_dir / "checkpoints" / "last.pt"
         # A worker that torchrun restarted picks up from the last checkpoint by itself.
-        if (resume or distributed.restart_count() > 0) and checkpoint.exists():
-            state = load_checkpoint(checkpoint)
+        if (resume or distributed.restart_count() > 0) and run.last.exists():
+            state = checkpoints.load_checkpoint(run.last)
         elif resume:
-            raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+            raise ConfigError(f"{run}: nothing to resume (no checkpoints/last.pt)")
         elif ctx.is_main:
-            _check_fresh(run_dir)
+            _check_fresh(run)
         distributed.barrier(ctx)
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(run_dir)  # of an earlier start killed mid-write
-            write_config(cfg, run_dir / "config.yaml")
-        log = RunLog(run_dir, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.remove_leftovers()  # of an earlier start killed mid-write
+            write_config(cfg, run.config)
+        log = RunLog(run, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
         log.info(
-            f"run {run_dir}: {cfg.spec}, {ctx.world} process(es) on {ctx.device.type}, "
+            f"run {run}: {cfg.spec}, {ctx.world} process(es) on {ctx.device.type}, "
             f"global batch {cfg.batch_size}"
         )
-        trainer = Trainer(cfg, run_dir, ctx, log, state)
+        trainer = Trainer(cfg, spec, run, ctx, log, state)
         summary = trainer.run()
         if ctx.is_main:
             text = json.dumps(summary, indent=2) + "\n"
-            atomic_write(run_dir / "summary.json", lambda tmp: Path(tmp).write_text(text))
+            atomic_write(run.summary, lambda tmp: Path(tmp).write_text(text))
         log.close()
         distributed.barrier(ctx)  # leave together: gloo aborts a process whose peer is gone
         return summary if ctx.is_main else None

@@ -10,6 +10,7 @@ from vggspec.compiler.kernels.shapes import (
     SpatialMeanLaunch,
     vgg16_conv_launches,
 )
+from vggspec.compiler.targets import GPUS
 
 LAUNCHES = [
     ConvLaunch("conv1_1", 2, 3, 16, 12, 16, 3, 3, 1, 1, input_grad=False),
@@ -48,17 +49,75 @@ def test_aot_report_compiles_every_kernel_without_a_gpu(target):
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, where
         assert 0 < r["registers"] <= 255, where
         assert r["shared_bytes"] <= SHARED_LIMIT[target] and r["shared_ok"], where
-        assert r["roofline_s"] > 0 and r["min_bytes"] > 0, where
+        # Never faster than its bytes at the bandwidth or its FLOPs at the fastest peak.
+        gpu = GPUS[target]
+        assert r["roofline_s"] >= r["min_bytes"] / gpu.bandwidth, where
+        assert r["roofline_s"] >= r["flops"] / gpu.bf16_flops, where
         if r["uses_dot"]:
             assert r["tensor_cores"] in ("wgmma", "mma"), where
+    conv1_2 = next(r for r in rows if (r["layer"], r["kernel"]) == ("conv1_2", "conv_fwd"))
+    # bf16: it reads its 2×16×16×12 input and 32×16×3×3 weight, writes 2×32×16×12
+    assert conv1_2["min_bytes"] >= 2 * (2 * 16 * 16 * 12 + 32 * 16 * 9 + 2 * 32 * 16 * 12)
+    assert conv1_2["flops"] == 2 * (2 * 16 * 12) * 32 * (16 * 9)
     big = [r for r in rows if r["kernel"].startswith("conv") and r["config"].startswith("conv_")]
     if target == "sm_90":
         assert any(r["tensor_cores"] == "wgmma" for r in big)
     else:
         assert all(r["tensor_cores"] == "mma" for r in rows if r["uses_dot"])
-    assert predicted_step_time(rows) == pytest.approx(sum(r["roofline_s"] for r in rows))
     table = format_aot_report(rows)
     assert "conv1_2" in table and "predicted step" in table and target in table
+
+
+# Table 1, configuration D (VGG-16): conv widths by stage ("M" = maxpool), then the FC sizes.
+TABLE_1_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"]
+TABLE_1_D += [512, 512, 512, "M"]
+FC_D = [4096, 4096, 1000]
+
+
+def _vgg16_counts(size=224):
+    """(MACs, conv1_1's MACs, parameters, activation elements) of one 224×224 image,
+    counted from Table 1 alone (3×3 convs, same padding, 2×2 pools)."""
+    macs, params, c, side, acts, first = 0, 0, 3, size, 3 * size * size, None
+    for item in TABLE_1_D:
+        if item == "M":
+            side //= 2
+        else:
+            layer = 9 * c * item * side * side
+            first = layer if first is None else first
+            macs, params, c = macs + layer, params + (9 * c + 1) * item, item
+        acts += c * side * side
+    fan_in = c * side * side
+    for n in FC_D:
+        macs, params, acts, fan_in = macs + fan_in * n, params + (fan_in + 1) * n, acts + n, n
+    return macs, first, params, acts
+
+
+@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+def test_predicted_training_step_of_vgg16_against_table_1(target):
+    """The roofline sum for a bf16 training step of D at batch 256 is at least what the
+    FLOPs and the DRAM traffic alone force, and within 1.5x of it. The bound: fwd, dgrad
+    and wgrad each 2 x MACs (no dgrad for conv1_1), every weight and activation crossing
+    DRAM at least once, on the GPU table's peaks."""
+    from vggspec.compiler import compile_spec, load_spec
+    from vggspec.compiler.kernels.aot import kernel_plans, roofline_seconds
+    from vggspec.compiler.lowering.launches import graph_launches
+    from vggspec.compiler.targets import GPUS
+
+    batch, gpu = 256, GPUS[target]
+    macs, conv1_1, params, acts = _vgg16_counts()
+    assert macs == 15_470_264_320  # the well-known 15.5 GMACs of VGG-16
+    flops = 2 * batch * (3 * macs - conv1_1)
+    dram = 2 * (params + batch * acts)
+    bound = max(flops / gpu.bf16_flops, dram / gpu.bandwidth)
+
+    launches, _ = graph_launches(compile_spec(load_spec("specs/D.vgg")), batch, training=True)
+    rows = [
+        {"roofline_s": roofline_seconds(plan, "bf16", gpu)[0]}
+        for launch in launches
+        for plan in kernel_plans(launch, "bf16", training=True)
+    ]
+    predicted = predicted_step_time(rows)
+    assert bound <= predicted <= 1.5 * bound, (predicted, bound)
 
 
 def test_fp32_small_tiles_do_not_spill_on_sm_80():

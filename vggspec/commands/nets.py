@@ -1,5 +1,6 @@
 """Options shared by `vggspec run eval` and `vggspec run features`: which nets, which data,
-how many processes; read, checked and loaded the same way for both."""
+how many processes; checked, turned into the runtime's requests (runtime/eval/jobs.py) and
+run on one process or many, the same way for both."""
 
 from __future__ import annotations
 
@@ -115,6 +116,8 @@ def check(args) -> None:
     if args.scales is not None:
         parse_ints(args.scales, "--scales")
     if args.data is None:
+        from vggspec.runtime.eval.jobs import training_data
+
         args.data = training_data(args.checkpoint[0]) if args.checkpoint else None
         if args.data is None:
             raise UserError("say which images: --data DIR (an ImageFolder root)")
@@ -132,150 +135,64 @@ def check(args) -> None:
             raise UserError(f"{path}: no such file")
 
 
-def training_data(checkpoint: str) -> str | None:
-    """The data folder a training run read (its config.yaml; the built-in demo data's
-    folder when it trained on that), or None when `checkpoint` is not in a run folder."""
-    from vggspec.runtime.train.config import ConfigError, read_yaml
+def nets_request(args):
+    """The nets of the command line, as the runtime takes them."""
+    from vggspec.runtime.eval.jobs import NetsRequest
 
-    path = Path(checkpoint)
-    run = path if path.is_dir() else path.parent
-    if run.name == "checkpoints":
-        run = run.parent
-    if not (run / "config.yaml").is_file():
-        return None
-    try:
-        config = read_yaml(run / "config.yaml")
-    except ConfigError:
-        return None
-    if config.get("data"):
-        return str(config["data"])
-    from vggspec.runtime.train.data import demo_data_root
-
-    return str(demo_data_root(int(config.get("seed", 0))))
-
-
-def worker_args(args, job: str, extra: list[str]) -> list[str]:
-    """The command line each torchrun worker runs: this one, without --nproc."""
-    words = ["vggspec", "run", job]
-    for flag, values in (
-        ("--checkpoint", args.checkpoint),
-        ("--weights", args.weights),
-        ("--spec", args.spec),
-    ):
-        for value in values:
-            words += [flag, str(value)]
-    for flag, value in (
-        ("--preprocess", args.preprocess),
-        ("--classes", args.classes),
-        ("--train-scale", args.train_scale),
-        ("--data", args.data),
-        ("--split", args.split),
-        ("--scales", args.scales),
-        ("--max-bad-files", args.max_bad_files),
-        ("--max-aspect", args.max_aspect),
-        ("--workers", args.workers),
-        ("--batch", args.batch),
-        ("--threads", args.threads),
-        ("--backend", args.backend),
-        ("--device", args.device),
-    ):
-        if value is not None:
-            words += [flag, str(value)]
-    if args.no_flip:
-        words.append("--no-flip")
-    return words + extra
-
-
-def load_models(args, device) -> list:
-    """Every net asked for, with its test scales (--scales, or its training scale's)."""
-    from vggspec.runtime.eval.models import check_scales, load_checkpoint_model, load_weights_model
-
-    models = []
-    for i, path in enumerate(args.checkpoint):
-        expected = args.spec[i] if args.spec and not args.weights else None
-        models.append(
-            load_checkpoint_model(
-                path,
-                args.backend,
-                device,
-                expected_spec=expected,
-                preprocessing=args.preprocess if not args.weights else None,
-            )
-        )
-    names = None
-    if args.classes:
-        from vggspec.runtime.eval.classes import read_class_names
-
-        names = read_class_names(args.classes)
     train_scale = None
     if args.train_scale:
         values = parse_ints(args.train_scale, "--train-scale")
         if len(values) > 2 or (len(values) == 2 and values[0] > values[1]):
             raise UserError("--train-scale is S or S_MIN,S_MAX")
         train_scale = values[0] if len(values) == 1 else values
-    for weights, spec in zip(args.weights, args.spec, strict=True):
-        models.append(
-            load_weights_model(
-                weights, spec, args.preprocess, args.backend, device, names, train_scale
-            )
-        )
-    if args.scales is not None:
-        scales = parse_ints(args.scales, "--scales")
-        for m in models:
-            m.scales = check_scales(m, scales)
-    return models
-
-
-def preflight(args) -> None:
-    """Before starting workers: load every net once (on the CPU, then let it go), so that a
-    wrong spec, file or scale is one message here rather than one per worker."""
-    import gc
-
-    load_models(args, "cpu")
-    gc.collect()
-
-
-def scan(args, models, split: str | None = None):
-    """(class names, per-net output orders, the folder's usable images labelled in that
-    class order); data errors as one message."""
-    from vggspec.runtime.data.image_folder import ImageFolder, scan_image_folder
-    from vggspec.runtime.data.image_io import DataError
-    from vggspec.runtime.eval.classes import class_order, read_class_names
-    from vggspec.runtime.eval.models import EvalError
-
-    split = split or args.split
-    given = read_class_names(args.classes) if args.classes else None
-    try:
-        folder = scan_image_folder(
-            args.data, split, classes=given, max_bad_fraction=args.max_bad_files
-        )
-    except DataError as err:  # not a VggspecError: told here as one message
-        raise EvalError(str(err)) from None
-    names, orders = class_order(models, folder.classes, given)
-    unknown = sorted(set(folder.classes) - set(names))
-    if unknown:
-        raise EvalError(
-            f"{args.data}/{split} has classes the net(s) do not know: {', '.join(unknown[:5])}"
-        )
-    position = {c: i for i, c in enumerate(names)}
-    samples = [(path, position[folder.classes[label]]) for path, label in folder.samples]
-    return (
-        names,
-        orders,
-        ImageFolder(folder.root, folder.split, names, samples, folder.sizes, folder.report),
+    return NetsRequest(
+        checkpoints=list(args.checkpoint),
+        weights=list(args.weights),
+        specs=list(args.spec),
+        preprocess=args.preprocess,
+        classes=args.classes,
+        train_scale=train_scale,
+        scales=None if args.scales is None else parse_ints(args.scales, "--scales"),
+        backend=args.backend,
     )
 
 
-def start(args):
-    """Join torchrun's process group (if any): the process's Context."""
-    import torch
+def images_request(args):
+    """The images of the command line, as the runtime takes them."""
+    from vggspec.runtime.eval.jobs import ImagesRequest
 
+    return ImagesRequest(
+        data=args.data,
+        split=args.split,
+        flip=not args.no_flip,
+        max_bad_files=args.max_bad_files,
+        max_aspect=args.max_aspect,
+        batch=args.batch,
+        workers=args.workers,
+    )
+
+
+def execute(args, request, job, show) -> int:
+    """`job(request, ctx, say)` (runtime.eval.jobs) on this process, its result shown by
+    rank 0 with `show(result)`; or, with --nproc N outside torchrun, this command again in N
+    workers (after every net has loaded once here, so that a wrong net is one message, not
+    one per worker)."""
     from vggspec.runtime.dist import context as distributed
+    from vggspec.runtime.dist.launch import relaunch
+    from vggspec.runtime.eval.jobs import preflight
 
-    ctx = distributed.setup(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return ctx
+    if not distributed.under_torchrun() and args.nproc > 1:
+        preflight(request.nets)
+        return relaunch(args.argv, args.nproc)
+    ctx = distributed.setup(args.device, threads=args.threads)
+    try:
+        result = job(request, ctx, say)
+        if ctx.is_main:
+            show(result)
+        distributed.barrier(ctx)
+        return 0
+    finally:
+        distributed.teardown()
 
 
 def say(message: str) -> None:

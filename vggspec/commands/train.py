@@ -52,6 +52,7 @@ def _absolute(path: str, config) -> str:
 
 
 def resolve_config(args):
+    from vggspec.runtime.io.rundir import RunDir
     from vggspec.runtime.train.config import (
         ConfigError,
         load_config,
@@ -61,7 +62,7 @@ def resolve_config(args):
     )
 
     if args.resume:
-        saved = Path(args.resume) / "config.yaml"
+        saved = RunDir(args.resume).config
         if not saved.exists():
             raise ConfigError(f"{args.resume}: not a run folder (no config.yaml)")
         changes = parse_overrides(args.settings)
@@ -85,9 +86,8 @@ def resolve_config(args):
     if cfg.init not in ("gaussian", "glorot"):
         cfg.init = _absolute(cfg.init, config)
     if cfg.out is None:
-        from vggspec.runtime.train.trainer import default_run_dir
-
-        cfg.out = str(default_run_dir(cfg.spec))
+        # A worker takes the folder its parent named (the name holds the time).
+        cfg.out = args.from_parent.get("out") or str(RunDir.default(cfg.spec))
     return cfg
 
 
@@ -96,27 +96,22 @@ def run(args) -> int:
 
     if args.nproc < 1 or args.max_restarts < 0:
         raise ConfigError("--nproc must be ≥ 1 and --max-restarts ≥ 0")
+    from vggspec.compiler import load_spec
     from vggspec.runtime.dist.context import under_torchrun
     from vggspec.runtime.train.data import check_data_settings
 
     cfg = resolve_config(args)
+    spec = load_spec(cfg.spec)  # parsed once; the data checks and the trainer take it
     # Spec, scale, batch split and data folder checked before any worker starts.
     world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
-    check_data_settings(cfg, world)
+    check_data_settings(cfg, spec, world)
     if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
-        from vggspec.runtime.dist.launch import launch_local
+        from vggspec.runtime.dist.launch import relaunch
 
-        worker = ["vggspec", "run", "train", *args.settings, f"out={cfg.out}"]
-        if args.config:
-            worker += ["--config", args.config]
-        elif not args.settings and not args.resume:
-            worker += ["--config", str(DEMO_RECIPE)]
-        if args.resume:
-            worker = ["vggspec", "run", "train", "--resume", args.resume, *args.settings]
-        return launch_local(args.nproc, args.max_restarts, worker)
+        return relaunch(args.argv, args.nproc, args.max_restarts, {"out": cfg.out})
     from vggspec.runtime.train.trainer import run_training
 
-    summary = run_training(cfg, resume=bool(args.resume))
+    summary = run_training(cfg, spec, resume=bool(args.resume))
     if summary is None:  # not rank 0: rank 0 reports
         return 0
     top1 = summary["val_top1_error"]

@@ -16,36 +16,18 @@ from __future__ import annotations
 
 from math import prod
 
-from .. import ops
-from ..graph import Graph, meta, nodes, op, producer
-
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def _params_and_macs(operation: ops.Op, in_shape, shape) -> tuple[int, int]:
-    if isinstance(operation, ops.Conv2d):
-        kh, kw = operation.kernel
-        per_output = kh * kw * in_shape[0]
-        return (per_output + 1) * operation.out_channels, per_output * prod(shape)
-    if isinstance(operation, ops.Linear):
-        fan_in = prod(in_shape)
-        return (fan_in + 1) * operation.out_features, fan_in * operation.out_features
-    return 0, 0
+from ...targets import DTYPE_BYTES
+from ..graph import Graph, Totals, meta, nodes, op, producer
+from ..ops import Op
 
 
-def _field(operation: ops.Op, in_shape, field_in):
+def _field(operation: Op, in_shape, field_in):
     """(rf, jump, start) per axis after this op, from the same before it."""
     (rf, jump, start) = field_in
-    if isinstance(operation, ops.Conv2d):
-        kernel, padding, stride = operation.kernel, operation.padding, (1, 1)
-    elif isinstance(operation, ops.MaxPool2d):
-        kernel, padding, stride = (operation.kernel,) * 2, (0, 0), (operation.stride,) * 2
-    elif (isinstance(operation, ops.Linear) and len(in_shape) == 3) or isinstance(
-        operation, ops.SpatialMean
-    ):
-        kernel, padding, stride = tuple(in_shape[1:]), (0, 0), (1, 1)
-    else:
+    window = operation.window(in_shape)
+    if window is None:
         return field_in
+    kernel, padding, stride = window
     rf = tuple(r + (k - 1) * j for r, k, j in zip(rf, kernel, jump, strict=True))
     start = tuple(
         s + ((k - 1) / 2 - p) * j for s, k, p, j in zip(start, kernel, padding, jump, strict=True)
@@ -55,33 +37,40 @@ def _field(operation: ops.Op, in_shape, field_in):
 
 
 def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
-    """Write per-node figures into meta and the totals into g.graph['totals']."""
+    """Write per-node figures into meta and the Totals into g.graph['totals']."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
     width = DTYPE_BYTES[dtype]
-    totals = {"params": 0, "macs": 0, "forward_bytes": 0, "training_bytes": 0}
+    params_total = macs_total = forward_bytes = training_bytes = 0
     for n in nodes(g):
         operation, info = op(g, n), meta(g, n)
-        out_bytes = batch * prod(info["shape"]) * width
-        info["out_bytes"] = out_bytes
-        totals["training_bytes"] += out_bytes
-        if isinstance(operation, ops.Input):
+        out_bytes = batch * prod(info.shape) * width
+        info.out_bytes = out_bytes
+        training_bytes += out_bytes
+        if operation.is_input:
             one = (1, 1)
-            info.update(params=0, macs=0, flops=0, rf=one, jump=one, start=(0.5, 0.5))
+            info.params = info.macs = info.flops = 0
+            info.rf, info.jump, info.start = one, one, (0.5, 0.5)
             continue
         before = meta(g, producer(g, n))
-        params, macs = _params_and_macs(operation, info["in_shape"], info["shape"])
-        info.update(params=params, macs=macs, flops=2 * macs)
-        info["rf"], info["jump"], info["start"] = _field(
-            operation, info["in_shape"], (before["rf"], before["jump"], before["start"])
+        params, macs = operation.params_and_macs(info.in_shape, info.shape)
+        info.params, info.macs, info.flops = params, macs, 2 * macs
+        info.rf, info.jump, info.start = _field(
+            operation, info.in_shape, (before.rf, before.jump, before.start)
         )
-        totals["params"] += params
-        totals["macs"] += macs
-        totals["forward_bytes"] = max(totals["forward_bytes"], before["out_bytes"] + out_bytes)
-        if isinstance(operation, ops.Dropout) or getattr(operation, "dropout", False):
-            totals["training_bytes"] += batch * prod(info["shape"])
-    totals["flops"] = 2 * totals["macs"]
-    totals["param_bytes"] = totals["params"] * width
-    totals.update(batch=batch, dtype=dtype)
-    g.graph["totals"] = totals
+        params_total += params
+        macs_total += macs
+        forward_bytes = max(forward_bytes, before.out_bytes + out_bytes)
+        if operation.keeps_mask:
+            training_bytes += batch * prod(info.shape)
+    g.graph["totals"] = Totals(
+        params=params_total,
+        macs=macs_total,
+        flops=2 * macs_total,
+        forward_bytes=forward_bytes,
+        training_bytes=training_bytes,
+        param_bytes=params_total * width,
+        batch=batch,
+        dtype=dtype,
+    )
     return g

@@ -1,19 +1,10 @@
-"""fuse: conv + ReLU → one node; FC + ReLU (+ dropout) → one node."""
+"""fuse: each op absorbs what its single user allows (conv + ReLU, FC + ReLU (+ dropout))."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import ops
 from ..graph import Graph, meta, nodes, op, users
-
-
-def _absorbable(g: Graph, n: str, kind: type) -> str | None:
-    """The single user of n if it is of `kind` (fuse only where n has one user)."""
-    following = users(g, n)
-    if len(following) == 1 and isinstance(op(g, following[0]), kind):
-        return following[0]
-    return None
 
 
 def fuse(g: Graph) -> Graph:
@@ -23,17 +14,19 @@ def fuse(g: Graph) -> Graph:
     for n in nodes(g):
         if n in rename:
             continue
-        operation, absorbed = op(g, n), []
-        if isinstance(operation, ops.Conv2d | ops.Linear) and (relu := _absorbable(g, n, ops.ReLU)):
-            absorbed.append(relu)
-            operation = replace(operation, relu=True)
-            if isinstance(operation, ops.Linear) and (drop := _absorbable(g, relu, ops.Dropout)):
-                absorbed.append(drop)
-                operation = replace(operation, dropout=True)
-        info = dict(meta(g, n))
+        operation, absorbed, tail = op(g, n), [], n
+        # Fuse only along a chain: the absorbed node must be the single user.
+        while len(following := users(g, tail)) == 1:
+            bigger = operation.absorb(op(g, following[0]))
+            if bigger is None:
+                break
+            operation, tail = bigger, following[0]
+            absorbed.append(tail)
+        info = replace(meta(g, n))
         if absorbed:
-            info["fused"] = [n, *absorbed]
-            info["shape"] = meta(g, absorbed[-1]).get("shape", info.get("shape"))
+            info.fused = [n, *absorbed]
+            last = meta(g, absorbed[-1]).shape
+            info.shape = last if last is not None else info.shape
         fused.add_node(n, op=operation, meta=info)
         for pred in g.predecessors(n):
             fused.add_edge(rename.get(pred, pred), n)

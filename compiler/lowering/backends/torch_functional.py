@@ -12,7 +12,6 @@ class Backend:
     # (pass such inputs and `net.to(memory_format=torch.channels_last)`) and measured
     # in bench/lowering.py.
     memory_format = torch.contiguous_format
-    fallbacks: tuple[str, ...] = ()
 
     def conv(self, x, weight, bias, padding, relu):
         y = F.conv2d(x, weight, bias, padding=padding)

@@ -1,8 +1,9 @@
 """The Triton backend: fused conv/FC + bias + ReLU, pooling and soft-max kernels.
 
-LRN and dropout have no kernel of their own and run through torch.nn.functional (the
-compile report says so). Under torch.autocast the kernels get their operands in the
-autocast dtype (bf16), accumulate in fp32, and give bf16 back, as cuDNN does.
+LRN and dropout have no kernel of their own and run through torch.nn.functional (their
+ops have no `launch`; the compile report lists them). Under torch.autocast the kernels get
+their operands in the autocast dtype (bf16), accumulate in fp32, and give bf16 back, as
+cuDNN does.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from ...kernels import (
     spatial_mean,
 )
 
-# Ops this backend hands to torch, by IR op name.
-FALLBACKS = ("lrn", "dropout", "relu")
-
 
 def _operands(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
     if torch.is_autocast_enabled(x.device.type):
@@ -35,7 +33,6 @@ class Backend:
     name = "triton"
     # The conv kernels are implicit GEMMs over NHWC: feed them channels-last.
     memory_format = torch.channels_last
-    fallbacks = FALLBACKS
 
     def conv(self, x, weight, bias, padding, relu):
         x, weight, bias = _operands(x, weight, bias)

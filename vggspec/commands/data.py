@@ -1,4 +1,4 @@
-"""Small commands: `vggspec data demo DIR` and `vggspec plot RUN_DIR`."""
+"""`vggspec data demo DIR`: write the built-in demo data as an ImageFolder of JPEGs."""
 
 from __future__ import annotations
 
@@ -13,22 +13,10 @@ def add_parser(subparsers) -> None:
     demo.add_argument("--val-per-class", type=int, default=50)
     demo.set_defaults(run=run_demo)
 
-    plot = subparsers.add_parser("plot", help="plot a run's loss and error curves to a PNG")
-    plot.add_argument("run_dir")
-    plot.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
-    plot.set_defaults(run=run_plot)
-
 
 def run_demo(args) -> int:
     from vggspec.runtime.data.demo import make_demo_dataset
 
     root = make_demo_dataset(args.dir, args.seed, args.train_per_class, args.val_per_class)
     print(f"wrote the demo data to {root} (train/ and val/, 10 classes)")
-    return 0
-
-
-def run_plot(args) -> int:
-    from vggspec.runtime.train.plot import plot_run
-
-    print(plot_run(args.run_dir, args.output))
     return 0

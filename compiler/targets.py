@@ -1,0 +1,40 @@
+"""What the compiler assumes of numbers and machines: bytes per dtype and the GPU table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Element size by the kernels' short dtype names.
+ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "i64": 8, "i32": 4}
+
+# The activation dtypes a user names (`vggspec compile --dtype`), and the kernels' name for
+# each; "tf32" is fp32 storage computed on TF32 tensor cores.
+SHORT_NAME = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+KERNEL_DTYPE = {**SHORT_NAME, "fp32": "fp32", "bf16": "bf16", "tf32": "fp32"}
+DTYPE_BYTES = {name: ELEMENT_BYTES[short] for name, short in SHORT_NAME.items()}
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """Peak rates used by the roofline (dense tensor-core math, no sparsity)."""
+
+    name: str
+    capability: int
+    sms: int
+    bf16_flops: float
+    tf32_flops: float
+    fp32_flops: float  # CUDA cores, for kernels without tl.dot
+    bandwidth: float  # bytes/s
+    shared_per_block: int  # bytes of dynamic shared memory one block may use
+
+
+GPUS = {
+    "sm_90": GpuSpec("H100 SXM", 90, 132, 989e12, 495e12, 67e12, 3.35e12, 227 * 1024),
+    "sm_80": GpuSpec("A100 SXM 80GB", 80, 108, 312e12, 156e12, 19.5e12, 2.0e12, 163 * 1024),
+}
+
+# The tile selection aims at one GPU's SM count and stays under every GPU's shared memory
+# (with headroom), so one choice serves all of GPUS.
+DEFAULT_NUM_SMS = GPUS["sm_90"].sms
+SHARED_MEMORY_BUDGET = 160 * 1024
+assert min(gpu.shared_per_block for gpu in GPUS.values()) >= SHARED_MEMORY_BUDGET

@@ -1,0 +1,134 @@
+"""A training run folder: the one place that knows its files' names and how to find them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from vggspec.compiler.frontend.errors import VggspecError
+
+from .atomic import remove_stale_temporaries
+
+
+class RunDirError(VggspecError):
+    """A path that should be, or be in, a training run folder and is not."""
+
+
+def _file(*parts: str) -> property:
+    return property(lambda self: self.path.joinpath(*parts), doc="/".join(parts))
+
+
+class RunDir:
+    """runs/<spec>-<date>-<time>/ as `vggspec run train` writes it:
+
+    config.yaml          the settings (resumed runs read them back)
+    train.log            the log, as printed
+    metrics.jsonl        one JSON line per logged step and per validation
+    checkpoints/last.pt  the latest training state (resume); best.pt: best validation
+    model.safetensors    the trained net, with its spec and model information
+    summary.json         the outcome
+    curves.png           `vggspec plot`'s figure
+    """
+
+    CONFIG = "config.yaml"
+    LOG = "train.log"
+    METRICS = "metrics.jsonl"
+    CHECKPOINTS = "checkpoints"
+    MODEL = "model.safetensors"
+    SUMMARY = "summary.json"
+    CURVES = "curves.png"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @classmethod
+    def default(cls, spec: str | os.PathLike, base: str | os.PathLike = "runs") -> RunDir:
+        """runs/<spec name>-<date>-<time>, the folder of a run given no out=."""
+        return cls(Path(base) / f"{Path(spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    @classmethod
+    def containing(cls, path: str | os.PathLike) -> RunDir | None:
+        """The run folder `path` is, or holds a file of (its model, a checkpoint, its
+        config…); None when it is not in a run folder (no config.yaml there)."""
+        p = Path(path)
+        run = p if p.is_dir() else p.parent
+        if run.name == cls.CHECKPOINTS:
+            run = run.parent
+        found = cls(run)
+        return found if found.config.is_file() else None
+
+    # -- the files (paths; whether they exist is the caller's question) ---------------------
+
+    config = _file(CONFIG)
+    log = _file(LOG)
+    metrics = _file(METRICS)
+    checkpoints = _file(CHECKPOINTS)
+    last = _file(CHECKPOINTS, "last.pt")
+    best = _file(CHECKPOINTS, "best.pt")
+    model = _file(MODEL)
+    summary = _file(SUMMARY)
+    curves = _file(CURVES)
+
+    # -- what it holds ---------------------------------------------------------------------
+
+    def holds_run(self) -> bool:
+        """Whether a run got as far as its first checkpoint here (a folder with a config but
+        no checkpoints is a run that failed to start, and may be reused)."""
+        return self.checkpoints.exists()
+
+    def trained_model(self) -> Path | None:
+        """The net to use: model.safetensors, else the last checkpoint of a run that has not
+        finished; None when it holds neither."""
+        for candidate in (self.model, self.last):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete the temporaries that writers killed mid-write left in this folder (a dead
+        process's .NAME.PID.*.tmp, beside any of its files); returns them. Every training
+        start calls it, so a run killed and resumed over and over does not fill the disk."""
+        return remove_stale_temporaries(self.path)
+
+    def data_folder(self) -> str | None:
+        """The data folder the run trained on (its config's data, or the built-in demo
+        data's folder when it had none); None when the config cannot be read."""
+        from ..data.demo import demo_data_root
+        from ..train.config import ConfigError, read_yaml
+
+        try:
+            config = read_yaml(self.config)
+        except ConfigError:
+            return None
+        if config.get("data"):
+            return str(config["data"])
+        return str(demo_data_root(int(config.get("seed", 0))))
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """A model file, given it or a training run folder (its model.safetensors, or the last
+    training checkpoint of a run that has not finished)."""
+    p = Path(path)
+    if p.is_dir():
+        found = RunDir(p).trained_model()
+        if found is None:
+            raise RunDirError(
+                f"{p}: no {RunDir.MODEL} (nor {RunDir.CHECKPOINTS}/last.pt) in this folder"
+            )
+        return found
+    if not p.exists():
+        raise RunDirError(f"{p}: no such checkpoint file or run folder")
+    return p

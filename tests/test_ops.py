@@ -1,0 +1,122 @@
+"""The op registry: an op is one module under compiler/ir/ops/ that the rest only asks."""
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from vggspec.compiler import compile_spec, format_graph, format_spec, parse
+from vggspec.compiler.frontend.ast import Layer, Loc, Spec
+from vggspec.compiler.ir import ops
+from vggspec.compiler.ir.graph import meta
+from vggspec.compiler.lowering.launches import graph_launches
+from vggspec.compiler.lowering.net import build
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where the ops are asked, never switched on: all of the compiler but the ops package, and
+# the runtime modules that read ops (torchvision names, init_from, the feature cut).
+ASKING = [
+    p for p in sorted((ROOT / "compiler").rglob("*.py")) if "ops" not in p.relative_to(ROOT).parts
+] + [ROOT / "runtime/io/weights.py", ROOT / "runtime/eval/features.py"]
+
+
+def _type_checks(path: Path) -> list[str]:
+    """isinstance/issubclass/type(...) tests in a file that name an op or layer class."""
+    names = set(ops.__all__) - {"LAYERS", "register", "ShapeError"}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in (
+            "isinstance",
+            "issubclass",
+        ):
+            checked = node.args[1]
+        elif isinstance(node, ast.Compare) and getattr(
+            getattr(node.left, "func", None), "id", ""
+        ) == ("type"):
+            checked = node.comparators[0]
+        else:
+            continue
+        for sub in ast.walk(checked):
+            name = getattr(sub, "id", None) or getattr(sub, "attr", None)
+            if name in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    return found
+
+
+def test_no_type_switches_on_ops_outside_the_ops_package():
+    assert len(ASKING) > 20  # the glob found the compiler
+    assert [hit for path in ASKING for hit in _type_checks(path)] == []
+
+
+def test_the_type_check_finder_finds_one():
+    sample = ROOT / "tests" / "test_ops.py"
+    assert _type_checks(sample) == []
+    probe = Path(__file__).with_name("_probe_type_check.py")
+    probe.write_text("if isinstance(o, ops.Conv2d): pass\n")
+    try:
+        assert _type_checks(probe) == ["tests/_probe_type_check.py:1 Conv2d"]
+    finally:
+        probe.unlink()
+
+
+def test_registry_holds_every_grammar_rule_of_a_layer():
+    grammar = (ROOT / "compiler/frontend/vgg.lark").read_text()
+    for word, cls in ops.LAYERS.items():
+        assert f"\n{word}: {cls.terminal}\n" in grammar, word
+    assert set(ops.LAYERS) == {"conv", "maxpool", "lrn", "fc", "softmax"}
+
+
+# A test-only op, written as an op module would be: notation word + IR op, nothing else.
+@dataclass(frozen=True)
+class Double(ops.Op):
+    def describe(self) -> str:
+        return "double"
+
+    def forward(self, x, run):
+        return 2 * x
+
+
+@dataclass(frozen=True)
+class Twice(Layer):
+    loc: Loc | None = field(default=None, compare=False, repr=False)
+
+    word = "twice"
+    terminal = "TWICE"
+    expected = "twice"
+
+    def text(self) -> str:
+        return "twice"
+
+    def build(self, b) -> None:
+        b.add(f"twice{b.namer.stage}_{b.namer.next('twice')}", Double())
+
+
+@pytest.fixture
+def twice():
+    ops.register(Twice)
+    yield Twice
+    del ops.LAYERS[Twice.word]
+
+
+def test_a_new_op_needs_no_edit_outside_its_module(twice):
+    base = parse("input 8x8 RGB\nconv3-4 maxpool\nFC-5 soft-max\n")
+    layers = (base.layers[0], twice(), base.layers[1], *base.layers[2:])
+    spec = Spec(layers, base.input)
+    assert format_spec(spec).splitlines()[1] == "conv3-4 twice maxpool"
+    g = compile_spec(spec)
+    assert "%twice1_1 = double(%conv1_1)  # [4, 8, 8]" in format_graph(g)
+    assert meta(g, "twice1_1").params == 0 and meta(g, "pool1").shape == (4, 4, 4)
+    _, fallbacks = graph_launches(g, 2)
+    assert fallbacks == ["twice1_1 (double)"]
+    torch.manual_seed(0)
+    net = build(spec, "torch").eval()
+    torch.manual_seed(0)
+    plain = build(base, "torch").eval()
+    x = torch.randn(2, 3, 8, 8)
+    # conv → ReLU → ×2 → pool → FC: the FC sees twice the input, its bias unchanged.
+    b = plain.fc2.bias
+    assert torch.equal(net.fc2.weight, plain.fc2.weight)  # same draws, same order
+    expected = (plain(x) - b) * 2 + b
+    assert torch.allclose(net(x), expected, atol=1e-6)
+    assert [name for name, _ in net.layers()] == ["conv1_1", "twice1_1", "pool1", "fc2"]

@@ -1,0 +1,17 @@
+"""`vggspec plot RUN_DIR`: a run's loss and error curves as a PNG."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    plot = subparsers.add_parser("plot", help="plot a run's loss and error curves to a PNG")
+    plot.add_argument("run_dir")
+    plot.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
+    plot.set_defaults(run=run_plot)
+
+
+def run_plot(args) -> int:
+    from vggspec.runtime.train.plot import plot_run
+
+    print(plot_run(args.run_dir, args.output))
+    return 0
