@@ -18,15 +18,18 @@ from vggspec.runtime.io.atomic import atomic_write, remove_stale_temporaries
 from vggspec.runtime.io.checkpoint import load_checkpoint
 from vggspec.runtime.io.rundir import RunDir
 
+from vggspec.cli import main
+
 SHORT = "max_steps=8"  # validation and a checkpoint at step 7 (the epoch's end), the end at 8
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    """The uninterrupted run, shared by the module; run in this process (a process start is
+    a few seconds of the suite's budget; the kills below need their own processes)."""
     root = make_setup(tmp_path_factory.mktemp("faults"))
     reference = root / "reference"
-    result = run_to_end(root, reference, extra=[SHORT])
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert main([str(a) for a in train_args(root, reference, SHORT)]) == 0
     return root, digest(reference)
 
 
@@ -65,10 +68,14 @@ def test_kill_before_the_final_save_then_resume_is_bit_identical(setup, tmp_path
     _resume_matches(root, out, expected)
 
 
-def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(setup, tmp_path):
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(
+    setup, tmp_path, cli, monkeypatch
+):
     root, expected = setup
     out = tmp_path / "run"
-    code, stderr = _crash(root, out, "enospc-in-checkpoint:6")
+    monkeypatch.setenv("VGGSPEC_FAULT", "enospc-in-checkpoint:6")  # no kill: in this process
+    code, _, stderr = cli(*train_args(root, out, SHORT))
+    monkeypatch.delenv("VGGSPEC_FAULT")
     assert code == 1 and "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if "error:" in line]  # not "top-1 error"
     assert len(errors) == 1, stderr
@@ -76,7 +83,9 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(setup, tmp
     assert errors[0].endswith("No space left on device; the previous checkpoint is unchanged")
     assert load_checkpoint(RunDir(out).last)["position"]["step"] == 3
     assert audit(out) == []  # and no temporary file left behind
-    _resume_matches(root, out, expected)
+    assert cli("run", "train", "--resume", out)[0] == 0
+    assert digest(out) == expected
+    assert audit(out) == []
 
 
 # Runs `vggspec ARGS` with os.replace made a SIGKILL: the process dies with its output
@@ -89,7 +98,7 @@ KILLED_BEFORE_RENAME = (
 )
 
 
-def test_kill_during_run_eval_output_leaves_no_partial_file(setup, tmp_path):
+def test_kill_during_run_eval_output_leaves_no_partial_file(setup, tmp_path, cli):
     root, _ = setup
     model = RunDir(root / "reference").model
     target = tmp_path / "report.json"
@@ -106,15 +115,8 @@ def test_kill_during_run_eval_output_leaves_no_partial_file(setup, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not target.exists()
     (left,) = tmp_path.glob(".report.json.*.tmp")  # the dead writer's, complete but unnamed
-    again = subprocess.run(
-        [sys.executable, "-m", "vggspec", *map(str, args), "--json", "-o", target],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
+    code, _, err = cli(*args, "--json", "-o", target)  # the next write, in this process
+    assert code == 0, err[-2000:]
     assert target.read_text() and not left.exists()  # the next write cleared it
 
 
