@@ -67,6 +67,7 @@ class ScanReport:
     bad: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, detail)
     converted: Counter = field(default_factory=Counter)  # kind -> files converted to RGB
     ignored: list[str] = field(default_factory=list)  # not an image extension, or no class
+    repeated: list[str] = field(default_factory=list)  # symlinked folders walked once already
 
     @property
     def bad_counts(self) -> Counter:
@@ -88,6 +89,11 @@ class ScanReport:
             out.append(f"  converted to RGB: {kinds}")
         if self.ignored:
             out.append(f"  ignored {len(self.ignored)} non-image files, e.g. {self.ignored[0]}")
+        if self.repeated:
+            out.append(
+                f"  not followed: {len(self.repeated)} symlinked folders already walked "
+                f"(a loop, or a second link to one folder), e.g. {self.repeated[0]}"
+            )
         out.extend(f"  bad file {path}: {reason} ({detail})" for path, reason, detail in self.bad)
         return out
 
@@ -133,18 +139,50 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _candidate_files(split_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
-    """([(class name, path)], [ignored paths]) in sorted order; hidden entries skipped."""
+def _first_visit(path: str, seen: set[tuple[int, int]]) -> bool:
+    """Whether the folder at `path` (after symlinks) has not been walked yet."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _candidate_files(split_dir: Path) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """([(class name, path)], [ignored paths], [folders not walked]) in sorted order; hidden
+    entries skipped. Symlinked folders are followed, each real folder once: a link back to
+    an ancestor (a loop) or a second link to a folder already walked is listed, not walked."""
     files: list[tuple[str, str]] = []
     ignored: list[str] = []
+    repeated: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    _first_visit(str(split_dir), seen)
+    classes = []
     for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
         if _is_hidden(entry.name):
             continue
         if not entry.is_dir():
             ignored.append(entry.path)
-            continue
+        elif _first_visit(entry.path, seen):
+            classes.append(entry)
+        else:
+            repeated.append(entry.path)
+    # Every class folder is marked seen before any is walked, so that a link back up to
+    # the split cannot file one class's images under another.
+    for entry in classes:
         for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+            kept = []
+            for name in sorted(d for d in dirnames if not _is_hidden(d)):
+                folder = os.path.join(dirpath, name)
+                if _first_visit(folder, seen):
+                    kept.append(name)
+                else:
+                    repeated.append(folder)
+            dirnames[:] = kept
             for name in sorted(filenames):
                 if _is_hidden(name):
                     continue
@@ -154,7 +192,7 @@ def _candidate_files(split_dir: Path) -> tuple[list[tuple[str, str]], list[str]]
                     files.append((entry.name, path))
                 else:
                     ignored.append(path)
-    return files, ignored
+    return files, ignored, repeated
 
 
 def _conversions(path: str, header: ImageHeader) -> list[str]:
@@ -195,7 +233,7 @@ def scan_image_folder(
         raise DataError(
             f"no folder {split_dir}: expected the ImageFolder layout ROOT/{split}/<class>/<image>"
         )
-    files, ignored = _candidate_files(split_dir)
+    files, ignored, repeated = _candidate_files(split_dir)
     found = sorted({name for name, _ in files})
     if classes is None:
         classes = found
@@ -208,7 +246,9 @@ def scan_image_folder(
     if not files:
         raise DataError(f"no image files under {split_dir} (expected {split}/<class>/<image>)")
     index = {name: i for i, name in enumerate(classes)}
-    report = ScanReport(root=str(root), split=split, examined=len(files), ignored=ignored)
+    report = ScanReport(
+        root=str(root), split=split, examined=len(files), ignored=ignored, repeated=repeated
+    )
     # One thread: header reads are GIL-bound (a pool measured slower on the demo set), and
     # the per-call warnings filter in image_io is not thread-safe.
     results = [_check(path, full_check) for _, path in files]

@@ -68,6 +68,8 @@ def _open(path: Path) -> Image.Image:
     try:
         with open(path, "rb") as f:
             head = f.read(len(_LFS_MAGIC))
+    except FileNotFoundError:  # gone since the scan, or a symlink to nowhere
+        raise UnreadableImage(path, "missing", "no such file (any more)") from None
     except OSError as err:
         raise UnreadableImage(path, "unreadable", f"{type(err).__name__}: {err}") from None
     if not head:

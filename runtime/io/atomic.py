@@ -2,18 +2,71 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+# .NAME.PID.XXXXXXXX.tmp: mkstemp's random part has no dots.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
+
+
+def _stale(tmp: Path, name: str | None) -> bool:
+    match = _TEMPORARY.fullmatch(tmp.name)
+    return bool(match) and name in (None, match["name"]) and not _alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete what writers of the file `path` (or, given a folder, of any file under it)
+    killed mid-write left behind: .NAME.PID.*.tmp whose PID is gone. Returns them."""
+    path = Path(path)
+    if path.is_dir():
+        candidates, name = path.rglob(".*.tmp"), None
+    else:
+        candidates, name = path.parent.glob(f".{glob.escape(path.name)}.*.tmp"), path.name
+    removed = []
+    for tmp in sorted(candidates):
+        if _stale(tmp, name):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _create_temporary(path: Path) -> str:
+    """An empty .NAME.PID.RANDOM.tmp beside `path`, created as open() creates files (0666
+    less the umask): mkstemp's 0600 would survive the rename, and a run folder's weights
+    would be unreadable to the people it is shared with."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
 
 
 def atomic_write(path: Path, write, before_rename=None) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: a crash at any moment
-    leaves either the old file or the new one, never a torn one. (`before_rename` is
-    a hook for fault-injection tests.)"""
+    leaves either the old file or the new one, never a torn one. A kill -9 mid-write
+    leaves its temporary file (.NAME.PID.*.tmp), which the next write of `path` removes.
+    (`before_rename` is a hook for fault-injection tests.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_temporaries(path)
+    tmp = _create_temporary(path)
     try:
         write(tmp)
         with open(tmp, "rb") as f:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import pickle
+import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,13 +15,39 @@ from .atomic import atomic_write
 
 FORMAT = "vggspec-checkpoint/1"  # the "format" entry of every checkpoint's state
 
+# How torch.load(weights_only=True) names what it refused to unpickle.
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
 
 class CheckpointError(VggspecError):
     """A checkpoint that is missing, unreadable or not one of ours."""
 
 
+def _torch_save(state: dict, path: Path) -> None:
+    try:
+        torch.save(state, path)
+    except RuntimeError as err:
+        # torch's zip writer reports a failed write (a full disk, a quota) as RuntimeError
+        # "[enforce fail at inline_container.cc:...] . unexpected pos ...".
+        free = shutil.disk_usage(path.parent).free
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(
+            errno.ENOSPC if free < (1 << 20) else errno.EIO,
+            f"write failed with {free / 1e6:.1f} MB free on its disk (torch: {first})",
+        ) from None
+
+
 def save_checkpoint(state: dict, path: Path, before_rename=None) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp), before_rename)
+    """Write `state` to `path` atomically; a failed write (a full disk) leaves the previous
+    checkpoint as it was and says so in one line."""
+    try:
+        atomic_write(path, lambda tmp: _torch_save(state, Path(tmp)), before_rename)
+    except OSError as err:
+        raise OSError(
+            err.errno,
+            f"cannot write the checkpoint {path}: {err.strerror or err}; "
+            "the previous checkpoint is unchanged",
+        ) from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -26,10 +56,17 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load reports damage in many ways; all are the file's
+    except pickle.UnpicklingError as err:  # torch's text is a dozen lines of advice
+        found = _UNSAFE_GLOBAL.search(str(err))
         raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(err).__name__}: {err})"
+            f"{path}: refused: it holds pickled objects that are not tensors or plain data"
+            + (f" ({found.group(1)})" if found else "")
+            + "; vggspec loads checkpoints with weights_only=True and never runs pickled code"
         ) from None
+    except Exception as err:  # torch.load reports damage in many ways; all are the file's
+        lines = str(err).strip().splitlines()
+        gist = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({gist})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vggspec training checkpoint")
     return state

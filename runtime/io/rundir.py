@@ -8,6 +8,8 @@ from pathlib import Path
 
 from vggspec.compiler.frontend.errors import VggspecError
 
+from .atomic import remove_stale_temporaries
+
 
 class RunDirError(VggspecError):
     """A path that should be, or be in, a training run folder and is not."""
@@ -96,6 +98,12 @@ class RunDir:
             if candidate.is_file():
                 return candidate
         return None
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete the temporaries that writers killed mid-write left in this folder (a dead
+        process's .NAME.PID.*.tmp, beside any of its files); returns them. Every training
+        start calls it, so a run killed and resumed over and over does not fill the disk."""
+        return remove_stale_temporaries(self.path)
 
     def data_folder(self) -> str | None:
         """The data folder the run trained on (its config's data, or the built-in demo

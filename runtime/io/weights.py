@@ -3,6 +3,7 @@ layout, and the paper's pre-initialisation of a deep net from net A."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -57,7 +58,10 @@ def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Pa
         )
     metadata = file_metadata(net, info)
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    try:
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    except SafetensorError as err:  # a full disk: "I/O error: No space left on device"
+        raise OSError(errno.EIO, f"cannot write {path}: {err}") from None
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 from vggspec.compiler.frontend.errors import VggspecError
 
 from ..data.scale import TrainScale
+from ..io.atomic import atomic_write
 
 
 class ConfigError(VggspecError):
@@ -77,6 +79,19 @@ _FRACTIONS = ("dropout", "max_bad_files")
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# torch and numpy take seeds and counts as 64-bit integers; Python's ints do not stop there.
+_INT_LIMIT = 2**63 - 1
+
+# A value shown in a message is cut short: a YAML alias bomb ("billion laughs", ten levels
+# of nine aliases) is a few hundred bytes of text but a repr of a gigabyte.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 3, 6, 6, 60, 40
+_SHORT.maxother = 60
+
+
+def shown(value) -> str:
+    """repr(value), at most a line long."""
+    return _SHORT.repr(value)
 
 
 def _typed(name: str, value, annotation: str):
@@ -86,6 +101,12 @@ def _typed(name: str, value, annotation: str):
         if "None" in allowed:
             return None
         raise ConfigError(f"{name} needs a value")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT_LIMIT:
+        raise ConfigError(f"{name} is out of range, got {shown(value)}")
+    if isinstance(value, list) and any(
+        isinstance(x, int) and not isinstance(x, bool) and abs(x) > _INT_LIMIT for x in value
+    ):
+        raise ConfigError(f"{name} is out of range, got {shown(value)}")
     if "float" in allowed and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if "float" in allowed and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
@@ -101,7 +122,7 @@ def _typed(name: str, value, annotation: str):
     }
     if not any(checks[a](value) for a in allowed if a in checks):
         wanted = " or ".join(a for a in allowed if a != "None")
-        raise ConfigError(f"{name} must be {wanted}, got {value!r}")
+        raise ConfigError(f"{name} must be {wanted}, got {shown(value)}")
     return value
 
 
@@ -111,7 +132,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, options in _CHOICES.items():
         if getattr(cfg, name) not in options:
             raise ConfigError(
-                f"{name} must be one of {', '.join(options)}, got {getattr(cfg, name)!r}"
+                f"{name} must be one of {', '.join(options)}, got {shown(getattr(cfg, name))}"
             )
     for name in _POSITIVE:
         if getattr(cfg, name) <= 0:
@@ -127,11 +148,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0 < cfg.lr_factor < 1:
         raise ConfigError(f"lr_factor must be in (0, 1), got {cfg.lr_factor}")
     if isinstance(cfg.scale, list) and (len(cfg.scale) != 2 or cfg.scale[0] > cfg.scale[1]):
-        raise ConfigError(f"scale must be S or [S_min, S_max] with S_min ≤ S_max, got {cfg.scale}")
+        raise ConfigError(
+            f"scale must be S or [S_min, S_max] with S_min ≤ S_max, got {shown(cfg.scale)}"
+        )
     try:
         TrainScale.parse(cfg.scale)
     except ValueError:
-        raise ConfigError(f"scale must be positive, got {cfg.scale}") from None
+        raise ConfigError(f"scale must be positive, got {shown(cfg.scale)}") from None
     return cfg
 
 
@@ -141,11 +164,11 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"expected key=value, got {item!r}")
+            raise ConfigError(f"expected key=value, got {shown(item)}")
         try:
             result[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot read the value of {key}: {text!r}") from None
+        except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per nesting level
+            raise ConfigError(f"cannot read the value of {shown(key)}: {shown(text)}") from None
     return result
 
 
@@ -160,9 +183,10 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(
-            f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})"
-        ) from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise ConfigError(f"{path}: nested too deeply to be a run config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -172,14 +196,16 @@ def read_yaml(path: str | Path) -> dict:
 
 def make_config(values: dict, source: str = "the config") -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - known, key=repr)  # YAML keys may be numbers, null, ...
     if unknown:
         import difflib
 
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            close = (
+                difflib.get_close_matches(key, sorted(known), n=1) if isinstance(key, str) else []
+            )
+            hints.append(shown(key) + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown setting in {source}: {', '.join(hints)}")
     return validate(TrainConfig(**values))
 
@@ -192,4 +218,6 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
 
 
 def write_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # Atomic: every start (resumes too) rewrites it, and --resume reads it back.
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -2,12 +2,16 @@
 
 Fault injection is off unless the environment sets VGGSPEC_FAULT=<kind>:<step>[:<rank>]
 (kinds: kill — SIGKILL this process as step <step> begins; nan — make that step's loss
-NaN; kill-in-checkpoint — SIGKILL halfway through writing the checkpoint of that step).
+NaN; kill-in-checkpoint — SIGKILL halfway through writing the checkpoint of that step;
+enospc-in-checkpoint — the disk fills up (ENOSPC) halfway through writing it;
+kill-in-validation — SIGKILL as the validation after step <step> begins; kill-in-final-save
+— SIGKILL just before model.safetensors is written, <step> being the last step).
 It fires on torchrun's first attempt only, so a restarted worker runs clean.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -46,3 +50,9 @@ def fires(kind: str, step: int, rank: int) -> bool:
 def kill_if_planned(kind: str, step: int, rank: int) -> None:
     if fires(kind, step, rank):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_if_planned(kind: str, step: int, rank: int, path) -> None:
+    """Raise the OSError a full disk gives, as if writing `path`."""
+    if fires(kind, step, rank):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -16,6 +16,14 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _row_step(line: str) -> int | None:
+    """The step of a metrics row; None for a line a full disk cut short."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 class RunLog:
     """Rank 0 prints and writes RUN_DIR/train.log and RUN_DIR/metrics.jsonl; other
     ranks stay quiet. On resume, metrics past the checkpoint's step are dropped, since
@@ -35,7 +43,7 @@ class RunLog:
             kept = [
                 line
                 for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= truncate_after
+                if _row_step(line) is not None and _row_step(line) <= truncate_after
             ]
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
         elif not truncate_after:

@@ -182,11 +182,13 @@ class Trainer:
             return
         step = self.position.step
         state = self._state()
-        checkpoints.save_checkpoint(
-            state,
-            self.rundir.last,
-            lambda: faults.kill_if_planned("kill-in-checkpoint", step, self.ctx.rank),
-        )
+        last = self.rundir.last
+
+        def fault_hook():
+            faults.kill_if_planned("kill-in-checkpoint", step, self.ctx.rank)
+            faults.fail_if_planned("enospc-in-checkpoint", step, self.ctx.rank, last)
+
+        checkpoints.save_checkpoint(state, last, fault_hook)
         if best:
             checkpoints.save_checkpoint(state, self.rundir.best)
 
@@ -221,6 +223,7 @@ class Trainer:
             self.checkpoint()
         p.wall_seconds = wall_before + time.perf_counter() - started
         if ctx.is_main:
+            faults.kill_if_planned("kill-in-final-save", p.step, ctx.rank)
             save(self.net, self.rundir.model, self.info)
         return self.summary("finished")
 
@@ -277,6 +280,7 @@ class Trainer:
 
     def _record_validation(self) -> dict:
         p = self.position
+        faults.kill_if_planned("kill-in-validation", p.step, self.ctx.rank)
         result = validate(self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers)
         result.update(step=p.step, epoch=p.epoch, lr=self.schedule.lr)
         p.last_val = result
@@ -352,6 +356,7 @@ def run_training(cfg: TrainConfig, spec: Spec, resume: bool = False) -> dict | N
         distributed.barrier(ctx)
         if ctx.is_main:
             run.path.mkdir(parents=True, exist_ok=True)
+            run.remove_leftovers()  # of an earlier start killed mid-write
             write_config(cfg, run.config)
         log = RunLog(run, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
         log.info(

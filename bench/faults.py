@@ -1,0 +1,272 @@
+"""The fault matrix, long form: kill -9 a small training run at random moments, resume it, and
+check that it ends bit-identical to an uninterrupted run with every file readable throughout.
+
+Run: python bench/faults.py [--kills 24] [--evals 6] [--seed 0] [--chosen] [--work DIR]
+
+Drives the CLI as a black box (subprocesses, the tests' tiny set-up: tests/fault_helpers.py).
+  1. A reference run, uninterrupted; its weights' digest and its wall time T.
+  2. With --chosen, kills at chosen moments (VGGSPEC_FAULT: mid-step, in a checkpoint write,
+     in validation, before the final save; the suite has each). Then random ones: each
+     trial starts a run and SIGKILLs it after a uniform random delay in (0, T), resumes,
+     and with probability 3/4 kills the resumed run too, until --kills kills happened.
+     After every kill, every file of the run folder is read back (checkpoints, weights,
+     config, metrics, summary, log); after the last resume the weights must equal the
+     reference's bit for bit.
+  3. `run eval -o FILE` killed at random moments: FILE is absent or complete.
+  4. A full disk during a checkpoint write: the ENOSPC fault hook, and (when this process
+     may mount) a real tmpfs too small for a second checkpoint: the previous checkpoint
+     stays readable, the error is one line, and --resume (with room again) ends identical.
+Prints one line per kill and a summary; exits 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from fault_helpers import (  # noqa: E402
+    STEPS,
+    audit,
+    command,
+    continue_run,
+    digest,
+    kill_after,
+    make_setup,
+    moment,
+    run_to_end,
+    start,
+    train_args,
+)
+from vggspec.runtime.io.rundir import RunDir  # noqa: E402
+
+failures: list[str] = []
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        failures.append(what)
+        print(f"  FAIL: {what}", flush=True)
+
+
+def finish(root: Path, out: Path, reference: str, label: str) -> None:
+    result = run_to_end(root, out)
+    check(
+        result.returncode == 0,
+        f"{label}: resume exited {result.returncode}: "
+        f"{result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else ''}",
+    )
+    if result.returncode == 0:
+        check(digest(out) == reference, f"{label}: weights differ from the uninterrupted run")
+        check(
+            json.loads((out / "summary.json").read_text())["steps"] == STEPS,
+            f"{label}: summary steps",
+        )
+    problems = audit(out)
+    check(not problems, f"{label}: after the resume: {problems}")
+
+
+def after_kill(out: Path, label: str, moments: list[str]) -> None:
+    where = moment(out)
+    moments.append(where)
+    problems = audit(out, temporaries=True)
+    left = len(list(out.rglob(".*.tmp"))) if out.exists() else 0
+    print(
+        f"  {label}: killed during {where}; {len(problems)} unreadable, "
+        f"{left} temporary left (removed by the resume)",
+        flush=True,
+    )
+    check(not problems, f"{label} ({where}): {problems}")
+
+
+def chosen_kills(root: Path, work: Path, reference: str, moments: list[str]) -> int:
+    faults = [
+        "kill:11",
+        "kill-in-checkpoint:6",
+        "kill-in-validation:7",
+        f"kill-in-final-save:{STEPS}",
+        "kill-in-checkpoint:14",
+    ]
+    for fault in faults:
+        out = work / f"chosen-{fault.replace(':', '-')}"
+        proc = start(*train_args(root, out), env={"VGGSPEC_FAULT": fault})
+        proc.communicate(timeout=600)
+        check(proc.returncode == -9, f"{fault}: exit {proc.returncode}, expected SIGKILL")
+        after_kill(out, fault, moments)
+        finish(root, out, reference, fault)
+    return len(faults)
+
+
+def random_kills(root, work, reference, seconds, kills, rng, moments) -> int:
+    done, trial = 0, 0
+    while done < kills:
+        trial += 1
+        out = work / f"random-{trial}"
+        args = train_args(root, out)
+        while True:
+            delay = rng.uniform(0.0, seconds)
+            if not kill_after(start(*args), delay):
+                break  # finished before the kill
+            done += 1
+            after_kill(out, f"trial {trial} kill at {delay:.1f} s", moments)
+            if rng.random() < 0.25 or done >= kills:
+                break
+            args = continue_run(root, out)
+        finish(root, out, reference, f"trial {trial}")
+    return done
+
+
+def eval_kills(root: Path, work: Path, model: Path, n: int, rng: random.Random) -> None:
+    args = [
+        "run",
+        "eval",
+        "--checkpoint",
+        model,
+        "--data",
+        root / "data",
+        "--workers",
+        "0",
+        "--json",
+    ]
+    report = work / "eval" / "full.json"
+    started = time.monotonic()
+    full = subprocess.run(command(*args, "-o", report), cwd=ROOT, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    check(full.returncode == 0, f"eval: {full.stderr[-500:]}")
+    complete = json.loads(report.read_text())
+    for k in range(n):
+        target = work / "eval" / f"killed-{k}.json"
+        delay = rng.uniform(0.0, seconds)
+        killed = kill_after(start(*args, "-o", target), delay)
+        leftovers = [p.name for p in target.parent.glob(f".{target.name}.*")]
+        state = "absent" if not target.exists() else "complete"
+        if target.exists():
+            try:
+                got = json.loads(target.read_text())
+                same = {k: v for k, v in got.items() if "second" not in k}
+                check(
+                    same == {k: v for k, v in complete.items() if "second" not in k},
+                    f"eval -o killed at {delay:.1f} s: differs from the full report",
+                )
+            except json.JSONDecodeError:
+                state = "PARTIAL"
+                check(False, f"eval -o killed at {delay:.1f} s: partial output")
+        print(
+            f"  eval -o {'killed' if killed else 'finished'} at {delay:.1f} s: output "
+            f"{state}; temporary files left: {leftovers}",
+            flush=True,
+        )
+        check(not leftovers, f"eval -o killed at {delay:.1f} s: left {leftovers}")
+
+
+def one_error_line(stderr: str) -> bool:
+    # The run's log lines go to stderr too ("validation ...: top-1 error 12%"): not errors.
+    errors = [line for line in stderr.splitlines() if "error:" in line.lower()]
+    return len(errors) == 1 and "Traceback" not in stderr
+
+
+def disk_full(root: Path, work: Path, reference: str) -> None:
+    out = work / "enospc-hook"
+    proc = start(*train_args(root, out), env={"VGGSPEC_FAULT": "enospc-in-checkpoint:6"})
+    _, stderr = proc.communicate(timeout=600)
+    print(
+        f"  ENOSPC hook at step 6: exit {proc.returncode}; "
+        f"{stderr.strip().splitlines()[-1] if stderr.strip() else ''}",
+        flush=True,
+    )
+    check(proc.returncode == 1 and one_error_line(stderr), f"ENOSPC hook: {stderr[-800:]}")
+    check(not audit(out), f"ENOSPC hook: {audit(out)}")
+    finish(root, out, reference, "ENOSPC hook")
+    mount = work / "tmpfs"
+    mount.mkdir()
+    # The tiny net's checkpoint is ~0.3 MB: room for one and the logs, not for a second
+    # beside it while the first is still there (an atomic write needs both).
+    sizing = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if sizing.returncode != 0:
+        print(f"  (no real full disk: cannot mount a tmpfs here: {sizing.stderr.strip()})")
+        return
+    try:
+        out = mount / "run"
+        result = subprocess.run(
+            command(*train_args(root, out)), cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+        print(f"  real full disk (600 KB tmpfs): exit {result.returncode}; {last}", flush=True)
+        check(
+            result.returncode == 1 and one_error_line(result.stderr),
+            f"tmpfs: {result.stderr[-800:]}",
+        )
+        check(not audit(out), f"tmpfs: {audit(out)}")
+        moved = work / "tmpfs-run"
+        shutil.copytree(out, moved)
+        # The run folder moved to a roomy disk: its config names out=, resume by folder.
+        finish(root, moved, reference, "tmpfs run, resumed elsewhere")
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kills", type=int, default=24, help="random kills (≥ 20)")
+    parser.add_argument("--evals", type=int, default=6, help="random kills of run eval -o")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chosen", action="store_true", help="also the chosen kills (tests/test_faults.py)"
+    )
+    parser.add_argument("--work", type=Path, help="keep the run folders here")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = args.work or Path(tempfile.mkdtemp(prefix="vggspec-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    root = make_setup(work)
+    reference = work / "reference"
+    started = time.monotonic()
+    result = subprocess.run(
+        command(*train_args(root, reference)), cwd=ROOT, capture_output=True, text=True
+    )
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"the reference run failed: {result.stderr[-2000:]}")
+    expected = digest(reference)
+    print(f"reference: {STEPS} steps in {seconds:.1f} s, weights {expected[:16]}", flush=True)
+    moments: list[str] = []
+    chosen = 0
+    if args.chosen:
+        print("chosen kills:", flush=True)
+        chosen = chosen_kills(root, work, expected, moments)
+    print("random kills:", flush=True)
+    randoms = random_kills(root, work, expected, seconds, args.kills, rng, moments)
+    print("run eval -o:", flush=True)
+    eval_kills(root, work, RunDir(reference).model, args.evals, rng)
+    print("full disk:", flush=True)
+    disk_full(root, work, expected)
+    counts: dict[str, int] = {}
+    for m in moments:
+        key = m.split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    print(
+        f"{chosen} chosen + {randoms} random kills; moments: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    print(f"{len(failures)} failed checks" + (":" if failures else ""))
+    for failure in failures:
+        print(f"  {failure}")
+    print(f"run folders in {work}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
