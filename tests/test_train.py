@@ -176,7 +176,9 @@ def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli
     assert "finished: 4 steps" in stdout
 
 
-@pytest.mark.parametrize("dropout", ["0", "0.5"])
+# With dropout on is the stronger check (masks drawn for the global batch); without it runs
+# in the slow tier.
+@pytest.mark.parametrize("dropout", [pytest.param("0", marks=pytest.mark.slow), "0.5"])
 def test_two_processes_give_the_one_process_weights(tiny, tmp_path, dropout):
     # With dropout, each sample's masks come from (seed, step, its row in the global
     # batch), whatever the number of processes.
@@ -192,6 +194,7 @@ def test_two_processes_give_the_one_process_weights(tiny, tmp_path, dropout):
     assert a["val_top5_error"] == b["val_top5_error"]
 
 
+@pytest.mark.slow  # ~17 s; the default run keeps the 2-process check above
 def test_two_processes_give_the_one_process_weights_with_batch_norm(tiny, tmp_path):
     # BN's batch statistics are those of the global batch, summed across the processes.
     spec = tmp_path / "tiny-bn.vgg"
@@ -212,6 +215,7 @@ def test_two_processes_give_the_one_process_weights_with_batch_norm(tiny, tmp_pa
     assert max_rel_diff(rest, b) < 1e-5
 
 
+@pytest.mark.slow  # ~11 s; the default run keeps the 2-process check above
 def test_two_machines_on_loopback(tiny, tmp_path):
     from vggspec.runtime.dist.launch import free_port
 
@@ -310,6 +314,7 @@ def test_nan_on_one_rank_stops_both_at_the_same_step(tiny, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # ~13 s; kill and resume stay in the default run (test_faults.py)
 def test_a_worker_killed_under_max_restarts_still_gives_the_result(tiny, tmp_path):
     straight, restarted = tmp_path / "straight", tmp_path / "restarted"
     common = ["max_steps=12", "dropout=0"]

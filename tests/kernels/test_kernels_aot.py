@@ -26,7 +26,11 @@ LAUNCHES = [
 SHARED_LIMIT = {"sm_90": 227 * 1024, "sm_80": 163 * 1024}
 
 
-@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+# sm_80 compiles the same kernels again for another target (~12 s each here): slow tier.
+TARGETS = ["sm_90", pytest.param("sm_80", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_aot_report_compiles_every_kernel_without_a_gpu(target):
     rows = aot_report(LAUNCHES, target=target, dtype="bfloat16")
     kinds = {r["kernel"] for r in rows}
@@ -139,7 +143,7 @@ def test_aot_report_rejects_unknown_target():
         aot_report(LAUNCHES[:1], target="sm_75")
 
 
-@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_vgg16_convs_compile_to_tensor_cores_without_spills(target):
     """The acceptance check on configuration D's 13 conv layers, batch 256 at 224×224, bf16:
     every conv kernel (fwd, dgrad, wgrad) on tensor cores, nothing spilled, shared memory
