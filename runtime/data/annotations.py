@@ -32,7 +32,7 @@ import numpy as np
 
 from . import boxes as bx
 from .image_folder import ImageFolder
-from .image_io import DataError
+from .image_io import BadFile, DataError
 
 ANNOTATIONS_DIR = "annotations"
 MAX_XML_BYTES = 1 << 20  # a VOC file is a few hundred bytes per object
@@ -40,14 +40,8 @@ CSV_HEADER = ("image", "class", "x0", "y0", "x1", "y1")
 Box = tuple[float, float, float, float]
 
 
-class BadAnnotation(DataError):
-    """One annotation that cannot be used; `reason` is a short counter key, as for images."""
-
-    def __init__(self, path: str | Path, reason: str, detail: str) -> None:
-        super().__init__(f"{path}: {reason} ({detail})")
-        self.path = str(path)
-        self.reason = reason
-        self.detail = detail
+class BadAnnotation(BadFile):
+    """One annotation that cannot be used (counted by reason, as unreadable images are)."""
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,19 @@ class DataError(VggspecError):
     """A data problem explained in one human sentence (never a raw decoder traceback)."""
 
 
-class UnreadableImage(DataError):
-    """One file that cannot be turned into an RGB image; `reason` is a short counter key."""
+class BadFile(DataError):
+    """One file of a data set that cannot be used; `reason` is a short counter key (the scan
+    report counts files by it), `detail` the why."""
 
     def __init__(self, path: str | Path, reason: str, detail: str) -> None:
         super().__init__(f"{path}: {reason} ({detail})")
         self.path = str(path)
         self.reason = reason
         self.detail = detail
+
+
+class UnreadableImage(BadFile):
+    """One file that cannot be turned into an RGB image."""
 
 
 @dataclass(frozen=True)

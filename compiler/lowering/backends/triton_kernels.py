@@ -9,7 +9,6 @@ cuDNN does.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...kernels import (
     conv2d_bias_act,
@@ -19,6 +18,7 @@ from ...kernels import (
     softmax_cross_entropy,
     spatial_mean,
 )
+from . import torch_functional
 
 
 def _operands(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
@@ -29,7 +29,10 @@ def _operands(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
     return [t.to(dtype) for t in (x, *params)]
 
 
-class Backend:
+class Backend(torch_functional.Backend):
+    """The kernels below; what has no kernel (ReLU alone, average pooling, LRN, batch norm,
+    dropout) runs exactly as the torch backend runs it."""
+
     name = "triton"
     # The conv kernels are implicit GEMMs over NHWC: feed them channels-last.
     memory_format = torch.channels_last
@@ -38,28 +41,12 @@ class Backend:
         x, weight, bias = _operands(x, weight, bias)
         return conv2d_bias_act(x, weight, bias, tuple(padding), relu)
 
-    def relu(self, x):
-        return F.relu(x)
-
     def max_pool(self, x):
         return max_pool2x2(x)
-
-    def avg_pool(self, x):
-        return F.avg_pool2d(x, 2, 2)
-
-    def lrn(self, x, size, alpha, beta, k):
-        return F.local_response_norm(x, size, alpha * size, beta, k)
-
-    def batch_norm(self, x, running_mean, running_var, weight, bias, training, momentum, eps):
-        # No kernel: torch runs BN (the report says why); a folded net has no BN left.
-        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
     def linear(self, x, weight, bias, relu):
         x, weight, bias = _operands(x, weight, bias)
         return linear_bias_act(x.contiguous(), weight, bias, relu)
-
-    def dropout(self, x, p, training):
-        return F.dropout(x, p, training)
 
     def spatial_mean(self, x):
         return spatial_mean(x)
