@@ -33,7 +33,8 @@ def test_eval_workers_get_every_flag_as_given(tmp_path, cli, launched):
     argv += ["--method", "both", "--no-flip", "--scales", "32,40", "--posteriors", "p.npz"]
     code, _, err = cli(*argv)
     assert code == 0, err
-    assert launched == [(3, 0, ["vggspec", *argv])]
+    # The parent holds the lock of the posteriors file; the workers are told so.
+    assert launched == [(3, 0, ["vggspec", "--from-parent", "locked=1", *argv])]
 
 
 def test_a_bad_net_stops_before_any_worker_starts(tmp_path, cli, launched):
@@ -55,11 +56,12 @@ def test_train_workers_share_the_run_folder_the_parent_named(tmp_path, cli, laun
     assert code == 0, err
     ((nproc, restarts, words),) = launched
     assert (nproc, restarts) == (2, 1)
-    assert words[:2] == ["vggspec", "--from-parent"] and words[3:] == argv
+    assert words[:2] == ["vggspec", "--from-parent"] and words[5:] == argv
+    assert words[3:5] == ["--from-parent", "locked=1"]  # the parent holds the run folder
     key, _, out = words[2].partition("=")
     assert key == "out" and out.startswith("runs/t-")  # runs/<spec>-<date>-<time>
     # A worker, started in another second, takes that folder rather than naming one.
     monkeypatch.setattr(RunDir, "default", classmethod(lambda cls, spec: RunDir("runs/t-later")))
     worker = parse_args(words[1:])
-    assert worker.argv == words[1:] and worker.from_parent == {"out": out}
+    assert worker.argv == words[1:] and worker.from_parent == {"out": out, "locked": "1"}
     assert resolve_config(worker).out == out

@@ -18,7 +18,7 @@ def _human(value: float, unit: str = "") -> str:
     return f"{value:g} {unit}".rstrip()
 
 
-def _bytes(value: int) -> str:
+def format_bytes(value: int) -> str:
     for scale, prefix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
         if value >= scale:
             return f"{value / scale:.1f} {prefix}"
@@ -108,11 +108,11 @@ def format_table(g: Graph) -> str:
         )
     included = ""
     if "buffers" in report:
-        included = f", buffers included: {_bytes(report['buffer_bytes'])}"
+        included = f", buffers included: {format_bytes(report['buffer_bytes'])}"
     out += [
-        f"param memory      {_bytes(report['param_bytes'])} ({dtype}{included})",
-        f"activations       {_bytes(report['forward_activation_bytes'])} forward peak, "
-        f"{_bytes(report['training_activation_bytes'])} kept for backward "
+        f"param memory      {format_bytes(report['param_bytes'])} ({dtype}{included})",
+        f"activations       {format_bytes(report['forward_activation_bytes'])} forward peak, "
+        f"{format_bytes(report['training_activation_bytes'])} kept for backward "
         f"(batch {b}, {dtype})",
         f"receptive field   {rf if isinstance(rf, int) else 'x'.join(map(str, rf))} px "
         "(class scores)",

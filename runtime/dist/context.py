@@ -35,6 +35,16 @@ def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
+def holds_lock(from_parent: dict) -> bool:
+    """Whether this process is the one to lock the folder a job writes into: a process
+    started by hand, or rank 0 of workers that torchrun started by hand. Workers that a
+    `--nproc` parent started (`from_parent` says `locked`) leave it to the parent, which
+    holds it across torchrun's restarts."""
+    if not under_torchrun():
+        return True
+    return not from_parent.get("locked") and os.environ.get("RANK", "0") == "0"
+
+
 def restart_count() -> int:
     """How many times torchrun has restarted this worker group (0 on the first attempt)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))

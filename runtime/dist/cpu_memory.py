@@ -1,4 +1,4 @@
-"""Keep freed memory for reuse on CPU instead of returning it to the kernel every step.
+"""CPU memory: what is available to a job, and keeping freed memory for reuse between steps.
 
 By default glibc serves every allocation above a threshold (at most 32 MiB) with its own
 mmap and unmaps it on free. A VGG training step on a CPU allocates and frees gigabytes of
@@ -10,6 +10,8 @@ the step takes ~2.6 s). The price is that the process keeps its peak memory unti
 exits (peak RSS of that run: 4.2 GiB vs 3.4 GiB).
 
 Set VGGSPEC_RETAIN_MEMORY=0 to keep the C library's defaults. No-op off glibc.
+
+`available_bytes` is the figure a job's memory estimate is held against (resources.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from pathlib import Path
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_MAX = -4
@@ -36,3 +39,68 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def _inactive_file(stat: Path, key: str) -> int:
+    try:
+        for line in stat.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_room() -> int | None:
+    """What this process's memory cgroup still allows: its limit less what it uses, page
+    cache it can drop not counted (as the kernel reclaims it before the OOM killer runs);
+    None without a limit. cgroup v2, else v1; the folder named in /proc/self/cgroup, or the
+    mount's root inside a container whose namespace hides the rest."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, where = line.split(":", 2)
+        if controllers == "":
+            root = Path("/sys/fs/cgroup")
+            limit, usage, key = "memory.max", "memory.current", "inactive_file"
+        elif "memory" in controllers.split(","):
+            root = Path("/sys/fs/cgroup/memory")
+            limit, usage, key = (
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+                "total_inactive_file",
+            )
+        else:
+            continue
+        for folder in (root / where.lstrip("/"), root):
+            cap, used = _read_int(folder / limit), _read_int(folder / usage)
+            if cap is not None and used is not None and cap < 1 << 60:
+                return max(0, cap - used + _inactive_file(folder / "memory.stat", key))
+    return None
+
+
+def available_bytes() -> int | None:
+    """Memory a new allocation can have without swapping: /proc/meminfo's MemAvailable, or
+    the cgroup's room when that is lower. None where neither can be read (not Linux)."""
+    figures = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                figures.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    room = _cgroup_room()
+    if room is not None:
+        figures.append(room)
+    return min(figures) if figures else None

@@ -18,6 +18,7 @@ from ..data.image_folder import ImageFolder, scan_image_folder
 from ..data.image_io import DataError
 from ..dist import context as distributed
 from ..dist.context import Context
+from ..dist.resources import check_evaluation
 from ..io.rundir import RunDir
 from .classes import class_order, read_class_names
 from .models import EvalError, check_scales, load_checkpoint_model, load_weights_model
@@ -60,6 +61,8 @@ def load_models(request: NetsRequest, device) -> list:
     if request.scales is not None:
         for m in models:
             m.scales = check_scales(m, request.scales)
+    # Before any image: held at once (for fusion), with one image at the largest scale each.
+    check_evaluation([(m.name, m.net.spec, max(m.scales)) for m in models], device)
     return models
 
 

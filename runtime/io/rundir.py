@@ -9,6 +9,7 @@ from pathlib import Path
 from vggspec.compiler.frontend.errors import VggspecError
 
 from .atomic import remove_stale_temporaries
+from .lock import LOCK_NAME, FolderLock
 
 
 class RunDirError(VggspecError):
@@ -29,6 +30,7 @@ class RunDir:
     model.safetensors    the trained net, with its spec and model information
     summary.json         the outcome
     curves.png           `vggspec plot`'s figure
+    .vggspec.lock        while a run writes here: its pid, host and start time (lock.py)
     """
 
     CONFIG = "config.yaml"
@@ -40,6 +42,7 @@ class RunDir:
     MODEL = "model.safetensors"
     SUMMARY = "summary.json"
     CURVES = "curves.png"
+    LOCK = LOCK_NAME
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -87,9 +90,14 @@ class RunDir:
     # -- what it holds ---------------------------------------------------------------------
 
     def holds_run(self) -> bool:
-        """Whether a run got as far as its first checkpoint here (a folder with a config but
-        no checkpoints is a run that failed to start, and may be reused)."""
-        return self.checkpoints.exists()
+        """Whether a run got as far as its first checkpoint here, finished or not (a folder
+        with a config but no checkpoints is a run that failed to start, and may be reused)."""
+        return any(p.exists() for p in (self.checkpoints, self.model, self.summary))
+
+    def lock(self, what: str = "run train") -> FolderLock:
+        """This folder's writer lock, to hold (`with run.lock():`) while writing here; a
+        second writer is refused with FolderBusy, naming the holder."""
+        return FolderLock(self.path, what)
 
     def trained_model(self) -> Path | None:
         """The net to use: model.safetensors, else the last checkpoint of a run that has not
@@ -118,6 +126,21 @@ class RunDir:
         if config.get("data"):
             return str(config["data"])
         return str(demo_data_root(int(config.get("seed", 0))))
+
+
+def output_lock(path: str | os.PathLike, what: str, folder: bool = False) -> FolderLock:
+    """The lock a job holds while it writes `path`: the folder's (`folder`: an output folder),
+    or for a file in a run folder (or in a folder a writer holds) that folder's (a run folder
+    has one writer at a time), else one for that file alone (.NAME.lock beside it)."""
+    p = Path(path)
+    if folder:
+        return FolderLock(p, what)
+    run = RunDir.containing(p.parent)
+    if run is not None:
+        return run.lock(what)
+    if (p.parent / LOCK_NAME).exists():
+        return FolderLock(p.parent, what)
+    return FolderLock(p.parent, what, name=f".{p.name}.lock", target=p)
 
 
 def model_file(path: str | os.PathLike) -> Path:

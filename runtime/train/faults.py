@@ -5,7 +5,10 @@ Fault injection is off unless the environment sets VGGSPEC_FAULT=<kind>:<step>[:
 NaN; kill-in-checkpoint — SIGKILL halfway through writing the checkpoint of that step;
 enospc-in-checkpoint — the disk fills up (ENOSPC) halfway through writing it;
 kill-in-validation — SIGKILL as the validation after step <step> begins; kill-in-final-save
-— SIGKILL just before model.safetensors is written, <step> being the last step).
+— SIGKILL just before model.safetensors is written, <step> being the last step;
+kill-before-swap / kill-in-swap — with --overwrite, SIGKILL once the first checkpoint (that
+of step <step>) is written, before the new run takes the old one's place / once it has, before
+the old one is deleted).
 It fires on torchrun's first attempt only, so a restarted worker runs clean.
 """
 

@@ -34,12 +34,14 @@ from ..dist import context as distributed
 from ..dist.context import shard
 from ..eval.metrics import topk_correct
 from ..io import checkpoint as checkpoints
+from ..io import replace
 from ..io.atomic import atomic_write
 from ..io.model_info import KEY as INFO_KEY
 from ..io.rundir import RunDir, model_file
 from ..io.weights import init_from as copy_layers_from
 from ..io.weights import load, load_state, save
 from . import faults
+from .claim import check_fresh
 from .config import ConfigError, TrainConfig, write_config
 from .data import TrainingData, prepare_training_data
 from .log import RunLog
@@ -135,6 +137,7 @@ class Trainer:
             raise ConfigError(f"batch_size={cfg.batch_size}: {err}") from None
         self.loader = make_loader(self.data.train, None, cfg.workers, batch_sampler=self.sampler)
         self._warm = False
+        self.replaces: RunDir | None = None  # --overwrite: the run this one replaces
         self.stop = faults.StopRequest()
         self.stop.install()
 
@@ -191,6 +194,15 @@ class Trainer:
         checkpoints.save_checkpoint(state, last, fault_hook)
         if best:
             checkpoints.save_checkpoint(state, self.rundir.best)
+        if self.replaces is not None:  # the first checkpoint of an --overwrite
+            faults.kill_if_planned("kill-before-swap", step, self.ctx.rank)
+            replace.swap_in(
+                self.rundir,
+                self.replaces,
+                lambda: faults.kill_if_planned("kill-in-swap", step, self.ctx.rank),
+            )
+            self.rundir, self.replaces = self.replaces, None
+            self.log.info(f"the previous run in {self.rundir} is replaced by this one")
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -331,20 +343,20 @@ class Trainer:
         }
 
 
-def _check_fresh(run: RunDir) -> None:
-    if run.holds_run():
-        raise ConfigError(
-            f"{run} already holds a run: continue it with --resume {run}, or choose another out="
-        )
-
-
-def run_training(cfg: TrainConfig, spec: Spec, resume: bool = False) -> dict | None:
+def run_training(
+    cfg: TrainConfig, spec: Spec, resume: bool = False, staging: str | None = None
+) -> dict | None:
     """Train (or resume) the net `spec` (`cfg.spec`, parsed once by the caller) in the run
     folder `cfg.out`; rank 0 writes summary.json and returns it (the other ranks return
-    None)."""
+    None). With `staging` (--overwrite, see claim.py), train there until the first
+    checkpoint, then take `cfg.out`'s place."""
     ctx = distributed.setup(cfg.device)
     try:
-        run = RunDir(cfg.out)
+        run = replaces = RunDir(cfg.out)
+        if staging is None or replace.swapped(run, RunDir(staging)):
+            replaces = None
+        else:
+            run = RunDir(staging)
         state = None
         # A worker that torchrun restarted picks up from the last checkpoint by itself.
         if (resume or distributed.restart_count() > 0) and run.last.exists():
@@ -352,7 +364,7 @@ def run_training(cfg: TrainConfig, spec: Spec, resume: bool = False) -> dict | N
         elif resume:
             raise ConfigError(f"{run}: nothing to resume (no {RunDir.LAST})")
         elif ctx.is_main:
-            _check_fresh(run)
+            check_fresh(run)
         distributed.barrier(ctx)
         if ctx.is_main:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -360,14 +372,17 @@ def run_training(cfg: TrainConfig, spec: Spec, resume: bool = False) -> dict | N
             write_config(cfg, run.config)
         log = RunLog(run, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
         log.info(
-            f"run {run}: {cfg.spec}, {ctx.world} process(es) on {ctx.device.type}, "
+            f"run {cfg.out}"
+            + (f" (in {run} until its first checkpoint)" if replaces else "")
+            + f": {cfg.spec}, {ctx.world} process(es) on {ctx.device.type}, "
             f"global batch {cfg.batch_size}"
         )
         trainer = Trainer(cfg, spec, run, ctx, log, state)
+        trainer.replaces = replaces
         summary = trainer.run()
         if ctx.is_main:
             text = json.dumps(summary, indent=2) + "\n"
-            atomic_write(run.summary, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(trainer.rundir.summary, lambda tmp: Path(tmp).write_text(text))
         log.close()
         distributed.barrier(ctx)  # leave together: gloo aborts a process whose peer is gone
         return summary if ctx.is_main else None

@@ -31,13 +31,15 @@ def run_convert(args) -> int:
     from vggspec.builtin import locate
     from vggspec.compiler import load_spec
     from vggspec.runtime.io.convert import convert, write
+    from vggspec.runtime.io.rundir import output_lock
 
     if Path(args.output).suffix != ".safetensors":
         raise UserError(f"-o {args.output}: give a .safetensors file name")
     check_output(args.output, "-o")
     spec = load_spec(locate(args.spec))
-    converted = convert(args.file, spec, args.spec, rgb=args.rgb)
-    write(converted, args.output)
+    with output_lock(args.output, "convert"):
+        converted = convert(args.file, spec, args.spec, rgb=args.rgb)
+        write(converted, args.output)
     print(f"{args.output}: {len(converted.arrays) // 2} weight layers from {converted.origin}")
     pixels = converted.info.preprocessing
     if pixels is not None:

@@ -59,7 +59,8 @@ def run(args) -> int:
         grid=args.grid,
         posteriors=args.posteriors,
     )
-    return nets.execute(args, request, run_evaluation, lambda report: _write(args, report))
+    outputs = [(path, False) for path in (args.output, args.posteriors) if path]
+    return nets.execute(args, request, run_evaluation, lambda report: _write(args, report), outputs)
 
 
 def _write(args, report: dict) -> None:

@@ -80,7 +80,9 @@ def run(args) -> int:
         train_split=args.train_split,
         reg=args.reg,
     )
-    return nets.execute(args, request, run_features, lambda summary: _show(args, summary))
+    return nets.execute(
+        args, request, run_features, lambda summary: _show(args, summary), [(args.out, True)]
+    )
 
 
 def _show(args, summary: dict) -> None:

@@ -181,18 +181,35 @@ def images_request(args):
     )
 
 
-def execute(args, request, job, show) -> int:
+def execute(args, request, job, show, outputs=()) -> int:
     """`job(request, ctx, say)` (runtime.eval.jobs) on this process, its result shown by
     rank 0 with `show(result)`; or, with --nproc N outside torchrun, this command again in N
     workers (after every net has loaded once here, so that a wrong net is one message, not
-    one per worker)."""
+    one per worker). `outputs`: (path, is_folder) of what it writes, locked meanwhile."""
+    from contextlib import ExitStack
+
+    from vggspec.runtime.dist import context as distributed
+    from vggspec.runtime.io.rundir import output_lock
+
+    with ExitStack() as held:
+        if distributed.holds_lock(args.from_parent):
+            locks = {}
+            for path, folder in outputs:
+                lock = output_lock(path, f"run {args.job}", folder)
+                locks.setdefault(lock.path, lock)  # two outputs in one run folder: one lock
+            for lock in locks.values():
+                held.enter_context(lock)
+        return _execute(args, request, job, show)
+
+
+def _execute(args, request, job, show) -> int:
     from vggspec.runtime.dist import context as distributed
     from vggspec.runtime.dist.launch import relaunch
     from vggspec.runtime.eval.jobs import preflight
 
     if not distributed.under_torchrun() and args.nproc > 1:
         preflight(request.nets)
-        return relaunch(args.argv, args.nproc)
+        return relaunch(args.argv, args.nproc, resolved={"locked": "1"})
     ctx = distributed.setup(args.device, threads=args.threads)
     try:
         result = job(request, ctx, say)

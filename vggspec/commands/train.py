@@ -34,6 +34,11 @@ def add_parser(run_subparsers) -> None:
         help="restart the workers this many times if one dies (torchrun)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in out= (the old one stays until the new one's first checkpoint)",
+    )
     p.set_defaults(run=run)
 
 
@@ -97,21 +102,41 @@ def run(args) -> int:
     if args.nproc < 1 or args.max_restarts < 0:
         raise ConfigError("--nproc must be ≥ 1 and --max-restarts ≥ 0")
     from vggspec.compiler import load_spec
-    from vggspec.runtime.dist.context import under_torchrun
+    from vggspec.runtime.dist.context import holds_lock, under_torchrun
+    from vggspec.runtime.dist.resources import check_training
+    from vggspec.runtime.io.rundir import RunDir
+    from vggspec.runtime.train.claim import check_options, claimed
     from vggspec.runtime.train.data import check_data_settings
 
     cfg = resolve_config(args)
+    check_options(bool(args.resume), args.overwrite, args.from_parent)
     spec = load_spec(cfg.spec)  # parsed once; the data checks and the trainer take it
     # Spec, scale, batch split and data folder checked before any worker starts.
     world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
     check_data_settings(cfg, spec, world)
+    if not holds_lock(args.from_parent):
+        return _train(args, cfg, spec, args.from_parent.get("staging"))
+    # Memory and disk, for the processes on this machine, before anything is written.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else args.nproc
+    momentum = cfg.momentum > 0
+    check_training(spec, cfg.batch_size // world, local, cfg.device, cfg.out, momentum)
+    with claimed(RunDir(cfg.out), bool(args.resume), args.overwrite) as staging:
+        return _train(args, cfg, spec, staging and str(staging))
+
+
+def _train(args, cfg, spec, staging: str | None) -> int:
+    from vggspec.runtime.dist.context import under_torchrun
+
     if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
         from vggspec.runtime.dist.launch import relaunch
 
-        return relaunch(args.argv, args.nproc, args.max_restarts, {"out": cfg.out})
+        # The workers find the run folder (its name may hold the time) and the lock, held
+        # here across torchrun's restarts, settled by this process.
+        settled = {"out": cfg.out, "locked": "1", **({"staging": staging} if staging else {})}
+        return relaunch(args.argv, args.nproc, args.max_restarts, settled)
     from vggspec.runtime.train.trainer import run_training
 
-    summary = run_training(cfg, spec, resume=bool(args.resume))
+    summary = run_training(cfg, spec, resume=bool(args.resume), staging=staging)
     if summary is None:  # not rank 0: rank 0 reports
         return 0
     top1 = summary["val_top1_error"]

@@ -1,0 +1,51 @@
+"""Taking a run folder for one training run: its lock, and --resume / --overwrite / refuse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..dist.context import under_torchrun
+from ..io import replace
+from ..io.rundir import RunDir
+from .config import ConfigError
+
+
+def check_fresh(run: RunDir) -> None:
+    if run.holds_run():
+        raise ConfigError(
+            f"{run} already holds a run: continue it with --resume {run}, replace it with "
+            "--overwrite, or choose another out="
+        )
+
+
+def check_options(resume: bool, overwrite: bool, from_parent: dict) -> None:
+    if overwrite and resume:
+        raise ConfigError("--overwrite starts a new run and --resume continues one: give one")
+    if overwrite and under_torchrun() and not from_parent.get("locked"):
+        raise ConfigError(
+            "--overwrite needs `vggspec run train --nproc N` (not a torchrun of your own): "
+            "move the old run away first"
+        )
+
+
+@contextmanager
+def claimed(run: RunDir, resume: bool, overwrite: bool) -> Iterator[RunDir | None]:
+    """Hold `run`'s lock for the block; yields the staging folder an --overwrite trains in
+    (the run replaces `run` at its first checkpoint, see io/replace.py), else None. A run
+    already there is refused unless resumed or overwritten. Whatever happens in the block,
+    on leaving it the old run or the new one is in `run`, whole, and no staging folder is
+    left."""
+    with run.lock("run train") as lock:
+        replace.settle(run)  # an --overwrite killed part-way, finished or undone
+        staging = None
+        if not resume and not overwrite:
+            check_fresh(run)
+        elif not resume and run.holds_run():
+            staging = replace.staging_folder(run)
+            replace.start(run, staging)
+            lock.extend_to(staging.path)
+        try:
+            yield staging
+        finally:
+            replace.settle(run)

@@ -1,0 +1,163 @@
+"""One run per folder: the writer lock (refused while held, taken over once its holder is
+killed), and `run train --overwrite`, which keeps the old run until the new one's first
+checkpoint, whatever moment a kill -9 strikes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from fault_helpers import audit, digest, make_setup, start, train_args
+from helpers import ROOT
+from vggspec.runtime.io.checkpoint import load_checkpoint
+from vggspec.runtime.io.lock import FolderBusy, FolderLock
+from vggspec.runtime.io.rundir import RunDir, output_lock
+
+SHORT = "max_steps=4"  # a checkpoint at step 3 (checkpoint_every=3), the end at 4
+
+HOLD = (
+    "import sys, time\n"
+    "from vggspec.runtime.io.lock import FolderLock\n"
+    "FolderLock(sys.argv[1], 'run train').acquire()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The tiny set-up of the fault matrix and one finished run, trained in this process."""
+    from vggspec.cli import main
+
+    root = make_setup(tmp_path_factory.mktemp("lock"))
+    assert main([str(a) for a in train_args(root, root / "done", SHORT)]) == 0
+    return root
+
+
+def hold(folder) -> subprocess.Popen:
+    """Another process holding `folder`'s lock until it is killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def files(folder) -> dict:
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_a_lock_is_exclusive_and_leaves_nothing_when_released(tmp_path):
+    folder = tmp_path / "new"
+    with FolderLock(folder, "run train") as lock:
+        assert lock.path.is_file() and str(os.getpid()) in lock.path.read_text()
+        with pytest.raises(FolderBusy, match=rf"pid {os.getpid()} on .*, started 20"):
+            FolderLock(folder).acquire()  # flock: even another open file of this process
+    assert not folder.exists()  # created by the lock, left empty: removed with it
+    folder.mkdir()
+    with FolderLock(folder):
+        pass
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+def test_each_output_has_the_lock_of_what_it_is_in(setup, tmp_path):
+    run = setup / "done"
+    assert output_lock(run / "eval.json", "run eval").path == run / RunDir.LOCK
+    assert output_lock(run / "checkpoints" / "x.pt", "convert").path == run / RunDir.LOCK
+    assert output_lock(tmp_path / "feats", "run features", folder=True).path == (
+        tmp_path / "feats" / RunDir.LOCK
+    )
+    # A file outside a run folder: its own lock, so that writers of other files there go on.
+    assert output_lock(tmp_path / "net.safetensors", "convert").path == (
+        tmp_path / ".net.safetensors.lock"
+    )
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(setup, tmp_path, cli):
+    out = tmp_path / "run"
+    holder = hold(out)
+    try:
+        before = files(out)
+        code, _, err = cli(*train_args(setup, out, SHORT))
+        assert code == 2, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"{out}: in use by another writer (`vggspec run train`, pid {holder.pid} " in err
+        assert "started 20" in err
+        assert files(out) == before  # nothing written
+        # The same for the other writers, into that run folder.
+        model = setup / "done"
+        args = ["run", "eval", "--checkpoint", model, "--data", setup / "data", "--workers", "0"]
+        code, _, err = cli(*args, "--scales", "40", "-o", out / "eval.json")
+        assert code == 2 and f"pid {holder.pid}" in err and err.count("\n") == 1, err
+        args[1] = "features"
+        code, _, err = cli(*args, "--scales", "40", "--out", out)
+        assert code == 2 and f"pid {holder.pid}" in err and err.count("\n") == 1, err
+        assert files(out) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    code, _, err = cli(*train_args(setup, out, SHORT))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("vggspec: warning:")]
+    assert warnings == [
+        f"vggspec: warning: {out}: taking over the lock of a dead writer (`vggspec run "
+        f"train`, pid {holder.pid} " + warnings[0].split(f"pid {holder.pid} ")[1]
+    ]
+    assert not (out / RunDir.LOCK).exists() and audit(out) == []
+
+
+def test_a_finished_run_is_replaced_only_with_overwrite(setup, tmp_path, cli):
+    out = tmp_path / "run"
+    assert cli(*train_args(setup, out, "max_steps=2"))[0] == 0
+    code, _, err = cli(*train_args(setup, out, SHORT))
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err
+    code, _, err = cli("run", "train", "--resume", out, "--overwrite")
+    assert code == 2 and "--overwrite starts a new run" in err and err.count("\n") == 1
+    assert load_checkpoint(RunDir(out).last)["position"]["step"] == 2
+    code, _, err = cli(*train_args(setup, out, SHORT), "--overwrite")
+    assert code == 0, err
+    assert digest(out) == digest(setup / "done")  # the new run, whole, in its place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert audit(out) == []
+
+
+@pytest.mark.parametrize(
+    "fault, replaced",
+    [
+        ("kill-in-checkpoint:3", False),  # the first checkpoint half written
+        # A process each (~10 s): the suite keeps one.
+        pytest.param(
+            "kill-before-swap:3", False, marks=pytest.mark.slow
+        ),  # the old run still in place
+        pytest.param("kill-in-swap:3", True, marks=pytest.mark.slow),  # the old one not yet deleted
+    ],
+)
+def test_overwrite_killed_at_its_first_checkpoint_keeps_one_whole_run(
+    setup, tmp_path, cli, fault, replaced
+):
+    out = tmp_path / "run"
+    assert cli(*train_args(setup, out, "max_steps=2"))[0] == 0
+    old = RunDir(out).last.read_bytes()
+    proc = start(*train_args(setup, out, SHORT), "--overwrite", env={"VGGSPEC_FAULT": fault})
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert audit(out, temporaries=True) == []  # readable, whichever run it holds
+    step = load_checkpoint(RunDir(out).last)["position"]["step"]
+    if replaced:
+        assert step == 3 and not RunDir(out).model.exists()
+        code, _, err = cli("run", "train", "--resume", out)
+    else:
+        assert step == 2 and RunDir(out).last.read_bytes() == old and RunDir(out).model.exists()
+        code, _, err = cli(*train_args(setup, out, SHORT), "--overwrite")
+    assert code == 0, err
+    assert "taking over the lock" in err  # the killed writer's
+    assert digest(out) == digest(setup / "done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+    assert audit(out) == [] and not (out / ".replacing").exists()
