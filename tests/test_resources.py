@@ -37,6 +37,29 @@ def test_memory_available_is_read_on_linux():
     assert memory is None or 0 < memory < 1 << 50
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_memory_cgroup_s_room_leaves_out_the_cache_it_can_drop(tmp_path, version):
+    from vggspec.runtime.dist.cpu_memory import _cgroup_room
+
+    proc = tmp_path / "cgroup"
+    mount = tmp_path / "sys"
+    if version == 2:
+        proc.write_text("0::/job\n")
+        folder = mount / "job"
+        names = ("memory.max", "memory.current", "inactive_file")
+    else:
+        proc.write_text("4:memory:/host/path/hidden\n0::/\n")
+        folder = mount / "memory"  # a container sees its own cgroup at the mount's root
+        names = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    folder.mkdir(parents=True)
+    (folder / names[0]).write_text("1000000\n")
+    (folder / names[1]).write_text("600000\n")
+    (folder / "memory.stat").write_text(f"anon 500000\n{names[2]} 100000\n")
+    assert _cgroup_room(proc, mount) == 1000000 - 600000 + 100000
+    (folder / names[0]).write_text("max\n" if version == 2 else f"{1 << 62}\n")  # no limit
+    assert _cgroup_room(proc, mount) is None
+
+
 def test_a_spec_too_big_for_the_machine_is_refused_before_anything(setup, tmp_path, cli):
     (tmp_path / "huge.vgg").write_text(HUGE)
     out = tmp_path / "run"

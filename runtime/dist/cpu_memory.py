@@ -60,22 +60,24 @@ def _inactive_file(stat: Path, key: str) -> int:
     return 0
 
 
-def _cgroup_room() -> int | None:
+def _cgroup_room(
+    proc: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sys/fs/cgroup")
+) -> int | None:
     """What this process's memory cgroup still allows: its limit less what it uses, page
     cache it can drop not counted (as the kernel reclaims it before the OOM killer runs);
     None without a limit. cgroup v2, else v1; the folder named in /proc/self/cgroup, or the
     mount's root inside a container whose namespace hides the rest."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = proc.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, where = line.split(":", 2)
         if controllers == "":
-            root = Path("/sys/fs/cgroup")
+            root = mount
             limit, usage, key = "memory.max", "memory.current", "inactive_file"
         elif "memory" in controllers.split(","):
-            root = Path("/sys/fs/cgroup/memory")
+            root = mount / "memory"
             limit, usage, key = (
                 "memory.limit_in_bytes",
                 "memory.usage_in_bytes",

@@ -66,9 +66,10 @@ def training_need(spec: Spec, batch: int, momentum: bool = True) -> TrainingNeed
     return TrainingNeed(weights, weights, weights if momentum else 0, activations, batch)
 
 
-def _gpu_free(device_index: int = 0) -> int | None:
+def _gpu_free(device_index: int = 0, context: bool = True) -> int | None:
     """Free memory on a GPU, by NVML where it is installed (no CUDA context in this process),
-    else torch's (which makes one)."""
+    else torch's, which makes one: only with `context` (a process that will use that GPU
+    anyway; a --nproc parent's context would hold GPU memory away from rank 0)."""
     try:
         import pynvml
 
@@ -77,6 +78,8 @@ def _gpu_free(device_index: int = 0) -> int | None:
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
     except Exception:  # not installed, no driver: ask torch
         pass
+    if not context:
+        return None
     import torch
 
     try:
@@ -108,7 +111,7 @@ def check_training(
     need = training_need(spec, batch, momentum)
     on_gpu = uses_cuda(device)
     if memory is None:
-        memory = _gpu_free() if on_gpu else available_bytes()
+        memory = _gpu_free(context=processes == 1) if on_gpu else available_bytes()
     needed = need.memory if on_gpu else need.memory * processes
     if memory is not None and needed > memory:
         where = "is free on the GPU" if on_gpu else "of RAM is available"
