@@ -12,7 +12,8 @@ Drives the CLI as a black box (subprocesses, the tests' tiny set-up: tests/fault
      After every kill, every file of the run folder is read back (checkpoints, weights,
      config, metrics, summary, log); after the last resume the weights must equal the
      reference's bit for bit.
-  3. `run eval -o FILE` killed at random moments: FILE is absent or complete.
+  3. `run eval -o FILE` killed at random moments: FILE is absent or complete, nothing left
+     beside it but the dead writer's lock, which the next `run eval -o FILE` takes over.
   4. A full disk during a checkpoint write: the ENOSPC fault hook, and (when this process
      may mount) a real tmpfs too small for a second checkpoint: the previous checkpoint
      stays readable, the error is one line, and --resume (with room again) ends identical.
@@ -143,11 +144,17 @@ def eval_kills(root: Path, work: Path, model: Path, n: int, rng: random.Random) 
     seconds = time.monotonic() - started
     check(full.returncode == 0, f"eval: {full.stderr[-500:]}")
     complete = json.loads(report.read_text())
+    dead_locks = []
     for k in range(n):
         target = work / "eval" / f"killed-{k}.json"
         delay = rng.uniform(0.0, seconds)
         killed = kill_after(start(*args, "-o", target), delay)
-        leftovers = [p.name for p in target.parent.glob(f".{target.name}.*")]
+        # The killed writer's lock (.NAME.lock: its pid and start time) is not output: the
+        # next writer of NAME takes it over, checked below.
+        lock = target.parent / f".{target.name}.lock"
+        leftovers = [p.name for p in target.parent.glob(f".{target.name}.*") if p != lock]
+        if lock.exists():
+            dead_locks.append(target)
         state = "absent" if not target.exists() else "complete"
         if target.exists():
             try:
@@ -166,6 +173,21 @@ def eval_kills(root: Path, work: Path, model: Path, n: int, rng: random.Random) 
             flush=True,
         )
         check(not leftovers, f"eval -o killed at {delay:.1f} s: left {leftovers}")
+    if dead_locks:
+        target = dead_locks[0]
+        again = subprocess.run(
+            command(*args, "-o", target), cwd=ROOT, capture_output=True, text=True
+        )
+        taken = "taking over the lock of a dead writer" in again.stderr
+        left = [p.name for p in target.parent.glob(f".{target.name}.*")]
+        print(
+            f"  eval -o {target.name} again: exit {again.returncode}, the dead writer's lock "
+            f"{'taken over' if taken else 'NOT taken over'}, left {left}",
+            flush=True,
+        )
+        check(again.returncode == 0 and taken and not left, f"eval -o again: {again.stderr[-500:]}")
+        got = {k: v for k, v in json.loads(target.read_text()).items() if "second" not in k}
+        check(got == {k: v for k, v in complete.items() if "second" not in k}, "eval -o again")
 
 
 def one_error_line(stderr: str) -> bool:

@@ -268,6 +268,20 @@ def test_cli_writes_a_net_vggspec_load_reads(cli, tmp_path, small_spec):
     assert read_model_info(out).preprocessing == Preprocessing("vggspec", CAFFE_MEAN_RGB)
 
 
+def test_cli_refuses_to_write_a_file_another_writer_holds(cli, tmp_path, small_spec):
+    import os
+
+    from vggspec.runtime.io.rundir import output_lock
+
+    file = write_caffemodel(tmp_path / "VGG_small.caffemodel", random_layers(SMALL, seed=2))
+    out = tmp_path / "small.safetensors"
+    with output_lock(out, "convert"):  # flock: another open file of this process conflicts
+        code, _, err = cli("convert", file, "--spec", small_spec, "-o", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{out}: in use by another writer (`vggspec convert`, pid {os.getpid()} " in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["VGG_small.caffemodel", "small.vgg"]
+
+
 def test_cli_converts_the_builtin_spec_name(cli, tmp_path):
     """--spec takes a built-in spec path from any folder, like the other commands."""
     code, _, err = cli(
