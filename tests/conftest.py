@@ -34,6 +34,18 @@ def cli(capsys):
     return run
 
 
+@pytest.fixture(autouse=True)
+def one_thread_by_default():
+    """Every test starts with one torch thread (see `one_thread`): on a shared 2-core
+    machine the second thread mostly spins in OpenMP's barriers (test_weights.py and
+    test_lowering.py: 63 CPU s with two, 44 with one). Commands that set their own count
+    (training, --threads) still do; subprocesses are not affected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny nets gain nothing from threads, and on a loaded 2-core machine OpenMP's
