@@ -9,6 +9,10 @@ import os
 # time of a 28-step training run (3.8 CPU s with PASSIVE, 6-9 s without). Results do not
 # depend on it. Read by the OpenMP runtime when torch loads it, so before `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Triton's interpreter runs each tile's dot as a numpy matmul of at most 128x128: OpenBLAS's
+# threads gain nothing there and spin between calls (the kernel tests: ~27 % less CPU time
+# with one). Torch does not use OpenBLAS. Read when numpy loads it, so before any import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch
 
