@@ -1,4 +1,4 @@
-"""Test set-up: Triton's interpreter on CPU-only machines, and the in-process CLI fixture."""
+"""Test set-up: threads that do not spin, Triton's interpreter without a GPU, the in-process CLI."""
 
 from __future__ import annotations
 
