@@ -1,8 +1,18 @@
-"""Test set-up: Triton's interpreter on CPU-only machines, and the in-process CLI fixture."""
+"""Test set-up: threads that do not spin, Triton's interpreter without a GPU, the in-process CLI."""
 
 from __future__ import annotations
 
 import os
+
+# Idle OpenMP threads sleep instead of spinning, here and in every process the tests start
+# (they inherit the environment): on a shared 2-core machine the spinning doubled the CPU
+# time of a 28-step training run (3.8 CPU s with PASSIVE, 6-9 s without). Results do not
+# depend on it. Read by the OpenMP runtime when torch loads it, so before `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Triton's interpreter runs each tile's dot as a numpy matmul of at most 128x128: OpenBLAS's
+# threads gain nothing there and spin between calls (the kernel tests: ~27 % less CPU time
+# with one). Torch does not use OpenBLAS. Read when numpy loads it, so before any import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch
 
@@ -32,6 +42,18 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def one_thread_by_default():
+    """Every test starts with one torch thread (see `one_thread`): on a shared 2-core
+    machine the second thread mostly spins in OpenMP's barriers (test_weights.py and
+    test_lowering.py: 63 CPU s with two, 44 with one). Commands that set their own count
+    (training, --threads) still do; subprocesses are not affected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -68,6 +68,18 @@ def _check(make) -> None:
 @example({1: 2, "x": 3})  # once a TypeError (sorting mixed keys)
 @example({None: 1})  # once a TypeError (difflib on a non-string)
 @example({"seed": 2**64})  # torch.manual_seed takes 64 bits
+@example(  # once a 400-character message: reprlib bounds each level, not the whole
+    {
+        "checkpoint_every": {
+            "0\x08\U00018d09": -140599593686246014976,
+            "\x94\xd4E\xfd": {"\U000723a0\U00095629\xcb\U000fb964": None, "\x13\U0004d1e5#!": None},
+            "l\x82\x80\x117\xdc": None,
+            "": [10000019208559955968, -1000000000000000000000],
+            "00\x1f\U000101fe\U00012544\U00018cd6": {"": None, "0\x1f": -(10**18)},
+            "000\U00018d09": {"\U00018cd6\U0002ebe1": None},
+        }
+    }
+)
 def test_any_mapping_is_a_config_or_one_config_error(recipe):
     _check(lambda: make_config(dict(recipe)))
 

@@ -89,9 +89,13 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlon
 _SHORT.maxother = 60
 
 
+_SHOWN_LIMIT = 200  # reprlib bounds each level, not the total: nested dicts still ran to 400
+
+
 def shown(value) -> str:
     """repr(value), at most a line long."""
-    return _SHORT.repr(value)
+    text = _SHORT.repr(value)
+    return text if len(text) <= _SHOWN_LIMIT else text[: _SHOWN_LIMIT - 3] + "..."
 
 
 def _typed(name: str, value, annotation: str):
