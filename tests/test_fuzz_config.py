@@ -68,6 +68,7 @@ def _check(make) -> None:
 @example({1: 2, "x": 3})  # once a TypeError (sorting mixed keys)
 @example({None: 1})  # once a TypeError (difflib on a non-string)
 @example({"seed": 2**64})  # torch.manual_seed takes 64 bits
+@example({"lr_schedule": "one-cycle", "lr_warmup": -0.0})
 def test_any_mapping_is_a_config_or_one_config_error(recipe):
     _check(lambda: make_config(dict(recipe)))
 
