@@ -164,6 +164,19 @@ def test_one_cycle_sets_every_step_s_learning_rate(tiny, tmp_path, cli):
     assert json.loads((out / "summary.json").read_text())["lr_drops"] == 0
 
 
+def test_channels_last_trains_the_same_net(tiny, tmp_path, cli):
+    runs = {}
+    for flag in ("false", "true"):
+        out = tmp_path / flag
+        code, _, err = cli(
+            "run", "train", *settings(tiny, out, "max_steps=5", f"channels_last={flag}")
+        )
+        assert code == 0, err
+        runs[flag] = weights(out)
+    assert runs["true"].keys() == runs["false"].keys()
+    assert max_rel_diff(runs["true"], runs["false"]) < 1e-4  # other kernels, other rounding
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

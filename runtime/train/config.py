@@ -45,6 +45,7 @@ class TrainConfig:
     finetune: str | None = None  # start from all weights of this model (e.g. S=384 from S=256)
     backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
     precision: str = "fp32"  # fp32 or bf16 (autocast)
+    channels_last: bool = False  # NHWC activations and conv weights (faster on some CPUs)
     device: str = "auto"  # auto, cpu or cuda
     workers: int = 2  # data-loading processes per training process
     checkpoint_every: int = 500  # steps between checkpoints (and one at each epoch end)
@@ -93,8 +94,10 @@ _SHORT.maxother = 60
 
 
 def shown(value) -> str:
-    """repr(value), at most a line long."""
-    return _SHORT.repr(value)
+    """repr(value), at most a line long (reprlib bounds each level, not the whole: nested
+    keys of long code points added up to 400 characters once)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _typed(name: str, value, annotation: str):

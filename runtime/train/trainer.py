@@ -111,6 +111,8 @@ class Trainer:
         init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
         self.net.to(ctx.device)
+        if cfg.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -251,6 +253,8 @@ class Trainer:
         for x, y in self.loader:
             faults.kill_if_planned("kill", p.step + 1, ctx.rank)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             seed = step_seed(cfg.seed, p.step)
             torch.manual_seed(seed)
             rows = GlobalBatch(seed, ctx.rank * len(y), cfg.batch_size, self.sum_across)
