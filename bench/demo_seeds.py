@@ -78,7 +78,7 @@ def main() -> None:
             print(
                 f"seed {seed}: train {train_wall:.1f} s wall / {train_cpu:.1f} s CPU "
                 f"({summary['images_per_second']:.0f} img/s), eval {eval_wall:.1f} s wall / "
-                f"{eval_cpu:.1f} s CPU; best validation after epoch {best_epoch:g}: "
+                f"{eval_cpu:.1f} s CPU; best validation after epoch {best_epoch:.3g}: "
                 f"{1 - summary['best_val_top1_error']:.1%} "
                 f"(last {1 - summary['val_top1_error']:.1%}); "
                 f"dense {dense:.1%}",
