@@ -80,6 +80,7 @@ def _check(make) -> None:
         }
     }
 )
+@example({"lr_schedule": "one-cycle", "lr_warmup": -0.0})
 def test_any_mapping_is_a_config_or_one_config_error(recipe):
     _check(lambda: make_config(dict(recipe)))
 

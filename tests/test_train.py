@@ -93,10 +93,18 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
     # steady state: the first step (workers, allocators) is not timed
     assert summary["images_per_second"] == pytest.approx(72 / summary["train_seconds"], rel=0.01)
     assert summary["wall_seconds"] >= summary["train_seconds"]
-    # validation, recomputed here from the saved net and its model information
+    # validation of the saved net (the best one), recomputed here from it and its model
+    # information
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if r["kind"] == "val"]
+    assert [r["step"] for r in vals] == [7, 10]  # the epoch's end, and the last step
+    best = min(vals, key=lambda r: r["val_top1_error"])  # the first of equals
+    assert summary["best_step"] == best["step"]
+    assert summary["best_val_top1_error"] == best["val_top1_error"]
+    assert summary["val_top1_error"] == vals[-1]["val_top1_error"]
     errors, loss = _centre_crop_validation(out, tiny / "data")
-    assert summary["val_top1_error"] == errors[0] and summary["val_top5_error"] == errors[1]
-    assert summary["val_loss"] == pytest.approx(loss, rel=1e-5)
+    assert best["val_top1_error"] == errors[0] and best["val_top5_error"] == errors[1]
+    assert best["val_loss"] == pytest.approx(loss, rel=1e-5)
     info = vggspec.model_info(out)
     assert info.class_names == tuple(sorted(p.name for p in (tiny / "data" / "train").iterdir()))
     stats = json.loads(next((tiny / "data").rglob(".vggspec-stats.json")).read_text())
@@ -104,10 +112,68 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
     assert info.input_size == (32, 32) and info.train_scale == vggspec.TrainScale(36, 44)
     assert vggspec.model_info(out / "checkpoints" / "last.pt") == info
     assert (out / "config.yaml").read_text().count("max_steps: 10") == 1
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "step"] == list(range(1, 11))
     assert any(r["kind"] == "val" for r in rows)
     assert cli("plot", out)[0] == 0 and (out / "curves.png").stat().st_size > 1000
+
+
+def test_model_safetensors_is_the_net_of_the_best_validation(tiny, tmp_path, cli, monkeypatch):
+    # Scripted validation errors: epoch 2 is the best, epoch 3 worse.
+    from vggspec.runtime.train import trainer
+
+    errors = iter([0.5, 0.3, 0.4])
+
+    def scripted(net, data, ctx, batch_size, workers):
+        error = next(errors)
+        return {"val_loss": error, "val_top1_error": error, "val_top5_error": 0.0, "images": 25}
+
+    monkeypatch.setattr(trainer, "validate", scripted)
+    out = tmp_path / "run"
+    code, _, err = cli("run", "train", *settings(tiny, out, "epochs=3"))
+    assert code == 0, err
+    assert next(errors, None) is None  # three validations, one per epoch
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 21 and summary["best_step"] == 14
+    assert summary["best_val_top1_error"] == 0.3 and summary["val_top1_error"] == 0.4
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    last = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert best["position"]["step"] == 14 and last["position"]["step"] == 21
+    saved = weights(out)
+    assert saved.keys() == best["model"].keys()
+    assert all(torch.equal(saved[k], best["model"][k]) for k in saved)
+    assert not all(torch.equal(saved[k], last["model"][k]) for k in saved)
+    line = "model.safetensors: the net of the best validation, after epoch 2 (step 14, "
+    assert line + "top-1 error 30.00%)" in (out / "train.log").read_text()
+
+
+def test_one_cycle_sets_every_step_s_learning_rate(tiny, tmp_path, cli):
+    from vggspec.runtime.train.schedule import OneCycleSchedule
+
+    out = tmp_path / "run"
+    extra = ("max_steps=10", "lr=0.01", "lr_schedule=one-cycle", "lr_warmup=0.3")
+    code, _, err = cli("run", "train", *settings(tiny, out, *extra))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in rows if r["kind"] == "step"]
+    schedule = OneCycleSchedule(0.01, 0.3)
+    assert logged == [schedule.at(step, 10) for step in range(10)]
+    assert logged[2] == 0.01 and max(logged) == 0.01  # the peak ends the 3-step warm-up
+    assert logged[:3] == sorted(logged[:3]) and logged[2:] == sorted(logged[2:], reverse=True)
+    assert 0 < logged[0] < 0.005 and 0 < logged[-1] < 0.001
+    assert json.loads((out / "summary.json").read_text())["lr_drops"] == 0
+
+
+def test_channels_last_trains_the_same_net(tiny, tmp_path, cli):
+    runs = {}
+    for flag in ("false", "true"):
+        out = tmp_path / flag
+        code, _, err = cli(
+            "run", "train", *settings(tiny, out, "max_steps=5", f"channels_last={flag}")
+        )
+        assert code == 0, err
+        runs[flag] = weights(out)
+    assert runs["true"].keys() == runs["false"].keys()
+    assert max_rel_diff(runs["true"], runs["false"]) < 1e-4  # other kernels, other rounding
 
 
 @pytest.mark.parametrize(
@@ -117,6 +183,8 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
         (["lr=0"], "lr must be > 0"),
         (["epochs=two"], "epochs must be int"),
         (["scale=[300,200]"], "S_min ≤ S_max"),
+        (["lr_schedule=cosine"], "lr_schedule must be one of plateau, one-cycle, got 'cosine'"),
+        (["lr_warmup=1"], "lr_warmup must be in [0, 1), got 1.0"),
         (["data=/nonexistent/folder"], "data=/nonexistent/folder: no train/ folder"),
         (["batch_size=64"], "60 training images are fewer than one batch (batch_size=64)"),
         (["--nproc", "2", "batch_size=3"], "batch_size=3 (the global batch) does not split"),

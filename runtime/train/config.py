@@ -35,6 +35,8 @@ class TrainConfig:
     lr_factor: float = 0.1  # divide by 10 ...
     lr_patience: int = 1  # ... once more than this many epochs bring no better val top-1
     lr_drops: int = 3  # ... at most this many times
+    lr_schedule: str = "plateau"  # the paper's (the three above), or one-cycle (per step)
+    lr_warmup: float = 0.2  # one-cycle: fraction of the steps spent rising from 0 to lr
     momentum: float = 0.9
     weight_decay: float = 5e-4  # L2 penalty multiplier
     dropout: float = 0.5  # on the first two FC layers
@@ -43,6 +45,7 @@ class TrainConfig:
     finetune: str | None = None  # start from all weights of this model (e.g. S=384 from S=256)
     backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
     precision: str = "fp32"  # fp32 or bf16 (autocast)
+    channels_last: bool = False  # NHWC activations and conv weights (faster on some CPUs)
     device: str = "auto"  # auto, cpu or cuda
     workers: int = 2  # data-loading processes per training process
     checkpoint_every: int = 500  # steps between checkpoints (and one at each epoch end)
@@ -64,6 +67,7 @@ _CHOICES = {
     "precision": ("fp32", "bf16"),
     "device": ("auto", "cpu", "cuda"),
     "normalise": ("mean", "mean-std"),
+    "lr_schedule": ("plateau", "one-cycle"),
 }
 _POSITIVE = ("epochs", "batch_size", "lr", "checkpoint_every", "log_every")
 _NON_NEGATIVE = (
@@ -75,7 +79,7 @@ _NON_NEGATIVE = (
     "lr_patience",
     "colour_shift",
 )
-_FRACTIONS = ("dropout", "max_bad_files")
+_FRACTIONS = ("dropout", "max_bad_files", "lr_warmup")
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")

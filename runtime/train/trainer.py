@@ -46,7 +46,7 @@ from .config import ConfigError, TrainConfig, write_config
 from .data import TrainingData, prepare_training_data
 from .log import RunLog
 from .sampler import EpochBatchSampler
-from .schedule import PlateauSchedule
+from .schedule import make_schedule
 
 
 class TrainingDiverged(VggspecError):
@@ -65,6 +65,7 @@ class Position:
     timed_images: int = 0  # the images of the steps counted in train_seconds
     wall_seconds: float = 0.0
     best_top1_error: float | None = None
+    best_step: int | None = None  # of the validation with best_top1_error (in best.pt)
     last_val: dict = field(default_factory=dict)
 
 
@@ -112,10 +113,12 @@ class Trainer:
         init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
         self.net.to(ctx.device)
+        if cfg.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        self.schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.lr_patience, cfg.lr_drops)
+        self.schedule = make_schedule(cfg)
         self.position = Position()
         if resume is not None:
             self._restore(resume)
@@ -231,13 +234,29 @@ class Trainer:
             if p.step_in_epoch == self.sampler.steps_per_epoch:
                 self._end_of_epoch()
         if not p.last_val or p.last_val.get("step") != p.step:
-            self._record_validation()
-            self.checkpoint()
+            best_before = p.best_top1_error
+            result = self._record_validation()
+            self.checkpoint(best=best_before is None or result["val_top1_error"] < best_before)
         p.wall_seconds = wall_before + time.perf_counter() - started
         if ctx.is_main:
             faults.kill_if_planned("kill-in-final-save", p.step, ctx.rank)
-            save(self.net, self.rundir.model, self.info)
+            self._save_best()
         return self.summary("finished")
+
+    def _save_best(self) -> None:
+        """model.safetensors: the net of the best validation (best.pt), which is the net
+        in hand when the last validation was the best."""
+        p = self.position
+        if p.best_step is not None and p.best_step != p.step:
+            self.net.load_state_dict(checkpoints.load_checkpoint(self.rundir.best)["model"])
+        save(self.net, self.rundir.model, self.info)
+        step = p.step if p.best_step is None else p.best_step
+        epochs = step / self.sampler.steps_per_epoch
+        shown = f"{epochs:g}" if epochs == int(epochs) else f"{epochs:.2f}"
+        self.log.info(
+            f"model.safetensors: the net of the best validation, after epoch {shown} "
+            f"(step {step}, top-1 error {p.best_top1_error:.2%})"
+        )
 
     def _epoch(self, total: int) -> str:
         cfg, ctx, p = self.cfg, self.ctx, self.position
@@ -246,6 +265,8 @@ class Trainer:
         for x, y in self.loader:
             faults.kill_if_planned("kill", p.step + 1, ctx.rank)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             seed = step_seed(cfg.seed, p.step)
             torch.manual_seed(seed)
             rows = GlobalBatch(seed, ctx.rank * len(y), cfg.batch_size, self.sum_across)
@@ -267,6 +288,10 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.schedule.per_step:
+                self.schedule.lr = self.schedule.at(p.step, total)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.schedule.lr
             self.optimizer.step()
             p.step += 1
             p.step_in_epoch += 1
@@ -299,6 +324,7 @@ class Trainer:
         improved = p.best_top1_error is None or result["val_top1_error"] < p.best_top1_error
         if improved:
             p.best_top1_error = result["val_top1_error"]
+            p.best_step = p.step
         self.log.epoch(result)
         return result
 
@@ -337,6 +363,7 @@ class Trainer:
             "val_top5_error": val.get("val_top5_error"),
             "val_loss": val.get("val_loss"),
             "best_val_top1_error": p.best_top1_error,
+            "best_step": p.best_step,
             "lr": self.schedule.lr,
             "lr_drops": self.schedule.drops,
             "bad_files": self.data.bad_files,
