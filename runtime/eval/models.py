@@ -54,10 +54,16 @@ class EvalModel:
     class_names: list[str] | None  # output order; None: unknown (weights from elsewhere)
     train_scale: TrainScale | None  # S or [S_min, S_max] if known
     scales: list[int] = field(default_factory=list)  # test scales Q
+    boxes: bool = False  # a localisation net: its outputs are boxes (4 per class, or 4)
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.net.input_size)
+
+    @property
+    def per_class(self) -> bool:
+        """A localisation net with a box per class (PCR), not one for all (SCR)."""
+        return self.boxes and self.net.num_classes != 4
 
     @property
     def num_classes(self) -> int:
@@ -120,6 +126,20 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
     return sorted(set(scales))
 
 
+def regresses_boxes(net: Net) -> bool:
+    """True for a localisation net, whose head (`box`) makes its outputs box parameters."""
+    return any(getattr(operation, "regresses_boxes", False) for _, operation in net.head())
+
+
+def check_box_width(outputs: int, classes: int, source: str) -> None:
+    """A box head has 4 outputs (SCR) or 4 per class (PCR)."""
+    if outputs not in (4, 4 * classes):
+        raise EvalError(
+            f"{source}: a box head of {outputs} outputs for {classes} classes: it must have 4 "
+            f"(single-class regression) or 4 × {classes} = {4 * classes} (per-class regression)"
+        )
+
+
 def _check_rgb(net: Net, source: str) -> None:
     if net.spec.input.channels != 3:
         raise EvalError(f"{source}: the spec's input is gray; evaluation reads RGB images")
@@ -176,13 +196,17 @@ def _finish(
     _check_rgb(net, source)
     # Evaluation runs on running statistics: BN folded into its layer, nothing left to run.
     net = fold_batch_norm(net.eval()).to(device)
-    if class_names is not None and len(class_names) != net.num_classes:
+    boxes = regresses_boxes(net)
+    if boxes and class_names is not None:
+        check_box_width(net.num_classes, len(class_names), source)
+    elif class_names is not None and len(class_names) != net.num_classes:
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
         )
     model = EvalModel(
         name, source, net, densify(net).eval(), preprocessing, class_names, train_scale
     )
+    model.boxes = boxes
     model.scales = default_scales(train_scale, model.input_size)
     return model
 
