@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..frontend.ast import Spec
+from ..frontend.ast import Layer, Spec
 from ..frontend.errors import VggspecError
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
@@ -232,14 +232,29 @@ def classifier_index(spec: Spec) -> int | None:
     )
 
 
+def _head(spec: Spec):
+    """The layer that ends the spec (soft-max, box), or the base Layer's rule without one."""
+    last = spec.layers[-1]
+    return last if last.ends_net else Layer()
+
+
 def with_num_classes(spec: Spec, num_classes: int) -> Spec:
-    """The spec with its last FC layer resized to `num_classes` outputs."""
+    """The spec with its last FC layer resized for `num_classes` classes: to `num_classes`
+    outputs before soft-max; a box head keeps FC-4, or 4 × `num_classes` per class."""
     last = classifier_index(spec)
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
     layers = list(spec.layers)
-    layers[last] = layers[last].resized(num_classes)
+    layers[last] = layers[last].resized(_head(spec).head_width(layers[last], num_classes))
     return Spec(tuple(layers), spec.input, spec.description)
+
+
+def check_num_classes(spec: Spec, num_classes: int) -> None:
+    """Raise VggspecError when the spec's head cannot be trained on `num_classes` classes
+    as written (a box head's width is 4 or 4 × classes)."""
+    last = classifier_index(spec)
+    if last is not None and (why := _head(spec).misfit(spec.layers[last], num_classes)):
+        raise VggspecError(why)
 
 
 def build(
