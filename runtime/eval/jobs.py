@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -280,10 +281,9 @@ def _box_rows(model, names: list[str], source_names: list[str] | None) -> list[i
     """Per class of `names`, the box row of `model`'s outputs (PCR: its class's; SCR: 0)."""
     if not model.per_class:
         return [0] * len(names)
-    outputs = model.net.num_classes
     own = model.class_names
     if own is None:
-        check_box_width(outputs, len(names), model.source)
+        check_box_width(model.outputs, len(names), model.source)
         own = names
     if sorted(own) != sorted(names):
         theirs = "the classifier" if source_names is not None else "the data"
@@ -295,8 +295,19 @@ def _box_rows(model, names: list[str], source_names: list[str] | None) -> list[i
     return [position[c] for c in names]
 
 
-def _loc_images(request: LocRequest, names: list[str] | None, say: Say):
-    """(class names, the images that have a box of their class, their boxes)."""
+@dataclass
+class BoxedImages:
+    """The images a localisation evaluation scores: those with a box of their class."""
+
+    names: list[str]  # class names, in the order of the labels
+    folder: ImageFolder  # the images with a box
+    boxes: list[np.ndarray]  # per image, its class's boxes in the stored image
+    without_box: int  # images of the split left out for want of a box
+    lines: list[str]  # the scan's and the annotations' report
+
+
+def localisation_images(request: LocRequest, names: list[str] | None) -> BoxedImages:
+    """The split's images labelled in the order `names` (None: the folder's), with boxes."""
     images = request.images
     try:
         folder = scan_image_folder(
@@ -305,21 +316,10 @@ def _loc_images(request: LocRequest, names: list[str] | None, say: Say):
     except DataError as err:
         raise EvalError(str(err)) from None
     names = names or list(folder.classes)
-    unknown = sorted(set(folder.classes) - set(names))
-    if unknown:
-        raise EvalError(
-            f"{images.data}/{images.split} has classes the net(s) do not know: "
-            f"{', '.join(unknown[:5])}"
-        )
-    position = {c: i for i, c in enumerate(names)}
-    samples = [(p, position[folder.classes[label]]) for p, label in folder.samples]
-    folder = ImageFolder(folder.root, folder.split, names, samples, folder.sizes, folder.report)
     try:
         found = load_folder_boxes(folder, request.boxes)
     except DataError as err:
         raise EvalError(str(err)) from None
-    for line in [*folder.report.lines(), *found.report.lines()]:
-        say(line)
     keep = found.usable()
     if not keep:
         raise EvalError(
@@ -334,7 +334,10 @@ def _loc_images(request: LocRequest, names: list[str] | None, say: Say):
         [folder.sizes[i] for i in keep],
         folder.report,
     )
-    return names, boxed, [found.boxes[i] for i in keep], len(found.report.missing)
+    lines = [*folder.report.lines(), *found.report.lines()]
+    return BoxedImages(
+        names, boxed, [found.boxes[i] for i in keep], len(found.report.missing), lines
+    )
 
 
 def load_localisation_nets(request: LocRequest, device):
@@ -376,8 +379,11 @@ def run_localisation(request: LocRequest, ctx: Context, say: Say = quiet) -> dic
     say = say if ctx.is_main else quiet
     nets, classifier = load_localisation_nets(request, ctx.device)
     reference = classifier or nets[0]
-    names, folder, gt, unboxed = _loc_images(request, reference.class_names, say)
+    boxed = localisation_images(request, reference.class_names)
+    names, folder, gt = boxed.names, boxed.folder, boxed.boxes
     rows = [_box_rows(m, names, classifier and classifier.class_names) for m in nets]
+    for line in boxed.lines:
+        say(line)
     results = []
     if request.protocol in ("centre", "both"):
         net = nets[0]
@@ -393,7 +399,7 @@ def run_localisation(request: LocRequest, ctx: Context, say: Say = quiet) -> dic
         "data": str(request.images.data),
         "split": request.images.split,
         "images": len(folder),
-        "without_box": unboxed,
+        "without_box": boxed.without_box,
         "unreadable": max(len(folder) - r["images"] for r in results),
     }
 

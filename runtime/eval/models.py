@@ -11,6 +11,7 @@ import torch
 from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
+from vggspec.compiler.ir.graph import meta
 from vggspec.compiler.lowering.net import (
     Net,
     classifier_index,
@@ -61,9 +62,13 @@ class EvalModel:
         return tuple(self.net.input_size)
 
     @property
+    def outputs(self) -> int:
+        return output_width(self.net)
+
+    @property
     def per_class(self) -> bool:
         """A localisation net with a box per class (PCR), not one for all (SCR)."""
-        return self.boxes and self.net.num_classes != 4
+        return self.boxes and self.outputs != 4
 
     @property
     def num_classes(self) -> int:
@@ -126,9 +131,16 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
     return sorted(set(scales))
 
 
+def output_width(net: Net) -> int:
+    """Channels of the net's output: the width of its last layer (4 per box of a box net)."""
+    last, _ = net.layers()[-1]
+    return meta(net.graph, last).shape[0]
+
+
 def regresses_boxes(net: Net) -> bool:
     """True for a localisation net, whose head (`box`) makes its outputs box parameters."""
-    return any(getattr(operation, "regresses_boxes", False) for _, operation in net.head())
+    _, last = net.head()[-1]
+    return last.describe() == "box"
 
 
 def check_box_width(outputs: int, classes: int, source: str) -> None:
@@ -198,7 +210,7 @@ def _finish(
     net = fold_batch_norm(net.eval()).to(device)
     boxes = regresses_boxes(net)
     if boxes and class_names is not None:
-        check_box_width(net.num_classes, len(class_names), source)
+        check_box_width(output_width(net), len(class_names), source)
     elif class_names is not None and len(class_names) != net.num_classes:
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
