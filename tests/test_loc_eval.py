@@ -290,3 +290,16 @@ def test_run_localisation_counts_images_without_a_box(setup, tmp_path):
     ]
     assert report["without_box"] == 1
     assert any("4 of 5 images have a box" in line for line in heard)
+
+
+def test_data_and_boxes_default_to_what_the_run_trained_on(setup, cli, tmp_path):
+    root, data, nets = setup
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes((root / "perfect.safetensors").read_bytes())
+    config = {"data": str(data), "boxes": str(root / "boxes.json").replace("boxes", "{split}")}
+    (run / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    (root / "val.json").write_text((root / "boxes.json").read_text())
+    args = ["--checkpoint", run, "--classifier", nets["right"], "--protocol", "centre"]
+    results = _json(cli, *args, "--scales", "32", "--workers", "0")
+    assert results == [{"protocol": "centre", "scales": [32], "loc_error": 0.0, "images": 5}]

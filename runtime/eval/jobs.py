@@ -481,3 +481,18 @@ def _result(protocol: str, scales: list[int], wrong: float, counted: float) -> d
         "loc_error": float(wrong) / counted if counted else None,
         "images": int(counted),
     }
+
+
+def training_boxes(checkpoint: str, split: str) -> str | None:
+    """The box annotations the training run holding `checkpoint` read for `split` (its
+    config's `boxes`, "{split}" standing for the split); None for the default place."""
+    from ..train.config import ConfigError, read_yaml
+
+    run = RunDir.containing(checkpoint)
+    if run is None:
+        return None
+    try:
+        boxes = read_yaml(run.config).get("boxes")
+    except ConfigError:
+        return None
+    return str(boxes).replace("{split}", split) if boxes else None

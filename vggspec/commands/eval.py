@@ -54,7 +54,7 @@ def add_parser(run_subparsers) -> None:
         "--boxes",
         metavar="PATH",
         help="the images' box annotations: a folder of VOC XML files or a .json/.csv table "
-        "(default DATA/annotations/SPLIT)",
+        "(default: the first --checkpoint run's, else DATA/annotations/SPLIT)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-o", "--output", metavar="FILE", help="also write the JSON report here")
@@ -97,6 +97,11 @@ def _localise(args) -> int:
         raise UserError("localisation evaluates training runs: give them as --checkpoint")
     if args.method != EvalRequest.method or args.posteriors:
         raise UserError("--method and --posteriors are for classification, not --protocol")
+    if args.data is None and args.boxes is None and args.checkpoint:
+        from vggspec.runtime.eval.jobs import training_boxes
+
+        # The run's data (nets.check) with the run's boxes, as it trained on them.
+        args.boxes = training_boxes(args.checkpoint[0], args.split)
     nets.check(args)
     if args.boxes and not Path(args.boxes).exists():
         raise UserError(f"--boxes {args.boxes}: no such file or folder")
