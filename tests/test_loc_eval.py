@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import CLASSES, MEAN, SPEC_32, write_images
+from helpers import vggspec_cmd
 from vggspec.runtime.data import boxes as bx
 from vggspec.runtime.eval.evaluate import single_process
 from vggspec.runtime.eval.jobs import (
@@ -303,3 +304,27 @@ def test_data_and_boxes_default_to_what_the_run_trained_on(setup, cli, tmp_path)
     args = ["--checkpoint", run, "--classifier", nets["right"], "--protocol", "centre"]
     results = _json(cli, *args, "--scales", "32", "--workers", "0")
     assert results == [{"protocol": "centre", "scales": [32], "loc_error": 0.0, "images": 5}]
+
+
+def _mixed(setup, *extra):
+    """The classifier that leaves out f on the split of 3 a's and 2 f's: 2 of 5 wrong."""
+    _, _, nets = setup
+    args = ["--checkpoint", nets["perfect"], "--classifier", nets["wrong"], "--protocol", "both"]
+    return [*args, "--scales", "32", *_cli_args(setup, *extra)]
+
+
+def test_errors_count_every_image_of_the_split(setup, cli):
+    results = _json(cli, *_mixed(setup))
+    assert [(r["protocol"], r["loc_error"], r["images"]) for r in results] == [
+        ("centre", 0.0, 5),
+        ("dense", 0.4, 5),
+    ]
+
+
+@pytest.mark.slow  # two worker processes; the one-process sibling is the test above
+def test_two_processes_equal_one(setup, cli, tmp_path):
+    args = ["run", "eval", *_mixed(setup, "-o", tmp_path / "two.json", "--nproc", "2")]
+    result = vggspec_cmd(*[str(a) for a in args])
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["results"] == _json(cli, *_mixed(setup))
