@@ -18,6 +18,7 @@ from vggspec.compiler.lowering.net import (
     fold_batch_norm,
     lower,
     with_num_classes,
+    with_outputs,
 )
 
 from ..data.preprocessing import Preprocessing, PreprocessingError
@@ -147,11 +148,11 @@ def _spec_mismatch(source: str, theirs: Spec, spec_path: str, ours: Spec) -> Eva
     )
 
 
-def _empty_net(spec: Spec, name: str, backend: str, num_classes: int | None = None) -> Net:
+def _empty_net(spec: Spec, name: str, backend: str, outputs: int | None = None) -> Net:
     """The net of a spec with uninitialised weights, for loading into (every tensor is then
-    checked and overwritten by `load_state`)."""
-    if num_classes is not None:
-        spec = with_num_classes(spec, num_classes)
+    checked and overwritten by `load_state`); `outputs` resizes its last FC layer."""
+    if outputs is not None:
+        spec = with_outputs(spec, outputs)
     return lower(compile_spec(spec, name=name), backend)
 
 
@@ -176,7 +177,11 @@ def _finish(
     _check_rgb(net, source)
     # Evaluation runs on running statistics: BN folded into its layer, nothing left to run.
     net = fold_batch_norm(net.eval()).to(device)
-    if class_names is not None and len(class_names) != net.num_classes:
+    if (
+        class_names is not None
+        and net.num_classes is not None
+        and len(class_names) != net.num_classes
+    ):
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
         )
@@ -306,7 +311,7 @@ def load_weights_model(
     ours_to_file = torchvision_keys(net) if torchvision_layout else {k: k for k in net.state_dict()}
     last_layer = [k for k in net.state_dict() if k.endswith(".weight")][-1]
     classes_in_file = tensors.get(ours_to_file.get(last_layer, ""))
-    if classes_in_file is not None and classes_in_file.shape[0] != net.num_classes:
+    if classes_in_file is not None and classes_in_file.shape[0] != net.outputs:
         net = _empty_net(spec, name, backend, int(classes_in_file.shape[0]))
     try:
         if torchvision_layout:
