@@ -43,14 +43,11 @@ def restore_threads():
 
 
 def _save(path, spec_text, bias=None, *, seed=0, classes=tuple(CLASSES), zero=True):
-    """A net of `spec_text` as written; box nets are saved without class names (they then
-    follow the classifier's)."""
+    """A net of `spec_text` as written (classes=None: saved without class names)."""
     spec = path.with_suffix(".vgg")
     spec.write_text(spec_text)
     torch.manual_seed(seed)
     net = vggspec.build_net(spec, backend="torch")
-    if "box" in spec_text:
-        classes = None
     if zero:
         with torch.no_grad():
             for p in net.parameters():
@@ -66,10 +63,10 @@ def _save(path, spec_text, bias=None, *, seed=0, classes=tuple(CLASSES), zero=Tr
     return path
 
 
-def _pcr_bias(boxes_by_class, crop=(32, 32)):
-    bias = np.zeros(4 * len(CLASSES))
+def _pcr_bias(boxes_by_class, crop=(32, 32), order=CLASSES):
+    bias = np.zeros(4 * len(order))
     for c, box in boxes_by_class.items():
-        i = CLASSES.index(c)
+        i = order.index(c)
         bias[4 * i : 4 * i + 4] = bx.encode(box, crop)[0]
     return bias
 
@@ -93,11 +90,20 @@ def setup(tmp_path_factory):
     (root / "boxes.json").write_text(json.dumps(table))
     nets = {
         "perfect": _save(root / "perfect.safetensors", PCR, _pcr_bias({"a": BOX_A, "f": BOX_F})),
-        # The same boxes moved 2 px right: close enough to merge with the perfect ones.
+        # Its classes in another order: its box rows follow its names.
+        "reordered": _save(
+            root / "reordered.safetensors",
+            PCR,
+            _pcr_bias({"a": BOX_A, "f": BOX_F}, order=CLASSES[::-1]),
+            classes=tuple(CLASSES[::-1]),
+        ),
+        # The same boxes moved 2 px right: close enough to merge with the perfect ones. No
+        # class names: its rows are taken in the classifier's order.
         "shifted": _save(
             root / "shifted.safetensors",
             PCR,
             _pcr_bias({"a": bx.translate(BOX_A, 2, 0)[0], "f": bx.translate(BOX_F, 2, 0)[0]}),
+            classes=None,
         ),
         "scr": _save(root / "scr.safetensors", SCR, bx.encode(BOX_F, (32, 32))[0]),
         "random": _save(root / "random.safetensors", PCR, seed=3, zero=False),
@@ -139,6 +145,10 @@ def test_perfect_regressor_right_classifier_0_percent_every_class_wrong_100(setu
         ("centre", 0.0, 2),
         ("dense", 1.0, 2),
     ]
+    # Box rows are found by class name.
+    reordered = ["--checkpoint", nets["reordered"], "--classifier", nets["right"]]
+    results = _json(cli, *reordered, "--protocol", "both", "--scales", "32", *_cli_args(setup))
+    assert [r["loc_error"] for r in results] == [0.0, 0.0]
     # A single-class regressor (one box for every class) that knows f's box.
     scr = ["--checkpoint", nets["scr"], "--classifier", nets["right"], "--protocol", "both"]
     results = _json(cli, *scr, "--scales", "32", *_cli_args(setup, "--split", "only_f"))
@@ -258,7 +268,7 @@ def test_a_capped_image_is_placed_back_in_the_whole_one():
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
     root, data, nets = setup
     narrow = tmp_path / "narrow.safetensors"
-    _save(narrow, BODY + "FC-20 box\n")
+    _save(narrow, BODY + "FC-20 box\n", classes=None)
     (tmp_path / "empty").mkdir()
     (tmp_path / "none.json").write_text(json.dumps({"a/000.png": []}))
     replace = {

@@ -64,6 +64,7 @@ class Layer:
     fills_stage: ClassVar[bool] = False  # a stage holding one is numbered (conv5_1 … fc6)
     normalisable: ClassVar[bool] = False  # a `BN` may follow it (conv, FC)
     follows: ClassVar[str | None] = None  # the terminal it must directly follow (box: FC)
+    trains_on: ClassVar[str] = "labels"  # a head's training targets: labels, or boxes
     loc: Loc | None
 
     @classmethod

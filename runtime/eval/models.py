@@ -11,14 +11,15 @@ import torch
 from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
 from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
-from vggspec.compiler.ir.graph import meta
 from vggspec.compiler.lowering.net import (
     Net,
     classifier_index,
     densify,
     fold_batch_norm,
     lower,
+    training_target,
     with_num_classes,
+    with_outputs,
 )
 
 from ..data.preprocessing import Preprocessing, PreprocessingError
@@ -63,7 +64,7 @@ class EvalModel:
 
     @property
     def outputs(self) -> int:
-        return output_width(self.net)
+        return self.net.outputs
 
     @property
     def per_class(self) -> bool:
@@ -131,16 +132,9 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
     return sorted(set(scales))
 
 
-def output_width(net: Net) -> int:
-    """Channels of the net's output: the width of its last layer (4 per box of a box net)."""
-    last, _ = net.layers()[-1]
-    return meta(net.graph, last).shape[0]
-
-
 def regresses_boxes(net: Net) -> bool:
     """True for a localisation net, whose head (`box`) makes its outputs box parameters."""
-    _, last = net.head()[-1]
-    return last.describe() == "box"
+    return training_target(net.spec) == "boxes"
 
 
 def check_box_width(outputs: int, classes: int, source: str) -> None:
@@ -179,11 +173,11 @@ def _spec_mismatch(source: str, theirs: Spec, spec_path: str, ours: Spec) -> Eva
     )
 
 
-def _empty_net(spec: Spec, name: str, backend: str, num_classes: int | None = None) -> Net:
+def _empty_net(spec: Spec, name: str, backend: str, outputs: int | None = None) -> Net:
     """The net of a spec with uninitialised weights, for loading into (every tensor is then
-    checked and overwritten by `load_state`)."""
-    if num_classes is not None:
-        spec = with_num_classes(spec, num_classes)
+    checked and overwritten by `load_state`); `outputs` resizes its last FC layer."""
+    if outputs is not None:
+        spec = with_outputs(spec, outputs)
     return lower(compile_spec(spec, name=name), backend)
 
 
@@ -210,7 +204,7 @@ def _finish(
     net = fold_batch_norm(net.eval()).to(device)
     boxes = regresses_boxes(net)
     if boxes and class_names is not None:
-        check_box_width(output_width(net), len(class_names), source)
+        check_box_width(net.outputs, len(class_names), source)
     elif class_names is not None and len(class_names) != net.num_classes:
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
@@ -342,7 +336,7 @@ def load_weights_model(
     ours_to_file = torchvision_keys(net) if torchvision_layout else {k: k for k in net.state_dict()}
     last_layer = [k for k in net.state_dict() if k.endswith(".weight")][-1]
     classes_in_file = tensors.get(ours_to_file.get(last_layer, ""))
-    if classes_in_file is not None and classes_in_file.shape[0] != net.num_classes:
+    if classes_in_file is not None and classes_in_file.shape[0] != net.outputs:
         net = _empty_net(spec, name, backend, int(classes_in_file.shape[0]))
     try:
         if torchvision_layout:

@@ -26,17 +26,26 @@ class BoxOp(Op):
     def forward(self, x, run):
         return x
 
+    def classes(self, outputs: int) -> int | None:
+        # PCR: 4 outputs per class; SCR's one box is every class's.
+        return None if outputs == BOX_PARAMS else outputs // BOX_PARAMS
+
+    def class_boxes(self, scores, classes):
+        """(N, 4): each row's box for its class `classes[i]`: the one box of a single-class
+        head (SCR), that class's 4 outputs of a per-class head (PCR)."""
+        import torch
+
+        if scores.shape[1] == BOX_PARAMS:
+            return scores
+        rows = scores.reshape(scores.shape[0], -1, BOX_PARAMS)
+        return rows[torch.arange(rows.shape[0], device=rows.device), classes.long()]
+
     def loss(self, scores, target, backend):
         """The paper's Euclidean loss: squared error summed over the 4 box parameters, mean
         over the batch. `target` is (N, 5): the ground-truth class, then its encoded box
         (cx, cy, w, h); a per-class head (PCR) is scored on that class's 4 outputs only."""
-        import torch
-
-        if scores.shape[1] != BOX_PARAMS:
-            rows = scores.reshape(scores.shape[0], -1, BOX_PARAMS)
-            every = torch.arange(rows.shape[0], device=rows.device)
-            scores = rows[every, target[:, 0].long()]
-        return ((scores.float() - target[:, 1:].float()) ** 2).sum(1).mean()
+        boxes = self.class_boxes(scores, target[:, 0])
+        return ((boxes.float() - target[:, 1:].float()) ** 2).sum(1).mean()
 
     def dense(self, node, in_shape):
         # Dense testing keeps the whole box map: each position predicts its own box(es).
@@ -59,6 +68,7 @@ class Box(Layer):
     expected = "box"
     ends_net = True
     follows = "FC"
+    trains_on = "boxes"
 
     def misplaced(self, previous: Layer | None) -> str | None:
         if not isinstance(previous, FullyConnected):
