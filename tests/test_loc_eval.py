@@ -14,6 +14,7 @@ import torch
 from eval_helpers import CLASSES, MEAN, SPEC_32, write_images
 from helpers import vggspec_cmd
 from vggspec.runtime.data import boxes as bx
+from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.eval.evaluate import single_process
 from vggspec.runtime.eval.jobs import (
     load_localisation_nets,
@@ -338,3 +339,27 @@ def test_two_processes_equal_one(setup, cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["results"] == _json(cli, *_mixed(setup))
+
+
+def test_protocol_1_is_the_error_training_validates_with(tmp_path, cli):
+    """The trainer's validation of a box head (protocol 1 at the run's S) and `run eval
+    --protocol centre` agree on a net right for some images only: one central box per
+    class, on the boxed demo data."""
+    make_demo_dataset(tmp_path / "data", seed=3, train_per_class=1, val_per_class=4, boxes=True)
+    spec = tmp_path / "pcr.vgg"
+    spec.write_text(BODY + "FC-40 box\n")
+    net = vggspec.build_net(spec, backend="torch")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.fc5.bias.copy_(torch.tensor([0.5, 0.5, 0.8, 0.8] * 10))
+    vggspec.save(net, tmp_path / "start.safetensors")
+    settings = [f"spec={spec}", f"data={tmp_path / 'data'}", f"out={tmp_path / 'run'}"]
+    settings += [f"finetune={tmp_path / 'start.safetensors'}", "lr=1e-30", "max_steps=1"]
+    settings += ["batch_size=4", "scale=40", "workers=0", "dropout=0", "normalise=mean-std"]
+    code, _, err = cli("run", "train", *settings)
+    assert code == 0, err
+    trained = json.loads((tmp_path / "run" / "summary.json").read_text())["val_loc_error"]
+    assert 0 < trained < 1  # right for some images, not all
+    results = _json(cli, "--checkpoint", tmp_path / "run", "--protocol", "centre", "--workers", "0")
+    assert results == [{"protocol": "centre", "scales": [40], "loc_error": trained, "images": 40}]
