@@ -277,8 +277,9 @@ def training_data(checkpoint: str) -> str | None:
     return run.data_folder() if run else None
 
 
-def _box_rows(model, names: list[str], source_names: list[str] | None) -> list[int]:
-    """Per class of `names`, the box row of `model`'s outputs (PCR: its class's; SCR: 0)."""
+def _box_rows(model, names: list[str], named_by: str) -> list[int]:
+    """Per class of `names` (those of `named_by`), the box row of `model`'s outputs (PCR:
+    its class's, found by name, or in that order when the net does not name them; SCR: 0)."""
     if not model.per_class:
         return [0] * len(names)
     own = model.class_names
@@ -286,9 +287,8 @@ def _box_rows(model, names: list[str], source_names: list[str] | None) -> list[i
         check_box_width(model.outputs, len(names), model.source)
         own = names
     if sorted(own) != sorted(names):
-        theirs = "the classifier" if source_names is not None else "the data"
         raise EvalError(
-            f"{model.source} regresses boxes for other classes than {theirs}: "
+            f"{model.source} regresses boxes for other classes than {named_by}: "
             f"{len(own)} classes ({', '.join(own[:3])}, …) against {len(names)}"
         )
     position = {c: i for i, c in enumerate(own)}
@@ -381,7 +381,11 @@ def run_localisation(request: LocRequest, ctx: Context, say: Say = quiet) -> dic
     reference = classifier or nets[0]
     boxed = localisation_images(request, reference.class_names)
     names, folder, gt = boxed.names, boxed.folder, boxed.boxes
-    rows = [_box_rows(m, names, classifier and classifier.class_names) for m in nets]
+    if reference.class_names is None:
+        named_by = f"the data folder {request.images.data}"
+    else:
+        named_by = "the classifier" if classifier else reference.source
+    rows = [_box_rows(m, names, named_by) for m in nets]
     for line in boxed.lines:
         say(line)
     results = []
