@@ -42,7 +42,7 @@ def add_parser(run_subparsers) -> None:
         choices=PROTOCOLS,
         help="centre: the central crop's box for the ground-truth class (Table 8); dense: "
         "the nets on whole images, boxes merged and rated by --classifier's top-5 classes "
-        "(Table 9); both",
+        "(Table 9); both. Given --classifier alone: " + LocRequest.protocol,
     )
     loc.add_argument(
         "--classifier",
@@ -92,7 +92,7 @@ def run(args) -> int:
 def _localise(args) -> int:
     from vggspec.runtime.eval.jobs import run_localisation
 
-    args.protocol = args.protocol or "dense"
+    args.protocol = args.protocol or LocRequest.protocol  # given --classifier alone
     if args.weights:
         raise UserError("localisation evaluates training runs: give them as --checkpoint")
     if args.method != EvalRequest.method or args.posteriors:
