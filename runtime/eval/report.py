@@ -102,7 +102,7 @@ def loc_summary_line(report: dict) -> str:
         parts.append(f"{report['without_box']} without one left out")
     if report["unreadable"]:
         parts.append(f"{report['unreadable']} unreadable left out")
-    if report["classifier"]:
+    if report["classifier"] and any(r["protocol"] == "dense" for r in report["results"]):
         c = report["classifier"]
         parts.append(f"top-5 classes from {c['name']} ({c['source']}) at Q = {_qs(c['scales'])}")
     return ", ".join(parts)
