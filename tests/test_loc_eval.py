@@ -16,11 +16,6 @@ from helpers import vggspec_cmd
 from vggspec.runtime.data import boxes as bx
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.eval.evaluate import single_process
-from vggspec.runtime.eval.jobs import (
-    load_localisation_nets,
-    localisation_images,
-    run_localisation,
-)
 from vggspec.runtime.eval.localise import centre_boxes, dense_guesses
 from vggspec.runtime.eval.locate import aligned_scores, map_boxes
 from vggspec.runtime.eval.requests import ImagesRequest, LocRequest, NetsRequest
@@ -34,6 +29,14 @@ SCR = BODY + "FC-4 box\n"
 # that the mirror image has the same box.
 BOX_A = (8.0, 4.0, 24.0, 20.0)
 BOX_F = (4.0, 10.0, 28.0, 30.0)
+
+
+def _jobs():
+    """runtime/eval/jobs.py, imported when a test runs, not at collection: test_bad_files
+    patches scan_image_folder before the first import of jobs binds it."""
+    from vggspec.runtime.eval import jobs
+
+    return jobs
 
 
 @pytest.fixture(autouse=True)
@@ -184,8 +187,8 @@ def test_union_of_two_nets_merges_their_boxes(setup, cli):
     """Each image gets one box per net at Q = crop; the two are close, so the class's box is
     their mean: the union was taken before merging."""
     request = _request(setup, ["perfect", "shifted"])
-    nets, classifier = load_localisation_nets(request, "cpu")
-    boxed = localisation_images(request, classifier.class_names)
+    nets, classifier = _jobs().load_localisation_nets(request, "cpu")
+    boxed = _jobs().localisation_images(request, classifier.class_names)
     folder, gt = boxed.folder, boxed.boxes
     rows = [list(range(len(CLASSES)))] * 2
     top = np.array([[CLASSES.index(c) for c in ("f", "b", "a", "c", "d")]] * len(folder))
@@ -210,8 +213,8 @@ def test_dense_at_q_equal_to_the_crop_gives_the_central_crop_box(setup):
     """FC→conv for boxes: a square image at Q = crop size is one map position, the central
     crop; a net with random weights gives the same box both ways."""
     request = _request(setup, ["random"])
-    (net,), classifier = load_localisation_nets(request, "cpu")
-    folder = localisation_images(request, classifier.class_names).folder
+    (net,), classifier = _jobs().load_localisation_nets(request, "cpu")
+    folder = _jobs().localisation_images(request, classifier.class_names).folder
     local = range(len(folder))
     rows = list(range(len(CLASSES)))
     centre, ok = centre_boxes(net, rows, folder, local, 32, max_images=4, workers=0, device="cpu")
@@ -296,7 +299,7 @@ def test_run_localisation_counts_images_without_a_box(setup, tmp_path):
     request = _request(setup, ["perfect"], protocol="centre")
     request.boxes = str(tmp_path / "fewer.json")
     heard = []
-    report = run_localisation(request, single_process(), heard.append)
+    report = _jobs().run_localisation(request, single_process(), heard.append)
     assert report["results"] == [
         {"protocol": "centre", "scales": [32], "loc_error": 0.0, "images": 4}
     ]
