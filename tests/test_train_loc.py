@@ -202,3 +202,14 @@ def test_resume_is_bit_identical(boxed, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     x, y = (json.loads((r / "summary.json").read_text()) for r in (straight, split))
     assert x["best_val_loc_error"] == y["best_val_loc_error"]
+
+
+def test_the_recipes_hold_the_papers_settings():
+    from helpers import SPECS
+    from vggspec.runtime.train.config import load_config
+
+    paper = load_config(SPECS / "loc.yaml", [])
+    assert (paper.spec, paper.lr, paper.scale) == ("specs/D-loc.vgg", 0.001, 256)
+    assert paper.finetune_layers == "all" and paper.dropout == 0.5
+    demo = load_config(SPECS / "demo-loc.yaml", [])
+    assert demo.spec == "specs/demo-loc.vgg" and isinstance(demo.scale, int)  # no jittering
