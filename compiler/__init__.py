@@ -7,12 +7,13 @@ from .frontend.parser import parse
 from .frontend.printer import format_spec
 from .frontend.source import load_spec, read_spec_text
 from .ir.graph import Graph, build_graph, format_graph, launch_count, verify
-from .ir.ops import BN, AvgPool, Conv, FullyConnected, Gap, Lrn, MaxPool, SoftMax
+from .ir.ops import BN, AvgPool, Box, Conv, FullyConnected, Gap, Lrn, MaxPool, SoftMax
 from .ir.pipeline import compile_spec, dense_graph, score_map_size, with_input_size
 
 __all__ = [
     "BN",
     "AvgPool",
+    "Box",
     "Conv",
     "FullyConnected",
     "Gap",

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from vggspec.compiler import (
     BN,
     AvgPool,
+    Box,
     Conv,
     FullyConnected,
     Gap,
@@ -46,8 +47,13 @@ def specs(draw) -> Spec:
         layers.append(layer)
         if layer.normalisable and draw(st.booleans()):
             layers.append(BN())  # BN only where it may stand: right after a conv or FC
-    if draw(st.booleans()):
+    head = draw(st.sampled_from([None, "soft-max", "box"]))
+    if head == "soft-max":
         layers.append(SoftMax())
+    elif head == "box":
+        # a box head regresses from an FC layer of 4 (one box) or 4 × classes outputs
+        layers.append(FullyConnected(4 * draw(st.integers(1, 2_500))))
+        layers.append(Box())
     description = tuple(draw(st.lists(description_lines, max_size=4)))
     return Spec(tuple(layers), draw(inputs), description)
 
@@ -116,6 +122,8 @@ def spelled_specs(draw) -> tuple[Spec, str]:
             word = _case(draw, "gap")
         elif isinstance(layer, BN):
             word = _case(draw, "BN")
+        elif isinstance(layer, Box):
+            word = _case(draw, "box")
         else:
             word = _case(draw, draw(st.sampled_from(["soft-max", "softmax"])))
         out.append(word)

@@ -16,7 +16,7 @@ from helpers import SPECS
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("VGGSPEC_UPDATE_GOLDEN") == "1"
 
-NETS = ("A", "A-LRN", "B", "C", "D", "E", "D-BN", "demo")
+NETS = ("A", "A-LRN", "B", "C", "D", "E", "D-BN", "demo", "D-loc")
 VARIANTS = {
     "table": (),
     "json": ("--json",),
@@ -52,6 +52,9 @@ BAD_SPECS = {
     "bn-after-pool": "input 32x32 RGB\nconv3-8 maxpool BN\n",
     "bn-twice": "input 32x32 RGB\nconv3-8 BN BN\n",
     "bn-after-softmax": "input 32x32 RGB\nconv3-8 FC-10 soft-max BN\n",
+    "box-width": "input 32x32 RGB\nconv3-8 FC-4096 FC-10 box\n",
+    "box-after-conv": "input 32x32 RGB\nconv3-8 maxpool box\n",
+    "after-box": "input 32x32 RGB\nconv3-8 FC-8 box FC-8\n",
 }
 
 

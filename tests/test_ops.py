@@ -68,7 +68,17 @@ def test_registry_holds_every_grammar_rule_of_a_layer():
     grammar = (ROOT / "compiler/frontend/vgg.lark").read_text()
     for word, cls in ops.LAYERS.items():
         assert f"\n{word}: {cls.terminal}\n" in grammar, word
-    assert set(ops.LAYERS) == {"conv", "maxpool", "avgpool", "gap", "lrn", "fc", "bn", "softmax"}
+    assert set(ops.LAYERS) == {
+        "conv",
+        "maxpool",
+        "avgpool",
+        "gap",
+        "lrn",
+        "fc",
+        "bn",
+        "softmax",
+        "box",
+    }
 
 
 # A test-only op, written as an op module would be: notation word + IR op, nothing else.

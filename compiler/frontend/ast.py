@@ -63,6 +63,8 @@ class Layer:
     ends_net: ClassVar[bool] = False  # nothing may follow it
     fills_stage: ClassVar[bool] = False  # a stage holding one is numbered (conv5_1 … fc6)
     normalisable: ClassVar[bool] = False  # a `BN` may follow it (conv, FC)
+    follows: ClassVar[str | None] = None  # the terminal it must directly follow (box: FC)
+    trains_on: ClassVar[str] = "labels"  # a head's training targets: labels, or boxes
     loc: Loc | None
 
     @classmethod
@@ -84,6 +86,16 @@ class Layer:
 
     def resized(self, outputs: int) -> Layer | None:
         """This layer with `outputs` outputs if it can be a classifier's last layer."""
+        return None
+
+    # A head (a layer that ends the net) says how wide the classifier before it must be.
+    def head_width(self, classifier: Layer, classes: int) -> int:
+        """The width `classifier` (the last resizable layer) takes for `classes` classes."""
+        return classes
+
+    def misfit(self, classifier: Layer, classes: int) -> str | None:
+        """Why the spec's `classifier` cannot be trained on data of `classes` classes as it
+        is written, or None (a soft-max classifier is resized to the data)."""
         return None
 
 

@@ -81,16 +81,38 @@ def _description(text: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _expected(names) -> str:
+def _expected(names, text: str = "", pos: int = 0) -> str:
+    """How the terminals `names` read; a word that may only follow one kind of layer (box
+    after an FC) is left out when the word before `pos` is not of that kind."""
     known = {**{cls.terminal: cls.expected for cls in LAYERS.values()}, **_EXPECTED_WORDS}
+    before = [w for w in re.split(r"[ \t\f\r\n,]+", re.sub(r"#[^\n]*", "", text[:pos])) if w]
+    previous = before[-1] if before else ""
+    names = [
+        name
+        for name in names
+        if (cls := _LAYER_OF.get(name)) is None
+        or cls.follows is None
+        or re.fullmatch(_parser().get_terminal(cls.follows).pattern.to_regexp(), previous, re.I)
+    ]
     words = sorted({known.get(name, name) for name in names})
     return ", ".join(words)
 
 
-def _after_softmax(err: UnexpectedToken, text: str) -> bool:
+_LAYER_OF = {cls.terminal: cls for cls in LAYERS.values()}
+
+
+# The words that end a net, as an error names them.
+_HEADS = ((r"soft-?max", "soft-max"), (r"(?<![A-Za-z0-9_\-])box", "box"))
+
+
+def _after_head(err: UnexpectedToken, text: str) -> str | None:
+    """The head word (soft-max, box) right before the unexpected token, or None."""
     before = text[: err.token.start_pos]
     before = re.sub(r"#[^\n]*", "", before).rstrip(" \t\f\r\n,")
-    return re.search(r"soft-?max$", before, re.IGNORECASE) is not None
+    for pattern, word in _HEADS:
+        if re.search(pattern + "$", before, re.IGNORECASE) is not None:
+            return word
+    return None
 
 
 def _syntax_error(err: UnexpectedInput, text: str) -> SpecError:
@@ -101,22 +123,28 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SpecError:
         line = len(lines)
         column = len(lines[-1].rstrip("\r")) + 1
         loc = Loc(line, column, line, column + 1)
-        return SpecError("the spec ends too early", loc, expected=_expected(err.expected))
+        return SpecError(
+            "the spec ends too early", loc, expected=_expected(err.expected, text, len(text))
+        )
     if isinstance(err, UnexpectedToken):
         token = err.token
-        if _after_softmax(err, text):
-            return SpecError(f"{str(token)!r} after soft-max: soft-max ends the net", _loc(token))
+        if head := _after_head(err, text):
+            return SpecError(f"{str(token)!r} after {head}: {head} ends the net", _loc(token))
         word = _word_at(text, token.start_pos)
         if len(word) > len(str(token)):  # a known token glued to more text: one unknown word
             loc = Loc(token.line, token.column, token.line, token.column + len(word))
-            return SpecError(f"unknown word {word!r}", loc, expected=_expected(err.expected))
+            expected = _expected(err.expected, text, token.start_pos)
+            return SpecError(f"unknown word {word!r}", loc, expected=expected)
         return SpecError(
-            f"unexpected {str(token)!r}", _loc(token), expected=_expected(err.expected)
+            f"unexpected {str(token)!r}",
+            _loc(token),
+            expected=_expected(err.expected, text, token.start_pos),
         )
     assert isinstance(err, UnexpectedCharacters)
     word = _word_at(text, err.pos_in_stream)
     loc = Loc(err.line, err.column, err.line, err.column + len(word))
-    return SpecError(f"unknown word {word!r}", loc, expected=_expected(err.allowed or set()))
+    expected = _expected(err.allowed or set(), text, err.pos_in_stream)
+    return SpecError(f"unknown word {word!r}", loc, expected=expected)
 
 
 def _word_at(text: str, pos: int) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..frontend.ast import Spec
+from ..frontend.ast import Layer, Spec
 from ..frontend.errors import VggspecError
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
@@ -114,10 +114,17 @@ class Net(nn.Module):
         return self.backend.name
 
     @property
-    def num_classes(self) -> int:
-        """Channels of the class scores: the output width of the last layer."""
+    def outputs(self) -> int:
+        """Channels of the net's output: the width of its last layer."""
         last, _ = self._body[-1]
         return meta(self.graph, last).shape[0]
+
+    @property
+    def num_classes(self) -> int | None:
+        """The classes the outputs stand for, as the head says: one per output before
+        soft-max, one per 4 outputs of a per-class box head, None for one box (SCR)."""
+        _, last = self.head()[-1]
+        return last.classes(self.outputs)
 
     def forward(self, x: torch.Tensor, batch: GlobalBatch | None = None) -> torch.Tensor:
         """Class scores; `batch` places x in a global batch for dropout (None: plain dropout)."""
@@ -232,14 +239,42 @@ def classifier_index(spec: Spec) -> int | None:
     )
 
 
+def _head(spec: Spec):
+    """The layer that ends the spec (soft-max, box), or the base Layer's rule without one."""
+    last = spec.layers[-1]
+    return last if last.ends_net else Layer()
+
+
 def with_num_classes(spec: Spec, num_classes: int) -> Spec:
-    """The spec with its last FC layer resized to `num_classes` outputs."""
+    """The spec with its last FC layer resized for `num_classes` classes: to `num_classes`
+    outputs before soft-max; a box head keeps FC-4, or 4 × `num_classes` per class."""
     last = classifier_index(spec)
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
+    return with_outputs(spec, _head(spec).head_width(spec.layers[last], num_classes))
+
+
+def training_target(spec: Spec) -> str:
+    """What training feeds the spec's head: "labels" (soft-max, or no head) or "boxes"."""
+    return _head(spec).trains_on
+
+
+def with_outputs(spec: Spec, outputs: int) -> Spec:
+    """The spec with its last FC layer resized to `outputs` outputs (whatever its head)."""
+    last = classifier_index(spec)
+    if last is None:
+        raise VggspecError("resizing needs a spec whose last weight layer is an FC layer")
     layers = list(spec.layers)
-    layers[last] = layers[last].resized(num_classes)
+    layers[last] = layers[last].resized(outputs)
     return Spec(tuple(layers), spec.input, spec.description)
+
+
+def check_num_classes(spec: Spec, num_classes: int) -> None:
+    """Raise VggspecError when the spec's head cannot be trained on `num_classes` classes
+    as written (a box head's width is 4 or 4 × classes)."""
+    last = classifier_index(spec)
+    if last is not None and (why := _head(spec).misfit(spec.layers[last], num_classes)):
+        raise VggspecError(why)
 
 
 def build(

@@ -17,7 +17,9 @@ from vggspec.compiler.lowering.net import (
     densify,
     fold_batch_norm,
     lower,
+    training_target,
     with_num_classes,
+    with_outputs,
 )
 
 from ..data.preprocessing import Preprocessing, PreprocessingError
@@ -54,10 +56,20 @@ class EvalModel:
     class_names: list[str] | None  # output order; None: unknown (weights from elsewhere)
     train_scale: TrainScale | None  # S or [S_min, S_max] if known
     scales: list[int] = field(default_factory=list)  # test scales Q
+    boxes: bool = False  # a localisation net: its outputs are boxes (4 per class, or 4)
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.net.input_size)
+
+    @property
+    def outputs(self) -> int:
+        return self.net.outputs
+
+    @property
+    def per_class(self) -> bool:
+        """A localisation net with a box per class (PCR), not one for all (SCR)."""
+        return self.boxes and self.outputs != 4
 
     @property
     def num_classes(self) -> int:
@@ -120,6 +132,20 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
     return sorted(set(scales))
 
 
+def regresses_boxes(net: Net) -> bool:
+    """True for a localisation net, whose head (`box`) makes its outputs box parameters."""
+    return training_target(net.spec) == "boxes"
+
+
+def check_box_width(outputs: int, classes: int, source: str) -> None:
+    """A box head has 4 outputs (SCR) or 4 per class (PCR)."""
+    if outputs not in (4, 4 * classes):
+        raise EvalError(
+            f"{source}: a box head of {outputs} outputs for {classes} classes: it must have 4 "
+            f"(single-class regression) or 4 × {classes} = {4 * classes} (per-class regression)"
+        )
+
+
 def _check_rgb(net: Net, source: str) -> None:
     if net.spec.input.channels != 3:
         raise EvalError(f"{source}: the spec's input is gray; evaluation reads RGB images")
@@ -147,11 +173,11 @@ def _spec_mismatch(source: str, theirs: Spec, spec_path: str, ours: Spec) -> Eva
     )
 
 
-def _empty_net(spec: Spec, name: str, backend: str, num_classes: int | None = None) -> Net:
+def _empty_net(spec: Spec, name: str, backend: str, outputs: int | None = None) -> Net:
     """The net of a spec with uninitialised weights, for loading into (every tensor is then
-    checked and overwritten by `load_state`)."""
-    if num_classes is not None:
-        spec = with_num_classes(spec, num_classes)
+    checked and overwritten by `load_state`); `outputs` resizes its last FC layer."""
+    if outputs is not None:
+        spec = with_outputs(spec, outputs)
     return lower(compile_spec(spec, name=name), backend)
 
 
@@ -176,13 +202,17 @@ def _finish(
     _check_rgb(net, source)
     # Evaluation runs on running statistics: BN folded into its layer, nothing left to run.
     net = fold_batch_norm(net.eval()).to(device)
-    if class_names is not None and len(class_names) != net.num_classes:
+    boxes = regresses_boxes(net)
+    if boxes and class_names is not None:
+        check_box_width(net.outputs, len(class_names), source)
+    elif class_names is not None and len(class_names) != net.num_classes:
         raise EvalError(
             f"{source}: {len(class_names)} class names for a net with {net.num_classes} outputs"
         )
     model = EvalModel(
         name, source, net, densify(net).eval(), preprocessing, class_names, train_scale
     )
+    model.boxes = boxes
     model.scales = default_scales(train_scale, model.input_size)
     return model
 
@@ -306,7 +336,7 @@ def load_weights_model(
     ours_to_file = torchvision_keys(net) if torchvision_layout else {k: k for k in net.state_dict()}
     last_layer = [k for k in net.state_dict() if k.endswith(".weight")][-1]
     classes_in_file = tensors.get(ours_to_file.get(last_layer, ""))
-    if classes_in_file is not None and classes_in_file.shape[0] != net.num_classes:
+    if classes_in_file is not None and classes_in_file.shape[0] != net.outputs:
         net = _empty_net(spec, name, backend, int(classes_in_file.shape[0]))
     try:
         if torchvision_layout:

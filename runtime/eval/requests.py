@@ -55,3 +55,19 @@ class FeaturesRequest:
     classifier: str | None = None
     train_split: str = "train"
     reg: float = 1.0
+
+
+PROTOCOLS = ("centre", "dense", "both")
+
+
+@dataclass
+class LocRequest:
+    """Localisation (Appendix A): the localisation nets (`nets`, several fused by the union of
+    their boxes), the classification net that names protocol 2's top-5 classes, and where the
+    images' box annotations are (None: ROOT/annotations/SPLIT)."""
+
+    nets: NetsRequest
+    images: ImagesRequest
+    protocol: str = "dense"  # centre (protocol 1, Table 8), dense (protocol 2, Table 9), both
+    classifier: str | None = None  # a classification run or its model file
+    boxes: str | None = None  # a folder of VOC XML files, or a .json/.csv box table

@@ -23,6 +23,7 @@ class Batch:
     rows: np.ndarray  # positions of the images in this rank's share
     pixels: torch.Tensor  # (N, 3, h, w) uint8 RGB, on the device
     readable: np.ndarray  # False: the file failed to decode (zeros stand in)
+    images: ScaledImages  # the pass's images, whose `geometry` places each in its file
 
 
 def scale_passes(
@@ -49,7 +50,8 @@ def scale_passes(
         loader = make_loader(images, None, workers, batch_sampler=batches, collate_fn=collate)
         started = time.perf_counter()
         for pixels, _, index, readable in loader:
-            yield Batch(q, nets, (index - local.start).numpy(), pixels.to(device), readable.numpy())
+            rows = (index - local.start).numpy()
+            yield Batch(q, nets, rows, pixels.to(device), readable.numpy(), images)
         del loader  # its worker processes end with the pass
         if progress is not None:
             progress(

@@ -52,7 +52,7 @@ def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Pa
     metadata. Atomic: a crash mid-write leaves any previous file intact."""
     path = Path(path)
     names = info.class_names if info is not None else None
-    if names is not None and len(names) != net.num_classes:
+    if names is not None and net.num_classes is not None and len(names) != net.num_classes:
         raise WeightsError(
             f"{path}: {len(names)} class names for a net of {net.num_classes} classes"
         )
@@ -190,40 +190,52 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
     return load_state(net, renamed, "torchvision state_dict")
 
 
+def weight_layers(net: Net, section: str) -> list[list[str]]:
+    """Each conv ("features") or FC ("classifier") layer of `net`, in order, with the weight
+    nodes that belong to it (its BN)."""
+    groups, current = [], None
+    for name, operation in net.layers():
+        if not operation.has_weights:
+            continue
+        if operation.part_of_previous:  # BN: goes with its layer, if that one is taken
+            if current is not None:
+                current.append(name)
+            continue
+        current = [name] if operation.section == section else None
+        if current is not None:
+            groups.append(current)
+    return groups
+
+
 def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     """The paper's pre-initialisation (Sect. 3.1): copy the first `convs` conv layers
     and the last `fcs` FC layers of a trained shallower net (A) into the same-named
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
     the rest as they are; a layer's BN (weights and running statistics) goes with it.
     Returns the names copied; refuses if any shape differs."""
-
-    def weight_layers(n: Net, section: str) -> list[list[str]]:
-        """Each conv/FC layer of the section with the weight nodes that belong to it (BN)."""
-        groups, current = [], None
-        for name, operation in n.layers():
-            if not operation.has_weights:
-                continue
-            if operation.part_of_previous:  # BN: goes with its layer, if that one is taken
-                if current is not None:
-                    current.append(name)
-                continue
-            current = [name] if operation.section == section else None
-            if current is not None:
-                groups.append(current)
-        return groups
-
     groups = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
-    chosen = [name for group in groups for name in group]
+    return _copy_layers(net, source, [name for group in groups for name in group], "init_from")
+
+
+def init_all_but_last(net: Net, source: Net) -> list[str]:
+    """Appendix A's start of a localisation net: every weight layer of a trained
+    classification net `source` of the same body but its last one (the class scores), which
+    keeps its fresh initialisation. Returns the names copied; refuses if a shape differs."""
+    groups = weight_layers(source, "features") + weight_layers(source, "classifier")[:-1]
+    return _copy_layers(net, source, [name for group in groups for name in group], "init")
+
+
+def _copy_layers(net: Net, source: Net, chosen: list[str], what: str) -> list[str]:
     for name in chosen:
         target = getattr(net, name, None)
         if not isinstance(target, Weights):
-            raise WeightsError(f"init_from: the target net has no layer {name}")
+            raise WeightsError(f"{what}: the target net has no layer {name}")
         theirs = getattr(source, name)
         if target.weight.shape != theirs.weight.shape or (
             target.state_dict().keys() != theirs.state_dict().keys()
         ):
             raise WeightsError(
-                f"init_from: {name} is {tuple(theirs.weight.shape)} in the source net but "
+                f"{what}: {name} is {tuple(theirs.weight.shape)} in the source net but "
                 f"{tuple(target.weight.shape)} in the target"
             )
     with torch.no_grad():

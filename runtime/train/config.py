@@ -41,8 +41,19 @@ class TrainConfig:
     weight_decay: float = 5e-4  # L2 penalty multiplier
     dropout: float = 0.5  # on the first two FC layers
     scale: int | list[int] = 256  # training scale S, or [S_min, S_max] for scale jittering
-    init: str = "gaussian"  # gaussian (N(0, 0.01²)), glorot, or a trained net A to copy from
+    # gaussian (N(0, 0.01²)), glorot, or a trained net to copy from: a net A's first four
+    # conv and last three FC layers (Sect. 3.1); for a box head, every layer of a
+    # classification net but the last (Appendix A). A run folder or a model.safetensors.
+    init: str = "gaussian"
     finetune: str | None = None  # start from all weights of this model (e.g. S=384 from S=256)
+    # Which layers train: all, or fc (the first two FC layers and the last one; the conv
+    # layers stay as initialised: Appendix A's "fine-tuning only the first two FC layers",
+    # the last FC layer being new).
+    finetune_layers: str = "all"
+    # Box annotations of a localisation net (a spec ending in `box`): null reads VOC XML
+    # from DATA/annotations/<split>/; else a folder of VOC XML or a .json/.csv table, where
+    # "{split}" in the path stands for train or val.
+    boxes: str | None = None
     backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
     precision: str = "fp32"  # fp32 or bf16 (autocast)
     channels_last: bool = False  # NHWC activations and conv weights (faster on some CPUs)
@@ -68,6 +79,7 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "normalise": ("mean", "mean-std"),
     "lr_schedule": ("plateau", "one-cycle"),
+    "finetune_layers": ("all", "fc"),
 }
 _POSITIVE = ("epochs", "batch_size", "lr", "checkpoint_every", "log_every")
 _NON_NEGATIVE = (

@@ -99,11 +99,19 @@ class RunLog:
         if not self.enabled:
             return
         self._record({"kind": "val", **result})
-        top5 = result.get("val_top5_error")
+        if "val_loc_error" in result:  # a box head: protocol 1 on the central crop
+            figures = (
+                f"GT-class localisation error {result['val_loc_error']:.2%}, "
+                f"mean IoU {result['val_mean_iou']:.3f}"
+            )
+        else:
+            top5 = result.get("val_top5_error")
+            figures = f"top-1 error {result['val_top1_error']:.2%}" + (
+                f", top-5 error {top5:.2%}" if top5 is not None else ""
+            )
         self.info(
-            f"validation after step {result['step']}: top-1 error {result['val_top1_error']:.2%}"
-            + (f", top-5 error {top5:.2%}" if top5 is not None else "")
-            + f", loss {result['val_loss']:.4f} ({result['images']} images)"
+            f"validation after step {result['step']}: {figures}"
+            f", loss {result['val_loss']:.4f} ({result['images']} images)"
         )
 
     def _clear_bar(self) -> None:

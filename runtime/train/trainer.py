@@ -27,7 +27,12 @@ import torch
 import torch.nn.functional as F
 from vggspec.compiler import Spec
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.lowering.net import GlobalBatch, build
+from vggspec.compiler.lowering.net import (
+    GlobalBatch,
+    build,
+    check_num_classes,
+    training_target,
+)
 
 from ..data.loader import make_loader
 from ..dist import context as distributed
@@ -38,9 +43,10 @@ from ..io import replace
 from ..io.atomic import atomic_write
 from ..io.model_info import KEY as INFO_KEY
 from ..io.rundir import RunDir, model_file
+from ..io.weights import init_all_but_last, load, load_state, save, weight_layers
 from ..io.weights import init_from as copy_layers_from
-from ..io.weights import load, load_state, save
 from . import faults
+from .box_validation import validate_boxes
 from .claim import check_fresh
 from .config import ConfigError, TrainConfig, write_config
 from .data import TrainingData, prepare_training_data
@@ -65,7 +71,8 @@ class Position:
     timed_images: int = 0  # the images of the steps counted in train_seconds
     wall_seconds: float = 0.0
     best_top1_error: float | None = None
-    best_step: int | None = None  # of the validation with best_top1_error (in best.pt)
+    best_loc_error: float | None = None  # a box head's: protocol 1's GT-class error
+    best_step: int | None = None  # of the best validation (the net in best.pt)
     last_val: dict = field(default_factory=dict)
 
 
@@ -109,14 +116,21 @@ class Trainer:
         self.data = prepare_training_data(cfg, spec, ctx, log)
         self.info = self.data.model_info()  # saved with the weights and in checkpoints
         classes = self.data.num_classes
+        check_num_classes(spec, classes)
+        # A box head trains on boxes and is selected by protocol 1, a classifier by top-1.
+        self.boxes = training_target(spec) == "boxes"
+        self.objective = "val_loc_error" if self.boxes else "val_top1_error"
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
         self.net.to(ctx.device)
         if cfg.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if cfg.finetune_layers == "fc":
+            self._freeze_all_but_fc()
+        trained = [t for t in self.net.parameters() if t.requires_grad]
         self.optimizer = torch.optim.SGD(
-            self.net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            trained, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
         self.schedule = make_schedule(cfg)
         self.position = Position()
@@ -146,13 +160,31 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
 
+    def _freeze_all_but_fc(self) -> None:
+        """finetune_layers=fc: only the first two FC layers and the last one train."""
+        fcs = weight_layers(self.net, "classifier")
+        trained = {name for group in fcs[:2] + fcs[-1:] for name in group}
+        for name, _ in self.net.layers():
+            if name not in trained:
+                for tensor in getattr(self.net, name, torch.nn.Module()).parameters():
+                    tensor.requires_grad_(False)
+        self.log.info(f"training {', '.join(sorted(trained))} only (finetune_layers=fc)")
+
     def _initialise_from_elsewhere(self) -> None:
         cfg = self.cfg
         if cfg.init not in ("gaussian", "glorot"):
-            source = load(model_file(cfg.init), "torch")
-            copied = copy_layers_from(self.net, source.to(self.ctx.device))
+            source = load(model_file(cfg.init), "torch").to(self.ctx.device)
+            if self.boxes:  # Appendix A: the classification net's layers, the last one new
+                copied = init_all_but_last(self.net, source)
+                why = "all layers but the last, which stays random"
+            else:
+                copied = copy_layers_from(self.net, source)
+                why = "the paper's net-A start"
+            self.log.info(f"initialised {', '.join(copied)} from {cfg.init} ({why})")
+        elif self.boxes:
             self.log.info(
-                f"initialised {', '.join(copied)} from {cfg.init} (the paper's net-A start)"
+                "a box head from random weights: Appendix A starts it from a classification "
+                "net of the same body (init=RUN)"
             )
         if cfg.finetune:
             source = load(model_file(cfg.finetune), "torch")
@@ -234,9 +266,9 @@ class Trainer:
             if p.step_in_epoch == self.sampler.steps_per_epoch:
                 self._end_of_epoch()
         if not p.last_val or p.last_val.get("step") != p.step:
-            best_before = p.best_top1_error
+            best_before = self._best()
             result = self._record_validation()
-            self.checkpoint(best=best_before is None or result["val_top1_error"] < best_before)
+            self.checkpoint(best=best_before is None or result[self.objective] < best_before)
         p.wall_seconds = wall_before + time.perf_counter() - started
         if ctx.is_main:
             faults.kill_if_planned("kill-in-final-save", p.step, ctx.rank)
@@ -253,9 +285,10 @@ class Trainer:
         step = p.step if p.best_step is None else p.best_step
         epochs = step / self.sampler.steps_per_epoch
         shown = f"{epochs:g}" if epochs == int(epochs) else f"{epochs:.2f}"
+        what = "GT-class localisation error" if self.boxes else "top-1 error"
         self.log.info(
             f"model.safetensors: the net of the best validation, after epoch {shown} "
-            f"(step {step}, top-1 error {p.best_top1_error:.2%})"
+            f"(step {step}, {what} {self._best():.2%})"
         )
 
     def _epoch(self, total: int) -> str:
@@ -318,35 +351,51 @@ class Trainer:
     def _record_validation(self) -> dict:
         p = self.position
         faults.kill_if_planned("kill-in-validation", p.step, self.ctx.rank)
-        result = validate(self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers)
+        check = validate_boxes if self.boxes else validate
+        result = check(self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers)
         result.update(step=p.step, epoch=p.epoch, lr=self.schedule.lr)
         p.last_val = result
-        improved = p.best_top1_error is None or result["val_top1_error"] < p.best_top1_error
-        if improved:
-            p.best_top1_error = result["val_top1_error"]
-            p.best_step = p.step
+        best = self._best()
+        if best is None or result[self.objective] < best:
+            self._set_best(result[self.objective])
         self.log.epoch(result)
         return result
+
+    def _best(self) -> float | None:
+        p = self.position
+        return p.best_loc_error if self.boxes else p.best_top1_error
+
+    def _set_best(self, value: float) -> None:
+        self.position.best_step = self.position.step
+        if self.boxes:
+            self.position.best_loc_error = value
+        else:
+            self.position.best_top1_error = value
 
     def _end_of_epoch(self) -> None:
         p = self.position
         p.epoch += 1
         p.step_in_epoch = 0
-        best_before = p.best_top1_error
+        best_before = self._best()
         result = self._record_validation()
-        if self.schedule.step(1.0 - result["val_top1_error"]):
+        if self.schedule.step(1.0 - result[self.objective]):
             for group in self.optimizer.param_groups:
                 group["lr"] = self.schedule.lr
             self.log.info(
                 f"validation accuracy stopped improving: lr → {self.schedule.lr:g} "
                 f"(drop {self.schedule.drops} of {self.schedule.max_drops})"
             )
-        improved = best_before is None or result["val_top1_error"] < best_before
+        improved = best_before is None or result[self.objective] < best_before
         self.checkpoint(best=improved)
 
     def summary(self, outcome: str) -> dict:
         p = self.position
         val = p.last_val
+        localisation = {
+            "val_loc_error": val.get("val_loc_error"),
+            "val_mean_iou": val.get("val_mean_iou"),
+            "best_val_loc_error": p.best_loc_error,
+        }
         return {
             "outcome": outcome,
             "spec": self.cfg.spec,
@@ -364,6 +413,7 @@ class Trainer:
             "val_loss": val.get("val_loss"),
             "best_val_top1_error": p.best_top1_error,
             "best_step": p.best_step,
+            **(localisation if self.boxes else {}),
             "lr": self.schedule.lr,
             "lr_drops": self.schedule.drops,
             "bad_files": self.data.bad_files,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vggspec.commands import nets
 from vggspec.errors import UserError, check_output
-from vggspec.runtime.eval.requests import EvalRequest
+from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest
 
 
 def add_parser(run_subparsers) -> None:
@@ -33,6 +33,29 @@ def add_parser(run_subparsers) -> None:
         default=EvalRequest.grid,
         help=f"n×n crops per scale (default {EvalRequest.grid})",
     )
+    loc = p.add_argument_group(
+        "localisation (Appendix A): --checkpoint gives localisation nets (box head), several "
+        "fused by the union of their boxes"
+    )
+    loc.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="centre: the central crop's box for the ground-truth class (Table 8); dense: "
+        "the nets on whole images, boxes merged and rated by --classifier's top-5 classes "
+        "(Table 9); both. Given --classifier alone: " + LocRequest.protocol,
+    )
+    loc.add_argument(
+        "--classifier",
+        metavar="CLS_RUN",
+        help="the classification run (or its model file) that names the top-5 classes of "
+        "--protocol dense",
+    )
+    loc.add_argument(
+        "--boxes",
+        metavar="PATH",
+        help="the images' box annotations: a folder of VOC XML files or a .json/.csv table "
+        "(default: the first --checkpoint run's, else DATA/annotations/SPLIT)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-o", "--output", metavar="FILE", help="also write the JSON report here")
     p.add_argument(
@@ -46,6 +69,10 @@ def add_parser(run_subparsers) -> None:
 def run(args) -> int:
     from vggspec.runtime.eval.jobs import run_evaluation
 
+    if args.protocol or args.classifier:
+        return _localise(args)
+    if args.boxes:
+        raise UserError("--boxes is for localisation: say which --protocol (centre or dense)")
     nets.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
@@ -61,6 +88,53 @@ def run(args) -> int:
     )
     outputs = [(path, False) for path in (args.output, args.posteriors) if path]
     return nets.execute(args, request, run_evaluation, lambda report: _write(args, report), outputs)
+
+
+def _localise(args) -> int:
+    from vggspec.runtime.eval.jobs import run_localisation
+
+    args.protocol = args.protocol or LocRequest.protocol  # given --classifier alone
+    if args.weights:
+        raise UserError("localisation evaluates training runs: give them as --checkpoint")
+    if args.method != EvalRequest.method or args.posteriors:
+        raise UserError("--method and --posteriors are for classification, not --protocol")
+    if args.data is None and args.boxes is None and args.checkpoint:
+        from vggspec.runtime.eval.jobs import training_boxes
+
+        # The run's data (nets.check) with the run's boxes, as it trained on them.
+        args.boxes = training_boxes(args.checkpoint[0], args.split)
+    nets.check(args)
+    if args.boxes and not Path(args.boxes).exists():
+        raise UserError(f"--boxes {args.boxes}: no such file or folder")
+    if args.classifier:
+        from vggspec.runtime.eval.models import resolve_checkpoint
+
+        resolve_checkpoint(args.classifier)
+    if args.output:
+        check_output(args.output, "--output")
+    request = LocRequest(
+        nets.nets_request(args),
+        nets.images_request(args),
+        protocol=args.protocol,
+        classifier=args.classifier,
+        boxes=args.boxes,
+    )
+    return nets.execute(args, request, run_localisation, lambda report: _write_loc(args, report))
+
+
+def _write_loc(args, report: dict) -> None:
+    """The JSON form keeps the results alone; the table and its summary line say the rest."""
+    from vggspec.runtime.eval.report import loc_summary_line, loc_table_lines
+    from vggspec.runtime.io.atomic import atomic_write
+
+    text = json.dumps({"results": report["results"]}, indent=2) + "\n"
+    if args.output:
+        atomic_write(Path(args.output), lambda tmp: Path(tmp).write_text(text))
+    if args.json:
+        sys.stdout.write(text)
+    else:
+        print("\n".join(loc_table_lines(report)))
+        print(loc_summary_line(report))
 
 
 def _write(args, report: dict) -> None:

@@ -139,11 +139,12 @@ def _train(args, cfg, spec, staging: str | None) -> int:
     summary = run_training(cfg, spec, resume=bool(args.resume), staging=staging)
     if summary is None:  # not rank 0: rank 0 reports
         return 0
-    top1 = summary["val_top1_error"]
+    top1, loc = summary["val_top1_error"], summary.get("val_loc_error")
     print(
         f"{summary['outcome']}: {summary['steps']} steps in {summary['wall_seconds']:.0f} s, "
         f"{summary['images_per_second']:.1f} images/s"
         + (f", validation top-1 error {top1:.2%}" if top1 is not None else "")
+        + (f", validation GT-class localisation error {loc:.2%}" if loc is not None else "")
         + f"; run folder {cfg.out}"
     )
     return 0

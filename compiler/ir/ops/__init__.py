@@ -10,6 +10,7 @@ from importlib import import_module
 from .avgpool import AvgPool, AvgPool2d
 from .base import Layer, Op, ShapeError
 from .batchnorm import BN, BatchNorm
+from .box import Box, BoxOp
 from .conv import Conv, Conv2d
 from .dropout import Dropout
 from .fc import FullyConnected, Linear, WeightFrom
@@ -31,6 +32,8 @@ __all__ = [
     "AvgPool",
     "AvgPool2d",
     "BatchNorm",
+    "Box",
+    "BoxOp",
     "Conv",
     "Conv2d",
     "Dropout",

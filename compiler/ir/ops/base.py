@@ -117,6 +117,11 @@ class Op:
         `dropout(x)`."""
         raise NotImplementedError(f"no forward for {self.describe()}")
 
+    def classes(self, outputs: int) -> int | None:
+        """How many classes a head's `outputs` inputs stand for (None: they are not per
+        class). A soft-max head: one class per output."""
+        return outputs
+
     def loss(self, scores, target, backend):
         """The training loss of a head op that ends the net: mean over the batch of its
         loss of `scores` (the net's output) against `target`."""
