@@ -125,27 +125,25 @@ def _localise(args) -> int:
 def _write_loc(args, report: dict) -> None:
     """The JSON form keeps the results alone; the table and its summary line say the rest."""
     from vggspec.runtime.eval.report import loc_summary_line, loc_table_lines
-    from vggspec.runtime.io.atomic import atomic_write
 
-    text = json.dumps({"results": report["results"]}, indent=2) + "\n"
-    if args.output:
-        atomic_write(Path(args.output), lambda tmp: Path(tmp).write_text(text))
-    if args.json:
-        sys.stdout.write(text)
-    else:
-        print("\n".join(loc_table_lines(report)))
-        print(loc_summary_line(report))
+    _emit(args, {"results": report["results"]}, loc_table_lines(report), loc_summary_line(report))
 
 
 def _write(args, report: dict) -> None:
     from vggspec.runtime.eval.report import summary_line, table_lines
+
+    _emit(args, report, table_lines(report), summary_line(report))
+
+
+def _emit(args, data: dict, table: list[str], summary: str) -> None:
+    """`data` as JSON to --output (atomically) and, with --json, to stdout; else the table."""
     from vggspec.runtime.io.atomic import atomic_write
 
-    text = json.dumps(report, indent=2) + "\n"
+    text = json.dumps(data, indent=2) + "\n"
     if args.output:
         atomic_write(Path(args.output), lambda tmp: Path(tmp).write_text(text))
     if args.json:
         sys.stdout.write(text)
     else:
-        print("\n".join(table_lines(report)))
-        print(summary_line(report))
+        print("\n".join(table))
+        print(summary)
