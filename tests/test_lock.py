@@ -4,6 +4,7 @@ checkpoint, whatever moment a kill -9 strikes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -161,3 +162,44 @@ def test_overwrite_killed_at_its_first_checkpoint_keeps_one_whole_run(
     assert digest(out) == digest(setup / "done")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
     assert audit(out) == [] and not (out / ".replacing").exists()
+
+
+FORK = (
+    "import os, sys, time\n"
+    "from vggspec.runtime.io.lock import FolderLock\n"
+    "FolderLock(sys.argv[1], 'run train').acquire()\n"
+    "child = os.fork()\n"
+    "if child == 0:\n"
+    "    print('child', flush=True)\n"  # past fork's after-in-child hooks
+    "    time.sleep(60)\n"
+    "    os._exit(0)\n"
+    "os.write(1, b'%d\\n' % child)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_a_forked_child_does_not_keep_a_killed_holders_lock(tmp_path):
+    # A DataLoader worker (fork) outliving its killed parent must not keep the folder locked.
+    folder = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORK, str(folder)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    lines = {proc.stdout.readline(), proc.stdout.readline()}  # in either order
+    lines.remove("child\n")
+    child = int(lines.pop())
+    try:
+        with pytest.raises(FolderBusy):  # the parent still holds it
+            FolderLock(folder).acquire()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        os.kill(child, 0)  # the child lives on
+        warnings = []
+        with FolderLock(folder, warn=warnings.append) as lock:
+            assert lock.took_over and f"pid {proc.pid} " in lock.took_over
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
