@@ -203,3 +203,19 @@ def test_a_forked_child_does_not_keep_a_killed_holders_lock(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_restarted_rank_0_claims_its_own_run_again(tmp_path, monkeypatch):
+    # Under a torchrun of one's own with --max-restarts, rank 0 takes the lock itself; once
+    # restarted, the run in the folder is its own, which it resumes.
+    from vggspec.runtime.train.claim import claimed
+    from vggspec.runtime.train.config import ConfigError
+
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds a run"), claimed(run, False, False):
+        pass
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with claimed(run, False, False) as staging:
+        assert staging is None and (run.path / RunDir.LOCK).is_file()
+    assert run.checkpoints.is_dir() and not (run.path / RunDir.LOCK).exists()
