@@ -219,3 +219,33 @@ def test_a_restarted_rank_0_claims_its_own_run_again(tmp_path, monkeypatch):
     with claimed(run, False, False) as staging:
         assert staging is None and (run.path / RunDir.LOCK).is_file()
     assert run.checkpoints.is_dir() and not (run.path / RunDir.LOCK).exists()
+
+
+def test_overwrite_stopped_before_its_first_checkpoint_keeps_the_old_run(
+    setup, tmp_path, cli, monkeypatch
+):
+    # Ctrl-C as the new run starts: the stop's checkpoint must not swap it in for the old one.
+    from vggspec.runtime.train import faults
+
+    out = tmp_path / "run"
+    assert cli(*train_args(setup, out, "max_steps=2"))[0] == 0
+    old = digest(out)
+    install = faults.StopRequest.install
+
+    def install_then_interrupt(self):
+        install(self)
+        os.kill(os.getpid(), signal.SIGINT)  # handled here, at once: a stop at step 1
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(faults.StopRequest, "install", install_then_interrupt)
+    try:
+        code, _, err = cli(*train_args(setup, out, SHORT), "--overwrite")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert code == 0, err
+    said = "SIGINT: stopped at step 1, before this run's first checkpoint: the previous run in"
+    assert f"{said} {out} stays, this one is dropped" in err
+    assert digest(out) == old and load_checkpoint(RunDir(out).last)["position"]["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+    assert audit(out) == [] and not (out / ".replacing").exists()
