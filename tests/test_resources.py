@@ -32,6 +32,25 @@ def test_the_estimate_is_the_compile_report_s_figures():
     assert training_need(spec, 4, momentum=False).memory == need.memory - totals.param_bytes
 
 
+def test_bf16_activations_are_priced_at_two_bytes_and_the_weights_at_four(setup, cli, monkeypatch):
+    spec = parse(SPEC_32)
+    fp32, bf16 = training_need(spec, 4), training_need(spec, 4, precision="bf16")
+    totals = compile_spec(spec, batch=4, dtype="bfloat16").graph["totals"]
+    assert bf16.activations == totals.training_bytes + totals.forward_bytes < fp32.activations
+    assert (bf16.weights, bf16.gradients, bf16.momentum) == (fp32.weights,) * 3  # fp32 master
+    memory = bf16.memory  # a bf16 run fits where an fp32 one does not
+    check_training(spec, 4, 1, "cpu", "out", memory=memory, disk=1 << 40, precision="bf16")
+    with pytest.raises(NotEnoughResources):
+        check_training(spec, 4, 1, "cpu", "out", memory=memory, disk=1 << 40)
+    # And the CLI prices a precision=bf16 run so.
+    need = training_need(parse((setup / "tiny.vgg").read_text()), 8, precision="bf16")
+    monkeypatch.setattr(resources, "available_bytes", lambda: need.memory - 1)
+    out = setup / "bf16-run"
+    code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu", "precision=bf16"))
+    assert code == 2 and f"activations {resources.size_text(need.activations)} at" in err, err
+    assert not out.exists()
+
+
 def test_memory_available_is_read_on_linux():
     memory = available_bytes()
     assert memory is not None and 0 < memory < 1 << 50  # Linux has /proc/meminfo
