@@ -249,3 +249,70 @@ def test_overwrite_stopped_before_its_first_checkpoint_keeps_the_old_run(
     assert digest(out) == old and load_checkpoint(RunDir(out).last)["position"]["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
     assert audit(out) == [] and not (out / ".replacing").exists()
+
+
+def test_a_folder_removed_by_a_releasing_holder_is_made_again(tmp_path, monkeypatch):
+    # The narrow race: the holder releases and removes the empty folder between our mkdir
+    # and our open of the lock file.
+    folder = tmp_path / "new"
+    real_open = os.open
+    raced = []
+
+    def open_after_a_release(path, *args, **kwargs):
+        if str(path) == str(folder / RunDir.LOCK) and not raced:
+            raced.append(path)
+            folder.rmdir()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_a_release)
+    with FolderLock(folder) as lock:
+        assert raced and lock.path.is_file()
+    assert not folder.exists()  # made by the lock: removed with it
+
+
+def _a_run(folder, step):
+    """A folder that holds a run, as far as settle() looks: a checkpoints folder."""
+    RunDir(folder).checkpoints.mkdir(parents=True)
+    (RunDir(folder).checkpoints / f"step-{step}").write_text("")
+    return folder
+
+
+def test_settle_removes_a_staging_folder_killed_before_it_was_marked(tmp_path):
+    from vggspec.runtime.io import replace
+
+    run = RunDir(_a_run(tmp_path / "run", 2))
+    (tmp_path / "run.new-123").mkdir()  # a kill between mkdir and the marker
+    (tmp_path / "run.new-backup").mkdir()  # not ours: left alone
+    with run.lock():
+        replace.settle(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.new-backup"]
+
+
+def test_settle_puts_back_an_old_run_a_three_rename_swap_left_aside(tmp_path):
+    # Killed after `run` → run.old-PID, before the new run took its name.
+    from vggspec.runtime.io import replace
+
+    run = RunDir(tmp_path / "run")
+    _a_run(tmp_path / "run.old-123", 2)
+    _a_run(tmp_path / "run.new-123", 3)
+    (tmp_path / "run.new-123" / replace.MARKER).write_text("run.new-123\n")
+    with run.lock() as lock:  # the next writer: it makes `run` again, for its lock file
+        replace.settle(run)
+        assert os.stat(lock.path).st_ino == os.fstat(lock._fd).st_ino  # still the one held
+        with pytest.raises(FolderBusy):
+            FolderLock(run.path).acquire()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (run.checkpoints / "step-2").exists() and not (run.path / RunDir.LOCK).exists()
+
+
+def test_settle_deletes_an_old_run_left_aside_once_the_new_one_is_in(tmp_path):
+    # Killed after the new run took `run`'s name, before the old one went to the staging name.
+    from vggspec.runtime.io import replace
+
+    run = RunDir(_a_run(tmp_path / "run", 3))
+    (run.path / replace.MARKER).write_text("run.new-123\n")
+    _a_run(tmp_path / "run.old-123", 2)
+    with run.lock():
+        replace.settle(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (run.checkpoints / "step-3").exists() and not (run.path / replace.MARKER).exists()

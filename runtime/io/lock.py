@@ -85,10 +85,18 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         """Take the lock (creating the folder); FolderBusy if a live process holds it. A
         dead holder's lock is taken over with a one-line warning (`warn`)."""
-        self._created = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._created = False
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                self.folder.mkdir(parents=True)
+                self._created = True
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:
+                # A holder releasing it removed the (empty) folder since our mkdir: again.
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
