@@ -170,7 +170,7 @@ FORK = (
     "FolderLock(sys.argv[1], 'run train').acquire()\n"
     "child = os.fork()\n"
     "if child == 0:\n"
-    "    print('child', flush=True)\n"  # past fork's after-in-child hooks
+    "    os.write(1, b'child\\n')\n"  # past fork's after-in-child hooks; one write each
     "    time.sleep(60)\n"
     "    os._exit(0)\n"
     "os.write(1, b'%d\\n' % child)\n"
@@ -189,8 +189,8 @@ def test_a_forked_child_does_not_keep_a_killed_holders_lock(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     lines = {proc.stdout.readline(), proc.stdout.readline()}  # in either order
-    lines.remove("child\n")
-    child = int(lines.pop())
+    assert "child\n" in lines, lines
+    child = int((lines - {"child\n"}).pop())
     try:
         with pytest.raises(FolderBusy):  # the parent still holds it
             FolderLock(folder).acquire()
