@@ -3,8 +3,15 @@ the parent settled for them (no flag list copied by hand)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 from eval_helpers import CLASSES, SPEC_32, save_net, write_images
+from helpers import ROOT
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.dist import launch
 from vggspec.runtime.io.rundir import RunDir
@@ -65,3 +72,54 @@ def test_train_workers_share_the_run_folder_the_parent_named(tmp_path, cli, laun
     worker = parse_args(words[1:])
     assert worker.argv == words[1:] and worker.from_parent == {"out": out, "locked": "1"}
     assert resolve_config(worker).out == out
+
+
+WORKER = (
+    "import sys, time\n"
+    "from vggspec.runtime.dist.parent import die_with_launcher\n"
+    "die_with_launcher()\n"
+    "print('worker', flush=True)\n"
+    "time.sleep(60)\n"
+)
+LAUNCHER = (
+    "import os, subprocess, sys, time\n"
+    "from vggspec.runtime.dist.parent import mark_launcher\n"
+    "mark_launcher()\n"
+    "worker = subprocess.Popen([sys.executable, '-c', sys.argv[1]], start_new_session=True)\n"
+    "print(worker.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_workers_die_with_a_launcher_killed_9(tmp_path):
+    # torchrun starts workers in a session of their own: only the kernel's parent-death
+    # signal ends them when the launcher (which holds the run folder's lock) is killed.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, WORKER],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    worker = int(launcher.stdout.readline())
+    assert launcher.stdout.readline() == "worker\n"  # past die_with_launcher
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.05)
+    assert not _alive(worker)
+    # A launcher gone before the worker set the signal: the worker exits at once.
+    env["VGGSPEC_LAUNCHER_PID"] = str(launcher.pid)  # not this process
+    late = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True)
+    assert late.returncode == 1 and late.stdout == ""
+    assert late.stderr == f"vggspec: the launcher (pid {launcher.pid}) is gone: this worker stops\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False

@@ -4,6 +4,7 @@ checkpoint, whatever moment a kill -9 strikes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -161,3 +162,157 @@ def test_overwrite_killed_at_its_first_checkpoint_keeps_one_whole_run(
     assert digest(out) == digest(setup / "done")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
     assert audit(out) == [] and not (out / ".replacing").exists()
+
+
+FORK = (
+    "import os, sys, time\n"
+    "from vggspec.runtime.io.lock import FolderLock\n"
+    "FolderLock(sys.argv[1], 'run train').acquire()\n"
+    "child = os.fork()\n"
+    "if child == 0:\n"
+    "    os.write(1, b'child\\n')\n"  # past fork's after-in-child hooks; one write each
+    "    time.sleep(60)\n"
+    "    os._exit(0)\n"
+    "os.write(1, b'%d\\n' % child)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_a_forked_child_does_not_keep_a_killed_holders_lock(tmp_path):
+    # A DataLoader worker (fork) outliving its killed parent must not keep the folder locked.
+    folder = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORK, str(folder)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    lines = {proc.stdout.readline(), proc.stdout.readline()}  # in either order
+    assert "child\n" in lines, lines
+    child = int((lines - {"child\n"}).pop())
+    try:
+        with pytest.raises(FolderBusy):  # the parent still holds it
+            FolderLock(folder).acquire()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        os.kill(child, 0)  # the child lives on
+        warnings = []
+        with FolderLock(folder, warn=warnings.append) as lock:
+            assert lock.took_over and f"pid {proc.pid} " in lock.took_over
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_restarted_rank_0_claims_its_own_run_again(tmp_path, monkeypatch):
+    # Under a torchrun of one's own with --max-restarts, rank 0 takes the lock itself; once
+    # restarted, the run in the folder is its own, which it resumes.
+    from vggspec.runtime.train.claim import claimed
+    from vggspec.runtime.train.config import ConfigError
+
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds a run"), claimed(run, False, False):
+        pass
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with claimed(run, False, False) as staging:
+        assert staging is None and (run.path / RunDir.LOCK).is_file()
+    assert run.checkpoints.is_dir() and not (run.path / RunDir.LOCK).exists()
+
+
+def test_overwrite_stopped_before_its_first_checkpoint_keeps_the_old_run(
+    setup, tmp_path, cli, monkeypatch
+):
+    # Ctrl-C as the new run starts: the stop's checkpoint must not swap it in for the old one.
+    from vggspec.runtime.train import faults
+
+    out = tmp_path / "run"
+    assert cli(*train_args(setup, out, "max_steps=2"))[0] == 0
+    old = digest(out)
+    install = faults.StopRequest.install
+
+    def install_then_interrupt(self):
+        install(self)
+        os.kill(os.getpid(), signal.SIGINT)  # handled here, at once: a stop at step 1
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(faults.StopRequest, "install", install_then_interrupt)
+    try:
+        code, _, err = cli(*train_args(setup, out, SHORT), "--overwrite")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert code == 0, err
+    said = "SIGINT: stopped at step 1, before this run's first checkpoint: the previous run in"
+    assert f"{said} {out} stays, this one is dropped" in err
+    assert digest(out) == old and load_checkpoint(RunDir(out).last)["position"]["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+    assert audit(out) == [] and not (out / ".replacing").exists()
+
+
+def test_a_folder_removed_by_a_releasing_holder_is_made_again(tmp_path, monkeypatch):
+    # The narrow race: the holder releases and removes the empty folder between our mkdir
+    # and our open of the lock file.
+    folder = tmp_path / "new"
+    real_open = os.open
+    raced = []
+
+    def open_after_a_release(path, *args, **kwargs):
+        if str(path) == str(folder / RunDir.LOCK) and not raced:
+            raced.append(path)
+            folder.rmdir()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_a_release)
+    with FolderLock(folder) as lock:
+        assert raced and lock.path.is_file()
+    assert not folder.exists()  # made by the lock: removed with it
+
+
+def _a_run(folder, step):
+    """A folder that holds a run, as far as settle() looks: a checkpoints folder."""
+    RunDir(folder).checkpoints.mkdir(parents=True)
+    (RunDir(folder).checkpoints / f"step-{step}").write_text("")
+    return folder
+
+
+def test_settle_removes_a_staging_folder_killed_before_it_was_marked(tmp_path):
+    from vggspec.runtime.io import replace
+
+    run = RunDir(_a_run(tmp_path / "run", 2))
+    (tmp_path / "run.new-123").mkdir()  # a kill between mkdir and the marker
+    (tmp_path / "run.new-backup").mkdir()  # not ours: left alone
+    with run.lock():
+        replace.settle(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.new-backup"]
+
+
+def test_settle_puts_back_an_old_run_a_three_rename_swap_left_aside(tmp_path):
+    # Killed after `run` → run.old-PID, before the new run took its name.
+    from vggspec.runtime.io import replace
+
+    run = RunDir(tmp_path / "run")
+    _a_run(tmp_path / "run.old-123", 2)
+    _a_run(tmp_path / "run.new-123", 3)
+    (tmp_path / "run.new-123" / replace.MARKER).write_text("run.new-123\n")
+    with run.lock() as lock:  # the next writer: it makes `run` again, for its lock file
+        replace.settle(run)
+        assert os.stat(lock.path).st_ino == os.fstat(lock._fd).st_ino  # still the one held
+        with pytest.raises(FolderBusy):
+            FolderLock(run.path).acquire()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (run.checkpoints / "step-2").exists() and not (run.path / RunDir.LOCK).exists()
+
+
+def test_settle_deletes_an_old_run_left_aside_once_the_new_one_is_in(tmp_path):
+    # Killed after the new run took `run`'s name, before the old one went to the staging name.
+    from vggspec.runtime.io import replace
+
+    run = RunDir(_a_run(tmp_path / "run", 3))
+    (run.path / replace.MARKER).write_text("run.new-123\n")
+    _a_run(tmp_path / "run.old-123", 2)
+    with run.lock():
+        replace.settle(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (run.checkpoints / "step-3").exists() and not (run.path / replace.MARKER).exists()

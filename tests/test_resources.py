@@ -32,9 +32,28 @@ def test_the_estimate_is_the_compile_report_s_figures():
     assert training_need(spec, 4, momentum=False).memory == need.memory - totals.param_bytes
 
 
+def test_bf16_activations_are_priced_at_two_bytes_and_the_weights_at_four(setup, cli, monkeypatch):
+    spec = parse(SPEC_32)
+    fp32, bf16 = training_need(spec, 4), training_need(spec, 4, precision="bf16")
+    totals = compile_spec(spec, batch=4, dtype="bfloat16").graph["totals"]
+    assert bf16.activations == totals.training_bytes + totals.forward_bytes < fp32.activations
+    assert (bf16.weights, bf16.gradients, bf16.momentum) == (fp32.weights,) * 3  # fp32 master
+    memory = bf16.memory  # a bf16 run fits where an fp32 one does not
+    check_training(spec, 4, 1, "cpu", "out", memory=memory, disk=1 << 40, precision="bf16")
+    with pytest.raises(NotEnoughResources):
+        check_training(spec, 4, 1, "cpu", "out", memory=memory, disk=1 << 40)
+    # And the CLI prices a precision=bf16 run so.
+    need = training_need(parse((setup / "tiny.vgg").read_text()), 8, precision="bf16")
+    monkeypatch.setattr(resources, "available_bytes", lambda: need.memory - 1)
+    out = setup / "bf16-run"
+    code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu", "precision=bf16"))
+    assert code == 2 and f"activations {resources.size_text(need.activations)} at" in err, err
+    assert not out.exists()
+
+
 def test_memory_available_is_read_on_linux():
     memory = available_bytes()
-    assert memory is None or 0 < memory < 1 << 50
+    assert memory is not None and 0 < memory < 1 << 50  # Linux has /proc/meminfo
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -81,7 +100,8 @@ def test_a_normal_spec_on_a_small_machine_says_what_to_change(
     memory = need.state + need.activations // 2 if short_of == "activations" else need.state // 2
     monkeypatch.setattr(resources, "available_bytes", lambda: memory)
     out = tmp_path / "run"
-    code, _, err = cli(*train_args(setup, out, "max_steps=2"))
+    # device=cpu: on a CUDA machine, auto would check the GPU's memory, not the RAM faked here
+    code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu"))
     assert code == 2 and err.count("\n") == 1, err
     figures = f"{resources.size_text(need.memory)} (weights"
     assert figures in err and f"but only {resources.size_text(memory)} of RAM" in err
@@ -116,6 +136,7 @@ def test_evaluation_too_big_for_the_memory_is_one_line(tmp_path, cli, monkeypatc
     monkeypatch.setattr(resources, "available_bytes", lambda: need - 1)
     report = tmp_path / "report.json"
     args = ["run", "eval", "--checkpoint", net, "--data", data, "--workers", "0"]
+    args += ["--device", "cpu"]  # the RAM faked here, not a GPU's memory
     code, _, err = cli(*args, "--scales", "40,64", "-o", report)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("not enough memory: evaluating needs ") and "at Q=64" in err

@@ -51,6 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.from_parent.get("locked"):  # a worker of a launcher holding the lock
+        from vggspec.runtime.dist.parent import die_with_launcher
+
+        die_with_launcher()
     try:
         return args.run(args)
     except UserError as err:

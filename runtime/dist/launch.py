@@ -6,6 +6,8 @@ import os
 import socket
 import sys
 
+from .parent import mark_launcher
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -37,6 +39,7 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     # A restarted group must not find the dead group's gloo addresses in a shared store:
     # give every rendezvous round a store of its own.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    mark_launcher()  # the workers die with this process (parent.py)
     args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args[:1]))
     # The module's own words are set, not parsed: torchrun's parser would take a word such
     # as `--nproc` for an abbreviation of its `--nproc-per-node`.

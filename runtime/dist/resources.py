@@ -58,10 +58,20 @@ class TrainingNeed:
         return self.weights + self.momentum
 
 
-def training_need(spec: Spec, batch: int, momentum: bool = True) -> TrainingNeed:
+# The activations' dtype under a run's `precision` (bf16: autocast), in the names of
+# `vggspec compile --dtype`; the weights, gradients and momentum stay fp32 either way.
+ACTIVATION_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def training_need(
+    spec: Spec, batch: int, momentum: bool = True, precision: str = "fp32"
+) -> TrainingNeed:
     """The memory one training process needs at per-process batch `batch`."""
     totals = compile_spec(spec, batch=batch).graph["totals"]
     weights = totals.param_bytes
+    if precision != "fp32":
+        dtype = ACTIVATION_DTYPE[precision]
+        totals = compile_spec(spec, batch=batch, dtype=dtype).graph["totals"]
     activations = totals.training_bytes + totals.forward_bytes
     return TrainingNeed(weights, weights, weights if momentum else 0, activations, batch)
 
@@ -103,12 +113,13 @@ def check_training(
     momentum: bool = True,
     memory: int | None = None,
     disk: int | None = None,
+    precision: str = "fp32",
 ) -> TrainingNeed:
     """Raise NotEnoughResources (one line: both figures, what to change) unless `processes`
     training processes on this machine, each with a per-process `batch`, fit in its memory
     (RAM, or each GPU's free memory) and a checkpoint fits on the disk holding `out`.
     `memory` / `disk`: the available figures, if known (else measured here)."""
-    need = training_need(spec, batch, momentum)
+    need = training_need(spec, batch, momentum, precision)
     on_gpu = uses_cuda(device)
     if memory is None:
         memory = _gpu_free(context=processes == 1) if on_gpu else available_bytes()

@@ -35,6 +35,25 @@ def _holder_text(text: str) -> str:
         return "a process that left no details"
 
 
+# Locks held by this process. A forked child (a DataLoader worker) inherits their fds, and a
+# flock lasts while any fd of the open file lives: a child outliving a killed holder would
+# keep the folder locked in a dead pid's name. Children close their copies (closing a copy
+# does not drop the parent's lock; flock(LOCK_UN) would).
+_HELD: set[FolderLock] = set()
+
+
+def _close_in_child() -> None:
+    for lock in list(_HELD):
+        with contextlib.suppress(OSError, TypeError):
+            os.close(lock._fd)
+        lock._fd = None  # so that the child's release() leaves the parent's file alone
+        lock._created = False
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 class FolderLock:
     """Held while a process writes into `folder`; a second writer gets FolderBusy naming the
     holder. flock, not O_EXCL: the kernel drops the lock of a process killed with -9, so a
@@ -66,10 +85,18 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         """Take the lock (creating the folder); FolderBusy if a live process holds it. A
         dead holder's lock is taken over with a one-line warning (`warn`)."""
-        self._created = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._created = False
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                self.folder.mkdir(parents=True)
+                self._created = True
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:
+                # A holder releasing it removed the (empty) folder since our mkdir: again.
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -102,6 +129,7 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def extend_to(self, folder: str | os.PathLike) -> None:
@@ -119,6 +147,7 @@ class FolderLock:
                 os.unlink(self.path)
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        _HELD.discard(self)
         self._remove_created_folder()
 
     def _remove_created_folder(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..dist.context import under_torchrun
+from ..dist.context import restart_count, under_torchrun
 from ..io import replace
 from ..io.rundir import RunDir
 from .config import ConfigError
@@ -40,7 +40,10 @@ def claimed(run: RunDir, resume: bool, overwrite: bool) -> Iterator[RunDir | Non
         replace.settle(run)  # an --overwrite killed part-way, finished or undone
         staging = None
         if not resume and not overwrite:
-            check_fresh(run)
+            # A rank 0 that torchrun restarted (a torchrun of one's own, --max-restarts)
+            # finds its own run here, and resumes it (run_training).
+            if restart_count() == 0:
+                check_fresh(run)
         elif not resume and run.holds_run():
             staging = replace.staging_folder(run)
             replace.start(run, staging)

@@ -256,6 +256,16 @@ class Trainer:
             self.data.train.set_epoch(p.epoch)
             outcome = self._epoch(total)  # "running", or "stopped" by a signal
             p.wall_seconds = wall_before + time.perf_counter() - started
+            if outcome == "stopped" and self.replaces is not None:
+                # An --overwrite stopped before its first checkpoint: a checkpoint now would
+                # swap a barely started run in for the old one. The old run stays; claim.py
+                # removes the staging folder.
+                self.log.info(
+                    f"{self.stop.signal_name}: stopped at step {p.step}, before this run's "
+                    f"first checkpoint: the previous run in {self.replaces} stays, this one "
+                    "is dropped"
+                )
+                return self.summary("stopped")
             if outcome == "stopped":
                 self.checkpoint()
                 self.log.info(
@@ -457,7 +467,7 @@ def run_training(
         trainer = Trainer(cfg, spec, run, ctx, log, state)
         trainer.replaces = replaces
         summary = trainer.run()
-        if ctx.is_main:
+        if ctx.is_main and trainer.replaces is None:  # else a dropped --overwrite's staging
             text = json.dumps(summary, indent=2) + "\n"
             atomic_write(trainer.rundir.summary, lambda tmp: Path(tmp).write_text(text))
         log.close()

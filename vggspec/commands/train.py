@@ -119,7 +119,15 @@ def run(args) -> int:
     # Memory and disk, for the processes on this machine, before anything is written.
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else args.nproc
     momentum = cfg.momentum > 0
-    check_training(spec, cfg.batch_size // world, local, cfg.device, cfg.out, momentum)
+    check_training(
+        spec,
+        cfg.batch_size // world,
+        local,
+        cfg.device,
+        cfg.out,
+        momentum,
+        precision=cfg.precision,
+    )
     with claimed(RunDir(cfg.out), bool(args.resume), args.overwrite) as staging:
         return _train(args, cfg, spec, staging and str(staging))
 
