@@ -155,5 +155,12 @@ def test_atomically_written_files_get_the_mode_open_gives(tmp_path):
         target = tmp_path / "model.safetensors"
         atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"weights"))
         assert stat.S_IMODE(target.stat().st_mode) == 0o644  # was 0600, mkstemp's
+        # safetensors makes its own file, 0600: the weights were unreadable to others.
+        import torch
+        from safetensors.torch import save_file
+
+        weights = tmp_path / "w.safetensors"
+        atomic_write(weights, lambda tmp: save_file({"w": torch.zeros(2)}, tmp))
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o644
     finally:
         os.umask(umask)

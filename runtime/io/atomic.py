@@ -59,6 +59,18 @@ def _create_temporary(path: Path) -> str:
         return str(tmp)
 
 
+def _file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask (read without changing it
+    where Linux tells, else set and restored, which is safe while importing)."""
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write, before_rename=None) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: a crash at any moment
     leaves either the old file or the new one, never a torn one. A kill -9 mid-write
@@ -69,6 +81,8 @@ def atomic_write(path: Path, write, before_rename=None) -> None:
     tmp = _create_temporary(path)
     try:
         write(tmp)
+        # A writer that makes its own file (safetensors does) may make it 0600.
+        os.chmod(tmp, _file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         if before_rename is not None:
