@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -78,6 +79,7 @@ def setup(device: str = "auto", timeout_s: float = 600.0, threads: int | None = 
 
 def teardown() -> None:
     if dist.is_initialized():
+        gc.collect()  # objects in reference cycles that hold the group go first
         dist.destroy_process_group()
 
 

@@ -16,6 +16,7 @@ stopping decisions from all-reduced figures, so no state lives on one rank only.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -398,6 +399,16 @@ class Trainer:
         improved = best_before is None or result[self.objective] < best_before
         self.checkpoint(best=improved)
 
+    def release(self) -> None:
+        """Let go of what outlives a run unless told: DDP (its reducer holds the process
+        group) and the loader's persistent worker processes. The process group is destroyed
+        after this; one still held by DDP is torn down at interpreter exit instead, where
+        gloo can abort the process ("terminate called without an active exception", seen
+        once in CI on a finished 2-process run)."""
+        self.model = self.net
+        self.loader = None  # the DataLoader's iterator stops its workers as it goes
+        gc.collect()
+
     def summary(self, outcome: str) -> dict:
         p = self.position
         val = p.last_val
@@ -465,12 +476,15 @@ def run_training(
             f"global batch {cfg.batch_size}"
         )
         trainer = Trainer(cfg, spec, run, ctx, log, state)
-        trainer.replaces = replaces
-        summary = trainer.run()
-        if ctx.is_main and trainer.replaces is None:  # else a dropped --overwrite's staging
-            text = json.dumps(summary, indent=2) + "\n"
-            atomic_write(trainer.rundir.summary, lambda tmp: Path(tmp).write_text(text))
-        log.close()
+        try:
+            trainer.replaces = replaces
+            summary = trainer.run()
+            if ctx.is_main and trainer.replaces is None:  # else a dropped --overwrite's staging
+                text = json.dumps(summary, indent=2) + "\n"
+                atomic_write(trainer.rundir.summary, lambda tmp: Path(tmp).write_text(text))
+            log.close()
+        finally:
+            trainer.release()
         distributed.barrier(ctx)  # leave together: gloo aborts a process whose peer is gone
         return summary if ctx.is_main else None
     finally:
