@@ -118,7 +118,7 @@ def test_dense_twin_property(stages, side, extra_h, extra_w, seed):
 def test_channels_last_gives_the_same_scores():
     torch.manual_seed(0)
     net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot").eval()
-    x = torch.randn(3, 3, 64, 64)
+    x = torch.randn(3, 3, *net.input_size)
     with torch.no_grad():
         expected = net(x)
         net = net.to(memory_format=torch.channels_last)
@@ -129,7 +129,7 @@ def test_channels_last_gives_the_same_scores():
 def test_autocast_bfloat16_on_cpu():
     torch.manual_seed(0)
     net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot").eval()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, *net.input_size)
     with torch.no_grad():
         expected = net(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -143,7 +143,7 @@ def test_autocast_bfloat16_on_cpu():
 def test_training_mode_applies_dropout_and_gradients_flow():
     torch.manual_seed(0)
     net = vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot")
-    x = torch.randn(4, 3, 64, 64)
+    x = torch.randn(4, 3, *net.input_size)
     a, b = net(x), net(x)
     assert not torch.equal(a, b)  # dropout on fc layers differs between calls
     net.eval()
@@ -161,7 +161,7 @@ def test_init_and_num_classes():
     assert abs(net.fc6.weight.mean().item()) < 1e-5
     assert all(p.abs().sum() == 0 for n, p in net.named_parameters() if n.endswith("bias"))
     glorot = vggspec.build_net(SPECS / "demo.vgg", backend="torch", init="glorot")
-    fan_in, fan_out = 3 * 9, 32 * 9
+    fan_in, fan_out = 3 * 9, glorot.conv1_1.weight.shape[0] * 9
     bound = (6 / (fan_in + fan_out)) ** 0.5
     assert glorot.conv1_1.weight.abs().max() <= bound
     assert glorot.conv1_1.weight.abs().max() > 0.9 * bound

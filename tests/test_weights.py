@@ -37,9 +37,9 @@ def test_safetensors_round_trip_is_bit_exact_and_carries_the_spec(demo_net, tmp_
     assert info.preprocessing.std_rgb == (1.0, 1.0, 1.0) and not info.preprocessing.bgr
     assert info.class_names == tuple("abcdefghij")
     assert info.train_scale == vggspec.TrainScale(72, 96)
-    assert info.input_size == (64, 64)  # the net's, filled in by save
-    assert info == vggspec.ModelInfo(*INFO.__dict__.values()).with_input_size((64, 64))
-    x = torch.randn(2, 3, 64, 64)
+    assert info.input_size == (32, 32)  # the net's, filled in by save
+    assert info == vggspec.ModelInfo(*INFO.__dict__.values()).with_input_size((32, 32))
+    x = torch.randn(2, 3, 32, 32)
     assert torch.equal(demo_net.eval()(x), loaded.eval()(x))
 
 
@@ -194,7 +194,7 @@ def test_metadata_is_json(demo_net, tmp_path):
     info = vggspec.ModelInfo(class_names=("x",) * 10)
     path = vggspec.save(demo_net, tmp_path / "m.safetensors", info)
     metadata = read_metadata(path)
-    assert json.loads(metadata["preprocess"]) == {"class_names": ["x"] * 10, "input_size": [64, 64]}
+    assert json.loads(metadata["preprocess"]) == {"class_names": ["x"] * 10, "input_size": [32, 32]}
     assert vggspec.model_info(path).preprocessing is None  # no mean: convention unknown
     assert metadata["spec"].startswith("# A small VGG-style net")
 
@@ -207,7 +207,7 @@ def test_files_written_before_model_info_still_load(demo_net, tmp_path):
     old = {
         "mean_rgb": [126.5, 125.25, 124.0],
         "class_names": list("abcdefghij"),
-        "input_size": [64, 64],
+        "input_size": [32, 32],
         "train_scale": 80,
         "pixel_range": 255,
         "std_rgb": [73.5, 74.0, 74.25],
@@ -226,7 +226,7 @@ def test_files_written_before_model_info_still_load(demo_net, tmp_path):
         "vggspec", (126.5, 125.25, 124.0), (73.5, 74.0, 74.25)
     )
     assert info.train_scale == vggspec.TrainScale(80, 80) and info.train_scale.single == 80
-    assert info.class_names == tuple("abcdefghij") and info.input_size == (64, 64)
+    assert info.class_names == tuple("abcdefghij") and info.input_size == (32, 32)
     # and the same information written again reads back equal
     vggspec.save(loaded, tmp_path / "new.safetensors", info)
     assert vggspec.model_info(tmp_path / "new.safetensors") == info
