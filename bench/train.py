@@ -52,7 +52,7 @@ from vggspec.runtime.train.trainer import run_training  # noqa: E402
 
 
 def demo_sequential(classes: int) -> nn.Sequential:
-    """specs/demo.vgg written by hand."""
+    """bench/parity-demo.vgg (the 64x64 demo net of 2026-12-02, without batch norm) by hand."""
     layers, channels = [], 3
     for item in (32, "M", 64, "M", 128, 128, "M", 256, "M"):
         if item == "M":
@@ -136,8 +136,8 @@ def pipeline_rate(data: Path, crop: int, scale, seconds: float = 4.0) -> float:
 
 NETS = {
     # name: (spec, hand-written net, crop, scale S)
-    "demo": ("demo.vgg", lambda: demo_sequential(10), 64, [72, 96]),
-    "A": ("A.vgg", lambda: ReferenceVGG("A", num_classes=4), 224, 256),
+    "demo": (ROOT / "bench" / "parity-demo.vgg", lambda: demo_sequential(10), 64, [72, 96]),
+    "A": (ROOT / "specs" / "A.vgg", lambda: ReferenceVGG("A", num_classes=4), 224, 256),
 }
 SIDES = ("vggspec", "hand", "hand+retain")
 
@@ -146,7 +146,7 @@ def measure(side: str, net: str, data: Path, out: Path, batch: int, steps: int, 
     """One side's images/s, in this (fresh) process."""
     spec, make_hand_net, crop, scale = NETS[net]
     if side == "vggspec":
-        return vggspec_trainer(ROOT / "specs" / spec, data, out, scale, batch, steps, workers)
+        return vggspec_trainer(spec, data, out, scale, batch, steps, workers)
     if side == "hand+retain":
         retain_freed_memory()
     torch.manual_seed(0)
@@ -213,7 +213,7 @@ def main() -> None:
         tmp = Path(tmp)
         make_demo_dataset(tmp / "demo", seed=0, train_per_class=60, val_per_class=2)
         compare(
-            "demo", "demo spec (64x64, b64)", tmp / "demo", 64, args.demo_steps,
+            "demo", "64x64 demo spec of 2026-12-02 (b64)", tmp / "demo", 64, args.demo_steps,
             args.workers, tmp, args.rounds,
         )  # fmt: skip
         write_imagenet_like(tmp / "inet")

@@ -20,6 +20,7 @@ import gc
 import json
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,14 +140,6 @@ class Trainer:
             self._restore(resume)
         else:
             self._initialise_from_elsewhere()
-        self.model = self.net
-        # BN's statistics over the global batch: summed across processes, with gradients.
-        self.sum_across = None
-        if ctx.distributed:
-            self.sum_across = distributed.sum_across
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
-            )
         try:
             self.sampler = EpochBatchSampler(
                 len(self.data.train), cfg.batch_size, ctx.rank, ctx.world, cfg.seed
@@ -158,6 +151,16 @@ class Trainer:
         self.replaces: RunDir | None = None  # --overwrite: the run this one replaces
         self.stop = faults.StopRequest()
         self.stop.install()
+        # Last, so that nothing after it can fail and leave DDP (which holds the process
+        # group) to a half-made trainer: see `release`.
+        self.model = self.net
+        # BN's statistics over the global batch: summed across processes, with gradients.
+        self.sum_across = None
+        if ctx.distributed:
+            self.sum_across = distributed.sum_across
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+            )
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -483,8 +486,15 @@ def run_training(
                 text = json.dumps(summary, indent=2) + "\n"
                 atomic_write(trainer.rundir.summary, lambda tmp: Path(tmp).write_text(text))
             log.close()
-        finally:
+        except BaseException as err:
+            # The frames the error went through (DDP's forward among them) would keep DDP
+            # alive past the process group's teardown.
+            traceback.clear_frames(err.__traceback__)
             trainer.release()
+            if isinstance(err, TrainingDiverged):  # every rank stops at the same step
+                distributed.barrier(ctx)
+            raise
+        trainer.release()
         distributed.barrier(ctx)  # leave together: gloo aborts a process whose peer is gone
         return summary if ctx.is_main else None
     finally:
