@@ -11,14 +11,13 @@ BIN = $(VENV)/bin
 .PHONY: demo demo-loc test test-slow lint bench gpu-check clean
 
 # The demo needs the package; the tests and lint also its dev extras (pytest, hypothesis,
-# protobuf, ruff, onnx), installed once into the same venv. --no-compile: Python compiles
-# the modules it imports when it first imports them, instead of pip compiling all of
-# torch's up front (4 s of 15 s for torch here).
+# protobuf, ruff, onnx), installed once into the same venv. (Not pip's --no-compile: with
+# PYTHONDONTWRITEBYTECODE set, as on CI, every process would compile torch again.)
 $(BIN)/vggspec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
-	$(BIN)/python -m pip install --quiet --no-compile -e .
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.dev: $(BIN)/vggspec

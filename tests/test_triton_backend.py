@@ -1,14 +1,14 @@
 """The Triton backend plugged into lower(): whole nets train like the torch backend.
 
 Under the interpreter (no GPU here) these are slow; config A is in the slow tier
-(`make test-slow`), the demo spec in the default one.
+(`make test-slow`), the demo specs in the default one.
 """
 
 import json
 
 import pytest
 import torch
-from helpers import SPECS
+from helpers import ROOT, SPECS
 from vggspec.compiler import compile_spec, load_spec
 from vggspec.compiler.lowering.net import init_weights, lower
 from vggspec.compiler.targets import GPUS
@@ -41,16 +41,24 @@ def biases_before_batch_norm(state: dict) -> set[str]:
     return {f"{kind}{n}.bias" for n in layers for kind in ("conv", "fc")} & state.keys()
 
 
+# The demo net (batch norm after every conv: BN in training falls back to torch) and the
+# 64x64 demo net of 2026-12-02 (no BN: the fused conv + bias + ReLU path A-E take).
 @pytest.mark.parametrize(
-    "spec, size",
-    [("demo", 32), pytest.param("A", 32, marks=pytest.mark.slow)],
+    "spec, size, has_bn",
+    [
+        (SPECS / "demo.vgg", 32, True),
+        (ROOT / "bench" / "parity-demo.vgg", 32, False),
+        pytest.param(SPECS / "A.vgg", 32, False, marks=pytest.mark.slow),
+    ],
+    ids=["demo", "parity-demo", "A"],
 )
-def test_three_sgd_steps_match_the_torch_backend(spec, size):
-    reference = train_three_steps("torch", SPECS / f"{spec}.vgg", size)
-    triton = train_three_steps("triton", SPECS / f"{spec}.vgg", size)
+def test_three_sgd_steps_match_the_torch_backend(spec, size, has_bn):
+    reference = train_three_steps("torch", spec, size)
+    triton = train_three_steps("triton", spec, size)
     assert reference.keys() == triton.keys()
     before_bn = biases_before_batch_norm(reference)
-    assert (spec == "demo") == bool(before_bn)  # the demo net has BN, A has none
+    assert len(before_bn) == sum(k.endswith(".running_mean") for k in reference)
+    assert bool(before_bn) == has_bn
     assert max(((triton[k] - reference[k]).abs().max().item() for k in before_bn), default=0) < 1e-7
     rest = {k: v for k, v in reference.items() if k not in before_bn}
     assert worst_relative_difference({k: triton[k] for k in rest}, rest) < 1e-4
