@@ -369,6 +369,38 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tiny, tmp_path)
     assert json.loads((out / "summary.json").read_text())["steps"] == 8
 
 
+def test_nothing_holds_the_process_group_when_it_is_destroyed(tiny, tmp_path, cli, monkeypatch):
+    # DDP's reducer holds the process group. Destroyed while DDP lived (stop 18), gloo's
+    # backend went whenever DDP did, at interpreter exit at worst, where CI saw a finished
+    # worker abort. Here a 1-process gloo group that the trainer is told is 2 processes
+    # (so that it wraps the net in DDP) shows what is alive when the group is destroyed.
+    import gc
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from vggspec.runtime.dist import context
+
+    def setup(device="auto", timeout_s=600.0, threads=None):
+        dist.init_process_group(
+            "gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1
+        )
+        return context.Context(0, 2, 0, torch.device("cpu"))
+
+    alive, destroy = [], context.teardown
+
+    def teardown():
+        gc.collect()
+        alive.append(sum(type(o) is DistributedDataParallel for o in gc.get_objects()))
+        destroy()
+
+    monkeypatch.setattr(context, "setup", setup)
+    monkeypatch.setattr(context, "teardown", teardown)
+    code, _, err = cli("run", "train", *settings(tiny, tmp_path / "run", "max_steps=4"))
+    assert code == 0, err
+    assert "2 process(es)" in err  # the trainer did take itself for one of two
+    assert alive == [0] and not dist.is_initialized()
+
+
 def test_nan_on_one_rank_stops_both_at_the_same_step(tiny, tmp_path):
     out = tmp_path / "run"
     started = time.monotonic()
