@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from box_merge_reference import merge_boxes_reference  # noqa: E402
+from eval import PHOTO, write_photos  # noqa: E402  (bench/eval.py: 500×375 synthetic photos)
 from vggspec.runtime.data import boxes as bx  # noqa: E402
 from vggspec.runtime.data.demo import make_demo_dataset  # noqa: E402
 from vggspec.runtime.data.image_folder import scan_image_folder  # noqa: E402
@@ -51,7 +51,6 @@ from vggspec.runtime.eval.models import EvalModel  # noqa: E402
 
 import vggspec  # noqa: E402
 
-PHOTO = (500, 375)  # (w, h): ILSVRC's typical image
 MEAN = [123.7, 116.8, 103.9]
 
 
@@ -144,17 +143,6 @@ def eval_model(spec: str, scales: list[int], box_spread: float | None, seed: int
     )
     model.scales, model.boxes = scales, box_spread is not None
     return model
-
-
-def write_photos(root: Path, count: int) -> None:
-    rng = np.random.default_rng(0)
-    folder = root / "val" / "c0"
-    folder.mkdir(parents=True)
-    for k in range(count):
-        low = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-        base = np.asarray(Image.fromarray(low).resize(PHOTO, Image.Resampling.BICUBIC), float)
-        noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(noisy).save(folder / f"{k:03d}.jpg", quality=90)
 
 
 def run_protocol(nets, classifier, folder, classes: int, *, overlap: bool, max_images: int,
