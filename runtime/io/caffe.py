@@ -396,12 +396,14 @@ CAFFE_STEPS = {
     "LRN": _lrn,
     "ReLU": _relu,
     "Softmax": lambda layer, params: [Step("softmax", layer.name, layer.type)],
+    # A training net's classifier ends in its loss: its posteriors are that soft-max.
+    "SoftmaxWithLoss": lambda layer, params: [Step("softmax", layer.name, layer.type)],
 }
 # Layers that change nothing a converted net computes: its input, training-only layers,
 # losses and their scores, and plumbing (InnerProduct flattens C×H×W itself).
 CAFFE_SKIPPED = {
     "Data", "ImageData", "WindowData", "MemoryData", "HDF5Data", "DummyData", "Input",
-    "Dropout", "Accuracy", "Silence", "Split", "Flatten", "SoftmaxWithLoss", "EuclideanLoss",
+    "Dropout", "Accuracy", "Silence", "Split", "Flatten", "EuclideanLoss",
     "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss",
     "ContrastiveLoss", "HDF5Output",
 }  # fmt: skip

@@ -90,8 +90,8 @@ def describe(step: Step) -> str:
     if step.kind == "pool":
         kernel = f"{step.kernel[0]}×{step.kernel[1]}"
         text = f"{step.method} pooling {kernel} stride {_pair(step.stride)}"
-        text += f" pad {_pads(step.pad)}" if any(step.pad) else ""
-        return text + (" rounding up" if step.ceil else "")
+        # (Caffe's rounding up is told apart only where it changes a size: compare.)
+        return text + (f" pad {_pads(step.pad)}" if any(step.pad) else "")
     if step.kind == "lrn":
         size, alpha, beta, k = step.lrn
         text = f"LRN size {size} alpha {_number(alpha)} beta {_number(beta)} k {_number(k)}"
