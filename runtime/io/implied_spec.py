@@ -63,9 +63,9 @@ def fc_convs(steps: list[Step]) -> list[Step]:
     return steps
 
 
-def _input_size(steps: list[Step], declared, channels: int) -> tuple[int, int]:
+def _input_size(steps: list[Step], declared, channels: int, source: str) -> tuple[int, int]:
     """The file's own input size; else the one its first FC layer's input map implies
-    (each 2×2 pool halves it); else 224."""
+    (each 2×2 pool halves it; the map must be square to be told); else 224."""
     if declared and declared[1] > 0 and declared[2] > 0:
         return (declared[1], declared[2])
     width, pools = channels, 0
@@ -80,7 +80,10 @@ def _input_size(steps: list[Step], declared, channels: int) -> tuple[int, int]:
             side = math.isqrt(step.inputs // width) if width and step.inputs % width == 0 else 0
             if side and side * side * width == step.inputs:
                 return (side << pools, side << pools)
-            break
+            raise StructureError(
+                f"{source} does not say its input size, and its first FC layer {step.name} "
+                f"takes {step.inputs} inputs, not {width} channels of a square map: give --spec"
+            )
     return (DEFAULT_SIZE, DEFAULT_SIZE)
 
 
@@ -121,7 +124,7 @@ def implied_spec(steps: list[Step], declared, channels: int, source: str, descri
             f"{source}: its first layer takes {channels} channels: the notation takes RGB "
             "(3) or gray (1) images"
         )
-    height, width = _input_size(steps, declared, channels)
+    height, width = _input_size(steps, declared, channels, source)
     try:
         return Spec(tuple(layers), Input(height, width, COLOURS[channels]), (description,))
     except ValueError as err:
