@@ -13,7 +13,7 @@ from .registry import register
 # The paper (Sect. 2.1): "the parameters for the LRN layer are those of (Krizhevsky et al.,
 # 2012)", i.e. AlexNet's n = 5, alpha = 1e-4, beta = 0.75, k = 2.
 PAPER = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
-_NUMBER = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
