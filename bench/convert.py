@@ -85,6 +85,13 @@ def write_caffemodel(path: Path, seed: int = 0) -> int:
         for name, kind, weight, bias in vgg16_layers():
             blobs = [blob_head(weight), blob_head(bias)]
             body = length_field(4, len(name)) + name.encode() + key(5, 0) + varint(kind)
+            # num_output; a conv's pad 1 and kernel_size 3 (convolution_param, field 10),
+            # an InnerProduct's inner_product_param (field 17).
+            params = key(1, 0) + varint(weight[0])
+            params += (
+                key(3, 0) + varint(1) + key(4, 0) + varint(3) if kind == V1_CONVOLUTION else b""
+            )
+            body += length_field(10 if kind == V1_CONVOLUTION else 17, len(params)) + params
             size = len(body) + sum(len(length_field(6, n)) + n for _, n in blobs)
             f.write(length_field(2, size) + body)
             for (head, n), shape in zip(blobs, (weight, bias), strict=True):
@@ -92,9 +99,10 @@ def write_caffemodel(path: Path, seed: int = 0) -> int:
                 values = rng.standard_normal(shape, dtype=np.float32)
                 values *= 0.01
                 f.write(values.astype("<f4").tobytes())
-            relu = length_field(4, len(name) + 5) + f"relu_{name}".encode()
-            relu += key(5, 0) + varint(V1_RELU)
-            f.write(length_field(2, len(relu)) + relu)
+            if name != "fc8":  # the class scores go to the soft-max as they are
+                relu = length_field(4, len(name) + 5) + f"relu_{name}".encode()
+                relu += key(5, 0) + varint(V1_RELU)
+                f.write(length_field(2, len(relu)) + relu)
             if name in BLOCK_ENDS:  # pooling_param (19): kernel_size 2, stride 2; MAX
                 pool = f"pool{name[4]}".encode()
                 params = key(2, 0) + varint(2) + key(3, 0) + varint(2)

@@ -36,6 +36,24 @@ def params(layers, weights) -> int:
     return sum(w.size + b.size for w, b in weights.values())
 
 
+# The two layouts of the release's file: V1 as the training net saved it (with its data,
+# loss and accuracy layers, legacy 4-D blobs), V2 as a deploy net (an Input layer, BlobShape).
+LAYOUTS = pytest.mark.parametrize(
+    "layout, train", [("V1", True), ("V2", False)], ids=["V1-training-net", "V2-deploy-net"]
+)
+
+
+def vgg16_caffemodel(tmp_path, text: str, layout: str, train: bool, seed: int):
+    """(layers, weights, file) of `text`'s net at 224×224, random weights."""
+    layers = layers_of(text)
+    weights = random_weights(layers, 3, (224, 224), seed=seed)
+    file = write_caffemodel(
+        tmp_path / "VGG_ILSVRC_16_layers.caffemodel", layers, weights, layout, layout == "V1",
+        train=train, input_size=(224, 224),
+    )  # fmt: skip
+    return layers, weights, file
+
+
 def convert_without_spec(cli, tmp_path, file, text: str, count: int) -> None:
     """The CLI writes the weights and the spec; the spec is `text`'s net (configuration D
     where the widths are D's), and `vggspec compile` counts `count` parameters."""
@@ -53,17 +71,10 @@ def convert_without_spec(cli, tmp_path, file, text: str, count: int) -> None:
     assert json.loads(stdout)["params"] == count
 
 
-@pytest.mark.parametrize(
-    "layout, train", [("V1", True), ("V2", False)], ids=["V1-training-net", "V2-deploy-net"]
-)
+@LAYOUTS
 def test_narrow_vgg16_caffemodel_implies_d_and_computes_caffes_scores(cli, tmp_path, layout, train):
     text = narrow(D, 16)
-    layers = layers_of(text)
-    weights = random_weights(layers, 3, (224, 224), seed=16)
-    file = write_caffemodel(
-        tmp_path / "VGG_ILSVRC_16_layers.caffemodel", layers, weights, layout, layout == "V1",
-        train=train, input_size=(224, 224),
-    )  # fmt: skip
+    layers, weights, file = vgg16_caffemodel(tmp_path, text, layout, train, seed=16)
     convert_without_spec(cli, tmp_path, file, text, params(layers, weights))
     x = np.random.default_rng(2).uniform(-120, 135, (1, 3, 224, 224)).astype(np.float32)
     expected = caffe_forward([la for la in layers if la[0] != "softmax"], weights, x)
@@ -89,18 +100,11 @@ def test_narrow_vgg16_matconvnet_implies_d_and_computes_its_scores(cli, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "layout, train", [("V1", True), ("V2", False)], ids=["V1-training-net", "V2-deploy-net"]
-)
+@LAYOUTS
 def test_vgg16_caffemodel_converts_without_spec_into_d(cli, tmp_path, layout, train):
     """VGG_ILSVRC_16_layers at full size (random weights, 528 MB): configuration D,
     138,357,544 parameters, every weight read back exactly."""
-    layers = layers_of(D)
-    weights = random_weights(layers, 3, (224, 224), seed=4)
-    file = write_caffemodel(
-        tmp_path / "VGG_ILSVRC_16_layers.caffemodel", layers, weights, layout, layout == "V1",
-        train=train, input_size=(224, 224),
-    )  # fmt: skip
+    _, weights, file = vgg16_caffemodel(tmp_path, D, layout, train, seed=4)
     convert_without_spec(cli, tmp_path, file, D, 138_357_544)
     converted = convert(file)
     for name, (weight, bias) in weights.items():

@@ -307,8 +307,9 @@ def convert(
     implied = spec is None
     if implied:
         spec, spec_name = spec_of(path, source), "the spec it implies"
+    name = path.stem if implied else Path(spec_name).stem  # the net's name in its file
     try:
-        net = lower(compile_spec(spec, name=Path(spec_name).stem), "torch")
+        net = lower(compile_spec(spec, name=name), "torch")
     except SpecError as err:  # only an implied spec can fail here: a given one compiled
         raise StructureError(f"{path}: the spec it implies does not compile: {err}") from None
     targets = weight_targets(net)
