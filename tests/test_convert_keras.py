@@ -7,7 +7,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -20,6 +19,7 @@ from vggspec.runtime.io.weights import WeightsError
 
 import vggspec
 
+h5py = pytest.importorskip("h5py")  # the keras extra; keras and h5py are in dev
 keras = pytest.importorskip("keras")
 
 # keras.applications.VGG16's layout at a small width: blocks of (convs, width).
