@@ -156,21 +156,24 @@ def _relu(layer, name: str) -> Step:
 MATCONVNET_SKIPPED = {"dropout", "softmaxloss", "loss", "custom-loss"}
 
 
+MATCONVNET_STEPS = {
+    "conv": lambda layer, name, found, channels: _conv(layer, name, found, channels),
+    "pool": lambda layer, name, found, channels: _pool(layer, name),
+    "lrn": lambda layer, name, found, channels: _lrn(layer, name, "lrn"),
+    "normalize": lambda layer, name, found, channels: _lrn(layer, name, "normalize"),
+    "relu": lambda layer, name, found, channels: _relu(layer, name),
+    "softmax": lambda layer, name, found, channels: Step("softmax", name, "softmax"),
+}
+
+
 def _layer_steps(layer, kind: str, name: str, found, channels) -> list[Step]:
     """What one simplenn layer computes, as steps (none for a skipped layer)."""
     if kind in MATCONVNET_SKIPPED:
         return []
-    if kind == "conv":
-        return [_conv(layer, name, found, channels)]
-    if kind == "pool":
-        return [_pool(layer, name)]
-    if kind in ("lrn", "normalize"):
-        return [_lrn(layer, name, kind)]
-    if kind == "relu":
-        return [_relu(layer, name)]
-    if kind == "softmax":
-        return [Step("softmax", name, kind)]
-    return [Step("unknown", name, kind, why=f"a MatConvNet {kind or 'untyped'} layer")]
+    step = MATCONVNET_STEPS.get(kind)
+    if step is None:
+        return [Step("unknown", name, kind, why=f"a MatConvNet {kind or 'untyped'} layer")]
+    return [step(layer, name, found, channels)]
 
 
 def read_matconvnet(path: str | os.PathLike) -> MatConvNet:

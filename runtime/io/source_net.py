@@ -15,6 +15,7 @@ from vggspec.compiler.ir.ops import (
     Input,
     Linear,
     LocalResponseNorm,
+    Lrn,
     MaxPool2d,
     ReLU,
     SoftMaxOp,
@@ -180,18 +181,13 @@ def _same(mine: Step, theirs: Step) -> bool:
         return False
     if mine.kind == "fc":
         return True  # the weights' shapes are matched apart
-    if mine.kind == "lrn":
-        (size, *values), (their_size, *their_values) = mine.lrn, theirs.lrn
-        close = all(
-            math.isclose(a, b, rel_tol=1e-6) for a, b in zip(values, their_values, strict=False)
-        )
-        return size == their_size and close
+    if mine.kind == "lrn":  # the size exactly, the constants to float32's precision
+        pairs = zip(mine.lrn, theirs.lrn, strict=True)
+        return all(math.isclose(a, b, rel_tol=1e-6) for a, b in pairs)
     return replace(mine, ceil=False) == replace(theirs, ceil=False)
 
 
 def _lrn_hint(step: Step) -> str:
-    from vggspec.compiler.ir.ops import Lrn
-
     size, alpha, beta, k = step.lrn
     try:
         return f" (write {Lrn(size, alpha, beta, k).text()} in the spec for this file's)"
