@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,6 +225,40 @@ def test_shape_mismatch_names_the_layer_and_both_shapes(cli, tmp_path, small_spe
         f"{file}: layer conv2_2 (Convolution) has weight (16, 8, 3, 3); "
         "the spec's conv2_2 needs (8, 8, 3, 3)"
     )
+
+
+def test_a_refused_conversion_leaves_no_folder_and_odd_outputs_are_one_line(cli, tmp_path):
+    """-o into folders that do not exist: a refusal removes the ones made for it. A `.vgg`
+    beside OUT that is a folder, or not UTF-8, is a line, not a traceback."""
+    file = write_caffemodel(tmp_path / "net.caffemodel", random_layers(SMALL))
+    truncated = tmp_path / "cut.caffemodel"
+    truncated.write_bytes(file.read_bytes()[:-1])
+    for args in (
+        [truncated, "-o", tmp_path / "new" / "deeper" / "x.safetensors"],
+        [file, "--spec", tmp_path / "missing.vgg", "-o", tmp_path / "new" / "x.safetensors"],
+    ):
+        code, _, err = cli("convert", *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "new").exists()
+    (tmp_path / "folder.vgg").mkdir()
+    code, _, err = cli("convert", file, "-o", tmp_path / "folder.safetensors")
+    assert code == 2, err
+    assert err == (
+        f"vggspec: error: {tmp_path / 'folder.vgg'}: is a folder, where the spec the file "
+        "implies goes\n"
+    )
+    (tmp_path / "binary.vgg").write_bytes(b"\xff\xfe\x00 not text")
+    code, _, err = cli("convert", file, "-o", tmp_path / "binary.safetensors")
+    assert code == 2 and err.strip().endswith("remove it, or give --spec"), err
+    for path, said in (
+        (tmp_path, "a folder, not a weights file"),
+        (Path("/dev/null"), "not a regular file"),
+    ):
+        code, _, err = cli("convert", path, "-o", tmp_path / "x.safetensors")
+        assert (code, err) == (2, f"{path}: {said}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "binary.vgg", "cut.caffemodel", "folder.vgg", "net.caffemodel",
+    ]  # fmt: skip
 
 
 def test_output_must_be_safetensors(cli, tmp_path, small_spec):

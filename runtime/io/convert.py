@@ -280,7 +280,8 @@ def read_source(path: str | os.PathLike) -> Source:
     """A .caffemodel, MatConvNet .mat or Keras .h5 read as a Source."""
     path = Path(path)
     if not path.is_file():
-        raise ConvertError(f"{path}: no such weights file")
+        what = "a folder, not a weights file" if path.is_dir() else "not a regular file"
+        raise ConvertError(f"{path}: {what if path.exists() else 'no such weights file'}")
     return READERS[source_format(path)](path)
 
 
