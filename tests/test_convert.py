@@ -261,6 +261,24 @@ def test_a_refused_conversion_leaves_no_folder_and_odd_outputs_are_one_line(cli,
     ]  # fmt: skip
 
 
+def test_a_spec_too_large_or_too_small_for_the_file_is_its_own_line(cli, tmp_path):
+    """A spec at 65536×65536 wants a 32 TiB fc3: refused by shape before any net is made
+    (it was a failed allocation's traceback). A given spec that does not compile says its
+    own error, not that the file implies it."""
+    file = write_caffemodel(tmp_path / "net.caffemodel", random_layers(SMALL))
+    huge = tmp_path / "huge.vgg"
+    huge.write_text(SMALL.replace("16x16", "65536x65536").replace("FC-12 FC-12", "FC-4096 FC-12"))
+    assert _refused(cli, tmp_path, file, huge) == (
+        f"{file}: layer fc3 (InnerProduct) has weight (1, 1, 12, 128); the spec's fc3 needs "
+        "(4096, 2147483648)"
+    )
+    tiny = tmp_path / "tiny.vgg"
+    tiny.write_text(SMALL.replace("16x16", "1x1"))
+    code, _, err = cli("convert", file, "--spec", tiny, "-o", tmp_path / "x.safetensors")
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith(f"{tiny}:2:9: error: pool1 (maxpool): the spatial size collapses"), err
+
+
 def test_output_must_be_safetensors(cli, tmp_path, small_spec):
     file = write_caffemodel(tmp_path / "net.caffemodel", random_layers(SMALL))
     err = _refused(cli, tmp_path, file, small_spec, "-o", tmp_path / "x.pth")
