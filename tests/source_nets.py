@@ -69,6 +69,14 @@ def caffe_pooled(size: int, k: int, stride: int, pad: int = 0, ceil: bool = True
     return out
 
 
+def conv_pairs(s: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A conv's (pad, dilation), each (height, width): `pad` one number or two, `dilation`
+    a list of one or two (caffe.proto's repeated fields), 1 when absent."""
+    pad = s["pad"] if isinstance(s["pad"], (tuple, list)) else (s["pad"],) * 2
+    dilation = s.get("dilation") or [1]
+    return tuple(pad), (dilation[0], dilation[-1])
+
+
 def random_weights(layers, channels: int, size: tuple[int, int], seed: int = 0) -> dict:
     """name → (weight, bias) in Caffe's shapes (conv K×C×kh×kw, FC out×in flattened C×H×W),
     random float32 of order 0.1; sizes followed through the layers as Caffe does."""
@@ -78,8 +86,9 @@ def random_weights(layers, channels: int, size: tuple[int, int], seed: int = 0) 
     for kind, name, s in layers:
         if kind == "conv":
             shape = (s["out"], channels // s.get("group", 1), s["k"], s["k"])
-            h = (h + 2 * s["pad"] - s["k"]) // s["stride"] + 1
-            w = (w + 2 * s["pad"] - s["k"]) // s["stride"] + 1
+            (ph, pw), (dh, dw) = conv_pairs(s)
+            h = (h + 2 * ph - dh * (s["k"] - 1) - 1) // s["stride"] + 1
+            w = (w + 2 * pw - dw * (s["k"] - 1) - 1) // s["stride"] + 1
             channels = s["out"]
         elif kind == "pool":
             ceil = s.get("round", "CEIL") == "CEIL"
@@ -143,8 +152,9 @@ def caffe_forward(layers, weights, x: np.ndarray) -> np.ndarray:
     for kind, name, s in layers:
         if kind == "conv":
             w, b = (torch.from_numpy(a.astype(np.float64)) for a in weights[name])
-            y = F.conv2d(torch.from_numpy(x), w, b, stride=s["stride"], padding=s["pad"],
-                         groups=s.get("group", 1))  # fmt: skip
+            pad, dilation = conv_pairs(s)
+            y = F.conv2d(torch.from_numpy(x), w, b, stride=s["stride"], padding=pad,
+                         dilation=dilation, groups=s.get("group", 1))  # fmt: skip
             x = y.numpy()
         elif kind == "relu":
             x = np.where(x > 0, x, x * s.get("slope", 0.0))
@@ -293,9 +303,10 @@ def _fill(layer, kind: str, s: dict) -> None:
         if s["stride"] != 1:
             p.stride.append(s["stride"])
         if s["pad"]:
-            p.pad.append(s["pad"])
+            p.pad.extend(s["pad"] if isinstance(s["pad"], (tuple, list)) else [s["pad"]])
         if s.get("group", 1) != 1:
             p.group = s["group"]
+        p.dilation.extend(s.get("dilation", []))  # one value, or height then width
     elif kind == "pool":
         p = layer.pooling_param
         p.pool, p.kernel_size, p.stride = {"MAX": 0, "AVE": 1}[s["method"]], s["k"], s["stride"]

@@ -366,8 +366,12 @@ def test_caffe_lrn_within_channel_is_one_line(cli, tmp_path):
          "pad 1; the spec's conv1_1 is conv 3×3 stride 1 pad 1"),
         ("V2", {"relu2_1": {"slope": 0.1}}, "layer relu2_1 (ReLU) is leaky ReLU (slope 0.1); "
          "the spec's relu2_1 is ReLU"),
+        # dilation 2 then 1: height 2, width 1 (it was read as the last value twice)
+        ("V1", {"conv2_2": {"dilation": [2, 1], "pad": (2, 1)}}, "layer conv2_2 (Convolution) "
+         "is conv 3×3 stride 1 pad 2,2,1,1 dilation 2×1; the spec's conv2_2 is conv 3×3 "
+         "stride 1 pad 1"),
     ],
-    ids=["pool-AVE", "pad-0", "stride-2", "leaky-relu"],
+    ids=["pool-AVE", "pad-0", "stride-2", "leaky-relu", "dilation-2x1"],
 )  # fmt: skip
 def test_caffe_net_of_another_function_is_refused(cli, tmp_path, layout, changes, said):
     file = write_caffemodel(

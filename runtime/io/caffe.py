@@ -297,9 +297,10 @@ def _layer_input(params: dict) -> tuple[int, ...] | None:
 # --- each Caffe layer type as steps: one small function per type ---------------------------
 
 
-def _pair(p: Message, single: int, height: int, width: int, default: int) -> tuple[int, int]:
-    """A 2-D setting: its _h/_w fields, or the repeated (or single) field."""
-    if height in p or width in p:
+def _pair(p: Message, single: int, height: int | None, width: int | None, default: int):
+    """A 2-D setting: its _h/_w fields, or the repeated (or single) field: one value for
+    both sides, or height then width (dilation has no _h/_w fields)."""
+    if height is not None and (height in p or width in p):
         return (p.int(height, default), p.int(width, default))
     values = p.ints(single) or [default]
     return (values[0], values[-1])
@@ -318,7 +319,7 @@ def _convolution(layer: CaffeLayer, params: dict) -> list[Step]:
         kernel=kernel,
         stride=_pair(p, 6, 13, 14, 1),
         pad=(pad_h, pad_h, pad_w, pad_w),
-        dilation=_pair(p, 18, 18, 18, 1),
+        dilation=_pair(p, 18, None, None, 1),
         groups=p.int(5, 1),
         outputs=int(layer.blobs[0].shape[0]) if layer.blobs else p.int(1, 0),
     )
