@@ -282,3 +282,81 @@ def test_keras_applications_vgg16_at_another_size_and_at_224(cli, tmp_path):
             parse(out.with_suffix(".vgg").read_text()).layers
             == parse((SPECS / "D.vgg").read_text()).layers
         )
+
+
+def _edit_config(file, edit) -> None:
+    """A whole-model file with its model config changed by `edit(layer name → config)`."""
+    import json
+
+    with h5py.File(file, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        edit({layer["config"]["name"]: layer["config"] for layer in config["config"]["layers"]})
+        f.attrs["model_config"] = json.dumps(config)
+
+
+def test_keras_activations_serialised_as_objects_are_read(tmp_path):
+    """An activation may be written as a serialised function ({"class_name": "function",
+    "config": "relu"}: it was a traceback) or as a layer (Dense(activation=ReLU())): both
+    are the ReLU, and the net is Keras' own."""
+    model = vgg_like()
+    file = save(model, tmp_path, "model")
+
+    def as_objects(layers):
+        layers["fc1"]["activation"] = {
+            "module": "builtins", "class_name": "function", "config": "relu",
+            "registered_name": "function",
+        }  # fmt: skip
+        layers["fc2"]["activation"] = {
+            "module": "keras.layers", "class_name": "ReLU", "registered_name": None,
+            "config": {"name": "re_lu", "max_value": None, "negative_slope": 0.0,
+                       "threshold": 0.0},
+        }  # fmt: skip
+
+    _edit_config(file, as_objects)
+    x = images()
+    net = to_net(convert(file, parse(SMALL_SPEC))).eval()
+    np.testing.assert_allclose(ours(net, x), model.predict(x, verbose=0), rtol=0, atol=1e-4)
+
+
+def test_keras_channels_first_flatten_or_pool_and_odd_settings_are_one_line(cli, tmp_path):
+    """Flatten(data_format='channels_first') after channels-last convs gives fc1 its rows
+    in C×H×W order: converted as H×W×C, its posteriors were not Keras' (0.17 apart).
+    A channels-first pooling, a soft-max over another axis and settings of odd types are
+    refused too, each in one line."""
+    from keras import layers
+
+    def model(flatten="channels_last", pool="channels_last", softmax_axis=None):
+        inputs = keras.Input(shape=(8, 8, 3))
+        x = layers.Conv2D(4, 3, padding="same", activation="relu", name="block1_conv1")(inputs)
+        x = layers.MaxPooling2D(2, name="block1_pool", data_format=pool)(x)
+        x = layers.Flatten(name="flatten", data_format=flatten)(x)
+        if softmax_axis is None:
+            x = layers.Dense(5, activation="softmax", name="predictions")(x)
+        else:
+            x = layers.Dense(5, name="predictions")(x)
+            x = layers.Softmax(axis=softmax_axis, name="prob")(x)
+        return keras.Model(inputs, x)
+
+    spec = tmp_path / "small.vgg"
+    spec.write_text("input 8x8 RGB\nconv3-4 maxpool FC-5 soft-max\n")
+    for built, said in (
+        (model(flatten="channels_first"), "layer flatten (Flatten) is a channels-first "
+         "Flatten in a channels-last net"),
+        (model(pool="channels_first"), "layer block1_pool (MaxPooling2D) is a channels-first "
+         "MaxPooling2D in a channels-last net"),
+        (model(softmax_axis=0), "layer prob (Softmax) is a soft-max over axis 0"),
+    ):  # fmt: skip
+        file = save(built, tmp_path, "model")
+        for given in ([], ["--spec", spec]):
+            out = tmp_path / "x.safetensors"
+            code, _, err = cli("convert", file, *given, "-o", out)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert f"{file}: {said}" in err and not out.exists()
+    file = save(model(), tmp_path, "model")
+    _edit_config(file, lambda layers: layers["block1_conv1"].update(groups="two"))
+    code, _, err = cli("convert", file, "-o", tmp_path / "x.safetensors")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == (
+        f"{file}: layer block1_conv1: settings vggspec cannot read (ValueError: invalid "
+        "literal for int() with base 10: 'two')"
+    )
