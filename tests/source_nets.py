@@ -240,6 +240,7 @@ def caffe_messages():
         enums=[("NormRegion", [("ACROSS_CHANNELS", 0), ("WITHIN_CHANNEL", 1)])],
     )  # fmt: skip
     message("ReLUParameter", ("negative_slope", 1, flt, opt))
+    message("SoftmaxParameter", ("axis", 2, i64, opt))
     message("InnerProductParameter", ("num_output", 1, u32, opt))
     message("DropoutParameter", ("dropout_ratio", 1, flt, opt))
     message("TransformationParameter", ("mirror", 2, boolean, opt), ("crop_size", 3, u32, opt))
@@ -250,6 +251,7 @@ def caffe_messages():
         ("pooling_param", "PoolingParameter", 19, 121),
         ("lrn_param", "LRNParameter", 18, 118),
         ("relu_param", "ReLUParameter", 30, 123),
+        ("softmax_param", "SoftmaxParameter", 39, 125),
         ("inner_product_param", "InnerProductParameter", 17, 117),
         ("dropout_param", "DropoutParameter", 12, 108),
         ("transform_param", "TransformationParameter", 36, 100),
@@ -323,6 +325,8 @@ def _fill(layer, kind: str, s: dict) -> None:
             p.norm_region = 1
     elif kind == "relu" and s.get("slope"):
         layer.relu_param.negative_slope = s["slope"]
+    elif kind == "softmax" and "axis" in s:
+        layer.softmax_param.axis = s["axis"]
     elif kind == "fc":
         layer.inner_product_param.num_output = s["out"]
     elif kind == "dropout":
@@ -380,7 +384,7 @@ def write_caffemodel(
             continue  # the training net ends in the loss
         layer = add(_TYPES[kind], name)
         layer.bottom.append(bottom)
-        in_place = kind in ("relu", "dropout")
+        in_place = kind in ("relu", "dropout") and s.get("in_place", True)
         layer.top.append(bottom if in_place else name)
         bottom = bottom if in_place else name
         _fill(layer, kind, s)

@@ -399,6 +399,35 @@ def test_caffe_file_with_a_layer_the_spec_lacks_is_refused(cli, tmp_path, small_
     )
 
 
+def test_caffe_blobs_are_followed_from_layer_to_layer(cli, tmp_path, small_spec):
+    """A ReLU and a dropout into blobs of their own convert as in place; a ReLU whose
+    output no layer reads does nothing in Caffe's net, and a file with one is refused (it
+    converted into a net with that ReLU); so is a soft-max over the batch."""
+    apart = {"relu2_1": {"in_place": False}, "drop3": {"in_place": False}}
+    net = random_layers(SMALL, seed=4, **apart)
+    file = write_caffemodel(tmp_path / "apart.caffemodel", net, "V2")
+    x = torch.randn(2, 3, 16, 16) * 50
+    with torch.no_grad():
+        got = to_net(convert(file, parse(SMALL))).eval()(x)
+    assert relative(got, caffe_reference(net, x)) <= 1e-5
+    NetParameter = source_nets.caffe_messages()
+    for layout in ("V1", "V2"):
+        file = write_caffemodel(tmp_path / f"{layout}.caffemodel", random_layers(SMALL), layout)
+        model = NetParameter.FromString(file.read_bytes())
+        (relu,) = [la for la in (model.layers or model.layer) if la.name == "relu2_1"]
+        relu.top[0] = "relu2_1"  # conv2_2 still reads conv2_1: this ReLU changes nothing
+        file.write_bytes(model.SerializeToString())
+        assert _refused(cli, tmp_path, file, small_spec) == (
+            f"{file}: layer conv2_2 (Convolution) is fed by conv2_1, not by the output of the "
+            "layer before it (relu2_1): vggspec reads nets that are one chain of layers; the "
+            "spec's conv2_2 is conv 3×3 stride 1 pad 1"
+        )
+    file = write_caffemodel(tmp_path / "batch.caffemodel", random_layers(SMALL, prob={"axis": 0}))
+    assert _refused(cli, tmp_path, file, None) == (
+        f"{file}: layer prob (Softmax) is a soft-max over axis 0: the notation cannot express it"
+    )
+
+
 def test_caffe_rounding_up_differs_only_where_it_changes_a_size(tmp_path):
     """Caffe's pooling rounds its output size up: at 20×20 the third pool sees 5×5 and
     gives 3×3 where the notation's maxpool gives 2×2; at 16×16 (even maps) both agree, and a
