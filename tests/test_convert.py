@@ -212,6 +212,17 @@ def test_not_a_caffemodel_is_one_line(cli, tmp_path, small_spec):
         assert err.startswith(f"{file}: not a")
 
 
+def test_caffemodel_without_weights_is_one_line(cli, tmp_path, small_spec):
+    """Layers but no blobs (a net saved before it had weights): said so, not "its first
+    layer takes 0 channels"."""
+    layers, _, size = random_layers(SMALL)
+    file = write_caffemodel(tmp_path / "bare.caffemodel", (layers, {}, size))
+    for spec in (None, small_spec):
+        assert _refused(cli, tmp_path, file, spec) == (
+            f"{file}: a Caffe V1 file without a layer that has weights"
+        )
+
+
 def test_caffemodel_of_another_net_is_one_line(cli, tmp_path, small_spec):
     file = write_caffemodel(tmp_path / "other.caffemodel", random_layers(OTHER))
     err = _refused(cli, tmp_path, file, small_spec)

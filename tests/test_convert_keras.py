@@ -360,3 +360,28 @@ def test_keras_channels_first_flatten_or_pool_and_odd_settings_are_one_line(cli,
         f"{file}: layer block1_conv1: settings vggspec cannot read (ValueError: invalid "
         "literal for int() with base 10: 'two')"
     )
+
+
+def test_odd_hdf5_files_are_one_line(cli, tmp_path):
+    """A model config of another shape was an AttributeError's traceback; a file without a
+    layer that has weights was "its first layer takes 0 channels"."""
+    import json
+
+    def write(name, attrs):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.attrs.update(attrs)
+        return tmp_path / name
+
+    for file, said in (
+        (write("list.h5", {"layer_names": [], "model_config": json.dumps({"config": [1]})}),
+         "not readable Keras weights ('int' object has no attribute 'get')"),
+        (write("array.h5", {"layer_names": [], "model_config": json.dumps([1])}),
+         "not readable Keras weights ('list' object has no attribute 'get')"),
+        (write("empty.h5", {"layer_names": []}),
+         "a Keras HDF5 file without a layer that has weights"),
+        (write("plain.h5", {"x": 1}), "an HDF5 file, but not Keras weights (no layer_names)"),
+    ):  # fmt: skip
+        for args in (["-o", tmp_path / "x.safetensors"], ["--emit", "spec"]):
+            code, out, err = cli("convert", file, *args)
+            assert (code, out, err) == (2, "", f"{file}: {said}\n")
+    assert not (tmp_path / "x.safetensors").exists()

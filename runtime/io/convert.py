@@ -283,7 +283,10 @@ def read_source(path: str | os.PathLike) -> Source:
     if not path.is_file():
         what = "a folder, not a weights file" if path.is_dir() else "not a regular file"
         raise ConvertError(f"{path}: {what if path.exists() else 'no such weights file'}")
-    return READERS[source_format(path)](path)
+    source = READERS[source_format(path)](path)
+    if not source.weight_layers:
+        raise ConvertError(f"{path}: a {source.kind} file without a layer that has weights")
+    return source
 
 
 def spec_of(path: str | os.PathLike, source: Source | None = None) -> Spec:
