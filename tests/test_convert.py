@@ -204,6 +204,22 @@ def test_truncated_caffemodel_is_one_line(cli, tmp_path, small_spec):
         assert "runs past the end" in err
 
 
+def test_blob_data_of_another_wire_type_is_one_line(cli, tmp_path, small_spec):
+    """Blob data (field 5) written as a varint, as one flipped byte makes it: a traceback
+    (an int unpacked as a span) before the wire type was checked."""
+
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited field
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    blob = bytes([5 << 3 | 0, 1])  # data = varint 1
+    layer = field(1, b"conv1_1") + field(2, b"Convolution") + field(7, blob)
+    file = tmp_path / "varint.caffemodel"
+    tag = 100 << 3 | 2  # NetParameter.layer: a two-byte varint
+    file.write_bytes(bytes([tag & 0x7F | 0x80, tag >> 7, len(layer)]) + layer)
+    err = _refused(cli, tmp_path, file, small_spec)
+    assert err.startswith(f"{file}: not a readable .caffemodel (blob data with wire type 0 at")
+
+
 def test_not_a_caffemodel_is_one_line(cli, tmp_path, small_spec):
     for i, content in enumerate([b"", b"input 224x224 RGB\nconv3-64\n", bytes(range(256)) * 4]):
         file = tmp_path / f"junk{i}.caffemodel"

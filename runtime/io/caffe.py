@@ -148,11 +148,11 @@ class _Reader:
     def packed(self, wire: int, value, dtype: str, at: int) -> np.ndarray:
         """A repeated float/double field: packed (one span), or one element per field."""
         width = np.dtype(dtype).itemsize
+        if wire not in (LENGTH, FIXED32 if width == 4 else FIXED64):  # a varint is no span
+            self.fail(at, f"blob data with wire type {wire}")
         begin, stop = value
         if wire == LENGTH and (stop - begin) % width:
             self.fail(begin, f"a packed array of {stop - begin} bytes, not a multiple of {width}")
-        if wire not in (LENGTH, FIXED32 if width == 4 else FIXED64):
-            self.fail(at, f"blob data with wire type {wire}")
         return np.frombuffer(self.buf, dtype=dtype, count=(stop - begin) // width, offset=begin)
 
     def dims(self, wire: int, value, at: int) -> list[int]:
