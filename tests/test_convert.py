@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import source_nets
 import torch
+from helpers import vggspec_cmd
 from source_nets import caffe_forward, layers_of, random_weights
 from vggspec.compiler import compile_spec, format_spec, parse
 from vggspec.compiler.lowering.net import densify, lower
@@ -677,6 +678,35 @@ def test_matconvnet_of_another_net_and_bad_files_are_one_line(cli, tmp_path, sma
     savemat(str(empty), {"x": np.zeros(3)})
     err = _refused(cli, tmp_path, empty, small_spec)
     assert err == f"{empty}: not a MatConvNet simplenn net (no `layers`)"
+
+
+def test_damaged_matconvnet_files_are_one_line_not_a_crash(cli, tmp_path, small_spec):
+    """One byte changed in an uncompressed .mat (0x10 → 0xBC, 17,145th byte of this net as
+    scipy 1.17 writes it) makes scipy's reader die of SIGSEGV, taking vggspec with it;
+    a conv layer without filters, or a setting that is a struct, were tracebacks."""
+    from scipy.io import savemat
+
+    file = tmp_path / "damaged.mat"
+    write_matconvnet(file, random_layers(SMALL))
+    data = bytearray(file.read_bytes())
+    assert data[17144] == 0x10, "scipy writes this net otherwise: find another damage"
+    data[17144] = 0xBC
+    file.write_bytes(bytes(data))
+    # In a process of its own: whether the damage crashes depends on what lies in memory.
+    out = tmp_path / "damaged.safetensors"
+    run = vggspec_cmd("convert", file, "--spec", small_spec, "-o", out)
+    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run
+    assert run.stderr.startswith(f"{file}: not a readable MATLAB file ("), run.stderr
+    assert not out.exists()
+    filters = source_nets._cell([np.zeros((3, 3, 3, 4), np.float32), np.zeros((1, 4), np.float32)])
+    for layer, said in (
+        ({"name": "conv1", "type": "conv"}, "a conv layer without filters"),
+        ({"name": "conv1", "type": "conv", "weights": filters, "stride": {"a": 1}},
+         "float() argument must be a string or a real number, not 'mat_struct'"),
+    ):  # fmt: skip
+        odd = tmp_path / "odd.mat"
+        savemat(str(odd), {"layers": source_nets._cell([layer])})
+        assert _refused(cli, tmp_path, odd, None) == f"{odd}: layer conv1: {said}"
 
 
 def test_matconvnet_fc_filters_need_the_transpose(tmp_path):
