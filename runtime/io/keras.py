@@ -303,7 +303,8 @@ def read_keras(path: str | os.PathLike) -> KerasNet:
             else:
                 raise KerasError(f"{path}: an HDF5 file, but not Keras weights (no layer_names)")
             configs = _model_config(f)
-        except (AttributeError, KeyError, ValueError, TypeError, OSError) as err:
+        # h5py raises RuntimeError too for a damaged file ("bad symbol table node signature").
+        except (AttributeError, KeyError, ValueError, TypeError, OSError, RuntimeError) as err:
             raise KerasError(f"{path}: not readable Keras weights ({err})") from None
     net = KerasNet([], layout, input_shape=_input_shape(configs))
     if not configs:
