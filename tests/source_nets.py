@@ -69,6 +69,14 @@ def caffe_pooled(size: int, k: int, stride: int, pad: int = 0, ceil: bool = True
     return out
 
 
+def conv_pairs(s: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A conv's (pad, dilation), each (height, width): `pad` one number or two, `dilation`
+    a list of one or two (caffe.proto's repeated fields), 1 when absent."""
+    pad = s["pad"] if isinstance(s["pad"], (tuple, list)) else (s["pad"],) * 2
+    dilation = s.get("dilation") or [1]
+    return tuple(pad), (dilation[0], dilation[-1])
+
+
 def random_weights(layers, channels: int, size: tuple[int, int], seed: int = 0) -> dict:
     """name → (weight, bias) in Caffe's shapes (conv K×C×kh×kw, FC out×in flattened C×H×W),
     random float32 of order 0.1; sizes followed through the layers as Caffe does."""
@@ -78,8 +86,9 @@ def random_weights(layers, channels: int, size: tuple[int, int], seed: int = 0) 
     for kind, name, s in layers:
         if kind == "conv":
             shape = (s["out"], channels // s.get("group", 1), s["k"], s["k"])
-            h = (h + 2 * s["pad"] - s["k"]) // s["stride"] + 1
-            w = (w + 2 * s["pad"] - s["k"]) // s["stride"] + 1
+            (ph, pw), (dh, dw) = conv_pairs(s)
+            h = (h + 2 * ph - dh * (s["k"] - 1) - 1) // s["stride"] + 1
+            w = (w + 2 * pw - dw * (s["k"] - 1) - 1) // s["stride"] + 1
             channels = s["out"]
         elif kind == "pool":
             ceil = s.get("round", "CEIL") == "CEIL"
@@ -143,8 +152,9 @@ def caffe_forward(layers, weights, x: np.ndarray) -> np.ndarray:
     for kind, name, s in layers:
         if kind == "conv":
             w, b = (torch.from_numpy(a.astype(np.float64)) for a in weights[name])
-            y = F.conv2d(torch.from_numpy(x), w, b, stride=s["stride"], padding=s["pad"],
-                         groups=s.get("group", 1))  # fmt: skip
+            pad, dilation = conv_pairs(s)
+            y = F.conv2d(torch.from_numpy(x), w, b, stride=s["stride"], padding=pad,
+                         dilation=dilation, groups=s.get("group", 1))  # fmt: skip
             x = y.numpy()
         elif kind == "relu":
             x = np.where(x > 0, x, x * s.get("slope", 0.0))
@@ -230,6 +240,7 @@ def caffe_messages():
         enums=[("NormRegion", [("ACROSS_CHANNELS", 0), ("WITHIN_CHANNEL", 1)])],
     )  # fmt: skip
     message("ReLUParameter", ("negative_slope", 1, flt, opt))
+    message("SoftmaxParameter", ("axis", 2, i64, opt))
     message("InnerProductParameter", ("num_output", 1, u32, opt))
     message("DropoutParameter", ("dropout_ratio", 1, flt, opt))
     message("TransformationParameter", ("mirror", 2, boolean, opt), ("crop_size", 3, u32, opt))
@@ -240,6 +251,7 @@ def caffe_messages():
         ("pooling_param", "PoolingParameter", 19, 121),
         ("lrn_param", "LRNParameter", 18, 118),
         ("relu_param", "ReLUParameter", 30, 123),
+        ("softmax_param", "SoftmaxParameter", 39, 125),
         ("inner_product_param", "InnerProductParameter", 17, 117),
         ("dropout_param", "DropoutParameter", 12, 108),
         ("transform_param", "TransformationParameter", 36, 100),
@@ -293,9 +305,10 @@ def _fill(layer, kind: str, s: dict) -> None:
         if s["stride"] != 1:
             p.stride.append(s["stride"])
         if s["pad"]:
-            p.pad.append(s["pad"])
+            p.pad.extend(s["pad"] if isinstance(s["pad"], (tuple, list)) else [s["pad"]])
         if s.get("group", 1) != 1:
             p.group = s["group"]
+        p.dilation.extend(s.get("dilation", []))  # one value, or height then width
     elif kind == "pool":
         p = layer.pooling_param
         p.pool, p.kernel_size, p.stride = {"MAX": 0, "AVE": 1}[s["method"]], s["k"], s["stride"]
@@ -312,6 +325,8 @@ def _fill(layer, kind: str, s: dict) -> None:
             p.norm_region = 1
     elif kind == "relu" and s.get("slope"):
         layer.relu_param.negative_slope = s["slope"]
+    elif kind == "softmax" and "axis" in s:
+        layer.softmax_param.axis = s["axis"]
     elif kind == "fc":
         layer.inner_product_param.num_output = s["out"]
     elif kind == "dropout":
@@ -369,7 +384,7 @@ def write_caffemodel(
             continue  # the training net ends in the loss
         layer = add(_TYPES[kind], name)
         layer.bottom.append(bottom)
-        in_place = kind in ("relu", "dropout")
+        in_place = kind in ("relu", "dropout") and s.get("in_place", True)
         layer.top.append(bottom if in_place else name)
         bottom = bottom if in_place else name
         _fill(layer, kind, s)

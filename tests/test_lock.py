@@ -14,7 +14,7 @@ import pytest
 from fault_helpers import audit, digest, make_setup, start, train_args
 from helpers import ROOT
 from vggspec.runtime.io.checkpoint import load_checkpoint
-from vggspec.runtime.io.lock import FolderBusy, FolderLock
+from vggspec.runtime.io.lock import FolderBusy, FolderLock, FolderUnwritable
 from vggspec.runtime.io.rundir import RunDir, output_lock
 
 SHORT = "max_steps=4"  # a checkpoint at step 3 (checkpoint_every=3), the end at 4
@@ -268,6 +268,38 @@ def test_a_folder_removed_by_a_releasing_holder_is_made_again(tmp_path, monkeypa
     with FolderLock(folder) as lock:
         assert raced and lock.path.is_file()
     assert not folder.exists()  # made by the lock: removed with it
+
+
+def test_a_folder_that_takes_no_file_is_one_error_not_a_loop(tmp_path, monkeypatch, cli):
+    # /proc answers ENOENT to a new file in a folder that exists (root passes os.access):
+    # that is not the race above, and retrying it for ever hung `vggspec convert -o /proc/x`.
+    real_open, calls = os.open, []
+
+    def no_file_here(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            calls.append(path)
+            if len(calls) > 1000:
+                raise RuntimeError("acquire() keeps retrying")
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_file_here)
+    folder = tmp_path / "new"
+    with pytest.raises(FolderUnwritable) as refused:
+        FolderLock(folder, "convert").acquire()
+    assert str(refused.value) == f"{folder}: cannot write in {folder} (No such file or directory)"
+    assert not folder.exists()  # made by the lock: removed with it
+    monkeypatch.setattr(os, "open", real_open)
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    out = tmp_path / "x.safetensors"
+    code, _, err = cli("convert", tmp_path / "missing.caffemodel", "-o", out)
+    assert (code, err) == (2, f"{out}: cannot write in {tmp_path} (Permission denied)\n")
 
 
 def _a_run(folder, step):

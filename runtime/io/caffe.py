@@ -17,6 +17,7 @@ from .source_net import Step
 # Field numbers of caffe.proto (BVLC master). Only what a weights file needs is named;
 # every other field is skipped by its wire type, without reading its bytes.
 NET_NAME = 1
+NET_INPUT = 3  # the deploy net's input blob names
 NET_LAYERS_V1 = 2  # repeated V1LayerParameter: the deprecated layout of the VGG release
 NET_LAYER = 100  # repeated LayerParameter: the current layout
 NET_INPUT_DIM, NET_INPUT_SHAPE = 4, 8  # the deploy net's input, (N, C, H, W)
@@ -32,6 +33,8 @@ class LayerFields:
 
     name: int
     type: int
+    bottom: int
+    top: int
     blobs: int
     include: int
     exclude: int
@@ -39,14 +42,14 @@ class LayerFields:
 
 
 V1 = LayerFields(
-    4, 5, 6, 32, 33,
+    4, 5, 2, 3, 6, 32, 33,
     {"convolution": 10, "pooling": 19, "lrn": 18, "relu": 30, "inner_product": 17,
-     "transform": 36, "data": 11},
+     "softmax": 39, "transform": 36, "data": 11},
 )  # fmt: skip
 V2 = LayerFields(
-    1, 2, 7, 8, 9,
+    1, 2, 3, 4, 7, 8, 9,
     {"convolution": 106, "pooling": 121, "lrn": 118, "relu": 123, "inner_product": 117,
-     "transform": 100, "data": 107, "input": 143},
+     "softmax": 125, "transform": 100, "data": 107, "input": 143},
 )  # fmt: skip
 # V1LayerParameter.LayerType → the type name Caffe's upgrade gives it.
 V1_TYPES = {
@@ -76,6 +79,8 @@ class CaffeLayer:
     name: str
     type: str
     blobs: list[np.ndarray] = field(default_factory=list)
+    bottoms: list[str] = field(default_factory=list)  # the blobs it reads and writes
+    tops: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -143,11 +148,11 @@ class _Reader:
     def packed(self, wire: int, value, dtype: str, at: int) -> np.ndarray:
         """A repeated float/double field: packed (one span), or one element per field."""
         width = np.dtype(dtype).itemsize
+        if wire not in (LENGTH, FIXED32 if width == 4 else FIXED64):  # a varint is no span
+            self.fail(at, f"blob data with wire type {wire}")
         begin, stop = value
         if wire == LENGTH and (stop - begin) % width:
             self.fail(begin, f"a packed array of {stop - begin} bytes, not a multiple of {width}")
-        if wire not in (LENGTH, FIXED32 if width == 4 else FIXED64):
-            self.fail(at, f"blob data with wire type {wire}")
         return np.frombuffer(self.buf, dtype=dtype, count=(stop - begin) // width, offset=begin)
 
     def dims(self, wire: int, value, at: int) -> list[int]:
@@ -207,6 +212,8 @@ class _Reader:
                 layer.type = self.text(value)
             elif number == where.blobs and wire == LENGTH:
                 layer.blobs.append(self.blob(*value))
+            elif number in (where.bottom, where.top) and wire == LENGTH:
+                (layer.bottoms if number == where.bottom else layer.tops).append(self.text(value))
             elif number in (where.include, where.exclude) and wire == LENGTH:
                 phase = self.message(value).int(RULE_PHASE, None)
                 (include if number == where.include else exclude).append(phase)
@@ -221,9 +228,12 @@ class _Reader:
     def net(self) -> CaffeNet:
         name, layers, layouts, steps = "", [], set(), []
         declared, input_dims, from_layers = None, [], []
+        chain = Chain()
         for number, wire, value in self.fields(0, len(self.buf)):
             if number == NET_NAME and wire == LENGTH:
                 name = self.text(value)
+            elif number == NET_INPUT and wire == LENGTH:
+                chain.heads.add(self.text(value))
             elif number in (NET_LAYERS_V1, NET_LAYER) and wire == LENGTH:
                 where = V1 if number == NET_LAYERS_V1 else V2
                 layouts.add("V1" if where is V1 else "V2")
@@ -231,7 +241,7 @@ class _Reader:
                 if layer.blobs:
                     layers.append(layer)
                 if tested:
-                    steps += layer_steps(layer, params)
+                    steps += chain.follow(layer, layer_steps(layer, params))
                     from_layers.append(_layer_input(params))
             elif number == NET_INPUT_DIM and wire in (VARINT, LENGTH):
                 input_dims += self.dims(wire, value, 0)
@@ -243,6 +253,38 @@ class _Reader:
         candidates = [declared, _nchw(input_dims[:4]), *from_layers]
         input_shape = next((c for c in candidates if c is not None), None)
         return CaffeNet(name, layers, "/".join(sorted(layouts)), steps, input_shape)
+
+
+class Chain:
+    """The blobs that hold the net's current output, followed through the layers' bottoms
+    and tops: the steps are the file's function only where each layer reads the output of
+    the one before it (in place or not). A layer fed by another blob (a branch, or a layer
+    whose output nothing reads, like a ReLU into a blob of its own that the next layer
+    passes by) is a step no spec matches."""
+
+    def __init__(self):
+        self.heads: set[str] = set()  # the current output's names (identities add aliases)
+        self.last = ""  # the layer that wrote it
+
+    def follow(self, layer: CaffeLayer, steps: list[Step]) -> list[Step]:
+        feeds = layer.bottoms[0] if layer.bottoms else None
+        if not layer.bottoms and not steps:  # a data or input layer: where the chain starts
+            self.heads.update(layer.tops[:1])
+            return steps
+        if not steps:
+            if layer.type in CAFFE_IDENTITIES and feeds in self.heads:
+                self.heads.update(layer.tops)  # Dropout, Flatten, Split: other names of it
+            return steps  # losses and scores read the chain and write nothing it reads
+        if feeds is not None and self.heads and feeds not in self.heads:
+            after = f" ({self.last})" if self.last else ""
+            why = (
+                f"fed by {feeds}, not by the output of the layer before it{after}: "
+                "vggspec reads nets that are one chain of layers"
+            )
+            return [_unknown(layer, why)]
+        if layer.tops:
+            self.heads, self.last = {layer.tops[0]}, layer.name
+        return steps
 
 
 def _nchw(dims: list[int]) -> tuple[int, int, int] | None:
@@ -297,9 +339,10 @@ def _layer_input(params: dict) -> tuple[int, ...] | None:
 # --- each Caffe layer type as steps: one small function per type ---------------------------
 
 
-def _pair(p: Message, single: int, height: int, width: int, default: int) -> tuple[int, int]:
-    """A 2-D setting: its _h/_w fields, or the repeated (or single) field."""
-    if height in p or width in p:
+def _pair(p: Message, single: int, height: int | None, width: int | None, default: int):
+    """A 2-D setting: its _h/_w fields, or the repeated (or single) field: one value for
+    both sides, or height then width (dilation has no _h/_w fields)."""
+    if height is not None and (height in p or width in p):
         return (p.int(height, default), p.int(width, default))
     values = p.ints(single) or [default]
     return (values[0], values[-1])
@@ -318,7 +361,7 @@ def _convolution(layer: CaffeLayer, params: dict) -> list[Step]:
         kernel=kernel,
         stride=_pair(p, 6, 13, 14, 1),
         pad=(pad_h, pad_h, pad_w, pad_w),
-        dilation=_pair(p, 18, 18, 18, 1),
+        dilation=_pair(p, 18, None, None, 1),
         groups=p.int(5, 1),
         outputs=int(layer.blobs[0].shape[0]) if layer.blobs else p.int(1, 0),
     )
@@ -385,6 +428,14 @@ def _relu(layer: CaffeLayer, params: dict) -> list[Step]:
     return [Step("relu", layer.name, layer.type, slope=slope)]
 
 
+def _softmax(layer: CaffeLayer, params: dict) -> list[Step]:
+    axis = params["softmax"].int(2, 1) if "softmax" in params else 1
+    axis = axis - (1 << 64) if axis >= 1 << 63 else axis  # int64 on the wire
+    if axis not in (1, -1):  # the class axis of the FC's (N, classes)
+        return [_unknown(layer, f"a soft-max over axis {axis}")]
+    return [Step("softmax", layer.name, layer.type)]
+
+
 def _unknown(layer: CaffeLayer, why: str) -> Step:
     return Step("unknown", layer.name, layer.type, why=why)
 
@@ -395,9 +446,9 @@ CAFFE_STEPS = {
     "Pooling": _pooling,
     "LRN": _lrn,
     "ReLU": _relu,
-    "Softmax": lambda layer, params: [Step("softmax", layer.name, layer.type)],
+    "Softmax": lambda layer, params: _softmax(layer, params),
     # A training net's classifier ends in its loss: its posteriors are that soft-max.
-    "SoftmaxWithLoss": lambda layer, params: [Step("softmax", layer.name, layer.type)],
+    "SoftmaxWithLoss": lambda layer, params: _softmax(layer, params),
 }
 # Layers that change nothing a converted net computes: its input, training-only layers,
 # losses and their scores, and plumbing (InnerProduct flattens C×H×W itself).
@@ -407,6 +458,8 @@ CAFFE_SKIPPED = {
     "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss",
     "ContrastiveLoss", "HDF5Output",
 }  # fmt: skip
+# Skipped layers whose output is their input, under other names (at test time).
+CAFFE_IDENTITIES = {"Dropout", "Split", "Flatten"}
 
 
 def layer_steps(layer: CaffeLayer, params: dict) -> list[Step]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from vggspec.compiler import Spec, SpecError, compile_spec
-from vggspec.compiler.ir.graph import meta
+from vggspec.compiler.ir.graph import meta, nodes, op
 from vggspec.compiler.lowering.net import Net, lower
 
 from ..data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
@@ -81,20 +81,21 @@ class Converted:
     implied: bool = False  # the spec is the one the file implies (no spec was given)
 
 
-def weight_targets(net: Net) -> list[Target]:
-    """The net's conv and FC layers in order: what a file's weight layers must match."""
+def weight_targets(graph) -> list[Target]:
+    """The conv and FC layers of a compiled spec, in order: what a file's weight layers must
+    match. From the graph's shapes, before any net is made: a spec far larger than the
+    file (an input of 65536×65536) is refused by shape, not by an allocation that fails."""
     targets = []
-    for name, operation in net.layers():
+    for name in nodes(graph):
+        operation = op(graph, name)
         if operation.has_weights:
-            layer = getattr(net, name)
+            in_shape = tuple(meta(graph, name).in_shape)
+            shapes = operation.tensors(in_shape)
             # torchvision's sections tell the two weight layers apart: conv in features.
             kind = "conv" if operation.section == "features" else "fc"
-            fc_input = ()
-            if kind == "fc":
-                fc_input = tuple(meta(net.graph, name).in_shape)
-                fc_input = (*fc_input, 1, 1)[:3] if len(fc_input) < 3 else fc_input
+            fc_input = (*in_shape, 1, 1)[:3] if kind == "fc" else ()
             targets.append(
-                Target(name, kind, tuple(layer.weight.shape), tuple(layer.bias.shape), fc_input)
+                Target(name, kind, tuple(shapes["weight"]), tuple(shapes["bias"]), fc_input)
             )
     return targets
 
@@ -280,8 +281,12 @@ def read_source(path: str | os.PathLike) -> Source:
     """A .caffemodel, MatConvNet .mat or Keras .h5 read as a Source."""
     path = Path(path)
     if not path.is_file():
-        raise ConvertError(f"{path}: no such weights file")
-    return READERS[source_format(path)](path)
+        what = "a folder, not a weights file" if path.is_dir() else "not a regular file"
+        raise ConvertError(f"{path}: {what if path.exists() else 'no such weights file'}")
+    source = READERS[source_format(path)](path)
+    if not source.weight_layers:
+        raise ConvertError(f"{path}: a {source.kind} file without a layer that has weights")
+    return source
 
 
 def spec_of(path: str | os.PathLike, source: Source | None = None) -> Spec:
@@ -309,14 +314,16 @@ def convert(
         spec, spec_name = spec_of(path, source), "the spec it implies"
     name = path.stem if implied else Path(spec_name).stem  # the net's name in its file
     try:
-        net = lower(compile_spec(spec, name=name), "torch")
-    except SpecError as err:  # only an implied spec can fail here: a given one compiled
+        graph = compile_spec(spec, name=name)
+    except SpecError as err:  # a given spec's own error (its input too small) says itself
+        if not implied:
+            raise
         raise StructureError(f"{path}: the spec it implies does not compile: {err}") from None
-    targets = weight_targets(net)
+    targets = weight_targets(graph)
     if len(source.weight_layers) != len(targets):
         raise _count_mismatch(str(path), source.weight_layers, spec_name, targets)
     try:
-        compare(source.steps, spec_steps(net.graph), str(path))
+        compare(source.steps, spec_steps(graph), str(path))
     except StructureError as err:
         if not implied:
             raise
@@ -324,6 +331,7 @@ def convert(
             f"{err} (in the spec the file implies: no spec says its net)"
         ) from None
     arrays = source.match(targets, spec_name)
+    net = lower(graph, "torch")  # its weights are the file's: a size the file has
     pixels, notes = source.pixels, list(source.notes)
     if rgb:
         if pixels is None or not pixels.bgr:

@@ -78,8 +78,14 @@ def _pair(value, default) -> tuple[int, int]:
 
 def _activation(name: str, config: dict) -> list[Step]:
     activation = config.get("activation", "linear")
-    if isinstance(activation, dict):  # a serialised activation object
-        activation = activation.get("config", {}).get("name", activation.get("class_name"))
+    if isinstance(activation, dict):  # serialised: a function ('config' is its name) or a layer
+        kind, inner = activation.get("class_name"), activation.get("config")
+        if isinstance(inner, str):
+            activation = inner
+        elif kind in KERAS_STEPS and isinstance(inner, dict):  # Dense(activation=ReLU())
+            return KERAS_STEPS[kind](name, {**inner, "class_name": kind}, None)
+        else:
+            activation = kind
     if activation in ("linear", None):
         return []
     if activation == "relu":
@@ -116,8 +122,19 @@ def _conv2d(name: str, config: dict, kernel) -> list[Step]:
     return [conv, *_activation(name, config)]
 
 
+def _channels_first(name: str, config: dict) -> list[Step]:
+    """A layer that reads its map as C×H×W in a net whose convs write H×W×C (a Flatten so
+    set gives the first FC its rows in C×H×W order), or none."""
+    if config.get("data_format", "channels_last") == "channels_last":
+        return []
+    why = f"a channels-first {config['class_name']} in a channels-last net"
+    return [Step("unknown", name, config["class_name"], why=why)]
+
+
 def _pooling(method: str):
     def steps(name: str, config: dict, kernel) -> list[Step]:
+        if refused := _channels_first(name, config):
+            return refused
         size = _pair(config.get("pool_size"), 2)
         # 'same' pads the end so that the output is ceil(size / stride): Caffe's rounding up.
         pool = Step(
@@ -152,11 +169,19 @@ KERAS_STEPS = {
     "Dense": lambda name, config, kernel: _dense(name, config, kernel) + _activation(name, config),
     "Activation": lambda name, config, kernel: _activation(name, config),
     "ReLU": _relu_layer,
-    "Softmax": lambda name, config, kernel: [Step("softmax", name, "Softmax")],
+    "Softmax": lambda name, config, kernel: _softmax(name, config),
+    # Nothing to compute: the first FC's rows are permuted from H×W×C instead.
+    "Flatten": lambda name, config, kernel: _channels_first(name, config),
 }
-# Classes that change nothing a converted net computes (Flatten: the first FC's rows are
-# permuted from H×W×C instead).
-KERAS_SKIPPED = {"InputLayer", "Flatten", "Dropout"}
+# Classes that change nothing a converted net computes.
+KERAS_SKIPPED = {"InputLayer", "Dropout"}
+
+
+def _softmax(name: str, config: dict) -> list[Step]:
+    axis = config.get("axis", -1)
+    if axis not in (-1, 1, [-1], [1]):  # the class axis of the FC's (N, classes)
+        return [Step("unknown", name, "Softmax", why=f"a soft-max over axis {axis}")]
+    return [Step("softmax", name, "Softmax")]
 
 
 def layer_steps(name: str, config: dict | None, kernel) -> list[Step]:
@@ -278,7 +303,8 @@ def read_keras(path: str | os.PathLike) -> KerasNet:
             else:
                 raise KerasError(f"{path}: an HDF5 file, but not Keras weights (no layer_names)")
             configs = _model_config(f)
-        except (KeyError, ValueError, TypeError, OSError) as err:
+        # h5py raises RuntimeError too for a damaged file ("bad symbol table node signature").
+        except (AttributeError, KeyError, ValueError, TypeError, OSError, RuntimeError) as err:
             raise KerasError(f"{path}: not readable Keras weights ({err})") from None
     net = KerasNet([], layout, input_shape=_input_shape(configs))
     if not configs:
@@ -297,5 +323,10 @@ def read_keras(path: str | os.PathLike) -> KerasNet:
                 )
             kind = "conv" if arrays[0].ndim == 4 else "fc"
             net.layers.append(KerasLayer(name, kind, arrays[0], arrays[1]))
-        net.steps += layer_steps(name, config, kernel)
+        try:
+            net.steps += layer_steps(name, config, kernel)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:  # a config's odd types
+            raise KerasError(
+                f"{path}: layer {name}: settings vggspec cannot read ({type(err).__name__}: {err})"
+            ) from None
     return net

@@ -20,6 +20,10 @@ class FolderBusy(VggspecError):
     """Another live process holds the folder's lock."""
 
 
+class FolderUnwritable(VggspecError):
+    """A folder that cannot be made, or that takes no lock file (/proc, /sys, read-only)."""
+
+
 def _warn(message: str) -> None:
     print(f"vggspec: warning: {message}", file=sys.stderr, flush=True)
 
@@ -86,17 +90,28 @@ class FolderLock:
         """Take the lock (creating the folder); FolderBusy if a live process holds it. A
         dead holder's lock is taken over with a one-line warning (`warn`)."""
         self._created = False
+        tries = 0
         while True:
             try:
                 self.folder.mkdir(parents=True)
                 self._created = True
             except FileExistsError:
                 pass
+            except OSError as err:
+                raise FolderUnwritable(
+                    f"{self.target}: cannot create {self.folder} ({err.strerror})"
+                ) from None
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except FileNotFoundError:
+            except FileNotFoundError as err:
                 # A holder releasing it removed the (empty) folder since our mkdir: again.
-                continue
+                # A folder that takes no new file (/proc says ENOENT) would loop forever.
+                tries += 1
+                if tries < 100:
+                    continue
+                self._refuse(err)
+            except OSError as err:
+                self._refuse(err)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -131,6 +146,12 @@ class FolderLock:
         self._fd = fd
         _HELD.add(self)
         return self
+
+    def _refuse(self, err: OSError):
+        self._remove_created_folder()
+        raise FolderUnwritable(
+            f"{self.target}: cannot write in {self.folder} ({err.strerror})"
+        ) from None
 
     def extend_to(self, folder: str | os.PathLike) -> None:
         """Hold `folder` too (a fresh folder that will trade places with this one): its lock

@@ -4,6 +4,7 @@ layer's settings read as the steps of source_net, by a table of simplenn types."
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def _whole(values: tuple) -> tuple[int, ...]:
 
 
 def _conv(layer, name: str, found, channels: int | None) -> Step:
+    if found is None:
+        raise ValueError("a conv layer without filters")
     filters = found[0]
     kh, kw, depth, outputs = filters.shape
     groups = channels // depth if channels and depth and channels % depth == 0 else 1
@@ -176,11 +179,68 @@ def _layer_steps(layer, kind: str, name: str, found, channels) -> list[Step]:
     return [step(layer, name, found, channels)]
 
 
+MI_COMPRESSED = 15  # a MAT v5 data element's type: zlib-compressed (MATLAB's v7 default)
+
+
+def _all_compressed(path: Path) -> bool:
+    """Whether every top-level variable of a MAT v5 file is zlib-compressed: zlib's
+    checksum then refuses a damaged one before scipy builds arrays from its bytes."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(128)
+        if len(head) < 128:
+            return False
+        order = "<" if head[126:128] == b"IM" else ">"
+        at = 128
+        while at < size:
+            f.seek(at)
+            tag = f.read(8)
+            if len(tag) < 8:
+                return False
+            kind, length = struct.unpack(order + "II", tag)
+            if kind != MI_COMPRESSED:
+                return False
+            at += 8 + length
+        return True
+
+
+def _survives_loadmat(path: Path) -> int | None:
+    """scipy's MATLAB reader crashes the process (SIGSEGV, SIGBUS) on some damaged
+    uncompressed files, or asks for more memory than there is: read the file in a forked
+    child first. The signal that ended the child, or None."""
+    from scipy.io import loadmat
+
+    pid = os.fork()
+    if pid == 0:  # the child: its exceptions are read again, and told, by the parent
+        try:
+            loadmat(str(path), squeeze_me=False, struct_as_record=False)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def read_matconvnet(path: str | os.PathLike) -> MatConvNet:
     """The conv layers with weights (FC included), in order, and the average image."""
     from scipy.io import loadmat
 
     path = Path(path)
+    if hasattr(os, "fork") and not _all_compressed(path):
+        signal = _survives_loadmat(path)
+        if signal is not None:
+            raise MatConvNetError(
+                f"{path}: not a readable MATLAB file (scipy's reader died on it: "
+                f"{_signal_name(signal)}; a damaged file)"
+            )
     try:
         mat = loadmat(str(path), squeeze_me=False, struct_as_record=False)
     except NotImplementedError:  # scipy's answer to a v7.3 (HDF5) file
@@ -215,7 +275,7 @@ def read_matconvnet(path: str | os.PathLike) -> MatConvNet:
         try:
             found = _weights(layer)
             steps += _layer_steps(layer, kind, name, found, channels)
-        except ValueError as err:
+        except (ValueError, TypeError, AttributeError) as err:  # a setting of an odd type too
             raise MatConvNetError(f"{path}: layer {name}: {err}") from None
         if found is not None and kind != "conv":
             raise MatConvNetError(

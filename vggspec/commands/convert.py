@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from vggspec.errors import UserError, check_output
@@ -55,22 +56,32 @@ def run_convert(args) -> int:
         raise UserError("give -o OUT.safetensors (or --emit spec to print the file's spec)")
     if Path(args.output).suffix != ".safetensors":
         raise UserError(f"-o {args.output}: give a .safetensors file name")
-    check_output(args.output, "-o")
-    spec = load_spec(locate(args.spec)) if args.spec else None
     spec_file = Path(args.output).with_suffix(".vgg")
-    with output_lock(args.output, "convert"):
-        converted = convert(args.file, spec, args.spec or "the spec", rgb=args.rgb)
-        text = format_spec(converted.net.spec) if converted.implied else None
-        if text is not None and spec_file.exists() and spec_file.read_text() != text:
-            raise UserError(
-                f"{spec_file}: exists and says another net than {Path(args.file).name} "
-                "implies: remove it, or give --spec"
-            )
-        write(converted, args.output)
-        if text is not None:
-            from vggspec.runtime.io.atomic import atomic_write
+    if args.spec is None and spec_file.is_dir():
+        raise UserError(f"{spec_file}: is a folder, where the spec the file implies goes")
+    made = _missing_folders(Path(args.output).parent)
+    check_output(args.output, "-o")
+    try:
+        spec = load_spec(locate(args.spec)) if args.spec else None
+        with output_lock(args.output, "convert"):
+            converted = convert(args.file, spec, args.spec or "the spec", rgb=args.rgb)
+            text = format_spec(converted.net.spec) if converted.implied else None
+            # Bytes, not text: a file that is not UTF-8 is another spec too, not a traceback.
+            if text is not None and spec_file.exists() and spec_file.read_bytes() != text.encode():
+                raise UserError(
+                    f"{spec_file}: exists and says another net than {Path(args.file).name} "
+                    "implies: remove it, or give --spec"
+                )
+            write(converted, args.output)
+            if text is not None:
+                from vggspec.runtime.io.atomic import atomic_write
 
-            atomic_write(spec_file, lambda tmp: Path(tmp).write_text(text))
+                atomic_write(spec_file, lambda tmp: Path(tmp).write_text(text))
+    except BaseException:
+        for folder in made:  # a refused conversion leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     print(f"{args.output}: {len(converted.arrays) // 2} weight layers from {converted.origin}")
     if text is not None:
         print(f"{spec_file}: the spec it implies{_builtin_name(converted.net.spec)}")
@@ -83,6 +94,16 @@ def run_convert(args) -> int:
     for note in converted.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders of `folder`'s path that do not exist yet, deepest first (check_output
+    makes them before any work)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _builtin_name(spec) -> str:
