@@ -23,6 +23,7 @@ from ..dist.context import Context, shard
 from ..dist.resources import check_evaluation
 from ..io.rundir import RunDir
 from .classes import class_order, read_class_names
+from .engines.serving import Serving
 from .models import (
     EvalError,
     check_box_width,
@@ -70,6 +71,9 @@ def load_models(request: NetsRequest, device) -> list:
     if request.scales is not None:
         for m in models:
             m.scales = check_scales(m, request.scales)
+    for m in models:  # each net of a fusion chooses its own engine
+        m.serving = Serving(request.engine, request.precision, device)
+        m.serving.candidates()  # an impossible engine and precision: told before any image
     # Before any image: held at once (for fusion), with one image at the largest scale each.
     check_evaluation([(m.name, m.net.spec, max(m.scales)) for m in models], device)
     return models

@@ -21,6 +21,8 @@ class NetsRequest:
     train_scale: int | list[int] | None = None  # S or [S_min, S_max] of the weights
     scales: list[int] | None = None  # test scales Q; None: from each net's training scale
     backend: str = "auto"
+    engine: str = "torch"  # torch, onnxruntime, openvino, or auto (the fastest that agrees)
+    precision: str = "fp32"  # fp32, bf16, or auto (bf16 where the device has it natively)
 
 
 @dataclass
