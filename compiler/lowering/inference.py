@@ -91,7 +91,9 @@ def inference_net(
     device = next(net.parameters(), torch.empty(0)).device
     precision = resolve_precision(precision, device)
     dtype, layout = DTYPES[precision], resolve_memory_format(memory_format, precision)
+    training = net.training
     source = fold_batch_norm(net.eval())
+    net.train(training)  # the caller's net keeps its mode
     if dense:
         source = densify(source)
     out = InferenceNet(source.graph, source.backend_name, dtype, layout)

@@ -35,7 +35,7 @@ class ImagesRequest:
     max_bad_files: float = 0.1
     max_aspect: float = MAX_ASPECT
     batch: int = 32  # images per batch at most
-    workers: int = 1  # data-loading processes
+    workers: int | None = None  # data-loading processes; None: by the cores (default_workers)
 
 
 @dataclass

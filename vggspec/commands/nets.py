@@ -87,7 +87,8 @@ def add_arguments(p, what: str) -> None:
         "--workers",
         type=int,
         default=ImagesRequest.workers,
-        help="data-loading processes per worker",
+        help="data-loading processes per worker (default: none up to 4 cores per worker, "
+        "else one per 8 cores, at most 4)",
     )
     run.add_argument(
         "--batch", type=int, default=ImagesRequest.batch, help="images per batch at most"
@@ -136,7 +137,7 @@ def check(args) -> None:
         )
     if not args.weights and args.spec and len(args.spec) != len(args.checkpoint):
         raise UserError("give one --spec per --checkpoint (a check of what each holds)")
-    if args.nproc < 1 or args.workers < 0 or args.batch < 1 or (args.threads or 1) < 1:
+    if args.nproc < 1 or (args.workers or 0) < 0 or args.batch < 1 or (args.threads or 1) < 1:
         raise UserError("--nproc, --batch and --threads must be ≥ 1, --workers ≥ 0")
     if not 0 <= args.max_bad_files < 1:
         raise UserError("--max-bad-files is a fraction in [0, 1)")
