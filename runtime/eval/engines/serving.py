@@ -15,6 +15,9 @@ from . import EngineError, engine, installed
 # Agreement with torch in fp32: max |difference| / max |torch|, as the GPU auto backend.
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
 TIMED_ROUNDS = 2  # after one warm-up run; each candidate in turn, each round
+# A candidate whose warm-up run (an upper bound of its time: first runs set up) took more
+# than this many times the fastest warm-up is not timed again: it cannot win.
+OUT_OF_THE_RUNNING = 2.0
 
 
 def quiet(_message: str) -> None:
@@ -121,17 +124,19 @@ def _measure(net, sample: torch.Tensor, candidates, say):
     """The fastest candidate on `sample` among those that agree with torch fp32, and its
     compiled run of `net` (the others are let go, and their engines' threads with them)."""
     reference = net(sample).float()
-    runs, notes = {}, []
+    runs, notes, seconds = {}, [], {}
     for candidate in candidates:
         run = _compile(candidate[0], net, candidate[1])
+        started = time.perf_counter()
         error = relative_error(run(sample), reference)  # also the warm-up run
         if error > TOLERANCE[candidate[1]]:
             notes.append(f"{' '.join(candidate)} disagrees ({error:.1e})")
         else:
-            runs[candidate] = run
-    seconds = {c: float("inf") for c in runs}
+            runs[candidate], seconds[candidate] = run, time.perf_counter() - started
+    fastest = min(seconds.values(), default=0.0)
+    timed = {c: run for c, run in runs.items() if seconds[c] <= OUT_OF_THE_RUNNING * fastest}
     for _ in range(TIMED_ROUNDS):
-        for c, run in runs.items():
+        for c, run in timed.items():
             started = time.perf_counter()
             run(sample)
             seconds[c] = min(seconds[c], time.perf_counter() - started)
@@ -140,7 +145,10 @@ def _measure(net, sample: torch.Tensor, candidates, say):
         return ("torch", candidates[0][1]), None
     best = min(seconds, key=seconds.get)
     n = sample.shape[0]
-    rates = [f"{' '.join(c)} {n / s:.1f}" for c, s in sorted(seconds.items(), key=_second)]
+    rates = [
+        f"{' '.join(c)} {n / s:.1f}" + ("" if c in timed else " (first run)")
+        for c, s in sorted(seconds.items(), key=_second)
+    ]
     say(
         f"engine auto: {' '.join(best)} (images/s on {n} of {sample.shape[-2]}x"
         f"{sample.shape[-1]}: {', '.join(rates + notes)})"
