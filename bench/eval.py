@@ -1,7 +1,19 @@
 """Dense against multi-crop evaluation (Sect. 3.2: "less efficient as it requires network
-re-computation for each crop"), through vggspec's own test pipeline, in the same run.
+re-computation for each crop"), through vggspec's own test pipeline, in the same run; and
+(--engines) evaluation on each inference engine against the same engines run directly.
 
 Run: python bench/eval.py [--config A] [--scales 256,384,512] [--images 2] [--threads N]
+     python bench/eval.py --engines [--config D] [--scales 256,384] [--rounds 5]
+     python bench/eval.py --demo RUN [--rounds 5]
+
+--engines: D (random Glorot weights) densely at Q = 256 and 384 through vggspec's
+`evaluate` on every installed engine × precision and with `--engine auto --precision auto`,
+against ONNX Runtime and OpenVINO (f32 and the bf16 precision hint) run directly on the
+model vggspec exports, and torch.compile with freezing (fp32, and bf16 under autocast with
+NHWC), all in this process, the candidates in rotated order each round; images/s medians,
+ratios, and agreement with torch fp32 (max relative error of the score map, top-1). About
+10 minutes on 2 cores. --demo RUN: on a trained demo run, `run eval` with its defaults
+against its compute-only floor, and each engine × precision's top-1 against fp32's.
 
 Writes --images synthetic 500×375 photos (ILSVRC's typical size) to a temporary
 ImageFolder, then evaluates them with random weights (timing does not depend on them) in
@@ -127,8 +139,14 @@ def dense_macs(model, q: int, size: tuple[int, int]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="A", help="a spec under specs/ (default A)")
-    parser.add_argument("--scales", default="256,384,512")
+    parser.add_argument("--config", help="a spec under specs/ (default A; D with --engines)")
+    parser.add_argument(
+        "--scales", help="test scales (default 256,384,512; 256,384 with --engines)"
+    )
+    parser.add_argument("--engines", action="store_true", help="engines × precisions vs peers")
+    parser.add_argument("--demo", metavar="RUN", help="a trained demo run: floor and agreement")
+    parser.add_argument("--rounds", type=int, default=5, help="rotated rounds (--engines, --demo)")
+    parser.add_argument("--no-compile", action="store_true", help="--engines without torch.compile")
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--grid", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -139,6 +157,22 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.demo:
+        from eval_engines import demo_section
+
+        demo_section(args)
+        return
+    if args.engines:
+        from eval_engines import engines_section
+
+        args.config, args.scales = args.config or "D", args.scales or "256,384"
+        engines_section(args, write_photos)
+        return
+    args.config, args.scales = args.config or "A", args.scales or "256,384,512"
     import torch
 
     import vggspec

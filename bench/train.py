@@ -1,6 +1,7 @@
 """Training throughput of vggspec's trainer against a hand-written PyTorch loop.
 
 Run: python bench/train.py [--demo-steps 80] [--a-steps 6] [--a-batch 16] [--rounds 3]
+     python bench/train.py --precision [--a-steps 6] [--a-batch 16] [--rounds 3]
 
 Both sides train the same architecture on the same data pipeline (the paper's
 augmentation over a JPEG ImageFolder written to a temporary folder) with SGD, one
@@ -17,6 +18,10 @@ faulting gigabytes in again each step, so the hand-written loop runs twice: as w
 the second is what a user gains over the plain loop. The sides alternate for --rounds
 rounds; the median ratio is reported with its range over the rounds, since a shared
 machine is noisy. Last, the data pipeline's images/s per worker at 224 crops.
+
+--precision: the trainer alone on config A, `precision: bf16` with the default layout (which
+the trainer's log names: channels_last on a bf16 run) and with NCHW, against the fp32 NCHW
+step (the default of an fp32 run on the CPU), rotated rounds in fresh processes.
 """
 
 from __future__ import annotations
@@ -107,12 +112,13 @@ def hand_written(
 
 
 def vggspec_trainer(
-    spec: Path, data: Path, out: Path, scale, batch: int, steps: int, workers: int
+    spec: Path, data: Path, out: Path, scale, batch: int, steps: int, workers: int, **settings
 ) -> float:
     cfg = make_config({
         "spec": str(spec), "data": str(data), "out": str(out), "batch_size": batch,
         "max_steps": steps, "scale": scale, "workers": workers, "lr": 0.001,
         "init": "glorot", "log_every": 10**6, "checkpoint_every": 10**6, "backend": "torch",
+        **settings,
     })  # fmt: skip
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         summary = run_training(cfg, load_spec(cfg.spec))
@@ -140,6 +146,12 @@ NETS = {
     "A": (ROOT / "specs" / "A.vgg", lambda: ReferenceVGG("A", num_classes=4), 224, 256),
 }
 SIDES = ("vggspec", "hand", "hand+retain")
+# --precision's sides: the trainer's settings (channels_last left out: its default).
+PRECISION_SIDES = {
+    "fp32": {"precision": "fp32"},
+    "bf16": {"precision": "bf16"},
+    "bf16 NCHW": {"precision": "bf16", "channels_last": False},
+}
 
 
 def measure(side: str, net: str, data: Path, out: Path, batch: int, steps: int, workers: int):
@@ -147,6 +159,10 @@ def measure(side: str, net: str, data: Path, out: Path, batch: int, steps: int, 
     spec, make_hand_net, crop, scale = NETS[net]
     if side == "vggspec":
         return vggspec_trainer(spec, data, out, scale, batch, steps, workers)
+    if side in PRECISION_SIDES:
+        return vggspec_trainer(
+            spec, data, out, scale, batch, steps, workers, **PRECISION_SIDES[side]
+        )
     if side == "hand+retain":
         retain_freed_memory()
     torch.manual_seed(0)
@@ -163,6 +179,26 @@ def in_fresh_process(side, net, data, out, batch, steps, workers) -> float:
     if done.returncode != 0:
         raise SystemExit(f"{side} on {net} failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.split()[-1])
+
+
+def compare_precision(data, batch, steps, workers, tmp, rounds):
+    """Config A's trainer: bf16 (default layout) and bf16 NCHW against fp32 NCHW."""
+    sides = list(PRECISION_SIDES)
+    rates = {side: [] for side in sides}
+    layouts = {}
+    for i in range(rounds):
+        for side in sides[i % len(sides) :] + sides[: i % len(sides)]:
+            out = tmp / f"run-precision-{i}-{side.replace(' ', '-')}"
+            rates[side].append(in_fresh_process(side, "A", data, out, batch, steps, workers))
+            log = (out / "train.log").read_text()
+            layouts[side] = next(line for line in log.splitlines() if "conv weights" in line)
+    for side in sides:
+        each = [a / b for a, b in zip(rates[side], rates["fp32"], strict=True)]
+        print(
+            f"  config A (224, b{batch}) {side:9s} {statistics.median(rates[side]):6.2f} img/s, "
+            f"{statistics.median(each):.2f}x fp32 ({min(each):.2f}-{max(each):.2f}); "
+            f"log: {layouts[side].split('] ', 1)[-1].strip()}"
+        )
 
 
 def compare(net, label, data, batch, steps, workers, tmp, rounds):
@@ -192,7 +228,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     # One measurement in this process (what each fresh process is asked to do):
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", action="store_true", help="only: A in bf16 vs fp32")
+    parser.add_argument("--side", choices=SIDES + tuple(PRECISION_SIDES), help=argparse.SUPPRESS)
     parser.add_argument("--net", choices=sorted(NETS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -211,6 +248,14 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.precision:
+            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {load}")
+            write_imagenet_like(tmp / "inet")
+            compare_precision(
+                tmp / "inet", args.a_batch, args.a_steps, args.workers, tmp, args.rounds
+            )
+            return
         make_demo_dataset(tmp / "demo", seed=0, train_per_class=60, val_per_class=2)
         compare(
             "demo", "64x64 demo spec of 2026-12-02 (b64)", tmp / "demo", 64, args.demo_steps,

@@ -38,3 +38,28 @@ GPUS = {
 DEFAULT_NUM_SMS = GPUS["sm_90"].sms
 SHARED_MEMORY_BUDGET = 160 * 1024
 assert min(gpu.shared_per_block for gpu in GPUS.values()) >= SHARED_MEMORY_BUDGET
+
+
+# The CPU flags that mean bf16 arithmetic in hardware (Linux's /proc/cpuinfo names): AVX-512
+# BF16 (Intel Cooper Lake and later, AMD Zen 4 and later) and AMX-BF16 (Intel Sapphire
+# Rapids and later). avx512_core alone makes oneDNN emulate bf16, which is no faster.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux lists them; empty where there is no /proc/cpuinfo
+    (macOS, Windows) or it has no `flags` line (ARM's say `Features`)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bf16 in hardware (NATIVE_BF16_FLAGS). Other systems and
+    architectures answer False, so `precision="auto"` stays fp32 there."""
+    return bool(cpu_flags(cpuinfo) & set(NATIVE_BF16_FLAGS))

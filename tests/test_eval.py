@@ -368,3 +368,13 @@ def test_a_run_folder_without_its_final_model_uses_the_last_checkpoint(tmp_path,
     np.testing.assert_array_equal(from_checkpoint.dense[0], from_model.dense[0])
     with pytest.raises(EvalError, match=r"no model\.safetensors"):
         load_checkpoint_model(tmp_path, "torch")
+
+
+@pytest.mark.parametrize(
+    "processes, cores, workers",
+    [(1, 2, 0), (1, 4, 0), (2, 8, 0), (1, 8, 1), (1, 16, 2), (2, 16, 1), (1, 64, 4), (1, 1, 0)],
+)
+def test_loader_workers_follow_the_cores(processes, cores, workers):
+    from vggspec.runtime.data.loader import default_workers
+
+    assert default_workers(processes, cores) == workers

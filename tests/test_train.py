@@ -174,6 +174,35 @@ def test_channels_last_trains_the_same_net(tiny, tmp_path, cli):
         runs[flag] = weights(out)
     assert runs["true"].keys() == runs["false"].keys()
     assert max_rel_diff(runs["true"], runs["false"]) < 1e-4  # other kernels, other rounding
+    for flag in ("false", "true"):
+        log = (tmp_path / flag / "train.log").read_text()
+        layout = "NHWC (channels_last)" if flag == "true" else "NCHW"
+        assert f"activations and conv weights {layout}: set on cpu" in log
+
+
+@pytest.mark.parametrize(
+    "precision, device, chosen",
+    [("fp32", "cpu", False), ("bf16", "cpu", True), ("fp32", "cuda", True), ("bf16", "cuda", True)],
+)
+def test_channels_last_defaults_to_where_it_measured_faster(
+    tiny, tmp_path, cli, precision, device, chosen
+):
+    from vggspec.runtime.train.config import make_config
+
+    cfg = make_config({"precision": precision})
+    assert cfg.channels_last is None and cfg.uses_channels_last(torch.device(device)) is chosen
+    for flag in (False, True):  # set: as set
+        assert (
+            make_config({"precision": precision, "channels_last": flag}).uses_channels_last(
+                torch.device(device)
+            )
+            is flag
+        )
+    if device == "cpu" and precision == "bf16":  # and the log says which
+        out = tmp_path / "bf16"
+        code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=1", "precision=bf16"))
+        assert code == 0, err
+        assert "NHWC (channels_last): default for bf16 on cpu" in (out / "train.log").read_text()
 
 
 @pytest.mark.parametrize(

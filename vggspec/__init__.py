@@ -25,6 +25,7 @@ _TORCH_API = {
     "densify",
     "features",
     "fold_batch_norm",
+    "inference_net",
     "init_from",
     "init_weights",
     "load",

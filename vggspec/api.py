@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from vggspec.compiler import Spec, load_spec
+from vggspec.compiler.lowering.inference import inference_net
 from vggspec.compiler.lowering.net import (
     Net,
     build,
@@ -33,6 +34,7 @@ __all__ = [
     "densify",
     "features",
     "fold_batch_norm",
+    "inference_net",
     "init_from",
     "init_weights",
     "load",

@@ -185,12 +185,16 @@ class Net(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output for the class scores of x: soft-max posteriors (N, classes);
         a dense twin averages its score map first."""
-        x = self(x)
+        return self.head_output(self(x))
+
+    def head_output(self, scores: torch.Tensor) -> torch.Tensor:
+        """What `predict` makes of class scores (or a score map) computed elsewhere: the head
+        run over them (an inference engine computes the scores; the head stays the net's)."""
         run = _Run(self, None)
         for n, operation in self.head():
             run.node = n
-            x = operation.forward(x, run)
-        return x
+            scores = operation.forward(scores, run)
+        return scores
 
     def loss(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss of class scores (logits) against labels, as the head's last op

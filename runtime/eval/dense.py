@@ -21,9 +21,20 @@ def with_flip(
     return (both[:n] + both[n:]) / 2
 
 
+# What `--engine auto` measures on: as many first images of a batch (with their mirror
+# images) as fill 4 images of 224×224, so that small images are timed in a batch too.
+SAMPLE_PIXELS = 4 * 224 * 224
+
+
+def with_flip_sample(x: torch.Tensor) -> torch.Tensor:
+    """The first images of a batch and their mirror images: what an engine is measured on."""
+    n = max(1, min(x.shape[0], SAMPLE_PIXELS // (x.shape[-2] * x.shape[-1])))
+    return torch.cat([x[:n], x[:n].flip(-1)])
+
+
 @torch.inference_mode()
 def dense_posteriors(twin: Net, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
     """(N, classes) float64 posteriors of a batch of equal-size images (N, 3, h, w), each
     at least the spec's input size. With `flip`, the two soft-max outputs of each image
-    and its mirror image are averaged."""
+    and its mirror image are averaged. `twin` is a Net or an engine's Served twin."""
     return with_flip(lambda batch: twin.predict(batch).double(), x, flip)

@@ -21,7 +21,8 @@ import torch
 
 from ..data.image_folder import ImageFolder
 from ..dist.context import Context, shard
-from .dense import dense_posteriors
+from .dense import dense_posteriors, with_flip_sample
+from .engines.serving import quiet
 from .images import MAX_ASPECT
 from .models import EvalModel, single_scale
 from .multicrop import GRID, multicrop_posteriors
@@ -117,11 +118,14 @@ def evaluate(
             for method in settings.methods:
                 tick = time.perf_counter()
                 if method == "dense":
-                    p = dense_posteriors(m.twin, x, settings.flip)
+                    twin = m.serving.serve(m.twin, with_flip_sample(x), progress or quiet)
+                    p = dense_posteriors(twin, x, settings.flip)
                     store = result.dense
                 else:
-                    max_crops = max(1, settings.max_pixels // (m.input_size[0] * m.input_size[1]))
-                    p = multicrop_posteriors(m.net, x, settings.grid, settings.flip, max_crops)
+                    (h, w), sample = m.input_size, with_flip_sample(x)
+                    net = m.serving.serve(m.net, sample[..., :h, :w], progress or quiet)
+                    max_crops = max(1, settings.max_pixels // (h * w))
+                    p = multicrop_posteriors(net, x, settings.grid, settings.flip, max_crops)
                     store = result.crops
                 p = p.cpu().numpy()[:, orders[i]]
                 store[i][batch.rows] += p

@@ -15,7 +15,8 @@ from vggspec.compiler.lowering.net import Net, cut
 
 from ..data.image_folder import ImageFolder
 from ..dist.context import Context, gather_to_main, shard
-from .dense import with_flip
+from .dense import with_flip, with_flip_sample
+from .engines.serving import quiet
 from .images import MAX_ASPECT
 from .models import EvalError, EvalModel
 from .scale_passes import scale_passes
@@ -112,7 +113,9 @@ def extract_features(
     for batch in batches:
         readable[batch.rows] &= batch.readable
         for i in batch.nets:
-            d = dense_descriptor(heads[i], models[i].preprocessing(batch.pixels), flip)
+            x = models[i].preprocessing(batch.pixels)
+            head = models[i].serving.serve(heads[i], with_flip_sample(x), progress or quiet)
+            d = dense_descriptor(head, x, flip)
             if (i, batch.q) not in per_scale:
                 per_scale[i, batch.q] = np.zeros((len(local), d.shape[1]))
             per_scale[i, batch.q][batch.rows] = d.cpu().numpy()

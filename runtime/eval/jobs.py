@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,13 @@ import numpy as np
 from ..data.annotations import load_folder_boxes
 from ..data.image_folder import ImageFolder, scan_image_folder
 from ..data.image_io import DataError
+from ..data.loader import default_workers
 from ..dist import context as distributed
 from ..dist.context import Context, shard
 from ..dist.resources import check_evaluation
 from ..io.rundir import RunDir
 from .classes import class_order, read_class_names
+from .engines.serving import Serving
 from .models import (
     EvalError,
     check_box_width,
@@ -70,6 +72,9 @@ def load_models(request: NetsRequest, device) -> list:
     if request.scales is not None:
         for m in models:
             m.scales = check_scales(m, request.scales)
+    for m in models:  # each net of a fusion chooses its own engine
+        m.serving = Serving(request.engine, request.precision, device)
+        m.serving.candidates()  # an impossible engine and precision: told before any image
     # Before any image: held at once (for fusion), with one image at the largest scale each.
     check_evaluation([(m.name, m.net.spec, max(m.scales)) for m in models], device)
     return models
@@ -118,6 +123,13 @@ def scan(images: ImagesRequest, classes: str | None, models, split: str | None =
     )
 
 
+def with_workers(images: ImagesRequest, ctx: Context) -> ImagesRequest:
+    """The request with its loader processes decided (`default_workers` when not given)."""
+    if images.workers is not None:
+        return images
+    return replace(images, workers=default_workers(ctx.world))
+
+
 def run_evaluation(request: EvalRequest, ctx: Context, say: Say = quiet) -> dict:
     """The report (the same on every rank; rank 0 also writes the posteriors if asked).
     `say` hears progress on rank 0."""
@@ -126,7 +138,7 @@ def run_evaluation(request: EvalRequest, ctx: Context, say: Say = quiet) -> dict
     from .report import net_entry
 
     say = say if ctx.is_main else quiet
-    images = request.images
+    images = with_workers(request.images, ctx)
     models = load_models(request.nets, ctx.device)
     classifiers_only(models)
     names, orders, folder = scan(images, request.nets.classes, models)
@@ -209,7 +221,7 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
     from .linear_probe import fit_and_score
 
     say = say if ctx.is_main else quiet
-    images = request.images
+    images = with_workers(request.images, ctx)
     models = load_models(request.nets, ctx.device)
     classifiers_only(models)
     out = Path(request.out)
@@ -383,6 +395,7 @@ def run_localisation(request: LocRequest, ctx: Context, say: Say = quiet) -> dic
     from .report import loc_net_entry, net_entry
 
     say = say if ctx.is_main else quiet
+    request = replace(request, images=with_workers(request.images, ctx))
     nets, classifier = load_localisation_nets(request, ctx.device)
     reference = classifier or nets[0]
     boxed = localisation_images(request, reference.class_names)

@@ -38,6 +38,7 @@ from ..io.weights import (
     torch_load,
     torchvision_keys,
 )
+from .engines.serving import Serving
 
 
 class EvalError(VggspecError):
@@ -57,6 +58,7 @@ class EvalModel:
     train_scale: TrainScale | None  # S or [S_min, S_max] if known
     scales: list[int] = field(default_factory=list)  # test scales Q
     boxes: bool = False  # a localisation net: its outputs are boxes (4 per class, or 4)
+    serving: Serving = field(default_factory=Serving)  # the engine that computes its outputs
 
     @property
     def input_size(self) -> tuple[int, int]:

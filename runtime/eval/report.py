@@ -62,6 +62,7 @@ def net_entry(model: EvalModel) -> dict:
         "scales": sorted(model.scales),
         "input_size": list(model.input_size),
         "preprocessing": model.preprocessing.describe(),
+        "engine": model.serving.label,
     }
 
 

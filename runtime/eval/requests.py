@@ -21,6 +21,8 @@ class NetsRequest:
     train_scale: int | list[int] | None = None  # S or [S_min, S_max] of the weights
     scales: list[int] | None = None  # test scales Q; None: from each net's training scale
     backend: str = "auto"
+    engine: str = "torch"  # torch, onnxruntime, openvino, or auto (the fastest that agrees)
+    precision: str = "fp32"  # fp32, bf16, or auto (bf16 where the device has it natively)
 
 
 @dataclass
@@ -33,7 +35,7 @@ class ImagesRequest:
     max_bad_files: float = 0.1
     max_aspect: float = MAX_ASPECT
     batch: int = 32  # images per batch at most
-    workers: int = 1  # data-loading processes
+    workers: int | None = None  # data-loading processes; None: by the cores (default_workers)
 
 
 @dataclass

@@ -56,7 +56,9 @@ class TrainConfig:
     boxes: str | None = None
     backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
     precision: str = "fp32"  # fp32 or bf16 (autocast)
-    channels_last: bool = False  # NHWC activations and conv weights (faster on some CPUs)
+    # NHWC activations and conv weights; null: on where it measured faster (bf16, and on
+    # CUDA), off for fp32 on the CPU. The log says which.
+    channels_last: bool | None = None
     device: str = "auto"  # auto, cpu or cuda
     workers: int = 2  # data-loading processes per training process
     checkpoint_every: int = 500  # steps between checkpoints (and one at each epoch end)
@@ -64,6 +66,13 @@ class TrainConfig:
     max_bad_files: float = 0.01  # fraction of unreadable images above which the run stops
     colour_shift: float = 0.1  # std of AlexNet's PCA colour shift (0 switches it off)
     normalise: str = "mean"  # subtract the mean RGB (the paper); mean-std also divides by std
+
+    def uses_channels_last(self, device) -> bool:
+        """`channels_last` as set, or (null) on for bf16 and on CUDA, where NHWC measured
+        faster (bench/train.py), off for fp32 on the CPU."""
+        if self.channels_last is not None:
+            return self.channels_last
+        return self.precision == "bf16" or getattr(device, "type", str(device)) == "cuda"
 
     @property
     def train_scale(self) -> TrainScale:

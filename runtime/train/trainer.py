@@ -126,8 +126,12 @@ class Trainer:
         init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
         self.net.to(ctx.device)
-        if cfg.channels_last:
+        self.channels_last = cfg.uses_channels_last(ctx.device)
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        how = "set" if cfg.channels_last is not None else f"default for {cfg.precision}"
+        layout = "NHWC (channels_last)" if self.channels_last else "NCHW"
+        self.log.info(f"activations and conv weights {layout}: {how} on {ctx.device.type}")
         if cfg.finetune_layers == "fc":
             self._freeze_all_but_fc()
         trained = [t for t in self.net.parameters() if t.requires_grad]
@@ -312,7 +316,7 @@ class Trainer:
         for x, y in self.loader:
             faults.kill_if_planned("kill", p.step + 1, ctx.rank)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            if cfg.channels_last:
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             seed = step_seed(cfg.seed, p.step)
             torch.manual_seed(seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vggspec.commands import nets
 from vggspec.errors import UserError, check_output
-from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest
+from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest, NetsRequest
 
 
 def add_parser(run_subparsers) -> None:
@@ -98,6 +98,10 @@ def _localise(args) -> int:
         raise UserError("localisation evaluates training runs: give them as --checkpoint")
     if args.method != EvalRequest.method or args.posteriors:
         raise UserError("--method and --posteriors are for classification, not --protocol")
+    if (args.engine, args.precision) != (NetsRequest.engine, NetsRequest.precision):
+        raise UserError(
+            "localisation runs on the torch engine in fp32: leave out --engine and --precision"
+        )
     if args.data is None and args.boxes is None and args.checkpoint:
         from vggspec.runtime.eval.jobs import training_boxes
 

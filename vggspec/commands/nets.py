@@ -87,7 +87,8 @@ def add_arguments(p, what: str) -> None:
         "--workers",
         type=int,
         default=ImagesRequest.workers,
-        help="data-loading processes per worker",
+        help="data-loading processes per worker (default: none up to 4 cores per worker, "
+        "else one per 8 cores, at most 4)",
     )
     run.add_argument(
         "--batch", type=int, default=ImagesRequest.batch, help="images per batch at most"
@@ -96,6 +97,22 @@ def add_arguments(p, what: str) -> None:
         "--threads", type=int, help="torch threads per process (default: cores / processes)"
     )
     run.add_argument("--backend", choices=("auto", "torch", "triton"), default=NetsRequest.backend)
+    run.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime", "openvino", "auto"),
+        default=NetsRequest.engine,
+        help="what computes the nets: torch (default, the --backend); onnxruntime or openvino "
+        "(vggspec's exported ONNX model, on the CPU; extras vggspec[onnx], vggspec[openvino]); "
+        "auto: each installed one measured on the first images, the fastest that agrees with "
+        "torch kept",
+    )
+    run.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        default=NetsRequest.precision,
+        help="arithmetic: fp32 (default), bf16, or auto: bf16 where the CPU (AVX512_BF16, "
+        "AMX) or GPU has it natively, else fp32",
+    )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
@@ -120,7 +137,7 @@ def check(args) -> None:
         )
     if not args.weights and args.spec and len(args.spec) != len(args.checkpoint):
         raise UserError("give one --spec per --checkpoint (a check of what each holds)")
-    if args.nproc < 1 or args.workers < 0 or args.batch < 1 or (args.threads or 1) < 1:
+    if args.nproc < 1 or (args.workers or 0) < 0 or args.batch < 1 or (args.threads or 1) < 1:
         raise UserError("--nproc, --batch and --threads must be ≥ 1, --workers ≥ 0")
     if not 0 <= args.max_bad_files < 1:
         raise UserError("--max-bad-files is a fraction in [0, 1)")
@@ -128,6 +145,14 @@ def check(args) -> None:
         raise UserError("--max-aspect must be ≥ 1")
     if args.scales is not None:
         parse_ints(args.scales, "--scales")
+    from vggspec.runtime.eval.engines import EngineError, require
+    from vggspec.runtime.eval.engines.serving import Serving
+
+    try:
+        require(args.engine, _device(args.device))
+        Serving(args.engine, args.precision, _device(args.device)).candidates()
+    except EngineError as err:
+        raise UserError(str(err)) from None
     if args.data is None:
         from vggspec.runtime.eval.jobs import training_data
 
@@ -148,6 +173,14 @@ def check(args) -> None:
             raise UserError(f"{path}: no such file")
 
 
+def _device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def nets_request(args):
     """The nets of the command line, as the runtime takes them."""
     train_scale = None
@@ -165,6 +198,8 @@ def nets_request(args):
         train_scale=train_scale,
         scales=None if args.scales is None else parse_ints(args.scales, "--scales"),
         backend=args.backend,
+        engine=args.engine,
+        precision=args.precision,
     )
 
 

@@ -1,0 +1,170 @@
+"""How one net of an evaluation is computed: the engine and precision asked for or, with
+`auto`, the fastest of the installed candidates that agree with torch in fp32 on the first
+images (as the GPU `auto` backend chooses its kernels), kept for all of that net's passes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from vggspec.compiler.lowering.inference import native_bf16, resolve_precision
+
+from . import EngineError, engine, installed
+
+# Agreement with torch in fp32: max |difference| / max |torch|, as the GPU auto backend.
+TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
+TIMED_ROUNDS = 2  # after one warm-up run; each candidate in turn, each round
+# A candidate whose warm-up run (an upper bound of its time: first runs set up) took more
+# than this many times the fastest warm-up is not timed again: it cannot win.
+OUT_OF_THE_RUNNING = 2.0
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def relative_error(got: torch.Tensor, reference: torch.Tensor) -> float:
+    scale = reference.abs().max().item() or 1.0
+    return (got.float() - reference).abs().max().item() / scale
+
+
+class Served:
+    """A net whose outputs an engine computes: `served(x)` the outputs (float32), `predict(x)`
+    the net's own head over them (spatial mean, soft-max), as `Net.predict`."""
+
+    def __init__(self, net, run: Callable[[torch.Tensor], torch.Tensor], label: str):
+        self.net, self.run, self.label = net, run, label
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.net.input_size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.head_output(self.run(x))
+
+
+class Serving:
+    """The engine of one net of an evaluation; `serve(net, sample)` gives each of its forms
+    (dense twin, classifier, feature cut) on that engine, compiled once."""
+
+    def __init__(
+        self,
+        engine: str = "torch",
+        precision: str = "fp32",
+        device: str | torch.device = "cpu",
+    ):
+        self.engine, self.precision = engine, precision
+        self.device = torch.device(device)
+        self.chosen: tuple[str, str] | None = None
+        self._served: dict[int, tuple[object, Served]] = {}
+
+    def candidates(self) -> list[tuple[str, str]]:
+        """(engine, precision) pairs to consider, the preferred first. `auto` precision
+        allows bf16 where the device has it natively (and fp32); a named engine takes its
+        first allowed precision, `auto` engine every installed one (CPU only, but torch)."""
+        if self.precision == "auto":
+            allowed = ["bf16", "fp32"] if native_bf16(self.device) else ["fp32"]
+        else:
+            allowed = [resolve_precision(self.precision, self.device)]
+        if self.engine != "auto":
+            names = [self.engine]
+        elif self.device.type == "cpu":
+            names = installed()
+        else:
+            names = ["torch"]
+        found = [(n, p) for n in names for p in allowed if p in engine(n).PRECISIONS]
+        if not found:
+            raise EngineError(
+                f"{self.engine} computes {' or '.join(engine(self.engine).PRECISIONS)} only: "
+                "use --precision fp32 (or auto), or another --engine"
+            )
+        return found if self.engine == "auto" else found[:1]
+
+    def serve(self, net, sample: torch.Tensor, say: Callable[[str], None] = quiet) -> Served:
+        """`net` on this net's engine; the first call chooses it (measuring on `sample`,
+        a few images, when there is a choice)."""
+        held = self._served.get(id(net))
+        if held is not None and held[0] is net:
+            return held[1]
+        run = None
+        if self.chosen is None:
+            self.chosen, run = self._choose(net, sample, say)
+        name, precision = self.chosen
+        served = Served(net, run or _compile(name, net, precision), f"{name} {precision}")
+        self._served[id(net)] = (net, served)
+        return served
+
+    @property
+    def label(self) -> str:
+        """ "engine precision" as chosen, or as asked before anything ran."""
+        if self.chosen is not None:
+            return " ".join(self.chosen)
+        return f"{self.engine} {self.precision}"
+
+    def _choose(self, net, sample: torch.Tensor, say):
+        """(engine, precision), and its compiled run of `net` if measuring made one."""
+        candidates = self.candidates()
+        if len(candidates) == 1:
+            return candidates[0], None
+        choice, run = _measure(net, sample, candidates, say)
+        agreed = _agreed(choice)
+        return agreed, run if agreed == choice else None
+
+
+def _compile(name: str, net, precision: str):
+    return engine(name).compile(net, precision, torch.get_num_threads())
+
+
+@torch.inference_mode()
+def _measure(net, sample: torch.Tensor, candidates, say):
+    """The fastest candidate on `sample` among those that agree with torch fp32, and its
+    compiled run of `net` (the others are let go, and their engines' threads with them)."""
+    reference = net(sample).float()
+    runs, notes, seconds = {}, [], {}
+    for candidate in candidates:
+        run = _compile(candidate[0], net, candidate[1])
+        started = time.perf_counter()
+        error = relative_error(run(sample), reference)  # also the warm-up run
+        if error > TOLERANCE[candidate[1]]:
+            notes.append(f"{' '.join(candidate)} disagrees ({error:.1e})")
+        else:
+            runs[candidate], seconds[candidate] = run, time.perf_counter() - started
+    fastest = min(seconds.values(), default=0.0)
+    timed = {c: run for c, run in runs.items() if seconds[c] <= OUT_OF_THE_RUNNING * fastest}
+    for _ in range(TIMED_ROUNDS):
+        for c, run in timed.items():
+            started = time.perf_counter()
+            run(sample)
+            seconds[c] = min(seconds[c], time.perf_counter() - started)
+    if not runs:  # every candidate disagrees: torch at the precision asked for
+        say(f"engine auto: {'; '.join(notes)}; taking torch")
+        return ("torch", candidates[0][1]), None
+    best = min(seconds, key=seconds.get)
+    n = sample.shape[0]
+    rates = [
+        f"{' '.join(c)} {n / s:.1f}" + ("" if c in timed else " (first run)")
+        for c, s in sorted(seconds.items(), key=_second)
+    ]
+    say(
+        f"engine auto: {' '.join(best)} (images/s on {n} of {sample.shape[-2]}x"
+        f"{sample.shape[-1]}: {', '.join(rates + notes)})"
+    )
+    return best, runs[best]
+
+
+def _second(item):
+    return item[1]
+
+
+def _agreed(choice: tuple[str, str]) -> tuple[str, str]:
+    """Under torch.distributed every rank takes rank 0's choice, so that an image's result
+    does not depend on which rank measured what."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return choice
+    held = [choice]
+    torch.distributed.broadcast_object_list(held, src=0)
+    return tuple(held[0])

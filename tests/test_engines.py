@@ -1,0 +1,271 @@
+"""Inference engines for evaluation and features: each against torch, `auto` (agreement
+first, then the fastest), the exported model's cache, and a user without the extras."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import SPEC_32, save_net, write_images
+from helpers import ROOT, vggspec_cmd
+from vggspec.compiler.lowering import inference
+from vggspec.runtime.eval import engines
+from vggspec.runtime.eval.engines import exported, serving
+from vggspec.runtime.eval.engines.serving import Serving
+from vggspec.runtime.eval.models import load_checkpoint_model
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+NO_OPENVINO = "openvino is not installed (pip install 'vggspec[openvino]')"
+
+
+@pytest.fixture(autouse=True)
+def engine_cache(tmp_path, monkeypatch):
+    """Exported models go to this test's folder, not the user's cache."""
+    monkeypatch.setenv("VGGSPEC_ENGINE_CACHE", str(tmp_path / "engines"))
+    return tmp_path / "engines"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engines")
+    shapes = [(40, 40), (50, 38), (36, 60)]
+    data = write_images(root / "data", {c: shapes for c in "abcdef"})
+    run = root / "run"
+    run.mkdir()
+    save_net(run / "model.safetensors", SPEC_32, 3, spec_dir=root)
+    return data, run
+
+
+def relative_error(got, reference) -> float:
+    return float((got - reference).abs().max() / reference.abs().max())
+
+
+# OpenVINO runs in processes of its own here: its runtime loaded into the test process made
+# a later in-process torchrun launch (test_eval_cli's two-process cases) die of SIGSEGV. The
+# command line never loads it in a launcher: only the workers compile their engines.
+def engine_agrees(run, name, precision, tolerance):
+    """The engine's dense twin and classifier against torch's, on the saved net of `run`."""
+    model = load_checkpoint_model(run, "torch")
+    served = Serving(name, precision)
+    torch.manual_seed(0)
+    checks = (
+        (model.twin, torch.randn(3, 3, 44, 60) * 40),
+        (model.net, torch.randn(5, 3, 32, 32) * 40),
+    )
+    for net, x in checks:
+        with torch.no_grad():
+            reference = net(x)
+        engine_net = served.serve(net, x[:1])
+        got = engine_net(x)
+        assert got.dtype == torch.float32 and got.shape == reference.shape
+        assert relative_error(got, reference) < tolerance
+        assert torch.equal(engine_net.predict(x).argmax(1), net.predict(x).argmax(1))
+    assert served.label == f"{name} {precision}"
+
+
+@pytest.mark.parametrize(
+    "name, precision, tolerance",
+    [("onnxruntime", "fp32", 1e-5), ("torch", "bf16", 2e-2), ("torch", "fp32", 1e-12)],
+)
+def test_each_engine_computes_the_twin_and_classifier_as_torch(setup, name, precision, tolerance):
+    engine_agrees(setup[1], name, precision, tolerance)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason=NO_OPENVINO)
+def test_openvino_in_a_process_of_its_own(setup, engine_cache):
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from test_engines import engine_agrees; "
+        f"engine_agrees({str(setup[1])!r}, 'openvino', 'fp32', 1e-5); "
+        f"engine_agrees({str(setup[1])!r}, 'openvino', 'bf16', 2e-2); print('agreed')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "agreed", done.stderr[-3000:]
+
+
+def test_the_exported_model_is_kept_per_net(setup, engine_cache, monkeypatch):
+    _, run = setup
+    model = load_checkpoint_model(run, "torch")
+    calls = []
+    export = exported.export_onnx
+    monkeypatch.setattr(
+        exported, "export_onnx", lambda net, path: calls.append(path) or export(net, path)
+    )
+    first = exported.exported_onnx(model.twin)
+    assert exported.exported_onnx(model.twin) == first and len(calls) == 1  # from the cache
+    assert exported.exported_onnx(model.net) != first  # the classifier is another model
+    other = load_checkpoint_model(run, "torch")
+    with torch.no_grad():
+        other.twin.fc5.bias.add_(1.0)  # other weights: another digest
+    assert exported.exported_onnx(other.twin) != first
+    assert len(calls) == 3
+    assert sorted(p.name for p in engine_cache.iterdir()) == sorted(p.name for p in calls)
+
+
+def fake_engine(name: str, delay: float, wrong: bool = False):
+    """An engine that computes torch's answer (or a wrong one), taking `delay` seconds."""
+
+    def compile(net, precision, threads):
+        def run(x):
+            time.sleep(delay)
+            y = net(x)
+            return y + 1.0 if wrong else y
+
+        return run
+
+    return types.SimpleNamespace(
+        NAME=name, PACKAGE=name, EXTRA=name, PRECISIONS=("fp32",), compile=compile
+    )
+
+
+def test_auto_keeps_the_fastest_engine_that_agrees(setup, monkeypatch):
+    _, run = setup
+    model = load_checkpoint_model(run, "torch")
+    fakes = {
+        "slow": fake_engine("slow", 0.05),
+        "fast": fake_engine("fast", 0.0),
+        "wrong": fake_engine("wrong", 0.0, wrong=True),  # fastest of all, but disagrees
+    }
+    monkeypatch.setattr(serving, "installed", lambda: ["slow", "wrong", "fast"])
+    monkeypatch.setattr(serving, "engine", fakes.__getitem__)
+    heard = []
+    served = Serving("auto", "fp32").serve(model.twin, torch.randn(2, 3, 40, 40), heard.append)
+    assert served.label == "fast fp32"
+    (line,) = heard
+    assert line.startswith("engine auto: fast fp32") and "wrong fp32 disagrees" in line
+
+
+def test_auto_with_one_candidate_measures_nothing(setup, monkeypatch):
+    _, run = setup
+    model = load_checkpoint_model(run, "torch")
+    monkeypatch.setattr(serving, "installed", lambda: ["torch"])
+    monkeypatch.setattr(serving, "native_bf16", lambda device: False)
+    heard = []
+    served = Serving("auto", "auto").serve(model.twin, torch.randn(2, 3, 40, 40), heard.append)
+    assert served.label == "torch fp32" and heard == []
+
+
+def test_auto_precision_offers_bf16_only_on_native_hardware(monkeypatch):
+    monkeypatch.setattr(serving, "installed", lambda: ["torch", "onnxruntime"])
+    monkeypatch.setattr(serving, "native_bf16", lambda device: True)
+    assert Serving("auto", "auto").candidates() == [
+        ("torch", "bf16"),
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+    ]
+    assert Serving("torch", "auto").candidates() == [("torch", "bf16")]
+    assert Serving("onnxruntime", "auto").candidates() == [("onnxruntime", "fp32")]
+    monkeypatch.setattr(serving, "native_bf16", lambda device: False)
+    assert Serving("auto", "auto").candidates() == [("torch", "fp32"), ("onnxruntime", "fp32")]
+    assert Serving("auto", "fp32", "cuda").candidates() == [("torch", "fp32")]
+
+
+def common(data, *extra):
+    return ["--data", data, "--workers", "0", "--threads", "1", *extra]
+
+
+def without_extras(monkeypatch):
+    """As if neither onnxruntime nor openvino were installed: importing them fails."""
+    for name in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert engines.installed() == ["torch"]
+
+
+def test_without_the_extras_nothing_changes(setup, cli, tmp_path, monkeypatch):
+    data, run = setup
+    without_extras(monkeypatch)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)  # an fp32-only CPU
+    outputs = {}
+    for label, flags in (("default", []), ("auto", ["--engine", "auto", "--precision", "auto"])):
+        npz, report = tmp_path / f"{label}.npz", tmp_path / f"{label}.json"
+        code, _, err = cli(
+            "run", "eval", "--checkpoint", run, *common(data, "--method", "both"), *flags,
+            "--posteriors", npz, "-o", report,
+        )  # fmt: skip
+        assert code == 0, err
+        assert "engine auto" not in err  # one candidate: nothing measured
+        assert [n["engine"] for n in json.loads(report.read_text())["nets"]] == ["torch fp32"]
+        outputs[label] = np.load(npz)
+    for key in ("dense@36,40,44", "multi-crop@36,40,44", "both@36,40,44"):
+        assert np.array_equal(outputs["default"][key], outputs["auto"][key]), key
+    # And the posteriors are those of the dense twin itself, as evaluation computed them
+    # before engines: Net.predict on each image and its mirror image, bit for bit.
+    from vggspec.runtime.data.image_folder import scan_image_folder
+    from vggspec.runtime.eval.dense import dense_posteriors
+    from vggspec.runtime.eval.images import ScaledImages
+
+    model = load_checkpoint_model(run, "torch")
+    folder = scan_image_folder(data, "val", classes=model.class_names)
+    index = list(outputs["default"]["index"])
+    expected = np.zeros((len(folder), len(model.class_names)))
+    for q in model.scales:
+        images = ScaledImages(folder, q, (32, 32))
+        for i in range(len(folder)):
+            x = model.preprocessing(images[i][0][None])
+            expected[index.index(i)] += dense_posteriors(model.twin, x).numpy()[0]
+    assert np.array_equal(outputs["default"]["dense@36,40,44"], (expected / 3).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--engine", "openvino"], "pip install 'vggspec[openvino]'"),
+        (["--engine", "onnxruntime"], "pip install 'vggspec[onnx]'"),
+    ],
+)
+def test_a_missing_engine_asked_for_by_name_is_one_line(setup, cli, monkeypatch, flags, message):
+    data, run = setup
+    without_extras(monkeypatch)
+    code, _, err = cli("run", "eval", "--checkpoint", run, *common(data), *flags)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--engine", "onnxruntime", "--precision", "bf16"], "onnxruntime computes fp32 only"),
+        (["--protocol", "centre", "--engine", "onnxruntime"], "localisation runs on the torch"),
+    ],
+)
+def test_impossible_engine_settings_are_one_line(setup, cli, flags, message):
+    data, run = setup
+    code, _, err = cli("run", "eval", "--checkpoint", run, *common(data), *flags)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_auto_says_what_it_chose_and_the_report_keeps_it(setup, engine_cache):
+    data, run = setup
+    done = vggspec_cmd(
+        "run", "eval", "--checkpoint", run, *common(data), "--engine", "auto", "--json",
+        env={"VGGSPEC_ENGINE_CACHE": str(engine_cache)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [x for x in done.stderr.splitlines() if "engine auto:" in x]
+    chosen = json.loads(done.stdout)["nets"][0]["engine"]
+    assert line.split("engine auto: ")[1].startswith(chosen + " (")
+    assert chosen in {f"{name} fp32" for name in engines.installed()}
+
+
+def test_features_on_onnxruntime_match_torch(setup, cli, tmp_path):
+    data, run = setup
+    got = {}
+    for name in ("torch", "onnxruntime"):
+        out = tmp_path / name
+        code, _, err = cli(
+            "run", "features", "--checkpoint", run, *common(data), "--out", out, "--engine", name
+        )  # fmt: skip
+        assert code == 0, err
+        got[name] = np.load(out / "val.npy")
+    np.testing.assert_allclose(got["onnxruntime"], got["torch"], rtol=1e-4, atol=1e-5)
