@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class KernelPlan:
         return math.prod(self.grid)
 
     def launch(self, **tensors: torch.Tensor) -> None:
+        """Run the kernel on the device its tensors are on (not the current device)."""
         call = {}
         for name, spec in self.args.items():
             if isinstance(spec, Ptr):
@@ -99,6 +101,15 @@ class KernelPlan:
                 call[name] = t
             else:
                 call[name] = spec
-        self.fn[self.grid](
-            **call, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
-        )
+        with on_device(next(iter(tensors.values())).device):
+            self.fn[self.grid](
+                **call, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
+            )
+
+
+def on_device(device: torch.device):
+    """Make `device` current while a kernel launches: Triton launches on the current CUDA
+    device and stream, which need not be the one a tensor lives on (cuda:1 of a DDP rank)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
