@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from vggspec.compiler.lowering.autotune import relative_error
 from vggspec.compiler.lowering.net import Net, build, densify, training_target
@@ -9,7 +11,7 @@ from vggspec.compiler.lowering.net import Net, build, densify, training_target
 BATCH = 2
 
 
-def _inputs(net: Net, device, seed: int):
+def _inputs(net: Net, device, seed: int, dtype=None):
     """Images and their training targets (labels, or a class and a box)."""
     g = torch.Generator().manual_seed(seed)
     h, w = net.input_size
@@ -20,24 +22,30 @@ def _inputs(net: Net, device, seed: int):
         target = torch.cat([labels[:, None].float(), torch.rand(BATCH, 4, generator=g)], 1)
     else:
         target = labels
-    return x.to(device), target.to(device)
+    return x.to(device, dtype), target.to(device)
 
 
-def run_net(net: Net, device, seed: int = 0, autocast: bool = False) -> dict[str, torch.Tensor]:
+def run_net(
+    net: Net, device, seed: int = 0, autocast: bool = False, dtype=None
+) -> dict[str, torch.Tensor]:
     """A training forward (dropout drawn from `seed`) and backward of the loss, then the
     dense twin's prediction in eval mode (FC layers as convs, spatial mean, soft-max): every
-    output and gradient."""
-    x, target = _inputs(net, device, seed)
+    output and gradient. `dtype`: the images' (default fp32)."""
+    x, target = _inputs(net, device, seed, dtype)
     kind = torch.device(device).type
+
+    def mixed():
+        return torch.autocast(kind, torch.bfloat16) if autocast else contextlib.nullcontext()
+
     net.train()
     torch.manual_seed(seed)
-    with torch.autocast(kind, torch.bfloat16, enabled=autocast):
+    with mixed():
         scores = net(x)
     loss = net.loss(scores, target)
     params = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, [p for _, p in params])
     net.eval()
-    with torch.no_grad(), torch.autocast(kind, torch.bfloat16, enabled=autocast):
+    with torch.no_grad(), mixed():
         dense = densify(net).predict(x)  # the twin shares the net's backend
     out = {"scores": scores, "loss": loss, "dense predict": dense}
     out.update({f"d {name}": g for (name, _), g in zip(params, grads, strict=True)})

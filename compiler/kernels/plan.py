@@ -23,6 +23,11 @@ TRITON_DTYPE = {
 # to write shows up instead of passing as whatever the allocator left there.
 FILL_NEW_OUTPUTS: float | None = None
 
+# When set, every launch is first shown to this function, `observer(plan)`; it returns True
+# to take the launch's place (gpu-check records a whole run on shape-only "meta" tensors,
+# which run the host code but no kernel) or False to let the kernel run.
+LAUNCH_OBSERVER = None
+
 
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
@@ -92,6 +97,8 @@ class KernelPlan:
 
     def launch(self, **tensors: torch.Tensor) -> None:
         """Run the kernel on the device its tensors are on (not the current device)."""
+        if LAUNCH_OBSERVER is not None and LAUNCH_OBSERVER(self):
+            return
         call = {}
         for name, spec in self.args.items():
             if isinstance(spec, Ptr):

@@ -108,9 +108,12 @@ def trial(side, method: str, args: tuple, backward: bool):
             return [out.detach()]
         wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
         # Its own generator: both sides get the same gradient, and the global generator
-        # (which training draws from) is left alone.
+        # (which training draws from) is left alone. In the output's memory layout, as
+        # training hands it back: the backward kernels measured are the ones that will run.
         g = torch.Generator(out.device).manual_seed(0)
         dy = torch.randn(out.shape, generator=g, device=out.device).to(out.dtype)
+        if out.dim() == 4 and not out.is_contiguous():
+            dy = dy.contiguous(memory_format=torch.channels_last)
         return [out.detach(), *torch.autograd.grad(out, wrt, dy)]
 
     return run
