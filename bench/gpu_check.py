@@ -99,7 +99,6 @@ class Sizes:
         self.layer_dtypes = ("bf16", "tf32")
         self.sweep_cases = 1 if dry else 2
         self.sweep_configs = 1 if dry else None  # all
-        self.autotune_reps = 5
         self.layer_batch = 1 if dry else 64
         self.layers = 2 if dry else None  # all
         self.step_batches = (2,) if dry else (64, 128)
