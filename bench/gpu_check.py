@@ -49,6 +49,7 @@ the dry run (Triton's interpreter). A plan made beforehand on any machine with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -245,8 +246,11 @@ class Check:
                 self.result[unit.section] += rows
             except Exception as err:
                 self.fail(unit.section, unit.name, unit.config, err)
+                self.result["done"].append(unit.id)  # a fresh process does not retry it
                 if self.device == "cuda" and not cuda_context_alive():
                     self.restart()
+                self.write()
+                return
         self.result["done"].append(unit.id)
         self.write()
 
@@ -262,7 +266,8 @@ class Check:
             {"section": section, "unit": unit, "config": config, "error": message}
         )
         if self.device == "cuda":
-            torch.cuda.empty_cache()
+            with contextlib.suppress(Exception):  # a lost context raises here too
+                torch.cuda.empty_cache()
 
     def restart(self) -> None:
         """The CUDA context is lost: go on in a fresh process that skips what is done."""

@@ -117,6 +117,40 @@ def test_a_unit_the_plan_keeps_off_the_gpu_is_reported_not_run(tmp_path, one_thr
     assert len(check.result["kernels"]) == len(units) - 1 and not check.result["failures"]
 
 
+def test_a_lost_cuda_context_continues_in_a_fresh_process(tmp_path, monkeypatch, one_thread):
+    """A fault that leaves the CUDA context unusable: the report is written, the check
+    starts again with --resume (os.execv), and the fresh process skips what is done,
+    the faulting unit included. (No GPU here: the fault and the lost context are stand-ins.)"""
+    import bench.gpu_check as gpu_check
+
+    check = Check(_args(tmp_path), "cpu", tmp_path / "toy.vgg")
+    first, second, *_ = check.units("kernels")
+    check.device = "cuda"  # as on a GPU: the context is probed after a failure
+
+    def fault():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    first.run = fault
+    started = []
+    monkeypatch.setattr(gpu_check, "cuda_context_alive", lambda: False)
+    monkeypatch.setattr(gpu_check.sys, "argv", ["gpu_check.py", str(tmp_path), "--dry-run"])
+    monkeypatch.setattr(gpu_check.os, "execv", lambda exe, argv: started.append(argv))
+    check.result["kernels"] = []
+    check.run_unit(first)
+    assert started and started[0][-3:] == [str(tmp_path), "--dry-run", "--resume"]
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["done"] == [first.id] and "illegal memory access" in saved["failures"][0]["error"]
+
+    again = Check(_args(tmp_path, resume=True), "cpu", tmp_path / "toy.vgg")
+    assert again.result["restarts"] == 1 and again.result["failures"] == saved["failures"]
+    ran, units = [], again.units("kernels")[:2]
+    for unit in units:
+        unit.run = lambda unit=unit: ran.append(unit.id) or []
+    monkeypatch.setattr(again, "units", lambda section: units)
+    again.run_section("kernels")
+    assert ran == [second.id]
+
+
 def _wgrad_unit(config: str, dtype="tf32"):
     (unit,) = [
         u
