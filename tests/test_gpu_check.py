@@ -55,6 +55,28 @@ def test_the_bare_python_has_torch_triton_numpy_lark_only(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
+_COMPILE_ONE = """
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"  # as in a dry run: the compile runs in a fresh process
+sys.path.insert(0, sys.argv[1])
+from bench._tree import use_this_tree
+use_this_tree(__import__("pathlib").Path(sys.argv[1]))
+from vggspec.compiler.kernels.aot import compile_plan
+from vggspec.compiler.kernels.splitk import splitk_sum_plan
+print(compile_plan(splitk_sum_plan(1000, 3, "fp32"), "sm_90")["registers"])
+"""
+
+
+def test_the_plan_compiles_on_a_bare_python(tmp_path):
+    """The plan's compiles run in fresh processes that find vggspec.compiler in the tree."""
+    python, env = _bare_python(tmp_path)
+    env["VGGSPEC_AOT_CACHE"] = str(tmp_path / "aot")  # empty: a real compile
+    done = subprocess.run([*python, "-c", _COMPILE_ONE, str(ROOT)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.strip()) > 0 and len(list((tmp_path / "aot").glob("*.json"))) == 1
+
+
 def test_dry_run_on_a_bare_python_survives_an_injected_failure(tmp_path):
     """Every measured section on a Python with only torch, triton, numpy and lark; one unit
     of the layers section raises, is reported with its section and unit, and the rest runs.

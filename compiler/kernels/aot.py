@@ -252,25 +252,29 @@ def compile_plan(plan: KernelPlan, target: str) -> dict:
     return compile_jobs([plan_job(plan)], target)[0]
 
 
-# Runs a list of jobs in a fresh process: with the parent's vggspec.compiler even when it
-# is a checkout mapped onto that name (bench/_tree.py), not installed.
+# Runs a list of jobs in a fresh process: with the parent's vggspec.compiler even when that
+# is a checkout's folder mapped onto the name (bench/_tree.py), not an installed package.
 _CHILD = """
-import importlib.util, json, sys
-try:
-    import vggspec.compiler
-except ImportError:
-    import vggspec
-    folder = sys.argv[1]
-    spec = importlib.util.spec_from_file_location(
-        "vggspec.compiler", folder + "/__init__.py", submodule_search_locations=[folder])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vggspec.compiler"] = module
-    spec.loader.exec_module(module)
+import importlib.abc, importlib.util, json, sys
+folder = sys.argv[1]
+
+class Tree(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "vggspec.compiler":
+            return None
+        return importlib.util.spec_from_file_location(
+            name, folder + "/__init__.py", submodule_search_locations=[folder])
+
+sys.meta_path.insert(0, Tree())
 from vggspec.compiler.kernels.aot import _compile_and_store
 with open(sys.argv[2]) as f:
     request = json.load(f)
 json.dump([_compile_and_store(job, request["capability"]) for job in request["jobs"]], sys.stdout)
 """
+
+
+# A parent started without site-packages (python -S) has its children start so too.
+_SITE_FLAG = ["-S"] if sys.flags.no_site else []
 
 
 def _compile_and_store(job: dict, capability: int) -> dict:
@@ -297,7 +301,7 @@ def _compile_elsewhere(jobs: list[dict], capability: int, workers: int) -> list[
                 request.write_text(json.dumps({"jobs": chunk, "capability": capability}))
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-c", _CHILD, str(folder), str(request)],
+                        [sys.executable, *_SITE_FLAG, "-c", _CHILD, str(folder), str(request)],
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
                         text=True,
@@ -307,7 +311,8 @@ def _compile_elsewhere(jobs: list[dict], capability: int, workers: int) -> list[
             for proc in procs:  # all run at once; each writes its output at its end
                 out, err = proc.communicate()
                 if proc.returncode != 0:
-                    raise RuntimeError(f"ahead-of-time compile failed:\n{err[-4000:]}")
+                    last = (err.strip().splitlines() or ["?"])[-1]
+                    raise RuntimeError(f"ahead-of-time compile failed: {last}\n{err[-4000:]}")
                 results.append(json.loads(out))
         finally:
             for proc in procs:
