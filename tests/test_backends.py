@@ -26,9 +26,13 @@ EXTRA = {
     "twice": Spec((_BASE.layers[0], Twice(), *_BASE.layers[1:]), _BASE.input),
 }
 SPECS = {**toy_specs(), **EXTRA}
-# The triton backend on its own for the nets whose every op the rest already covers
-# (auto runs the Triton side of every call in its trials, then chooses it): slow tier.
-TRITON_DEFAULT = {"demo.vgg", "demo-loc.vgg", "A-LRN.vgg", "avgpool-gap", "twice"}
+# The default tier runs every spec through torch; through auto A, A-BN, A-LRN, D-loc, the
+# demo nets and the extras (every op; B to E repeat A's layers), and through triton the
+# demo nets, A-LRN and the extras (auto runs the Triton side of every call in its trials,
+# then chooses it). The rest is the slow tier's (make test-slow).
+AUTO_DEFAULT = {"A.vgg", "A-BN.vgg", "A-LRN.vgg", "D-loc.vgg", "demo.vgg", "demo-loc.vgg"}
+AUTO_DEFAULT |= set(EXTRA)
+TRITON_DEFAULT = {"demo.vgg", "demo-loc.vgg", "A-LRN.vgg", *EXTRA}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,8 @@ def _backend(name, tuner):
 def _cases():
     for name in sorted(SPECS):
         for backend in ("torch", "triton", "auto"):
-            slow = backend == "triton" and name not in TRITON_DEFAULT
+            default = {"torch": SPECS, "auto": AUTO_DEFAULT, "triton": TRITON_DEFAULT}
+            slow = name not in default[backend]
             marks = [pytest.mark.slow] if slow else []
             yield pytest.param(name, backend, marks=marks, id=f"{name}-{backend}")
 
