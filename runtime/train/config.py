@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.frontend.source import TooLarge, read_at_most
 
 from ..data.scale import TrainScale
 from ..io.atomic import atomic_write
@@ -192,12 +193,21 @@ def parse_overrides(items: list[str]) -> dict:
     return result
 
 
+# A recipe is a page of text; a config file larger than this is the wrong file.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file")
+        # At most the limit, whatever the file says its size is (/dev/zero, a pipe).
+        data = yaml.safe_load(read_at_most(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except TooLarge:
+        raise ConfigError(f"{path}: more than 1 MiB, too large to be a run config") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read ({err})") from None
     except yaml.YAMLError as err:
