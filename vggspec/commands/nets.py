@@ -111,6 +111,9 @@ def parse_ints(text: str, option: str) -> list[int]:
 
 def check(args) -> None:
     """Mistakes found before any process starts or any weights load."""
+    from vggspec.runtime.dist.devices import check_device
+
+    check_device(args.device, args.backend, ("--device ", "--backend "))
     if not args.checkpoint and not args.weights:
         raise UserError("say which net: --checkpoint RUN_DIR, or --weights FILE --spec SPEC")
     if args.weights and len(args.spec) != len(args.weights):
