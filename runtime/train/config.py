@@ -14,7 +14,6 @@ from vggspec.compiler.frontend.errors import VggspecError
 from vggspec.compiler.frontend.source import TooLarge, read_at_most
 
 from ..data.scale import TrainScale
-from ..io.atomic import atomic_write
 
 
 class ConfigError(VggspecError):
@@ -56,7 +55,9 @@ class TrainConfig:
     # "{split}" in the path stands for train or val.
     boxes: str | None = None
     backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
-    precision: str = "fp32"  # fp32 or bf16 (autocast)
+    # fp32, bf16 (autocast), or fp64 (every tensor: slow, for checking that the processes
+    # compute what one process does)
+    precision: str = "fp32"
     channels_last: bool = False  # NHWC activations and conv weights (faster on some CPUs)
     device: str = "auto"  # auto, cpu or cuda
     workers: int = 2  # data-loading processes per training process
@@ -76,7 +77,7 @@ class TrainConfig:
 
 _CHOICES = {
     "backend": ("auto", "torch", "triton"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "fp64"),
     "device": ("auto", "cpu", "cuda"),
     "normalise": ("mean", "mean-std"),
     "lr_schedule": ("plateau", "one-cycle"),
@@ -245,9 +246,3 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     values = read_yaml(path) if path else {}
     values.update(parse_overrides(overrides))
     return make_config(values, str(path) if path else "the command line")
-
-
-def write_config(cfg: TrainConfig, path: Path) -> None:
-    # Atomic: every start (resumes too) rewrites it, and --resume reads it back.
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,74 @@
+"""A soft memory cap while training: a thread that watches this process's resident set.
+
+RLIMIT_AS would be the kernel's own cap, but torch reserves far more address space than it
+touches (thread stacks, the allocator's arenas, mapped libraries), so a cap on it either
+fails healthy runs or sits too high to help. What the OOM killer looks at is resident
+memory: a thread reads it (/proc/self/statm) every INTERVAL_S and, past the cap, asks the
+trainer to stop; the trainer writes a checkpoint at the end of the step and says why. A
+step that alone jumps past what the machine has is the memory probe's to refuse
+(train/memory_probe.py): the watch cannot interrupt a step.
+
+VGGSPEC_MEMORY_CAP sets the cap (bytes, or with K, M, G: 12G), or switches it off (0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+
+from vggspec.compiler.frontend.errors import VggspecError
+
+CAP_SETTING = "VGGSPEC_MEMORY_CAP"
+INTERVAL_S = 0.1
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set, from /proc/self/statm (None off Linux)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cap_from_environment() -> int | None:
+    """The cap VGGSPEC_MEMORY_CAP asks for: bytes, 0 for none, None when unset."""
+    text = os.environ.get(CAP_SETTING, "").strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", text, re.IGNORECASE)
+    if match is None:
+        raise VggspecError(
+            f"{CAP_SETTING}={text}: give a size (bytes, or like 512M or 12G), or 0 for no cap"
+        )
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+class MemoryWatch:
+    """Calls `exceeded(resident)` once, from its thread, when this process's resident set
+    passes `cap` bytes."""
+
+    def __init__(self, cap: int, exceeded: Callable[[int], None], interval_s: float = INTERVAL_S):
+        self.cap, self.exceeded, self.interval_s = cap, exceeded, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vggspec-memory", daemon=True)
+
+    def start(self) -> MemoryWatch:
+        if resident_bytes() is not None:
+            self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            resident = resident_bytes()
+            if resident is not None and resident > self.cap:
+                self.exceeded(resident)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5 * self.interval_s)
