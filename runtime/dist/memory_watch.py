@@ -51,8 +51,9 @@ class MemoryWatch:
     """Calls `exceeded(resident)` once, from its thread, when this process's resident set
     passes `cap` bytes."""
 
-    def __init__(self, cap: int, exceeded: Callable[[int], None], interval_s: float = INTERVAL_S):
-        self.cap, self.exceeded, self.interval_s = cap, exceeded, interval_s
+    def __init__(self, cap: int, exceeded: Callable[[int], None], interval_s: float | None = None):
+        self.cap, self.exceeded = cap, exceeded
+        self.interval_s = INTERVAL_S if interval_s is None else interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vggspec-memory", daemon=True)
 
@@ -62,10 +63,12 @@ class MemoryWatch:
         return self
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:  # looks first: a process already past its cap stops after one step
             resident = resident_bytes()
             if resident is not None and resident > self.cap:
                 self.exceeded(resident)
+                return
+            if self._stop.wait(self.interval_s):
                 return
 
     def stop(self) -> None:

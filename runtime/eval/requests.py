@@ -34,6 +34,7 @@ class ImagesRequest:
     max_aspect: float = MAX_ASPECT
     batch: int = 32  # images per batch at most
     workers: int = 1  # data-loading processes
+    reduced_decode: bool = False  # JPEGs at a DCT reduction ≥ their test size (ImageFolder)
 
 
 @dataclass

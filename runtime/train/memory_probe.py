@@ -4,14 +4,17 @@ The graph's estimate (dist/resources.py) is a floor: it leaves out the allocator
 the kernels' workspaces and torch's own buffers, and a batch that passed it (config A at
 256: 14.0 GiB estimated) grew past 20 GB and met the kernel's OOM killer. So before its
 first real step each training process runs a throwaway copy of its net (same spec,
-backend, precision, optimizer) for one warm-up step and then one step at each of two small
-batches b1 < b2, measuring the peak: the resident set's high-water mark on the CPU
-(/proc/self/status VmHWM, reset through /proc/self/clear_refs before each step), the
-allocator's peak on a GPU (torch.cuda.max_memory_allocated). The peak grows linearly with
-the batch (weights, gradients and momentum are the constant part, activations the rest):
-the line through the two points gives the peak at the per-process batch B. Add the data
-loader's batches in flight (each worker prefetches 2 float32 batches), and a job is refused
-when the processes of this machine would need more than what is available less MARGIN.
+backend, precision, optimizer) for a warm-up step and then a step at each of two small
+batches b1 < b2, measuring peaks: the resident set's high-water mark on the CPU
+(/proc/self/status VmHWM, reset through /proc/self/clear_refs), the allocator's peak on a
+GPU (torch.cuda.max_memory_allocated). A step has two peaks: forward and backward (the
+weights, their gradients, the momentum and the activations, which grow with the batch),
+and the optimizer's update (its temporaries the size of the weights, not of the batch),
+which is the larger at small batches. Each is measured on its own; the line through the
+two forward-and-backward peaks gives that peak at the per-process batch B, and the need
+is the larger of it and the optimizer's, plus the data loader's batches in flight (each
+worker prefetches 2 float32 batches). A job is refused when the processes of this machine
+would need more than what is available less the margin.
 
 The throwaway net, its random inputs (drawn under a forked RNG) and its optimizer are
 dropped before the run's own net is built: the run's weights, its RNG streams and its BN
@@ -32,7 +35,7 @@ from vggspec.compiler.ir.report import format_bytes as size_text
 from vggspec.compiler.lowering.net import GlobalBatch, build, training_target
 
 from ..dist import context as distributed
-from ..dist.cpu_memory import available_bytes
+from ..dist.cpu_memory import available_bytes, freed_memory_returned, retaining
 from ..dist.memory_watch import CAP_SETTING, cap_from_environment, resident_bytes
 
 # What a refused job must leave free on this machine: a tenth of what is available, and
@@ -41,6 +44,13 @@ from ..dist.memory_watch import CAP_SETTING, cap_from_environment, resident_byte
 MARGIN_FRACTION = 0.10
 MARGIN_BYTES = 1 << 29
 PROBE_BATCH = 8  # b2 at most; b1 = b2 / 2
+# A process that keeps freed memory (dist/cpu_memory.py) reuses it, but not perfectly: its
+# heap ends up larger than the memory in use at any moment, by an amount that varies from
+# run to run. For config A at batches 8..96 (bench/memory_probe.py, 2026-12-06) its
+# resident set grew by about 0.07 GiB an image against 0.0485 for the memory in use, which
+# the probe measures (glibc's defaults during its steps): its line's slope counts
+# RETAINED_HEAP times, and the margin takes the rest (up to 0.9 GiB at small batches).
+RETAINED_HEAP = 1.75
 PREFETCH = 2  # batches each loader worker keeps ready (DataLoader's prefetch_factor)
 PROBE_SWITCH = "VGGSPEC_MEMORY_PROBE"  # 0: no probe (the graph's estimate alone)
 
@@ -54,19 +64,24 @@ class MemoryProbe:
     """Peaks (bytes above what the process held before) of training steps at two batches."""
 
     batches: tuple[int, int]
-    peaks: tuple[int, int]
-    loader: int  # bytes of the loader's batches in flight per image of the batch
+    peaks: tuple[int, int]  # forward and backward, at each batch
+    update: int  # the optimizer's step (its peak does not grow with the batch)
+    loader: int  # bytes of the loader's batches in flight, per image of the batch
     available: int | None  # this machine's (or GPU's) available memory before the probe
     baseline: int  # what this process held before the probe (resident set or GPU allocated)
     on_gpu: bool
+    retained: bool = False  # the process keeps freed memory (dist/cpu_memory.py)
 
     def need(self, batch: int) -> int:
-        """The peak at `batch` on the line through the two measured points, with the loader's
-        batches: never below the larger measured point."""
+        """The peak at `batch`: the line through the two forward-and-backward peaks, its
+        slope (the activations) times RETAINED_HEAP when the process keeps freed memory, or
+        the optimizer's peak if larger; with the loader's batches."""
         (b1, b2), (p1, p2) = self.batches, self.peaks
-        slope = (p2 - p1) / (b2 - b1) if b2 != b1 else p2 / b2
-        step = max(p2, p2 + slope * (batch - b2))
-        return int(step) + self.loader * batch
+        slope = max(0.0, (p2 - p1) / (b2 - b1)) if b2 != b1 else 0.0
+        fixed = p1 - slope * b1  # weights, gradients, momentum, torch's own
+        growth = RETAINED_HEAP if self.retained else 1.0
+        step = max(p2, fixed + growth * slope * batch) if batch >= b2 else p2
+        return int(max(step, self.update)) + self.loader * batch
 
     @staticmethod
     def margin(available: int, on_gpu: bool) -> int:
@@ -153,18 +168,24 @@ def measure(cfg, spec: Spec, classes: int, batch: int, device: torch.device) -> 
     b1, b2 = probe_batches(batch)
     available = _available(device)
     baseline = _baseline(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        peaks = _steps(cfg, spec, classes, device, (b1, b2), baseline)
     on_gpu = device.type == "cuda"
+    with (
+        torch.random.fork_rng(devices=[device] if on_gpu else []),
+        freed_memory_returned(),  # the resident set follows the memory in use: no noise
+    ):
+        (p1, u1), (p2, u2) = _steps(cfg, spec, classes, device, (b1, b2), baseline)
     # The loader hands over float32 crops, held in host memory.
     image = 3 * spec.input.height * spec.input.width * 4
     loader = 0 if on_gpu else cfg.workers * PREFETCH * image
-    return MemoryProbe((b1, b2), peaks, loader, available, baseline, on_gpu)
+    retained = not on_gpu and retaining()
+    return MemoryProbe(
+        (b1, b2), (p1, p2), max(u1, u2), loader, available, baseline, on_gpu, retained
+    )
 
 
-def _steps(cfg, spec, classes, device, batches, baseline) -> tuple[int, int]:
-    """The peaks of one step at each of `batches`, after a warm-up step; the net and its
-    optimizer go when this returns."""
+def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int]]:
+    """(forward-and-backward peak, update peak) of a step at each of `batches`, after a
+    warm-up step; the net and its optimizer go when this returns."""
     height, width = spec.input.height, spec.input.width
     boxes = training_target(spec) == "boxes"
     dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
@@ -176,27 +197,25 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> tuple[int, int]:
         net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
 
-    def step(n: int) -> None:
+    def step(n: int) -> tuple[int, int]:
         x = torch.randn(n, 3, height, width, device=device, dtype=dtype)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(classes, (n,), device=device)
         if boxes:  # (class, cx, cy, w, h)
             y = torch.cat([y[:, None].to(dtype), torch.rand(n, 4, device=device)], 1)
-        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-            scores = net(x, batch=GlobalBatch(0, 0, n))
-        loss = net.loss(scores, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with _Peak(device, baseline) as learning:
+            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                scores = net(x, batch=GlobalBatch(0, 0, n))
+            net.loss(scores, y).backward()
+            del scores
+        with _Peak(device, baseline) as update:
+            optimizer.step()
+        return learning.bytes, update.bytes
 
     step(batches[0])  # allocates the momentum, warms the allocator and the kernels' caches
-    peaks = []
-    for n in batches:
-        with _Peak(device, baseline) as peak:
-            step(n)
-        peaks.append(peak.bytes)
-    return peaks[0], peaks[1]
+    return [step(n) for n in batches]
 
 
 def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | None:
@@ -217,8 +236,9 @@ def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | 
     need, available = int(need), (None if least == 1 else int(-least))
     (b1, b2), (p1, p2) = probe.batches, probe.peaks
     log.info(
-        f"memory: a training step took {size_text(p1)} at {b1} images and {size_text(p2)} "
-        f"at {b2}: {size_text(need)} per process at {batch}, the loader's batches included"
+        f"memory: forward and backward took {size_text(p1)} at {b1} images and "
+        f"{size_text(p2)} at {b2}, the update {size_text(probe.update)}: "
+        f"{size_text(need)} per process at {batch}, the loader's batches included"
         + (f"; {size_text(available)} available" if available is not None else "")
     )
     probe = dataclasses.replace(probe, available=available)  # the figure all agreed on
@@ -231,8 +251,9 @@ def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | 
         fits = largest_batch(probe, local, available - margin) * ctx.world
         raise NotEnoughMemory(
             f"not enough memory: a training step at {batch} images per process needs "
-            f"{size_text(need * local)}{each} (measured {size_text(p1)} at {b1} images and "
-            f"{size_text(p2)} at {b2}, extrapolated) but only {size_text(available)} {where}, "
+            f"{size_text(need * local)}{each} (forward and backward measured at "
+            f"{size_text(p1)} for {b1} images and {size_text(p2)} for {b2}, extrapolated) "
+            f"but only {size_text(available)} {where}, "
             f"less a margin of {size_text(margin)}; "
             + (f"try batch_size={fits} or less" if fits else "try a smaller spec")
             + (" or fewer --nproc" if local > 1 else "")
