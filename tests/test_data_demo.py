@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import vggspec.runtime.data.color_stats as color_stats
+from fault_helpers import children, running
 from helpers import ROOT
 from PIL import Image
 from vggspec.runtime.data.color_stats import (
@@ -127,26 +127,6 @@ def test_unwritable_stats_path_only_warns(demo, tmp_path, caplog):
     assert stats.images == 5 and "could not store" in caplog.text
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a dead child nobody has reaped holds no files)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_pool_workers_die_with_a_killed_parent(tmp_path):
     # They lived on under init, writing and holding the caller's stdout: a pipe reading
@@ -159,12 +139,12 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 60
-    while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+    while len(workers := children(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(workers) == 2, "the pool did not start"
     proc.kill()
     proc.communicate(timeout=20)  # the pipe ends: no worker holds it any more
     deadline = time.monotonic() + 10
-    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+    while any(running(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_running(w) for w in workers)
+    assert not any(running(w) for w in workers)
