@@ -131,3 +131,19 @@ def test_every_refusal_is_one_line_and_leaves_no_run_folder(setup, cli, monkeypa
             failures.append(f"{name}: {'; '.join(problems)}")
     assert not failures, "\n".join(failures)
     assert len(cases) >= 29
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_eval_and_features_refuse_a_device_or_backend_the_machine_lacks(
+    setup, cli, monkeypatch, tmp_path
+):
+    # They were tracebacks: AttributeError _cuda_setDevice, RuntimeError 0 active drivers.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    for job, output in (("eval", ["-o", tmp_path / "r.json"]), ("features", ["--out", tmp_path])):
+        for flag, says in (
+            (["--device", "cuda"], "--device cuda: this torch"),
+            (["--backend", "triton"], "--backend triton needs a CUDA GPU"),
+        ):
+            code, _, err = cli("run", job, "--checkpoint", setup / "done", *flag, *output)
+            assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert os.listdir(tmp_path) == []

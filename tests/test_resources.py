@@ -262,8 +262,14 @@ def test_the_watch_calls_once_past_the_cap_and_a_bad_cap_is_one_line(monkeypatch
     from vggspec.runtime.dist.memory_watch import MemoryWatch, cap_from_environment
 
     seen, done = [], threading.Event()
-    watch = MemoryWatch(1, lambda rss: (seen.append(rss), done.set()), interval_s=0.01).start()
-    assert done.wait(5) and len(seen) == 1 and seen[0] > 1
+    watch = MemoryWatch(1, lambda why: (seen.append(why), done.set()), interval_s=0.01).start()
+    assert done.wait(5) and len(seen) == 1 and "past its cap of 1 B" in seen[0], seen
+    watch.stop()
+    # The machine running short (other processes grew): a floor above what is available.
+    seen.clear(), done.clear()
+    floor = 1 << 60
+    watch = MemoryWatch(None, lambda why: (seen.append(why), done.set()), floor, 0.01).start()
+    assert done.wait(5) and "of memory left, under 1073741824.0 GiB" in seen[0], seen
     watch.stop()
     for text, value in (("12G", 12 << 30), ("512M", 512 << 20), ("0", 0), ("1000", 1000)):
         monkeypatch.setenv("VGGSPEC_MEMORY_CAP", text)
@@ -271,3 +277,25 @@ def test_the_watch_calls_once_past_the_cap_and_a_bad_cap_is_one_line(monkeypatch
     monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "lots")
     with pytest.raises(VggspecError, match="VGGSPEC_MEMORY_CAP=lots: give a size"):
         cap_from_environment()
+
+
+@pytest.mark.slow  # config A's probe: a warm-up step and steps at 4 and 8 images, ~30 s
+def test_config_a_at_batch_256_is_refused_on_a_24_gib_machine(setup, tmp_path, cli, monkeypatch):
+    # The report: the estimate passed it (14.0 GiB) and the process met the OOM killer past
+    # 20 GB. Here 22 GiB are available (a 24 GiB machine at rest), measured for real.
+    from vggspec.runtime.train import memory_probe
+
+    monkeypatch.setattr(resources, "available_bytes", lambda: 22 << 30)
+    monkeypatch.setattr(memory_probe, "available_bytes", lambda: 22 << 30)
+    from vggspec.runtime.data.demo import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "data", seed=0, train_per_class=26, val_per_class=1)
+    out = tmp_path / "run"
+    args = ["spec=specs/A.vgg", f"data={data}", "batch_size=256", "scale=256", "device=cpu"]
+    code, _, err = cli(*train_args(setup, out, *args))  # the later key=value words win
+    assert code == 2, err
+    err = one_error_line(err)
+    assert err.startswith("not enough memory: a training step at 256 images per process needs")
+    fits = int(re.search(r"try batch_size=(\d+) or less", err)[1])
+    assert 128 <= fits < 256 and fits % 8 == 0
+    assert not out.exists()

@@ -568,22 +568,29 @@ def test_an_edited_config_yaml_is_refused_naming_the_keys(tiny, tmp_path, cli):
 def test_an_edited_settings_record_or_a_run_without_one(tiny, tmp_path, cli):
     out = tmp_path / "run"
     assert cli("run", "train", *settings(tiny, out, "max_steps=4"))[0] == 0
+    # A start killed between its two files: settings.json says max_steps=5, config.yaml is
+    # still the previous start's, whole (its digest matches): both are records, not edits.
+    first = (out / "config.yaml").read_text()
+    assert cli("run", "train", "--resume", out, "max_steps=5")[0] == 0
+    (out / "config.yaml").write_text(first)
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=6")
+    assert code == 0, err
     record = json.loads((out / "settings.json").read_text())
     record["settings"]["lr"] = 0.5
     (out / "settings.json").write_text(json.dumps(record))
-    code, _, err = cli("run", "train", "--resume", out, "max_steps=5")
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=7")
     assert code == 2 and "settings.json: damaged or edited" in err
     # A run written before settings.json: its last checkpoint's settings are the record.
     (out / "settings.json").unlink()
     config = out / "config.yaml"
     text = "".join(line for line in config.read_text().splitlines(True) if line[0] != "#")
     config.write_text(text.replace("scale:\n- 36\n- 44", "scale: 256"))
-    code, _, err = cli("run", "train", "--resume", out, "max_steps=5")
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=7")
     assert code == 2 and "scale ([36, 44] → 256)" in err, err
     config.write_text(text)
-    code, stdout, err = cli("run", "train", "--resume", out, "max_steps=5")
+    code, stdout, err = cli("run", "train", "--resume", out, "max_steps=7")
     assert code == 0, err
-    assert (out / "settings.json").is_file() and "finished: 5 steps" in stdout
+    assert (out / "settings.json").is_file() and "finished: 7 steps" in stdout
 
 
 def test_a_resume_builds_the_net_it_started_with(tiny, tmp_path, cli):

@@ -249,6 +249,8 @@ def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | 
         where = "is free on the GPU" if probe.on_gpu else "of RAM is available"
         each = f" for {local} processes" if local > 1 else ""
         fits = largest_batch(probe, local, available - margin) * ctx.world
+        if fits >= 16:  # a round figure, with a little room for what the machine does next
+            fits -= fits % (8 * ctx.world)
         raise NotEnoughMemory(
             f"not enough memory: a training step at {batch} images per process needs "
             f"{size_text(need * local)}{each} (forward and backward measured at "
@@ -288,7 +290,14 @@ def memory_cap(probe: MemoryProbe | None) -> int | None:
     return probe.baseline + room // local
 
 
+def memory_floor(probe: MemoryProbe | None) -> int | None:
+    """The machine's available memory under which a training process stops itself: a
+    quarter of the margin, on the CPU, unless VGGSPEC_MEMORY_CAP=0 turned the watch off."""
+    if cap_from_environment() == 0 or probe is None or probe.on_gpu or probe.available is None:
+        return None
+    return MemoryProbe.margin(probe.available, False) // 4
+
+
 def memory_cap_origin() -> str:
-    if cap_from_environment():
-        return CAP_SETTING
-    return "this process's share of the memory available at its start, less half the margin"
+    """Where the cap came from, for the message: the setting's name, or nothing."""
+    return f" ({CAP_SETTING})" if cap_from_environment() else ""

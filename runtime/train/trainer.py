@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from vggspec.compiler import Spec
 from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.ir.report import format_bytes as size_text
 from vggspec.compiler.lowering.net import (
     GlobalBatch,
     build,
@@ -56,7 +55,7 @@ from .claim import check_fresh
 from .config import ConfigError, TrainConfig
 from .data import TrainingData, prepare_training_data
 from .log import RunLog
-from .memory_probe import check_step_memory, memory_cap, memory_cap_origin
+from .memory_probe import check_step_memory, memory_cap, memory_cap_origin, memory_floor
 from .sampler import EpochBatchSampler
 from .schedule import make_schedule
 from .settings import record as record_settings
@@ -160,8 +159,10 @@ class Trainer:
         self.replaces: RunDir | None = None  # --overwrite: the run this one replaces
         self.stop = faults.StopRequest()
         self.stop.install()
-        cap = memory_cap(self.memory)
-        self.watch = None if cap is None else MemoryWatch(cap, self._memory_exceeded)
+        cap, floor = memory_cap(self.memory), memory_floor(self.memory)
+        self.watch = None
+        if cap is not None or floor is not None:
+            self.watch = MemoryWatch(cap, self._memory_exceeded, floor)
         # Last, so that nothing after it can fail and leave DDP (which holds the process
         # group) to a half-made trainer: see `release`.
         self.model = self.net
@@ -185,12 +186,9 @@ class Trainer:
                     tensor.requires_grad_(False)
         self.log.info(f"training {', '.join(sorted(trained))} only (finetune_layers=fc)")
 
-    def _memory_exceeded(self, resident: int) -> None:
+    def _memory_exceeded(self, why: str) -> None:
         """From the watch's thread: stop at the end of this step, with a checkpoint."""
-        self.stop.request(
-            f"memory: this process holds {size_text(resident)}, past its cap of "
-            f"{size_text(self.watch.cap)} ({memory_cap_origin()})"
-        )
+        self.stop.request(f"memory: {why}{memory_cap_origin()}")
 
     def _initialise_from_elsewhere(self) -> None:
         cfg = self.cfg
