@@ -3,12 +3,13 @@
     python bench/convert.py [--keep DIR]
 
 Writes a synthetic VGG_ILSVRC_16_layers.caffemodel (the release's V1 layout and legacy
-num/channels/height/width blobs, random float32 weights, 553 MB = 528 MiB like the real
-file) with numpy bytes and hand-encoded wire format, then runs each of these in a fresh
+num/channels/height/width blobs, its conv, ReLU, pooling, InnerProduct and soft-max layers,
+random float32 weights, 553 MB = 528 MiB like the real file) with numpy bytes and
+hand-encoded wire format, then runs each of these in a fresh
 child process and reports its wall time and peak memory (ru_maxrss):
   baseline   import torch and vggspec's converter, nothing else
   reference  read the file's bytes once (open().read())
-  convert    read + match to specs/D.vgg + write the .safetensors (what the CLI does)
+  convert    read + compare with specs/D.vgg + match + write the .safetensors (the CLI)
   in memory  read + match + load into a Net (what --weights FILE.caffemodel needs)
 The issue's goal: convert ≤ 15 s and peak ≤ 2× the file size on the 2-core machine.
 """
@@ -29,7 +30,7 @@ SPEC = Path(__file__).resolve().parent.parent / "specs" / "D.vgg"
 # VGG-16 (configuration D): conv widths per block, then the three FC layers.
 CONVS = [(1, 64), (1, 64), (2, 128), (2, 128), (3, 256), (3, 256), (3, 256)]
 CONVS += [(4, 512)] * 3 + [(5, 512)] * 3
-V1_CONVOLUTION, V1_INNER_PRODUCT, V1_RELU = 4, 14, 18
+V1_CONVOLUTION, V1_INNER_PRODUCT, V1_POOLING, V1_RELU, V1_SOFTMAX = 4, 14, 17, 18, 20
 NET_NAME = b"VGG_ILSVRC_16_layers"
 
 
@@ -73,6 +74,10 @@ def vgg16_layers():
     return layers
 
 
+# The last conv of each block: a 2×2 max pooling follows it (pool1 … pool5).
+BLOCK_ENDS = {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"}
+
+
 def write_caffemodel(path: Path, seed: int = 0) -> int:
     rng = np.random.default_rng(seed)
     with open(path, "wb") as f:
@@ -80,6 +85,13 @@ def write_caffemodel(path: Path, seed: int = 0) -> int:
         for name, kind, weight, bias in vgg16_layers():
             blobs = [blob_head(weight), blob_head(bias)]
             body = length_field(4, len(name)) + name.encode() + key(5, 0) + varint(kind)
+            # num_output; a conv's pad 1 and kernel_size 3 (convolution_param, field 10),
+            # an InnerProduct's inner_product_param (field 17).
+            params = key(1, 0) + varint(weight[0])
+            params += (
+                key(3, 0) + varint(1) + key(4, 0) + varint(3) if kind == V1_CONVOLUTION else b""
+            )
+            body += length_field(10 if kind == V1_CONVOLUTION else 17, len(params)) + params
             size = len(body) + sum(len(length_field(6, n)) + n for _, n in blobs)
             f.write(length_field(2, size) + body)
             for (head, n), shape in zip(blobs, (weight, bias), strict=True):
@@ -87,9 +99,18 @@ def write_caffemodel(path: Path, seed: int = 0) -> int:
                 values = rng.standard_normal(shape, dtype=np.float32)
                 values *= 0.01
                 f.write(values.astype("<f4").tobytes())
-            relu = length_field(4, len(name) + 5) + f"relu_{name}".encode()
-            relu += key(5, 0) + varint(V1_RELU)
-            f.write(length_field(2, len(relu)) + relu)
+            if name != "fc8":  # the class scores go to the soft-max as they are
+                relu = length_field(4, len(name) + 5) + f"relu_{name}".encode()
+                relu += key(5, 0) + varint(V1_RELU)
+                f.write(length_field(2, len(relu)) + relu)
+            if name in BLOCK_ENDS:  # pooling_param (19): kernel_size 2, stride 2; MAX
+                pool = f"pool{name[4]}".encode()
+                params = key(2, 0) + varint(2) + key(3, 0) + varint(2)
+                layer = length_field(4, len(pool)) + pool + key(5, 0) + varint(V1_POOLING)
+                layer += length_field(19, len(params)) + params
+                f.write(length_field(2, len(layer)) + layer)
+        prob = length_field(4, 4) + b"prob" + key(5, 0) + varint(V1_SOFTMAX)
+        f.write(length_field(2, len(prob)) + prob)
     return path.stat().st_size
 
 

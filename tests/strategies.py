@@ -16,10 +16,26 @@ from vggspec.compiler import (
     SoftMax,
     Spec,
 )
+from vggspec.compiler.ir.ops.lrn import PAPER
 
 description_lines = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=30
 ).map(str.strip)
+
+
+def _lrn_value(default: float, values):
+    """The paper's value half the time (it prints as nothing), another value otherwise."""
+    return st.one_of(st.just(default), values)
+
+
+_positive = st.floats(0, 1e6, allow_nan=False, allow_infinity=False)
+lrn_layers = st.builds(
+    Lrn,
+    size=_lrn_value(5, st.integers(0, 500).map(lambda i: 2 * i + 1)),
+    alpha=_lrn_value(1e-4, _positive),
+    beta=_lrn_value(0.75, _positive),
+    k=_lrn_value(2.0, _positive.filter(lambda v: v > 0)),
+)
 
 body_layers = st.one_of(
     st.builds(
@@ -28,7 +44,7 @@ body_layers = st.one_of(
     st.builds(MaxPool),
     st.builds(AvgPool),
     st.builds(Gap),
-    st.builds(Lrn),
+    st.one_of(st.builds(Lrn), lrn_layers),
     st.builds(FullyConnected, features=st.integers(1, 10_000)),
 )
 
@@ -82,6 +98,27 @@ def separators(draw, required: bool = True) -> str:
     return text
 
 
+@st.composite
+def _lrn_parameters(draw, layer: Lrn) -> str:
+    """`(name=value,...)` naming every parameter that differs from the paper's and any
+    others, in any order and case, numbers in any spelling that reads back the same."""
+    names = [n for n, v in layer.parameters().items() if v != PAPER[n]]
+    names += [n for n in PAPER if n not in names and draw(st.booleans())]
+    if not names:
+        return ""
+    names = draw(st.permutations(names))
+    items = []
+    for name in names:
+        value = layer.parameters()[name]
+        text = (
+            str(value)
+            if name == "size"
+            else draw(st.sampled_from([repr(value), f"{value:.17g}", f"{value:.17e}"]))
+        )
+        items.append(f"{_case(draw, name)}{draw(st.sampled_from(['=', ' = ']))}{text}")
+    return "(" + draw(st.sampled_from([",", ", "])).join(items) + ")"
+
+
 def _case(draw, word: str) -> str:
     return draw(st.sampled_from([word, word.lower(), word.upper()]))
 
@@ -115,7 +152,7 @@ def spelled_specs(draw) -> tuple[Spec, str]:
         elif isinstance(layer, MaxPool):
             word = _case(draw, "maxpool")
         elif isinstance(layer, Lrn):
-            word = _case(draw, "LRN")
+            word = _case(draw, "LRN") + draw(_lrn_parameters(layer))
         elif isinstance(layer, AvgPool):
             word = _case(draw, "avgpool")
         elif isinstance(layer, Gap):

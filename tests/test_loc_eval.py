@@ -366,3 +366,59 @@ def test_protocol_1_is_the_error_training_validates_with(tmp_path, cli):
     assert 0 < trained < 1  # right for some images, not all
     results = _json(cli, "--checkpoint", tmp_path / "run", "--protocol", "centre", "--workers", "0")
     assert results == [{"protocol": "centre", "scales": [40], "loc_error": trained, "images": 40}]
+
+
+def _dense_guesses(setup, checkpoints, scales, **options):
+    """Protocol 2's guesses for the setup's images: classes f, b, a, c, d on top."""
+    request = _request(setup, checkpoints)
+    nets, classifier = _jobs().load_localisation_nets(request, "cpu")
+    for net in nets:
+        net.scales = scales
+    folder = _jobs().localisation_images(request, classifier.class_names).folder
+    rows = [list(range(len(CLASSES)))] * len(nets)
+    top = np.array([[CLASSES.index(c) for c in ("f", "b", "a", "c", "d")]] * len(folder))
+    guesses, _ = dense_guesses(
+        nets, rows, classifier, top, folder, range(len(folder)), flip=True, max_images=2,
+        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu", **options,
+    )  # fmt: skip
+    return guesses
+
+
+def test_merging_in_a_worker_thread_gives_the_same_guesses_to_the_bit(setup):
+    """Two nets, three scales, flips, batches of two: merges of finished images run while
+    later batches go through the nets, and every guess is the in-line one exactly."""
+    inline = _dense_guesses(setup, ["shifted", "random"], [32, 48, 64], overlap=False)
+    overlapped = _dense_guesses(setup, ["shifted", "random"], [32, 48, 64], overlap=True)
+    assert overlapped == inline
+    assert all(len(g) == 5 for g in inline)  # every class got a box
+
+
+def test_a_merge_that_fails_is_an_error_naming_the_image(setup, monkeypatch):
+    from vggspec.runtime.eval import localise
+    from vggspec.runtime.eval.localisation_merges import MergeFailed
+
+    def broken(top_classes, predictions):
+        raise ValueError("no boxes today")
+
+    monkeypatch.setattr(localise, "_merge", broken)
+    for overlap in (True, False):
+        with pytest.raises(MergeFailed, match=r"boxes of \S+/a/000\.png failed: ValueError: no"):
+            _dense_guesses(setup, ["perfect"], [32], overlap=overlap)
+
+
+def test_a_merge_that_does_not_end_is_an_error_not_a_hang(setup, monkeypatch):
+    import threading
+    import time
+
+    from vggspec.runtime.eval import localisation_merges, localise
+
+    release = threading.Event()
+    monkeypatch.setattr(localise, "_merge", lambda top_classes, predictions: release.wait(60))
+    monkeypatch.setattr(localisation_merges, "MERGE_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(localisation_merges.MergeFailed, match=r"did not finish in 0\.5 s"):
+            _dense_guesses(setup, ["perfect"], [32])
+    finally:
+        release.set()
+    assert time.monotonic() - started < 30

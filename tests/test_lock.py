@@ -14,7 +14,7 @@ import pytest
 from fault_helpers import audit, digest, make_setup, start, train_args
 from helpers import ROOT
 from vggspec.runtime.io.checkpoint import load_checkpoint
-from vggspec.runtime.io.lock import FolderBusy, FolderLock, FolderUnusable
+from vggspec.runtime.io.lock import FolderBusy, FolderLock, FolderUnwritable
 from vggspec.runtime.io.rundir import RunDir, output_lock
 
 SHORT = "max_steps=4"  # a checkpoint at step 3 (checkpoint_every=3), the end at 4
@@ -270,6 +270,38 @@ def test_a_folder_removed_by_a_releasing_holder_is_made_again(tmp_path, monkeypa
     assert not folder.exists()  # made by the lock: removed with it
 
 
+def test_a_folder_that_takes_no_file_is_one_error_not_a_loop(tmp_path, monkeypatch, cli):
+    # /proc answers ENOENT to a new file in a folder that exists (root passes os.access):
+    # that is not the race above, and retrying it for ever hung `vggspec convert -o /proc/x`.
+    real_open, calls = os.open, []
+
+    def no_file_here(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            calls.append(path)
+            if len(calls) > 1000:
+                raise RuntimeError("acquire() keeps retrying")
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_file_here)
+    folder = tmp_path / "new"
+    with pytest.raises(FolderUnwritable) as refused:
+        FolderLock(folder, "convert").acquire()
+    assert str(refused.value) == f"{folder}: cannot write in {folder} (No such file or directory)"
+    assert not folder.exists()  # made by the lock: removed with it
+    monkeypatch.setattr(os, "open", real_open)
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    out = tmp_path / "x.safetensors"
+    code, _, err = cli("convert", tmp_path / "missing.caffemodel", "-o", out)
+    assert (code, err) == (2, f"{out}: cannot write in {tmp_path} (Permission denied)\n")
+
+
 def _a_run(folder, step):
     """A folder that holds a run, as far as settle() looks: a checkpoints folder."""
     RunDir(folder).checkpoints.mkdir(parents=True)
@@ -327,7 +359,7 @@ def test_a_dangling_link_or_a_file_on_the_way_is_one_line_and_leaves_nothing(tmp
         (tmp_path / "runs" / "x", f"{tmp_path / 'runs'} is a link to {tmp_path / 'gone'}"),
         (tmp_path / "afile" / "x", "Not a directory"),
     ]:
-        with pytest.raises(FolderUnusable, match=why):
+        with pytest.raises(FolderUnwritable, match=why):
             FolderLock(out).acquire()
         code, _, err = cli("run", "train", f"out={out}", "max_steps=1")
         assert code == 2 and len(err.strip().splitlines()) == 1 and why in err, err
@@ -338,7 +370,7 @@ def test_a_folder_where_no_file_can_be_made_is_one_line(setup, cli):
     # /proc as root: os.access says writable, open(O_CREAT) says "no such file".
     if not os.path.isdir("/proc/self"):
         pytest.skip("no /proc")
-    with pytest.raises(FolderUnusable, match=r"cannot create /proc/\.o\.json\.lock"):
+    with pytest.raises(FolderUnwritable, match=r"cannot write in /proc \(No such file"):
         output_lock("/proc/o.json", "run eval").acquire()
     code, _, err = cli("run", "eval", "--checkpoint", setup / "done", "-o", "/proc/r.json")
     assert code == 2 and "/proc/r.json" in err and len(err.strip().splitlines()) == 1, err
@@ -358,7 +390,7 @@ def test_the_lock_gives_up_after_a_bounded_number_of_races(tmp_path, monkeypatch
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", always_gone)
-    with pytest.raises(FolderUnusable, match="changed each of"):
+    with pytest.raises(FolderUnwritable, match="changed each of"):
         FolderLock(folder).acquire()
     assert len(opens) == lock_module.ATTEMPTS and not folder.exists()
 

@@ -230,8 +230,11 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
         "splits": {},
     }
     gathered = {}
+    # Features need no class scores: only nets that name their classes order the labels
+    # (a convolutional body's outputs are channels, not classes).
+    named = [m for m in models if m.class_names]
     for split in splits:
-        names, _, folder = scan(images, request.nets.classes, models, split)
+        names, _, folder = scan(images, request.nets.classes, named, split)
         for line in folder.report.lines():
             say(line)
         local = extract_features(

@@ -6,7 +6,9 @@ Protocol 1 (`centre_boxes`): the central crop of each image at Q, the ground-tru
 Protocol 2 (`dense_guesses`): every localisation net densely at each of its scales Q (and on the
 mirrored image, mirrored back), a box per map position for each of the classifier's top-5
 classes, rated by the classifier's soft-max score there; the union over nets, scales and flips
-is merged greedily per class (box_merge) and the best group of each class is its guess.
+is merged greedily per class (box_merge) and the best group of each class is its guess. An
+image's boxes are complete after the largest Q; its merge then runs in a worker thread while
+the next batches go through the nets (localisation_merges).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..data.image_io import UnreadableImage, load_rgb
 from ..data.loader import make_loader
 from .box_merge import union
 from .localisation import Guess, top5_guesses
+from .localisation_merges import BackgroundMerges
 from .locate import aligned_scores, centre_box, map_boxes, rated_boxes, targets_of
 from .models import EvalModel
 from .scale_passes import scale_passes
@@ -123,10 +126,12 @@ def dense_guesses(
     max_aspect: float,
     device,
     progress: Callable[[str], None] | None = None,
+    overlap: bool = True,
 ) -> tuple[list[list[Guess]], np.ndarray]:
     """Protocol 2 on this rank's images: (each image's (class, box) guesses, readable).
     `top[k]` are image k's top classes (best first, by the classifier's own evaluation);
-    `rows[n][c]` is class c's box row in net n's outputs."""
+    `rows[n][c]` is class c's box row in net n's outputs. `overlap`: merge in a worker
+    thread while the nets run on (False: in line; the guesses are the same)."""
     scales = sorted({q for m in nets for q in m.scales})
     rater = dataclasses.replace(classifier, scales=scales)
     models = [*nets, rater]
@@ -146,37 +151,51 @@ def dense_guesses(
         device=device,
         progress=progress,
     )
-    for batch in batches:
-        readable[batch.rows] &= batch.readable
-        ratings = _class_scores(rater.twin, rater.preprocessing(batch.pixels), flip)
-        for n in batch.nets[:-1]:  # the rater runs at every Q and comes last
-            m = nets[n]
-            box_maps = _maps(m.twin, m.preprocessing(batch.pixels), flip)
-            for (flipped, box_map), (_, score_map) in zip(box_maps, ratings, strict=True):
-                for k, row in enumerate(batch.rows):
-                    if not batch.readable[k]:
-                        continue
-                    index = local.start + int(row)
-                    shown, full = batch.images.geometry(index)
-                    classes = [int(c) for c in top[row]]
-                    boxes = map_boxes(
-                        box_map[k],
-                        [rows[n][c] for c in classes],
-                        m.input_size,
-                        strides[n],
-                        shown,
-                        full,
-                        folder.sizes[index],
-                        flipped,
-                    )
-                    scores = aligned_scores(
-                        score_map[k][classes],
-                        strides[-1],
-                        rater.input_size,
-                        box_map.shape[2:],
-                        strides[n],
-                        m.input_size,
-                    )
-                    predictions[row].append(rated_boxes(classes, boxes, scores))
-    guesses = [top5_guesses(top[k], union(predictions[k])) for k in range(len(local))]
+    merges = BackgroundMerges(_merge, lambda k: folder.samples[local.start + k][0], overlap)
+    with merges:
+        for batch in batches:
+            readable[batch.rows] &= batch.readable
+            ratings = _class_scores(rater.twin, rater.preprocessing(batch.pixels), flip)
+            for n in batch.nets[:-1]:  # the rater runs at every Q and comes last
+                m = nets[n]
+                box_maps = _maps(m.twin, m.preprocessing(batch.pixels), flip)
+                for (flipped, box_map), (_, score_map) in zip(box_maps, ratings, strict=True):
+                    for k, row in enumerate(batch.rows):
+                        if not batch.readable[k]:
+                            continue
+                        index = local.start + int(row)
+                        shown, full = batch.images.geometry(index)
+                        classes = [int(c) for c in top[row]]
+                        boxes = map_boxes(
+                            box_map[k],
+                            [rows[n][c] for c in classes],
+                            m.input_size,
+                            strides[n],
+                            shown,
+                            full,
+                            folder.sizes[index],
+                            flipped,
+                        )
+                        scores = aligned_scores(
+                            score_map[k][classes],
+                            strides[-1],
+                            rater.input_size,
+                            box_map.shape[2:],
+                            strides[n],
+                            m.input_size,
+                        )
+                        predictions[row].append(rated_boxes(classes, boxes, scores))
+            if batch.q == scales[-1]:  # these images' boxes are all there: merge them
+                for k in batch.rows.tolist():
+                    merges.submit(k, top[k], predictions[k])
+                    predictions[k] = None
+        for k, boxes in enumerate(predictions):  # none left unless a pass missed an image
+            if boxes is not None:
+                merges.submit(k, top[k], boxes)
+        guesses = [merges.result(k) for k in range(len(local))]
     return guesses, readable
+
+
+def _merge(top_classes, predictions: list) -> list[Guess]:
+    """One image's guesses from all its nets', scales' and flips' rated boxes."""
+    return top5_guesses(top_classes, union(predictions))

@@ -313,13 +313,14 @@ def load_weights_model(
     train_scale=None,
 ) -> EvalModel:
     """Weights from elsewhere for the net `spec_path` describes: a torchvision VGG
-    state_dict (.pth, or safetensors with torchvision's names) or a safetensors file with
-    vggspec's names. The class count follows the file's last layer."""
+    state_dict (.pth, or safetensors with torchvision's names), a safetensors file with
+    vggspec's names (the class count follows the file's last layer), or a Caffe, MatConvNet
+    or Keras file, converted here once its net is checked against the spec's."""
     path = Path(weights)
     if not path.is_file():
         raise EvalError(f"{path}: no such weights file")
     spec = load_spec(spec_path)
-    if path.suffix.lower() in (".caffemodel", ".mat"):  # Caffe, MatConvNet: converted here
+    if path.suffix.lower() in (".caffemodel", ".mat", ".h5", ".hdf5"):  # converted here
         converted = convert(path, spec, spec_path)
         net = to_net(converted, _empty_net(spec, Path(spec_path).stem, backend))
         chosen = _preprocessing(preprocessing or "vggspec", converted.info, str(path))

@@ -1,5 +1,7 @@
-"""Caffe and MatConvNet weights → a spec's net: layers matched by order and shape, the
-pixel convention recorded with them, written as vggspec safetensors without a full copy."""
+"""Caffe, MatConvNet and Keras weights → a spec's net (or the spec the file implies): the
+file's net compared with the spec's, layer by layer, then its weight layers matched by order
+and shape, the pixel convention recorded with them, written as vggspec safetensors without
+a full copy."""
 
 from __future__ import annotations
 
@@ -7,25 +9,30 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from vggspec.compiler import Spec, compile_spec
-from vggspec.compiler.ir.graph import meta
+from vggspec.compiler import Spec, SpecError, compile_spec
+from vggspec.compiler.ir.graph import meta, nodes, op
 from vggspec.compiler.lowering.net import Net, lower
 
 from ..data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
 from .atomic import atomic_write
 from .caffe import read_caffemodel
+from .implied_spec import implied_spec
+from .keras import HDF5_SIGNATURE, read_keras
 from .matconvnet import read_matconvnet
 from .model_info import ModelInfo
+from .source_net import Step, StructureError, compare, spec_steps
 from .weights import WeightsError, file_metadata
 
 # What a converted net expects of an image, as a file records it: named "vggspec" like
 # every convention read back from a file, so that a converted net in memory and the file
-# written from it carry the same Preprocessing.
+# written from it carry the same Preprocessing. Keras' VGG preprocessing ("caffe" mode of
+# keras.applications.imagenet_utils) is the same: its weights are the VGG release's.
 CAFFE_PIXELS = Preprocessing("vggspec", CAFFE_MEAN_RGB, bgr=True)  # the VGG release
 
 
@@ -46,6 +53,21 @@ class Target:
 
 
 @dataclass
+class Source:
+    """A weights file as read: what its net computes, its weight layers, and how to match
+    them to a spec's (arrays by the spec's names, each shape checked)."""
+
+    kind: str  # e.g. "Caffe V1", "MatConvNet simplenn"
+    steps: list[Step]
+    input_shape: tuple[int, ...] | None  # (C, H, W) where the file says it (C 0: not said)
+    weight_layers: list[tuple[str, str]]  # (name, "conv" or "fc") in file order
+    channels: int  # what its first weight layer takes
+    match: Callable[[list[Target], str], dict[str, np.ndarray]]
+    pixels: Preprocessing | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Converted:
     """A spec's net's weights as float32 arrays (views on the source file where possible),
     in state_dict order, with what the net expects of an image."""
@@ -56,22 +78,24 @@ class Converted:
     source: str
     origin: str  # the file's name and kind, e.g. "VGG_ILSVRC_16_layers.caffemodel (Caffe V1)"
     notes: list[str] = field(default_factory=list)
+    implied: bool = False  # the spec is the one the file implies (no spec was given)
 
 
-def weight_targets(net: Net) -> list[Target]:
-    """The net's conv and FC layers in order: what a file's weight layers must match."""
+def weight_targets(graph) -> list[Target]:
+    """The conv and FC layers of a compiled spec, in order: what a file's weight layers must
+    match. From the graph's shapes, before any net is made: a spec far larger than the
+    file (an input of 65536×65536) is refused by shape, not by an allocation that fails."""
     targets = []
-    for name, operation in net.layers():
+    for name in nodes(graph):
+        operation = op(graph, name)
         if operation.has_weights:
-            layer = getattr(net, name)
+            in_shape = tuple(meta(graph, name).in_shape)
+            shapes = operation.tensors(in_shape)
             # torchvision's sections tell the two weight layers apart: conv in features.
             kind = "conv" if operation.section == "features" else "fc"
-            fc_input = ()
-            if kind == "fc":
-                fc_input = tuple(meta(net.graph, name).in_shape)
-                fc_input = (*fc_input, 1, 1)[:3] if len(fc_input) < 3 else fc_input
+            fc_input = (*in_shape, 1, 1)[:3] if kind == "fc" else ()
             targets.append(
-                Target(name, kind, tuple(layer.weight.shape), tuple(layer.bias.shape), fc_input)
+                Target(name, kind, tuple(shapes["weight"]), tuple(shapes["bias"]), fc_input)
             )
     return targets
 
@@ -85,39 +109,54 @@ def _strip_ones(shape) -> tuple[int, ...]:
     return shape
 
 
-def _count_mismatch(source: str, theirs: list[str], spec_name: str, ours: list[Target]):
+def _count_mismatch(source: str, theirs: list[tuple[str, str]], spec_name: str, ours):
     def span(names):
         return f"{names[0]} … {names[-1]}" if names else "none"
 
+    convs = [name for name, kind in theirs if kind == "conv"]
+    if len(convs) == len(theirs) == sum(t.kind == "conv" for t in ours) < len(ours):
+        return StructureError(
+            f"{source} has no FC layers (a convolutional body, like Keras' _notop files): "
+            f"give a spec without them ({spec_name} has {len(ours) - len(convs)})"
+        )
     return ConvertError(
-        f"{source}: {len(theirs)} weight layers ({span(theirs)}), but {spec_name} has "
-        f"{len(ours)} ({span([t.name for t in ours])}): weights of another net"
+        f"{source}: {len(theirs)} weight layers ({span([n for n, _ in theirs])}), but "
+        f"{spec_name} has {len(ours)} ({span([t.name for t in ours])}): weights of another net"
     )
 
 
-def _caffe_arrays(path: Path, targets: list[Target], spec_name: str):
+def _read_caffe(path: Path) -> Source:
     model = read_caffemodel(path)
-    if len(model.layers) != len(targets):
-        raise _count_mismatch(str(path), [la.name for la in model.layers], spec_name, targets)
-    arrays = {}
-    for layer, target in zip(model.layers, targets, strict=True):
-        if len(layer.blobs) != 2:
-            raise ConvertError(
-                f"{path}: layer {layer.name} ({layer.type}) has {len(layer.blobs)} blobs; "
-                f"the spec's {target.name} needs a weight and a bias"
-            )
-        weight, bias = layer.blobs
-        for blob, wanted, what in ((weight, target.weight, "weight"), (bias, target.bias, "bias")):
-            if _strip_ones(blob.shape) != _strip_ones(wanted):
+
+    def match(targets: list[Target], spec_name: str) -> dict[str, np.ndarray]:
+        arrays = {}
+        for layer, target in zip(model.layers, targets, strict=True):
+            if len(layer.blobs) != 2:
                 raise ConvertError(
-                    f"{path}: layer {layer.name} ({layer.type}) has {what} "
-                    f"{tuple(blob.shape)}; the spec's {target.name} needs {wanted}"
+                    f"{path}: layer {layer.name} ({layer.type}) has {len(layer.blobs)} blobs; "
+                    f"the spec's {target.name} needs a weight and a bias"
                 )
-        # Caffe's InnerProduct weight is (out, in) with `in` flattened C×H×W, as torch's
-        # flatten: fc6 is a reshape, no permutation.
-        arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
-        arrays[f"{target.name}.bias"] = bias.reshape(target.bias)
-    return arrays, CAFFE_PIXELS, f"Caffe {model.layout}", []
+            weight, bias = layer.blobs
+            pairs = ((weight, target.weight, "weight"), (bias, target.bias, "bias"))
+            for blob, wanted, what in pairs:
+                if _strip_ones(blob.shape) != _strip_ones(wanted):
+                    raise ConvertError(
+                        f"{path}: layer {layer.name} ({layer.type}) has {what} "
+                        f"{tuple(blob.shape)}; the spec's {target.name} needs {wanted}"
+                    )
+            # Caffe's InnerProduct weight is (out, in) with `in` flattened C×H×W, as
+            # torch's flatten: fc6 is a reshape, no permutation.
+            arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
+            arrays[f"{target.name}.bias"] = bias.reshape(target.bias)
+        return arrays
+
+    first = model.layers[0].blobs[0].shape if model.layers and model.layers[0].blobs else ()
+    channels = int(first[1]) if len(first) == 4 else 0
+    kinds = [(la.name, "conv" if la.type == "Convolution" else "fc") for la in model.layers]
+    return Source(
+        f"Caffe {model.layout}", model.steps, model.input_shape, kinds, channels, match,
+        CAFFE_PIXELS,
+    )  # fmt: skip
 
 
 def _hwck(shape) -> str:
@@ -126,30 +165,34 @@ def _hwck(shape) -> str:
     return f"{h}×{w}×{c}×{k}"
 
 
-def _matconvnet_arrays(path: Path, targets: list[Target], spec_name: str):
+def _read_matconvnet(path: Path) -> Source:
     model = read_matconvnet(path)
-    if len(model.layers) != len(targets):
-        raise _count_mismatch(str(path), [la.name for la in model.layers], spec_name, targets)
-    arrays = {}
-    for layer, target in zip(model.layers, targets, strict=True):
-        # MatConvNet filters are H×W×C×K; an FC layer is a conv over its whole input
-        # (fc6: 7×7×512×4096), so its weight is the filter transposed to K×C×H×W and
-        # flattened C×H×W like torch's flatten.
-        wanted = target.weight if target.kind == "conv" else (target.weight[0], *target.fc_input)
-        as_torch = tuple(layer.filters.shape[i] for i in (3, 2, 0, 1))
-        if as_torch != wanted:
-            raise ConvertError(
-                f"{path}: layer {layer.name} has filters {_hwck(as_torch)} (H×W×C×K); "
-                f"the spec's {target.name} needs {_hwck(wanted)}"
-            )
-        if layer.biases.size != target.bias[0]:
-            raise ConvertError(
-                f"{path}: layer {layer.name} has {layer.biases.size} biases; "
-                f"the spec's {target.name} needs {target.bias[0]}"
-            )
-        weight = np.ascontiguousarray(layer.filters.transpose(3, 2, 0, 1), dtype=np.float32)
-        arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
-        arrays[f"{target.name}.bias"] = layer.biases.astype(np.float32).reshape(target.bias)
+
+    def match(targets: list[Target], spec_name: str) -> dict[str, np.ndarray]:
+        arrays = {}
+        for layer, target in zip(model.layers, targets, strict=True):
+            # MatConvNet filters are H×W×C×K; an FC layer is a conv over its whole input
+            # (fc6: 7×7×512×4096), so its weight is the filter transposed to K×C×H×W and
+            # flattened C×H×W like torch's flatten.
+            wanted = target.weight
+            if target.kind == "fc":
+                wanted = (target.weight[0], *target.fc_input)
+            as_torch = tuple(layer.filters.shape[i] for i in (3, 2, 0, 1))
+            if as_torch != wanted:
+                raise ConvertError(
+                    f"{path}: layer {layer.name} has filters {_hwck(as_torch)} (H×W×C×K); "
+                    f"the spec's {target.name} needs {_hwck(wanted)}"
+                )
+            if layer.biases.size != target.bias[0]:
+                raise ConvertError(
+                    f"{path}: layer {layer.name} has {layer.biases.size} biases; "
+                    f"the spec's {target.name} needs {target.bias[0]}"
+                )
+            weight = np.ascontiguousarray(layer.filters.transpose(3, 2, 0, 1), dtype=np.float32)
+            arrays[f"{target.name}.weight"] = weight.reshape(target.weight)
+            arrays[f"{target.name}.bias"] = layer.biases.astype(np.float32).reshape(target.bias)
+        return arrays
+
     pixels, notes = None, []  # MatConvNet nets take RGB 0..255 minus the average image
     if model.average_image is None:
         notes.append("the file has no meta.normalization.averageImage: no mean recorded")
@@ -161,32 +204,135 @@ def _matconvnet_arrays(path: Path, targets: list[Target], spec_name: str):
                 f"its average image ({'×'.join(map(str, average.shape))}) is recorded as "
                 "its mean pixel"
             )
-    return arrays, pixels, "MatConvNet simplenn", notes
+    channels = int(model.layers[0].filters.shape[2]) if model.layers else 0
+    # Every weight layer is a conv in the file; the comparison tells FC layers apart.
+    kinds = [(layer.name, "conv") for layer in model.layers]
+    steps = model.steps
+    return Source(
+        "MatConvNet simplenn", steps, model.input_shape, kinds, channels, match, pixels, notes
+    )
+
+
+def _read_keras(path: Path) -> Source:
+    model = read_keras(path)
+
+    def match(targets: list[Target], spec_name: str) -> dict[str, np.ndarray]:
+        arrays, first_fc = {}, True
+        for layer, target in zip(model.layers, targets, strict=True):
+            if layer.kind == "conv":  # H×W×In×Out → Out×In×H×W
+                weight = layer.kernel.transpose(3, 2, 0, 1)
+            else:  # in×out; the first FC after the convs reads the map flattened H×W×C
+                weight = layer.kernel.T
+                c, h, w = target.fc_input
+                if first_fc and layer.kernel.shape[0] == c * h * w:
+                    rows = layer.kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1)
+                    weight = rows.reshape(-1, c * h * w)
+                first_fc = False
+            if weight.shape != target.weight or layer.bias.shape != target.bias:
+                raise ConvertError(
+                    f"{path}: layer {layer.name} has kernel {layer.kernel.shape} and bias "
+                    f"{layer.bias.shape}; the spec's {target.name} needs "
+                    f"{_keras_shape(target)} and {target.bias}"
+                )
+            arrays[f"{target.name}.weight"] = weight
+            arrays[f"{target.name}.bias"] = layer.bias
+        return arrays
+
+    channels = int(model.layers[0].kernel.shape[2]) if model.layers else 0
+    kinds = [(layer.name, layer.kind) for layer in model.layers]
+    return Source(
+        model.layout, model.steps, model.input_shape, kinds, channels, match, CAFFE_PIXELS,
+        list(model.notes),
+    )  # fmt: skip
+
+
+def _keras_shape(target: Target) -> tuple[int, ...]:
+    """A spec's weight shape as Keras writes its kernel."""
+    if target.kind == "conv":
+        k, c, h, w = target.weight
+        return (h, w, c, k)
+    return tuple(reversed(target.weight))
+
+
+def source_format(path: Path) -> str:
+    """ "matconvnet", "keras" or "caffe", by the file's first bytes, else its suffix."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    suffix = path.suffix.lower()
+    if head[:6] == b"MATLAB" or suffix == ".mat":
+        return "matconvnet"
+    if head == HDF5_SIGNATURE or suffix in (".h5", ".hdf5"):
+        return "keras"
+    return "caffe"
 
 
 def is_matconvnet(path: Path) -> bool:
     """A MATLAB file by its header (v5 files start with 'MATLAB'), or by its suffix."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError:
-        return path.suffix.lower() == ".mat"
-    return head == b"MATLAB" or path.suffix.lower() == ".mat"
+    return source_format(path) == "matconvnet"
+
+
+READERS = {"caffe": _read_caffe, "matconvnet": _read_matconvnet, "keras": _read_keras}
+
+
+def read_source(path: str | os.PathLike) -> Source:
+    """A .caffemodel, MatConvNet .mat or Keras .h5 read as a Source."""
+    path = Path(path)
+    if not path.is_file():
+        what = "a folder, not a weights file" if path.is_dir() else "not a regular file"
+        raise ConvertError(f"{path}: {what if path.exists() else 'no such weights file'}")
+    source = READERS[source_format(path)](path)
+    if not source.weight_layers:
+        raise ConvertError(f"{path}: a {source.kind} file without a layer that has weights")
+    return source
+
+
+def spec_of(path: str | os.PathLike, source: Source | None = None) -> Spec:
+    """The spec a weights file implies (canonical notation, the file's input size or 224);
+    StructureError names the first layer the notation cannot express."""
+    path = Path(path)
+    source = source or read_source(path)
+    description = f"Implied by {path.name} ({source.kind})"
+    return implied_spec(source.steps, source.input_shape, source.channels, str(path), description)
 
 
 def convert(
-    path: str | os.PathLike, spec: Spec, spec_name: str = "the spec", rgb: bool = False
-) -> Converted:
-    """Read a .caffemodel or MatConvNet .mat and match its weight layers to `spec`'s,
-    by order and shape. `rgb` reverses conv1_1's input channels so that a BGR (Caffe)
-    net takes RGB. Raises ConvertError naming the layer and both shapes."""
+    path: str | os.PathLike, spec: Spec | None = None, spec_name: str = "the spec",
+    rgb: bool = False,
+) -> Converted:  # fmt: skip
+    """Read a .caffemodel, MatConvNet .mat or Keras .h5, check that its net computes what
+    `spec`'s computes (without a spec: take the spec the file implies), and match its
+    weight layers to the spec's by order and shape. `rgb` reverses conv1_1's input channels
+    so that a BGR (Caffe) net takes RGB. Raises ConvertError (StructureError for another
+    function) naming the layer and both sides."""
     path = Path(path)
-    if not path.is_file():
-        raise ConvertError(f"{path}: no such weights file")
-    net = lower(compile_spec(spec, name=Path(spec_name).stem), "torch")
-    targets = weight_targets(net)
-    reader = _matconvnet_arrays if is_matconvnet(path) else _caffe_arrays
-    arrays, pixels, kind, notes = reader(path, targets, spec_name)
+    source = read_source(path)
+    implied = spec is None
+    if implied:
+        spec, spec_name = spec_of(path, source), "the spec it implies"
+    name = path.stem if implied else Path(spec_name).stem  # the net's name in its file
+    try:
+        graph = compile_spec(spec, name=name)
+    except SpecError as err:  # a given spec's own error (its input too small) says itself
+        if not implied:
+            raise
+        raise StructureError(f"{path}: the spec it implies does not compile: {err}") from None
+    targets = weight_targets(graph)
+    if len(source.weight_layers) != len(targets):
+        raise _count_mismatch(str(path), source.weight_layers, spec_name, targets)
+    try:
+        compare(source.steps, spec_steps(graph), str(path))
+    except StructureError as err:
+        if not implied:
+            raise
+        raise StructureError(
+            f"{err} (in the spec the file implies: no spec says its net)"
+        ) from None
+    arrays = source.match(targets, spec_name)
+    net = lower(graph, "torch")  # its weights are the file's: a size the file has
+    pixels, notes = source.pixels, list(source.notes)
     if rgb:
         if pixels is None or not pixels.bgr:
             notes.append("--rgb: the net already takes RGB; nothing swapped")
@@ -199,7 +345,7 @@ def convert(
             arrays[f"{first.name}.weight"] = arrays[f"{first.name}.weight"][:, ::-1]
             pixels = replace(pixels, bgr=False)
     info = ModelInfo(pixels).with_input_size(net.input_size)
-    return Converted(net, arrays, info, str(path), f"{path.name} ({kind})", notes)
+    return Converted(net, arrays, info, str(path), f"{path.name} ({source.kind})", notes, implied)
 
 
 def to_net(converted: Converted, net: Net | None = None) -> Net:

@@ -20,9 +20,9 @@ class FolderBusy(VggspecError):
     """Another live process holds the folder's lock."""
 
 
-class FolderUnusable(VggspecError):
-    """The folder cannot be made, or no lock file can be created in it (a dangling link on
-    the way, a file in its place, /proc)."""
+class FolderUnwritable(VggspecError):
+    """A folder that cannot be made (a dangling link or a file on the way), or that takes no
+    lock file (/proc, /sys, read-only)."""
 
 
 # How many times `acquire` starts again after losing a race with a holder that released the
@@ -120,10 +120,7 @@ class FolderLock:
                 failure = err
                 continue
             except OSError as err:
-                self._remove_created_folder()
-                raise FolderUnusable(
-                    f"{self.target}: cannot create {self.path} ({err.strerror})"
-                ) from None
+                self._refuse(err)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -144,11 +141,10 @@ class FolderLock:
                 break
             os.close(fd)
         else:
-            self._remove_created_folder()
             if failure is not None and self.folder.is_dir():  # /proc: no file can be made there
-                why = failure.strerror
-                raise FolderUnusable(f"{self.target}: cannot create {self.path} ({why})")
-            raise FolderUnusable(
+                self._refuse(failure)
+            self._remove_created_folder()
+            raise FolderUnwritable(
                 f"{self.target}: cannot take the lock {self.path}: its folder or file changed "
                 f"each of {ATTEMPTS} times; try again"
             )
@@ -175,14 +171,19 @@ class FolderLock:
             self._created = missing
         except FileExistsError:
             if not self.folder.is_dir():  # it, or a folder on the way, is a file or a dead link
-                raise FolderUnusable(
-                    f"{self.target}: cannot make the folder {self.folder}: "
-                    f"{_not_a_folder(self.folder)}"
+                raise FolderUnwritable(
+                    f"{self.target}: cannot create {self.folder}: {_not_a_folder(self.folder)}"
                 ) from None
         except OSError as err:
-            raise FolderUnusable(
-                f"{self.target}: cannot make the folder {self.folder} ({err.strerror})"
+            raise FolderUnwritable(
+                f"{self.target}: cannot create {self.folder} ({err.strerror})"
             ) from None
+
+    def _refuse(self, err: OSError):
+        self._remove_created_folder()
+        raise FolderUnwritable(
+            f"{self.target}: cannot write in {self.folder} ({err.strerror})"
+        ) from None
 
     def extend_to(self, folder: str | os.PathLike) -> None:
         """Hold `folder` too (a fresh folder that will trade places with this one): its lock

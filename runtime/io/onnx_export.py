@@ -16,6 +16,39 @@ from .weights import WeightsError
 INPUT, OUTPUT = "image", "scores"
 
 
+@torch.library.custom_op("vggspec::lrn", mutates_args=())
+def _lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The notation's LRN as one op, so that the exporter writes one ONNX `LRN` node
+    (torch's local_response_norm is traced as a pad, an average pool and a power)."""
+    return torch.nn.functional.local_response_norm(x, size, alpha * size, beta, k)
+
+
+@_lrn.register_fake
+def _lrn_shape(x, size, alpha, beta, k):
+    return torch.empty_like(x)
+
+
+def _onnx_lrn(x, size: int, alpha: float, beta: float, k: float):
+    from onnxscript import opset18 as op
+
+    # ONNX's LRN divides alpha by the window, as Caffe and torch do; the notation's
+    # alpha (AlexNet's) does not.
+    return op.LRN(x, size=size, alpha=alpha * size, beta=beta, bias=k)
+
+
+class _ExportBackend:
+    """The torch backend with LRN as the one op above (for the exporter only)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def lrn(self, x, size, alpha, beta, k):
+        return torch.ops.vggspec.lrn(x, size, alpha, beta, k)
+
+
 class ExportError(WeightsError):
     """A net that cannot be exported, or ONNX tools that are missing."""
 
@@ -39,6 +72,7 @@ def export_onnx(
         source = lower(net.graph, "torch")
         source.load_state_dict(net.state_dict())
     model = (densify(source) if dense and not net.dense else source).eval()
+    backend = model.backend  # `model` may be the caller's net: its backend is put back
     height, width = net.input_size
     example = torch.zeros(1, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -46,18 +80,23 @@ def export_onnx(
     if model.dense:
         shapes[2] = torch.export.Dim("height", min=height, max=16384)
         shapes[3] = torch.export.Dim("width", min=width, max=16384)
+    model.backend = _ExportBackend(backend)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-        program = torch.onnx.export(
-            model,
-            (example,),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_shapes=(shapes,),
-            dynamo=True,
-            opset_version=18,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_shapes=(shapes,),
+                dynamo=True,
+                opset_version=18,
+                verbose=False,
+                custom_translation_table={torch.ops.vggspec.lrn.default: _onnx_lrn},
+            )
+        finally:
+            model.backend = backend
     info = (info or ModelInfo()).with_input_size(net.input_size)
     program.model.metadata_props.update(
         {

@@ -1,0 +1,297 @@
+"""Protocol 2 of Appendix A (Table 9) at ILSVRC scale: the dense forward passes against the
+greedy box merging, and the O(n²) merge against the O(n³) one it replaced, in the same run.
+
+Run: python bench/localisation.py [--images 2] [--scales 256,384,512] [--demo-images 500]
+                                  [--demo-scales 32,224] [--skip merge,dloc,demo] [--threads N]
+
+1. merge: one class's boxes, n = 140 … 1,200, three kinds of sets (clusters around two
+   objects; boxes anywhere; the protocol's windows: every 32-px position of a 224 window at
+   Q = 256, 384, 512 of a 500×375 image, windows on the object predicting it and the others
+   boxes of their own), the merge and the reference (tests/box_merge_reference.py) on the
+   same boxes: times, ratio, and whether the groups are the same (they must be).
+2. dloc: protocol 2 for specs/D-loc.vgg (PCR, 1000 classes) rated by specs/D.vgg at --scales
+   with flips, one net and two fused, on --images synthetic 500×375 images, one image per
+   batch so that merges can overlap the next image's forward. Random weights (timings do
+   not depend on them) except the box layer, scaled to predict a centred box per window
+   with a little spread, so that boxes overlap and merge as a trained net's do. Per image:
+   forward (and box decoding) time, merge time, their ratio, the old merge's time on the
+   same boxes; images/s end to end with the merge in line and in the worker thread.
+   D on 2 CPU cores at Q = 512 takes seconds per image: keep --images small.
+3. demo: the demo-loc body (specs/demo-loc.vgg, a 32-pixel net, 10 classes) rated by
+   specs/demo.vgg, random weights as above, on --demo-images boxed demo images at Q = 32
+   (the demo recipe's scale) and Q = 224 (about 200 positions a map) with flips: one net
+   against two fused, end to end with the worker thread (after a 2-image warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from box_merge_reference import merge_boxes_reference  # noqa: E402
+from eval import PHOTO, write_photos  # noqa: E402  (bench/eval.py: 500×375 synthetic photos)
+from vggspec.runtime.data import boxes as bx  # noqa: E402
+from vggspec.runtime.data.demo import make_demo_dataset  # noqa: E402
+from vggspec.runtime.data.image_folder import scan_image_folder  # noqa: E402
+from vggspec.runtime.eval import localise  # noqa: E402
+from vggspec.runtime.eval.box_merge import merge_boxes, union  # noqa: E402
+from vggspec.runtime.eval.localisation import TOP_K  # noqa: E402
+from vggspec.runtime.eval.models import EvalModel  # noqa: E402
+
+import vggspec  # noqa: E402
+
+MEAN = [123.7, 116.8, 103.9]
+
+
+# ---------------------------------------------------------------------------- box sets
+
+
+def clusters(rng, n):
+    xy = rng.uniform(0, 300, (2, 2))
+    objects = np.concatenate([xy, xy + rng.uniform(60, 200, (2, 2))], axis=1)
+    pick = objects[rng.integers(0, 2, n)]
+    return pick + rng.normal(0, 0.1, (n, 4)) * (pick[:, 2:3] - pick[:, :1])
+
+
+def anywhere(rng, n):
+    xy = rng.uniform(0, 400, (n, 2))
+    return np.concatenate([xy, xy + rng.uniform(30, 300, (n, 2))], axis=1)
+
+
+def windows(rng, n, obj=(120.0, 80.0, 380.0, 300.0)):
+    """The protocol's boxes for one class: per 224 window every 32 px at Q = 256, 384, 512
+    (and again, mirrored, for the flip), in the 500×375 image."""
+    obj = np.array(obj)
+    out = []
+    while len(out) < n:
+        for q in (256, 384, 512):
+            f = q / min(PHOTO)
+            for y in np.arange(0, PHOTO[1] * f - 223, 32):
+                for x in np.arange(0, PHOTO[0] * f - 223, 32):
+                    win = np.array([x, y, x + 224, y + 224]) / f
+                    inside = min(win[2], obj[2]) > max(win[0], obj[0]) and min(
+                        win[3], obj[3]
+                    ) > max(win[1], obj[1])
+                    if inside:
+                        out.append(obj + rng.normal(0, 0.05, 4) * (obj[2] - obj[0]))
+                    else:
+                        c = rng.uniform(win[:2], win[2:])
+                        half = rng.uniform(10, 90, 2) / f
+                        out.append(np.r_[c - half, c + half])
+    return np.array(out[:n])
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_merge() -> None:
+    print("1. merge, one class (best of 5; the reference once): ms")
+    print(f"{'boxes':>6} {'set':<9} {'merges':>6} {'new':>8} {'old':>9} {'old/new':>8}  same")
+    rng = np.random.default_rng(0)
+    for n in (140, 280, 560, 1200):
+        for name, make in (("clusters", clusters), ("anywhere", anywhere), ("windows", windows)):
+            boxes, scores = make(rng, n), rng.random(n)
+            new = best_time(lambda b=boxes, s=scores: merge_boxes(b, s), 5)
+            start = time.perf_counter()
+            old_groups = merge_boxes_reference(boxes, scores)
+            old = time.perf_counter() - start
+            same = merge_boxes(boxes, scores) == old_groups
+            print(
+                f"{n:>6} {name:<9} {n - len(old_groups):>6} {new * 1e3:>8.1f} "
+                f"{old * 1e3:>9.1f} {old / new:>7.1f}x  {same}"
+            )
+            if not same:
+                raise SystemExit("the merge and the reference disagree")
+
+
+# ---------------------------------------------------------------------------- protocol 2
+
+
+def eval_model(spec: str, scales: list[int], box_spread: float | None, seed: int) -> EvalModel:
+    """A net of random weights as protocol 2 sees it. `box_spread`: a box net whose last
+    layer predicts, per window, the centre 60 % of it with about this spread of targets."""
+    torch.manual_seed(seed)
+    net = vggspec.build_net(ROOT / "specs" / spec, backend="torch").eval()
+    if box_spread is not None:
+        last = [m for m in net.modules() if getattr(m, "bias", None) is not None][-1]
+        with torch.no_grad():
+            probe = net(torch.randn(1, 3, *net.input_size) * 50)
+            last.weight.mul_(box_spread / float(probe.std()))
+            centre = bx.encode([[0.2, 0.2, 0.8, 0.8]], (1, 1))[0]
+            last.bias.copy_(torch.as_tensor(np.tile(centre, last.bias.numel() // 4)))
+    net = vggspec.fold_batch_norm(net)
+    twin = vggspec.densify(net).eval()
+    model = EvalModel(
+        Path(spec).stem, "random", net, twin, vggspec.Preprocessing.trained(MEAN), None, None
+    )
+    model.scales, model.boxes = scales, box_spread is not None
+    return model
+
+
+def run_protocol(nets, classifier, folder, classes: int, *, overlap: bool, max_images: int,
+                 record: list | None = None) -> tuple[float, float, list]:  # fmt: skip
+    """(seconds end to end, seconds merging, guesses); `record` collects each merge's
+    (input, output)."""
+    merging = [0.0]
+    merge = localise._merge
+
+    def timed(top_classes, predictions):
+        start = time.perf_counter()
+        out = merge(top_classes, predictions)
+        merging[0] += time.perf_counter() - start
+        if record is not None:
+            record.append((top_classes, predictions, out))
+        return out
+
+    rng = np.random.default_rng(0)
+    top = np.stack([rng.choice(classes, TOP_K, replace=False) for _ in range(len(folder))])
+    rows = [list(range(classes))] * len(nets)
+    localise._merge = timed
+    try:
+        start = time.perf_counter()
+        guesses, _ = localise.dense_guesses(
+            nets, rows, classifier, top, folder, range(len(folder)), flip=True,
+            max_images=max_images, max_pixels=max_images * 2 * 700 * 700, workers=1,
+            max_aspect=3.0, device="cpu", overlap=overlap,
+        )  # fmt: skip
+        total = time.perf_counter() - start
+    finally:
+        localise._merge = merge
+    return total, merging[0], guesses
+
+
+def old_merge(record) -> tuple[float, bool]:
+    """The old merge on recorded merges' inputs: (seconds, whether it gave their outputs)."""
+    start = time.perf_counter()
+    same = True
+    for top_classes, predictions, out in record:
+        merged = union(predictions)
+        guesses = []
+        for cls in list(top_classes)[:TOP_K]:
+            boxes, scores = merged.get(int(cls), (np.zeros((0, 4)), np.zeros(0)))
+            groups = merge_boxes_reference(boxes, scores)
+            if groups:
+                guesses.append((int(cls), groups[0].box))
+        same &= guesses == out
+    return time.perf_counter() - start, same
+
+
+def protocol_rows(label, nets, classifier, folder, classes, max_images, *, inline=True,
+                  replay=None) -> float:  # fmt: skip
+    """Print one configuration's figures (with `inline`, also the run that merges in line,
+    whose forward time is the total less the merging); returns seconds with the worker. The
+    old merge replays the first `replay` images' merges (all by default)."""
+    n = len(folder)
+    record: list = []
+    overlapped, merging, guesses = run_protocol(
+        nets, classifier, folder, classes, overlap=True, max_images=max_images, record=record
+    )
+    replayed = record[:replay]
+    old, same = old_merge(replayed)
+    per_class = np.mean([len(union(p)[int(t[0])][1]) for t, p, _ in record])
+    if inline:
+        total, merging, again = run_protocol(
+            nets, classifier, folder, classes, overlap=False, max_images=max_images
+        )
+        same &= again == guesses
+        forward = total - merging
+        figures = f"{forward / n:>9.3f} {merging / n:>9.4f} {merging / forward:>7.2%}"
+        in_line = f"{n / total:>8.3f}"
+    else:
+        figures = f"{'':>9} {merging / n:>9.4f} {'':>7}"
+        in_line = f"{'':>8}"
+    print(
+        f"{label:<16} {per_class:>6.0f} {figures} {old / len(replayed):>9.4f} {in_line} "
+        f"{n / overlapped:>8.3f}  {same}"
+    )
+    return overlapped
+
+
+def protocol_header(what: str) -> None:
+    print(what)
+    print(
+        f"{'':<16} {'boxes':>6} {'forward':>9} {'merge':>9} {'m/f':>7} {'old mrg':>9} "
+        f"{'img/s':>8} {'img/s':>8}  same"
+    )
+    print(
+        f"{'':<16} {'/class':>6} {'s/img':>9} {'s/img':>9} {'':>7} {'s/img':>9} "
+        f"{'in line':>8} {'worker':>8}"
+    )
+
+
+def bench_dloc(images: int, scales: list[int]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_photos(Path(tmp), images)
+        folder = scan_image_folder(tmp, "val")
+        classifier = eval_model("D.vgg", scales, None, 0)
+        first = eval_model("D-loc.vgg", scales, 0.05, 1)
+        second = eval_model("D-loc.vgg", scales, 0.05, 2)
+        protocol_header(
+            f"2. D-loc, protocol 2 at Q={','.join(map(str, scales))} with flips, "
+            f"{images} images of {PHOTO[0]}x{PHOTO[1]}, one per batch"
+        )
+        protocol_rows("one net", [first], classifier, folder, 1000, 1)
+        protocol_rows("two nets fused", [first, second], classifier, folder, 1000, 1)
+
+
+def bench_demo(images: int, scales: list[int]) -> None:
+    """End to end with the worker thread only (the merge time is the worker's); the old
+    merge replays the first 20 images."""
+    with tempfile.TemporaryDirectory() as tmp:
+        make_demo_dataset(tmp, train_per_class=0, val_per_class=-(-images // 10), boxes=True)
+        folder = scan_image_folder(tmp, "val")
+        folder.samples, folder.sizes = folder.samples[:images], folder.sizes[:images]
+        for q in scales:
+            classifier = eval_model("demo.vgg", [q], None, 0)
+            first = eval_model("demo-loc.vgg", [q], 0.05, 1)
+            second = eval_model("demo-loc.vgg", [q], 0.05, 2)
+            warm = dataclasses.replace(folder, samples=folder.samples[:2], sizes=folder.sizes[:2])
+            run_protocol([first], classifier, warm, 10, overlap=True, max_images=32)
+            protocol_header(f"3. demo-loc body, protocol 2 at Q={q} with flips, {images} images")
+            one = protocol_rows("one net", [first], classifier, folder, 10, 32, inline=False,
+                                replay=20)  # fmt: skip
+            two = protocol_rows("two nets fused", [first, second], classifier, folder, 10, 32,
+                                inline=False, replay=20)  # fmt: skip
+            print(f"   two nets fused: {two / one:.2f}x the time of one")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--scales", default="256,384,512")
+    parser.add_argument("--demo-images", type=int, default=500)
+    parser.add_argument("--demo-scales", default="32,224")
+    parser.add_argument("--skip", default="", help="parts to leave out: merge,dloc,demo")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"torch threads {torch.get_num_threads()}")
+    if "merge" not in skip:
+        bench_merge()
+    if "dloc" not in skip:
+        bench_dloc(args.images, [int(q) for q in args.scales.split(",")])
+    if "demo" not in skip:
+        bench_demo(args.demo_images, [int(q) for q in args.demo_scales.split(",")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The spec a weights file implies: its layers (source_net steps) written in the notation,
+with its input size; a layer the notation cannot express is one line that names it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from vggspec.compiler import (
+    AvgPool,
+    Conv,
+    FullyConnected,
+    Input,
+    Lrn,
+    MaxPool,
+    SoftMax,
+    Spec,
+)
+
+from .source_net import Step, StructureError, describe
+
+DEFAULT_SIZE = 224  # the paper's input, for a file that does not say its own
+COLOURS = {3: "RGB", 1: "gray"}
+
+
+def _refuse(source: str, step: Step, why: str) -> StructureError:
+    return StructureError(
+        f"{source}: layer {step.name} ({step.source}) is {why}: the notation cannot express it"
+    )
+
+
+def _conv(step: Step, source: str) -> Conv:
+    """conv<k>-<c>: a square odd kernel, stride 1, same padding, no dilation or groups."""
+    (kh, kw), k = step.kernel, step.kernel[0]
+    if kh != kw or k % 2 == 0:
+        raise _refuse(source, step, f"a {kh}×{kw} convolution (the notation's are k×k, k odd)")
+    same = (k // 2,) * 4
+    if step.stride != (1, 1) or step.pad != same or step.dilation != (1, 1) or step.groups != 1:
+        raise _refuse(source, step, f"{describe(step)} (the notation's is stride 1, pad {k // 2})")
+    return Conv(k, step.outputs)
+
+
+def _pool(step: Step, source: str):
+    plain = step.kernel == (2, 2) and step.stride == (2, 2) and not any(step.pad)
+    if not plain:
+        raise _refuse(source, step, f"{describe(step)} (the notation pools 2×2, stride 2)")
+    return MaxPool() if step.method == "max" else AvgPool()
+
+
+def fc_convs(steps: list[Step]) -> list[Step]:
+    """MatConvNet's FC layers are convs: the first unpadded conv after which come only
+    1×1 convs and no pooling starts them (fc6: 7×7 over 7×7, fc7 and fc8: 1×1)."""
+    convs = [i for i, s in enumerate(steps) if s.kind == "conv"]
+    pools = [i for i, s in enumerate(steps) if s.kind == "pool"]
+    for i in convs:
+        later = [steps[j] for j in convs if j > i]
+        unpadded = not any(steps[i].pad) and steps[i].stride == (1, 1)
+        if unpadded and all(s.kernel == (1, 1) for s in later) and not any(j > i for j in pools):
+            return [
+                replace(s, kind="fc") if j >= i and s.kind == "conv" else s
+                for j, s in enumerate(steps)
+            ]
+    return steps
+
+
+def _input_size(steps: list[Step], declared, channels: int, source: str) -> tuple[int, int]:
+    """The file's own input size; else the one its first FC layer's input map implies
+    (each 2×2 pool halves it; the map must be square to be told); else 224."""
+    if declared and declared[1] > 0 and declared[2] > 0:
+        return (declared[1], declared[2])
+    width, pools = channels, 0
+    for step in steps:
+        if step.kind == "pool":
+            pools += 1
+        elif step.kind == "conv":
+            width = step.outputs
+        elif step.kind == "fc":
+            if step.kernel != (1, 1):  # a conv-as-FC: its kernel is the map
+                return (step.kernel[0] << pools, step.kernel[1] << pools)
+            side = math.isqrt(step.inputs // width) if width and step.inputs % width == 0 else 0
+            if side and side * side * width == step.inputs:
+                return (side << pools, side << pools)
+            raise StructureError(
+                f"{source} does not say its input size, and its first FC layer {step.name} "
+                f"takes {step.inputs} inputs, not {width} channels of a square map: give --spec"
+            )
+    return (DEFAULT_SIZE, DEFAULT_SIZE)
+
+
+def implied_spec(steps: list[Step], declared, channels: int, source: str, description: str) -> Spec:
+    """The spec whose net computes what `steps` compute, or StructureError naming the
+    first layer the notation cannot express. The caller compiles it and compares it with
+    the file as for any spec (ReLU placement, Caffe's rounding up)."""
+    steps = fc_convs(steps)
+    layers, i = [], 0
+    while i < len(steps):
+        step = steps[i]
+        followed_by_relu = i + 1 < len(steps) and steps[i + 1].kind == "relu"
+        if step.kind == "conv":
+            if not followed_by_relu:
+                raise _refuse(source, step, "a convolution without a ReLU after it")
+            layers.append(_conv(step, source))
+            i += 1
+        elif step.kind == "fc":
+            layers.append(FullyConnected(step.outputs))
+            i += followed_by_relu  # whether it may have one: the comparison tells
+        elif step.kind == "pool":
+            layers.append(_pool(step, source))
+        elif step.kind == "lrn":
+            try:
+                layers.append(Lrn(*step.lrn))
+            except ValueError as err:
+                raise _refuse(source, step, f"an LRN whose {err}") from None
+        elif step.kind == "softmax" and i == len(steps) - 1:
+            layers.append(SoftMax())
+        elif step.kind in ("relu", "softmax"):
+            where = "that does not follow a conv or FC layer" if step.kind == "relu" else ""
+            raise _refuse(source, step, f"a {describe(step)} {where or 'before the end'}")
+        else:
+            raise _refuse(source, step, describe(step))
+        i += 1
+    if channels not in COLOURS:
+        raise StructureError(
+            f"{source}: its first layer takes {channels} channels: the notation takes RGB "
+            "(3) or gray (1) images"
+        )
+    height, width = _input_size(steps, declared, channels, source)
+    try:
+        return Spec(tuple(layers), Input(height, width, COLOURS[channels]), (description,))
+    except ValueError as err:
+        raise StructureError(f"{source}: the notation cannot express its net ({err})") from None
