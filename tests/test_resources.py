@@ -197,16 +197,17 @@ def test_a_batch_the_measured_step_cannot_fit_is_refused_then_the_largest_that_f
     # A at batch 256 passed the graph's estimate (14.0 GiB) and met the OOM killer past 20 GB.
     from vggspec.runtime.train import memory_probe
 
-    # 758 MiB available: less the margin (75.8 MiB + 512 MiB), 170.2 MiB of room, where 8
-    # images need 60 + 1.75 x 80 = 200 MiB and 7 need at most the 140 MiB measured at 8.
-    monkeypatch.setattr(memory_probe, "measure", _faked_probe(758 * MIB))
+    # 780 MiB available: less the margin (78 MiB + 512 MiB), 190 MiB of room, where 8 images
+    # need 60 + 1.75 x 80 = 200 MiB; the batch named leaves 5 % of 780 more (151 MiB), where
+    # 7 need at most the 140 MiB measured at 8.
+    monkeypatch.setattr(memory_probe, "measure", _faked_probe(780 * MIB))
     out = tmp_path / "run"
     code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu"))
     assert code == 2, err
     err = one_error_line(err)
     assert err.startswith("not enough memory: a training step at 8 images per process needs ")
     assert "200.0 MiB (forward and backward measured at 100.0 MiB for 4 images" in err
-    assert "but only 758.0 MiB of RAM is available, less a margin of 587.8 MiB" in err
+    assert "but only 780.0 MiB of RAM is available, less a margin of 590.0 MiB" in err
     assert err.rstrip().endswith("try batch_size=7 or less"), err
     assert not out.exists()
     code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu", "batch_size=7"))
