@@ -55,7 +55,8 @@ def text_digest(text: str) -> str:
 
 
 def record(cfg: TrainConfig, spec: Spec, run: RunDir) -> None:
-    """Write settings.json, then config.yaml, for a run starting (or resuming) with `cfg`."""
+    """Write settings.json, then config.yaml, for a run starting (or resuming) with `cfg`,
+    into `run` (cfg.out, or the staging folder of an --overwrite, which will take its name)."""
     values = cfg.to_dict()
     digest = settings_digest(values)
     text = spec_text(spec)
@@ -71,7 +72,7 @@ def record(cfg: TrainConfig, spec: Spec, run: RunDir) -> None:
     header = (
         "# The settings of this run, fixed at its start. `vggspec run train --resume` takes them\n"
         f"# from {RunDir.SETTINGS} and refuses this file once it is edited; a new run from them:\n"
-        f"#   vggspec run train --config {run.config} out=NEW_FOLDER\n"
+        f"#   vggspec run train --config {RunDir(cfg.out).config} out=NEW_FOLDER\n"
         f"# sha256 of the settings (out aside): {digest}\n"
     )
     yaml_text = header + yaml.safe_dump(values, sort_keys=False)
