@@ -119,7 +119,15 @@ def scan(images: ImagesRequest, classes: str | None, models, split: str | None =
     return (
         names,
         orders,
-        ImageFolder(folder.root, folder.split, names, samples, folder.sizes, folder.report),
+        ImageFolder(
+            folder.root,
+            folder.split,
+            names,
+            samples,
+            folder.sizes,
+            folder.report,
+            images.reduced_decode,
+        ),
     )
 
 
@@ -351,6 +359,7 @@ def localisation_images(request: LocRequest, names: list[str] | None) -> BoxedIm
         [folder.samples[i] for i in keep],
         [folder.sizes[i] for i in keep],
         folder.report,
+        images.reduced_decode,
     )
     lines = [*folder.report.lines(), *found.report.lines()]
     return BoxedImages(
