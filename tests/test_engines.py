@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -269,3 +270,83 @@ def test_features_on_onnxruntime_match_torch(setup, cli, tmp_path):
         assert code == 0, err
         got[name] = np.load(out / "val.npy")
     np.testing.assert_allclose(got["onnxruntime"], got["torch"], rtol=1e-4, atol=1e-5)
+
+
+_RANK = """
+import datetime, json, sys, time, types
+import torch, torch.distributed as dist
+rank, port, run, folders = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                        world_size=2, timeout=datetime.timedelta(seconds=60))
+try:
+    from vggspec.runtime.dist.context import Context
+    from vggspec.runtime.eval import jobs
+    from vggspec.runtime.eval.engines import serving
+    from vggspec.runtime.eval.requests import EvalRequest, ImagesRequest, NetsRequest
+    # Each rank's clock disagrees with the other's: rank 0's choice must win everywhere.
+    delay = {"fast": 0.0, "slow": 0.05} if rank == 0 else {"fast": 0.05, "slow": 0.0}
+
+    def fake(name):
+        def compile(net, precision, threads):
+            def run(x):
+                time.sleep(delay[name])
+                return net(x)
+            return run
+        return types.SimpleNamespace(NAME=name, PACKAGE=name, EXTRA=name,
+                                     PRECISIONS=("fp32",), compile=compile)
+
+    serving.installed = lambda: ["slow", "fast"]
+    serving.engine = fake
+    ctx = Context(rank, 2, 0, torch.device("cpu"))
+    chosen = []
+    for data in folders:
+        request = EvalRequest(NetsRequest(checkpoints=[run], engine="auto"),
+                              ImagesRequest(data=data, workers=0))
+        models = []
+        load = jobs.load_models
+        jobs.load_models = lambda *a: models.extend(load(*a)) or models
+        report = jobs.run_evaluation(request, ctx)
+        jobs.load_models = load
+        chosen.append({"report": report["nets"][0]["engine"], "own": models[0].serving.label,
+                       "images": report["images"]})
+    print(json.dumps(chosen))
+finally:
+    dist.destroy_process_group()
+"""
+
+
+def test_under_nproc_every_rank_takes_rank_zeros_choice(setup, tmp_path):
+    """Two processes on gloo: each rank's own measurement would choose another engine; both
+    compute with rank 0's. With one image, rank 0 has none: no rank waits for it."""
+    data, run = setup
+    one = write_images(tmp_path / "one", {"a": [(40, 40)]})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RANK, str(rank), port, str(run), str(data), str(one)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=150)
+            assert p.returncode == 0, err[-3000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for ranks in zip(*outputs, strict=True):  # per folder: what each rank computed with
+        assert [r["own"] for r in ranks] == ["fast fp32", "fast fp32"], ranks
+        assert {r["report"] for r in ranks} == {"fast fp32"}
+    assert [r["images"] for r in outputs[0]] == [18, 1]

@@ -1,6 +1,7 @@
 """How one net of an evaluation is computed: the engine and precision asked for or, with
-`auto`, the fastest of the installed candidates that agree with torch in fp32 on the first
-images (as the GPU `auto` backend chooses its kernels), kept for all of that net's passes."""
+`auto`, the fastest of the installed candidates that agree with torch in fp32 on a few
+images, measured before the first pass (as the GPU `auto` backend chooses its kernels) and
+kept for all of that net's passes."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ class Served:
 
 
 class Serving:
-    """The engine of one net of an evaluation; `serve(net, sample)` gives each of its forms
-    (dense twin, classifier, feature cut) on that engine, compiled once."""
+    """The engine of one net of an evaluation: `choose(net, sample)` decides it, then
+    `serve(net)` gives each of its forms (dense twin, classifier, feature cut) on that
+    engine, compiled once."""
 
     def __init__(
         self,
@@ -84,17 +86,41 @@ class Serving:
             )
         return found if self.engine == "auto" else found[:1]
 
-    def serve(self, net, sample: torch.Tensor, say: Callable[[str], None] = quiet) -> Served:
-        """`net` on this net's engine; the first call chooses it (measuring on `sample`,
-        a few images, when there is a choice)."""
+    def choose(self, net, sample: torch.Tensor, say: Callable[[str], None] = quiet) -> None:
+        """Decide the engine now, measuring `net` on `sample` (a few images) when there is a
+        choice. Under torch.distributed this is a collective: every rank calls it for the
+        same nets in the same order, before any image (ranks hold different images, some
+        none), and every rank takes rank 0's choice, so that an image's result does not
+        depend on which rank measured what."""
+        if self.chosen is not None:
+            return
+        candidates = self.candidates()
+        choice, run = candidates[0], None
+        if len(candidates) > 1:
+            shared = _distributed()
+            if not shared or torch.distributed.get_rank() == 0:
+                choice, run = _measure(net, sample, candidates, say)
+            if shared:
+                held = [choice]
+                torch.distributed.broadcast_object_list(held, src=0)
+                choice = tuple(held[0])
+        self.chosen = choice
+        if run is not None:
+            self._served[id(net)] = (net, Served(net, run, " ".join(choice)))
+
+    def serve(self, net, sample: torch.Tensor | None = None, say=quiet) -> Served:
+        """`net` on this net's engine, compiled once. Not yet chosen, the choice is made
+        now on `sample` (in one process only: under torch.distributed, `choose` first)."""
         held = self._served.get(id(net))
         if held is not None and held[0] is net:
             return held[1]
-        run = None
         if self.chosen is None:
-            self.chosen, run = self._choose(net, sample, say)
+            if _distributed() and len(self.candidates()) > 1:
+                raise RuntimeError("under torch.distributed, Serving.choose comes first")
+            self.choose(net, sample, say)
+            return self.serve(net)
         name, precision = self.chosen
-        served = Served(net, run or _compile(name, net, precision), f"{name} {precision}")
+        served = Served(net, _compile(name, net, precision), f"{name} {precision}")
         self._served[id(net)] = (net, served)
         return served
 
@@ -105,14 +131,9 @@ class Serving:
             return " ".join(self.chosen)
         return f"{self.engine} {self.precision}"
 
-    def _choose(self, net, sample: torch.Tensor, say):
-        """(engine, precision), and its compiled run of `net` if measuring made one."""
-        candidates = self.candidates()
-        if len(candidates) == 1:
-            return candidates[0], None
-        choice, run = _measure(net, sample, candidates, say)
-        agreed = _agreed(choice)
-        return agreed, run if agreed == choice else None
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _compile(name: str, net, precision: str):
@@ -158,13 +179,3 @@ def _measure(net, sample: torch.Tensor, candidates, say):
 
 def _second(item):
     return item[1]
-
-
-def _agreed(choice: tuple[str, str]) -> tuple[str, str]:
-    """Under torch.distributed every rank takes rank 0's choice, so that an image's result
-    does not depend on which rank measured what."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return choice
-    held = [choice]
-    torch.distributed.broadcast_object_list(held, src=0)
-    return tuple(held[0])
