@@ -15,9 +15,9 @@ from . import EngineError, engine, installed
 
 # Agreement with torch in fp32: max |difference| / max |torch|, as the GPU auto backend.
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
-TIMED_ROUNDS = 2  # after one warm-up run; each candidate in turn, each round
-# A candidate whose warm-up run (an upper bound of its time: first runs set up) took more
-# than this many times the fastest warm-up is not timed again: it cannot win.
+TIMED_ROUNDS = 2  # after one untimed first run; each candidate in turn, each round
+# A candidate whose first timed run took more than this many times the fastest one's is not
+# timed again: it cannot win.
 OUT_OF_THE_RUNNING = 2.0
 
 
@@ -143,31 +143,39 @@ def _compile(name: str, net, precision: str):
 @torch.inference_mode()
 def _measure(net, sample: torch.Tensor, candidates, say):
     """The fastest candidate on `sample` among those that agree with torch fp32, and its
-    compiled run of `net` (the others are let go, and their engines' threads with them)."""
+    compiled run of `net` (the others are let go, and their engines' threads with them).
+    A candidate that cannot run here (its export cannot be kept, its engine fails) is
+    passed over, as one that disagrees is: torch can always run."""
     reference = net(sample).float()
     runs, notes, seconds = {}, [], {}
     for candidate in candidates:
-        run = _compile(candidate[0], net, candidate[1])
-        started = time.perf_counter()
-        error = relative_error(run(sample), reference)  # also the warm-up run
+        label = " ".join(candidate)
+        try:
+            run = _compile(candidate[0], net, candidate[1])
+            # Untimed: a first run sets up (kernels, buffers, lazy compiles), which would
+            # count against the engines that set up late, and has nothing to do with speed.
+            error = relative_error(run(sample), reference)
+        except Exception as err:  # any engine's failure: that engine is out
+            notes.append(f"{label} failed: {(str(err).splitlines() or [type(err).__name__])[0]}")
+            continue
         if error > TOLERANCE[candidate[1]]:
-            notes.append(f"{' '.join(candidate)} disagrees ({error:.1e})")
+            notes.append(f"{label} disagrees ({error:.1e})")
         else:
-            runs[candidate], seconds[candidate] = run, time.perf_counter() - started
+            runs[candidate] = run
+    for c, run in runs.items():
+        seconds[c] = _seconds(run, sample)
     fastest = min(seconds.values(), default=0.0)
     timed = {c: run for c, run in runs.items() if seconds[c] <= OUT_OF_THE_RUNNING * fastest}
-    for _ in range(TIMED_ROUNDS):
+    for _ in range(TIMED_ROUNDS - 1):
         for c, run in timed.items():
-            started = time.perf_counter()
-            run(sample)
-            seconds[c] = min(seconds[c], time.perf_counter() - started)
+            seconds[c] = min(seconds[c], _seconds(run, sample))
     if not runs:  # every candidate disagrees: torch at the precision asked for
         say(f"engine auto: {'; '.join(notes)}; taking torch")
         return ("torch", candidates[0][1]), None
     best = min(seconds, key=seconds.get)
     n = sample.shape[0]
     rates = [
-        f"{' '.join(c)} {n / s:.1f}" + ("" if c in timed else " (first run)")
+        f"{' '.join(c)} {n / s:.1f}" + ("" if c in timed else " (one run)")
         for c, s in sorted(seconds.items(), key=_second)
     ]
     say(
@@ -175,6 +183,12 @@ def _measure(net, sample: torch.Tensor, candidates, say):
         f"{sample.shape[-1]}: {', '.join(rates + notes)})"
     )
     return best, runs[best]
+
+
+def _seconds(run, sample: torch.Tensor) -> float:
+    started = time.perf_counter()
+    run(sample)
+    return time.perf_counter() - started
 
 
 def _second(item):
