@@ -104,13 +104,16 @@ def test_the_exported_model_is_kept_per_net(setup, engine_cache, monkeypatch):
     )
     first = exported.exported_onnx(model.twin)
     assert exported.exported_onnx(model.twin) == first and len(calls) == 1  # from the cache
-    assert exported.exported_onnx(model.net) != first  # the classifier is another model
+    classifier = exported.exported_onnx(model.net)
+    assert classifier != first  # the classifier is another model
     other = load_checkpoint_model(run, "torch")
     with torch.no_grad():
         other.twin.fc5.bias.add_(1.0)  # other weights: another digest
-    assert exported.exported_onnx(other.twin) != first
+    changed = exported.exported_onnx(other.twin)
+    assert changed != first
     assert len(calls) == 3
-    assert sorted(p.name for p in engine_cache.iterdir()) == sorted(p.name for p in calls)
+    kept = sorted(p.name for p in engine_cache.iterdir())
+    assert kept == sorted(p.name for p in (first, classifier, changed))  # nothing else
 
 
 def fake_engine(name: str, delay: float, wrong: bool = False, setup: float = 0.0, fails=None):
@@ -428,3 +431,112 @@ def test_under_nproc_every_rank_takes_rank_zeros_choice(setup, tmp_path):
         assert [r["own"] for r in ranks] == ["fast fp32", "fast fp32"], ranks
         assert {r["report"] for r in ranks} == {"fast fp32"}
     assert [r["images"] for r in outputs[0]] == [18, 1]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bytes changed"])
+def test_a_damaged_export_is_exported_anew_not_run(setup, engine_cache, damage):
+    """A cached model cut short (a full disk, a copy stopped) or with changed bytes (which
+    ONNX Runtime loads and runs, giving other scores) is noticed and exported again."""
+    model = load_checkpoint_model(setup[1], "torch")
+    path = exported.exported_onnx(model.twin)
+    whole = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(whole[: len(whole) // 2])
+    else:
+        changed = bytearray(whole)
+        for i in range(len(whole) // 3, 2 * len(whole) // 3, 997):
+            changed[i] ^= 0x40
+        path.write_bytes(changed)
+    again = exported.exported_onnx(model.twin)
+    assert again.read_bytes() == whole
+    assert [p.name for p in engine_cache.iterdir()] == [again.name]
+    engine_agrees(setup[1], "onnxruntime", "fp32", 1e-5)
+
+
+def test_the_export_key_covers_the_exporter(setup, monkeypatch, tmp_path):
+    """Another onnx, onnxscript or torch, or another vggspec exporter or lowering: another
+    model, not the one exported before."""
+    model = load_checkpoint_model(setup[1], "torch")
+    before = exported.net_digest(model.twin)
+    monkeypatch.setattr(
+        exported, "_version", lambda package: "9.9" if package == "onnxscript" else "1"
+    )
+    exported.exporter_digest.cache_clear()
+    assert exported.net_digest(model.twin) != before
+    monkeypatch.undo()
+    exported.exporter_digest.cache_clear()
+    assert exported.net_digest(model.twin) == before
+    sources = {p.name for p in exported.SOURCES}
+    assert {"onnx_export.py", "compiler"} <= sources
+    code = tmp_path / "compiler"
+    (code / "lowering").mkdir(parents=True)
+    (code / "lowering" / "net.py").write_text("# one version\n")
+    monkeypatch.setattr(exported, "SOURCES", (code,))
+    first = exported.exporter_digest()
+    exported.exporter_digest.cache_clear()
+    (code / "lowering" / "net.py").write_text("# a fix\n")
+    assert exported.exporter_digest() != first
+    exported.exporter_digest.cache_clear()
+
+
+_KILLED_EXPORT = """
+import sys, time
+sys.path.insert(0, "tests")
+from vggspec.runtime.eval.engines import exported
+from vggspec.runtime.eval.models import load_checkpoint_model
+
+def slow_export(net, path):
+    with open(path, "wb") as f:
+        f.write(b"half a model")
+    print("writing", flush=True)
+    time.sleep(60)
+
+exported.export_onnx = slow_export
+exported.exported_onnx(load_checkpoint_model(sys.argv[1], "torch").twin)
+"""
+
+
+def test_a_killed_export_leaves_nothing_behind(setup, engine_cache):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VGGSPEC_ENGINE_CACHE": str(engine_cache)}
+    p = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EXPORT, str(setup[1])],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stdout.readline().strip() == "writing"
+        assert [f.name for f in engine_cache.iterdir() if f.suffix == ".tmp"]  # mid-export
+    finally:
+        p.kill()
+        p.wait(timeout=30)
+    model = load_checkpoint_model(setup[1], "torch")
+    path = exported.exported_onnx(model.twin)
+    assert [f.name for f in engine_cache.iterdir()] == [path.name]
+    engine_agrees(setup[1], "onnxruntime", "fp32", 1e-5)
+
+
+_OPENVINO_TWICE = """
+import sys
+sys.path.insert(0, "tests")
+from pathlib import Path
+from test_engines import engine_agrees
+engine_agrees(sys.argv[1], "openvino", "fp32", 1e-5)
+for path in Path(sys.argv[2]).rglob("*"):  # every file the first run left in the cache
+    if path.is_file():
+        data = bytearray(path.read_bytes())
+        for i in range(len(data) // 2, len(data), 499):
+            data[i] ^= 0x40
+        path.chmod(0o600)
+        path.write_bytes(data)
+engine_agrees(sys.argv[1], "openvino", "fp32", 1e-5)
+print("agreed")
+"""
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason=NO_OPENVINO)
+def test_openvino_runs_no_damaged_cache_file(setup, engine_cache):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", _OPENVINO_TWICE, str(setup[1]), str(engine_cache)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "agreed", done.stderr[-3000:]
