@@ -340,6 +340,19 @@ def test_auto_says_what_it_chose_and_the_report_keeps_it(setup, engine_cache):
     assert chosen in {f"{name} fp32" for name in engines.installed()}
 
 
+def test_an_export_in_an_evaluation_says_nothing_of_its_own(setup, engine_cache):
+    """Exporting prints no lines of torch's exporter (it logged one per torchvision op it
+    skips, where torchvision is not installed)."""
+    data, run = setup
+    done = vggspec_cmd(
+        "run", "eval", "--checkpoint", run, *common(data), "--engine", "onnxruntime",
+        env={"VGGSPEC_ENGINE_CACHE": str(engine_cache / "fresh")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list((engine_cache / "fresh").glob("*.onnx"))  # it did export
+    assert [x for x in done.stderr.splitlines() if not x.startswith("[")] == []
+
+
 def test_features_on_onnxruntime_match_torch(setup, cli, tmp_path):
     data, run = setup
     got = {}
