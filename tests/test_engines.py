@@ -353,6 +353,22 @@ def test_an_export_in_an_evaluation_says_nothing_of_its_own(setup, engine_cache)
     assert [x for x in done.stderr.splitlines() if not x.startswith("[")] == []
 
 
+def test_features_say_what_computed_them(setup, cli, tmp_path, monkeypatch):
+    data, run = setup
+    fakes = {"slow": fake_engine("slow", 0.02), "fast": fake_engine("fast", 0.0)}
+    monkeypatch.setattr(serving, "installed", lambda: ["slow", "fast"])
+    monkeypatch.setattr(serving, "engine", fakes.__getitem__)
+    out = tmp_path / "features"
+    code, _, err = cli(
+        "run", "features", "--checkpoint", run, *common(data), "--out", out, "--engine", "auto"
+    )  # fmt: skip
+    assert code == 0, err
+    (line,) = [x for x in err.splitlines() if "engine auto:" in x]
+    assert "engine auto: fast fp32" in line
+    (net,) = json.loads((out / "features.json").read_text())["nets"]
+    assert net["engine"] == "fast fp32"
+
+
 def test_features_on_onnxruntime_match_torch(setup, cli, tmp_path):
     data, run = setup
     got = {}
