@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import two_ranks
 from vggspec.compiler import compile_spec, load_spec
 from vggspec.compiler.lowering import backends
 from vggspec.compiler.lowering.autotune import Autotuner
@@ -243,36 +242,8 @@ finally:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_every_rank_takes_rank_zeros_training_choices(tmp_path):
-    port = str(_free_port())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _RANK, str(rank), port, str(tmp_path / "at.json")],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=180)
-            assert p.returncode == 0, err[-2000:]
-            outputs.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outputs = two_ranks(_RANK, tmp_path / "at.json", timeout=180)
     zero, one = outputs
     assert zero["chosen"] == one["chosen"] and len(zero["chosen"]) == 2
     assert all(s.endswith("fwd+bwd") for s in zero["chosen"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import onnx
 import pytest
 import torch
 from eval_helpers import SPEC_32, save_net, write_images
-from helpers import ROOT, vggspec_cmd
+from helpers import ROOT, two_ranks, vggspec_cmd
 from vggspec.compiler.lowering import inference
 from vggspec.runtime.eval import engines
 from vggspec.runtime.eval.engines import exported, serving
@@ -422,32 +421,7 @@ def test_under_nproc_every_rank_takes_rank_zeros_choice(setup, tmp_path):
     compute with rank 0's. With one image, rank 0 has none: no rank waits for it."""
     data, run = setup
     one = write_images(tmp_path / "one", {"a": [(40, 40)]})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _RANK, str(rank), port, str(run), str(data), str(one)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=150)
-            assert p.returncode == 0, err[-3000:]
-            outputs.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    outputs = two_ranks(_RANK, run, data, one)
     for ranks in zip(*outputs, strict=True):  # per folder: what each rank computed with
         assert [r["own"] for r in ranks] == ["fast fp32", "fast fp32"], ranks
         assert {r["report"] for r in ranks} == {"fast fp32"}
