@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: demo demo-loc test test-slow lint bench gpu-check clean
+.PHONY: demo demo-loc test test-slow lint bench gpu-check gpu-plan clean
 
 # The demo needs the package; the tests and lint also its dev extras (pytest, hypothesis,
 # protobuf, ruff, onnx), installed once into the same venv. (Not pip's --no-compile: with
@@ -59,14 +59,21 @@ lint: $(VENV)/.dev
 bench: $(BIN)/vggspec
 	$(BIN)/python bench/compile.py
 
-# On a CUDA machine: kernels, layers, training step and dense evaluation against cuDNN
-# (bench/gpu_check.py). It needs no venv: on a machine with torch and triton preinstalled
-# and no network, `make gpu-check PYTHON=python3 LARK=path/to/lark-*.whl`.
+# On a CUDA machine: the plan (every launch compiled for this GPU), kernels, layers,
+# training step, dense evaluation and every spec (bench/gpu_check.py). It needs no venv: on
+# a machine with torch and triton preinstalled and no network,
+# `make gpu-check PYTHON=python3 LARK=path/to/lark-*.whl`. `make gpu-plan` writes the plan
+# beforehand on any machine (no GPU); gpu-check with the same GPU_CHECK_OUT reuses it.
 GPU_CHECK_OUT ?= runs/gpu-check-$(shell date +%Y%m%d-%H%M%S)
+GPU_TARGET ?= sm_90
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
 gpu-check:
 	PYTHONPATH="$(LARK):$$PYTHONPATH" $(GPU_PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT)
+
+gpu-plan:
+	PYTHONPATH="$(LARK):$$PYTHONPATH" $(GPU_PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT) \
+		--plan --target $(GPU_TARGET)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -1,19 +1,39 @@
-"""One command for a CUDA machine: kernels, layers, training step and dense evaluation, measured.
+"""One command for a CUDA machine: every kernel config, the conv layers, the training step,
+dense evaluation and every spec, measured, each piece under its own guard.
 
-    python bench/gpu_check.py OUT [--spec specs/D.vgg] [--only kernels layers step dense]
-    python bench/gpu_check.py OUT --dry-run     # the same code on the CPU, toy sizes
+    python bench/gpu_check.py OUT [--spec specs/D.vgg] [--only SECTION ...]
+    python bench/gpu_check.py OUT --dry-run      # the same code on the CPU, toy sizes
+    python bench/gpu_check.py OUT --plan [--target sm_90|h200|sm_80]    # no GPU needed
 
-Writes OUT/gpu_check.json and OUT/gpu_check.md and prints the Markdown table:
-  1. every kernel configuration against torch (the kernel tests' shapes, bf16 and TF32;
-     tolerances in bench/gpu_sweep.py: bf16 1.5e-2, TF32 5e-3 of max|ref|, pooling exact);
-  2. per conv layer of the spec (D) at batch 64, bf16 and TF32: Triton fwd/dgrad/wgrad
-     TFLOP/s against cuDNN (torch conv2d + ReLU, channels-last, cudnn.benchmark), and the
-     ahead-of-time report's roofline prediction beside each;
-  3. the whole training step (bf16 autocast, SGD as in the paper) at batch 64 and 128:
-     images/s of the triton, torch and auto backends, and the fraction of the bf16
-     roofline (the AOT report's per-kernel roofline summed over the step);
-  4. dense evaluation (the FC layers as convs) at Q = 384: images/s, both backends;
-  and the peak GPU memory of each case. About 5-8 minutes on one H100/H200.
+Sections, in order; every unit of each (one kernel config on one shape and dtype, one
+layer's pass, one step, one spec) runs in its own guard, and gpu_check.json and .md are
+written after each, so an error is one row of the report and a kill keeps what was done:
+  plan     every kernel launch the check makes, recorded on shape-only tensors and compiled
+           ahead of time for this GPU (OUT/plan.json); a unit with a kernel over the GPU's
+           shared memory or registers is not launched, and the report says why;
+  kernels  every kernel configuration against torch (the kernel tests' shapes, bf16 and
+           TF32; tolerances in bench/gpu_sweep.py: bf16 1.5e-2, TF32 5e-3 of max|ref|,
+           pooling exact);
+  layers   per conv layer of the spec (D) at batch 64, bf16 and TF32: Triton fwd/dgrad/wgrad
+           TFLOP/s against cuDNN (torch conv2d + ReLU, channels-last, cudnn.benchmark), with
+           the ahead-of-time roofline bound and estimate beside each (the estimate needs
+           the compiled kernels: only with the plan section);
+  step     the training step (bf16 autocast, SGD as in the paper) at batch 64 and 128:
+           images/s of the triton, torch and auto backends against the roofline bound and
+           the estimate of the same step (see compiler/kernels/aot.py);
+  dense    dense evaluation (the FC layers as convs) at Q = 384: images/s, both backends;
+  specs    every spec of specs/ through auto against torch at its own size (training forward
+           and backward, the dense twin's prediction; fp32 without TF32, so that a wrong
+           kernel stands out from rounding), each ok or not;
+  and the peak GPU memory of each case. Not yet timed on a GPU (the plan's compiles: 8.6 min
+  on a shared 2-core CPU, none when a plan made beforehand is carried along).
+
+An error a unit raises (out of resources, a device-side assert or an illegal address seen at
+the synchronisation that ends every unit, out of memory) is recorded with its section, unit,
+config and message, and the next unit runs. A fault that leaves the CUDA context unusable
+restarts the check in a fresh process (--resume), which skips the units already done. The
+exit status is 0 only when every unit ran and passed (units the plan keeps off the GPU are
+reported, not failed).
 
 On a GPU machine with Python 3.12, torch >= 2.11 and triton >= 3.6 preinstalled and no
 network, nothing needs installing: carry this tree and lark's wheel (pure Python, imported
@@ -21,13 +41,18 @@ straight from the .whl), and run from the tree's root
 
     PYTHONPATH=lark-1.3.1-py3-none-any.whl python3 bench/gpu_check.py /tmp/gpu-check
 
-(bench/_tree.py maps vggspec.compiler / vggspec.runtime onto the tree's folders).
+(bench/_tree.py maps vggspec.compiler / vggspec.runtime onto the tree's folders). Nothing
+here imports pytest, tests/, pyyaml, safetensors, pillow, scipy or matplotlib; numpy only for
+the dry run (Triton's interpreter). A plan made beforehand on any machine with
+`--plan OUT --target T` is reused when OUT is carried along.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
 import time
@@ -41,41 +66,41 @@ from bench._tree import use_this_tree  # noqa: E402
 
 use_this_tree(ROOT)
 
-import os  # noqa: E402
-
 import torch  # noqa: E402
 
 # Without a GPU the kernels run in Triton's interpreter, chosen before triton is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from vggspec.compiler import compile_spec, load_spec  # noqa: E402
-from vggspec.compiler.kernels.aot import GPUS, kernel_plans, roofline_seconds  # noqa: E402
-from vggspec.compiler.kernels.shapes import ConvLaunch  # noqa: E402
-from vggspec.compiler.lowering.autotune import Autotuner, wall_clock_ms  # noqa: E402
+import triton  # noqa: E402
+from vggspec.compiler.lowering.autotune import (  # noqa: E402
+    Autotuner,
+    stand_in_timer,
+    wall_clock_ms,
+)
 from vggspec.compiler.lowering.autotune_cache import DecisionCache  # noqa: E402
-from vggspec.compiler.lowering.backends import auto  # noqa: E402
-from vggspec.compiler.lowering.launches import graph_launches  # noqa: E402
-from vggspec.compiler.lowering.net import build, densify  # noqa: E402
+from vggspec.compiler.targets import GPUS  # noqa: E402
 
+from bench.gpu_plan import build_plan, read_plan, write_plan  # noqa: E402
 from bench.gpu_report import markdown  # noqa: E402
-from bench.gpu_sweep import sweep_cases  # noqa: E402
-from bench.kernels import DTYPES, conv_cases  # noqa: E402
+from bench.gpu_sections import dense_units, layer_units, spec_units, step_units  # noqa: E402
+from bench.gpu_sweep import sweep_units  # noqa: E402
 
-SECTIONS = ("kernels", "layers", "step", "dense")
-# Toy net for --dry-run: every op kind D has, at 8×8.
+SECTIONS = ("plan", "kernels", "layers", "step", "dense", "specs")
+# Toy net for --dry-run's layers, step and dense sections: every op kind D has, at 8×8.
 TOY_SPEC = "input 8x8 RGB\nconv3-4 conv3-4 maxpool\nFC-8 FC-5 soft-max\n"
+# A CUDA context that faulted is lost for the process: at most this many fresh starts.
+MAX_RESTARTS = 3
 
 
 class Sizes:
     """What each section runs at: the real check, or toy sizes for --dry-run."""
 
     def __init__(self, dry: bool):
-        self.dtypes = ("bf16",) if dry else ("bf16", "tf32")  # the sweep's
+        self.dtypes = ("bf16", "tf32")  # the sweep's
         self.layer_dtypes = ("bf16", "tf32")
         self.sweep_cases = 1 if dry else 2
         self.sweep_configs = 1 if dry else None  # all
-        self.autotune_reps = 1 if dry else 5
         self.layer_batch = 1 if dry else 64
         self.layers = 2 if dry else None  # all
         self.step_batches = (2,) if dry else (64, 128)
@@ -83,242 +108,282 @@ class Sizes:
         self.dense_q, self.dense_batch = (12, 1) if dry else (384, 32)
 
 
-def time_ms(fn, device: str) -> float:
-    """Median milliseconds of `fn` (CUDA events, L2 flushed; one wall-clock run on the CPU)."""
-    if device == "cuda":
-        import triton.testing
-
-        return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
-def peak_gib(device: str) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-
-
-def reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def roofline_target(device: str) -> str:
-    """The AOT report's GPU: sm_90 (H100 peaks; an H200 has the same compute) or sm_80."""
-    if device == "cuda" and torch.cuda.get_device_capability()[0] == 8:
+def device_target(device: str) -> str:
+    """The GPU table's entry for this device: sm_80 (A100), h200, or sm_90 (H100, and the
+    default without a GPU)."""
+    if device != "cuda" or not torch.cuda.is_available():
+        return "sm_90"
+    if torch.cuda.get_device_capability()[0] == 8:
         return "sm_80"
-    return "sm_90"
+    return "h200" if "H200" in torch.cuda.get_device_name() else "sm_90"
 
 
-def check_kernels(device: str, sizes: Sizes) -> list[dict]:
-    rows = []
-    for dtype in sizes.dtypes:
-        rows += sweep_cases(device, dtype, sizes.sweep_cases, sizes.sweep_configs)
-    return rows
+class InjectedFailure(RuntimeError):
+    """--inject-failure: the first unit of a section raises this, to prove the guard."""
 
 
-def _predicted_seconds(layer: ConvLaunch, dtype: str, target: str) -> dict[str, float]:
-    """The AOT roofline per training kernel of one layer (wgrad with its split-K sums)."""
-    kdtype = "bf16" if dtype == "bf16" else "fp32"
-    out = {"fwd": 0.0, "dgrad": 0.0, "wgrad": 0.0}
-    for plan in kernel_plans(layer, kdtype, training=True):
-        seconds, _ = roofline_seconds(plan, kdtype, GPUS[target])
-        kind = {"conv_fwd": "fwd", "conv_dgrad": "dgrad"}.get(plan.kind, "wgrad")
-        out[kind] += seconds
-    return out
+class Check:
+    """The sections' units, their guards, and the report written after every unit."""
 
+    def __init__(self, args, device: str, spec: Path):
+        self.out, self.dry_run, self.device, self.spec = args.out, args.dry_run, device, spec
+        self.args = args
+        self.target = args.target or device_target(device)
+        self.sizes = Sizes(args.dry_run)
+        timer = stand_in_timer("triton") if args.dry_run else wall_clock_ms(5)
+        self.tuner = Autotuner(DecisionCache(args.out / "autotune.json"), timer)
+        self.inject = set(args.inject_failure or ())
+        self.spec_names = set(args.specs or ())
+        self.verdicts = None  # unit id → {"launched", "why"} once the plan is made
+        self.planned = False  # the plan compiled every kernel: estimates can be read
+        self.result = self._start(args.resume)
 
-def check_layers(spec_path: Path, device: str, sizes: Sizes, target: str) -> list[dict]:
-    graph = compile_spec(load_spec(spec_path))
-    launches, _ = graph_launches(graph, sizes.layer_batch, training=True)
-    layers = [x for x in launches if isinstance(x, ConvLaunch)][: sizes.layers]
-    rows = []
-    for dtype in sizes.layer_dtypes:
-        for layer in layers:
-            flops = 2 * layer.batch * layer.h * layer.w * layer.c_out * layer.c_in * 9
-            predicted = _predicted_seconds(layer, dtype, target)
-            for kernel, (ours, ref) in conv_cases(layer, DTYPES[dtype], device).items():
-                if kernel == "dgrad" and not layer.input_grad:
-                    continue
-                reset_peak(device)
-                t_ours, t_ref = time_ms(ours, device), time_ms(ref, device)
-                rows.append(
-                    {
-                        "layer": layer.name,
-                        "batch": layer.batch,
-                        "dtype": dtype,
-                        "kernel": kernel,
-                        "triton_tflops": flops / t_ours / 1e9,
-                        "cudnn_tflops": flops / t_ref / 1e9,
-                        "speed_vs_cudnn": t_ref / t_ours,
-                        "predicted_tflops": flops / predicted[kernel] / 1e12,
-                        "peak_gib": peak_gib(device),
-                    }
-                )
-            if device == "cuda":
-                torch.cuda.empty_cache()
-    return rows
+    def _start(self, resume: bool) -> dict:
+        path = self.out / "gpu_check.json"
+        if resume and path.exists():
+            result = json.loads(path.read_text())
+            result["restarts"] = result.get("restarts", 0) + 1
+            return result
+        on_gpu = self.device == "cuda" and torch.cuda.is_available()
+        gpu = torch.cuda.get_device_name() if on_gpu else platform.processor()
+        spec = GPUS[self.target]
+        return {
+            "dry_run": self.dry_run,
+            "environment": {
+                "gpu": gpu or "cpu",
+                "torch": torch.__version__,
+                "triton": triton.__version__,
+                "python": platform.python_version(),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "roofline_target": f"{self.target} ({spec.name}, {spec.bandwidth / 1e12:.2f} TB/s)",
+                "spec": str(self.spec),
+            },
+            "seconds": {},
+            "failures": [],
+            "skipped": [],
+            "done": [],
+            "restarts": 0,
+        }
 
+    # -- units ---------------------------------------------------------------------------
 
-def _net(spec_path: Path, backend: str, device: str, tuner: Autotuner):
-    torch.manual_seed(0)
-    net = build(load_spec(spec_path), "torch" if backend == "auto" else backend, name="check")
-    if backend == "auto":
-        net.backend = auto.Backend(tuner)
-    return net.to(device)
+    def units(self, section: str) -> list:
+        if section == "kernels":
+            s = self.sizes
+            return [
+                u
+                for dtype in s.dtypes
+                for u in sweep_units(self.device, dtype, s.sweep_cases, s.sweep_configs)
+            ]
+        return {
+            "layers": layer_units,
+            "step": step_units,
+            "dense": dense_units,
+            "specs": spec_units,
+        }[section](self)
 
+    def measured_sections(self) -> list[str]:
+        return [s for s in SECTIONS if s != "plan" and s in self.args.only]
 
-def check_steps(spec_path: Path, device: str, sizes: Sizes, target: str, tuner) -> list[dict]:
-    """Images/s of a bf16-autocast SGD step per backend, against the summed AOT roofline."""
-    graph = compile_spec(load_spec(spec_path))
-    rows = []
-    for batch in sizes.step_batches:
-        launches, _ = graph_launches(graph, batch, training=True)
-        roofline_s = sum(
-            roofline_seconds(plan, "bf16", GPUS[target])[0]
-            for launch in launches
-            for plan in kernel_plans(launch, "bf16", training=True)
-        )
-        for backend in ("torch", "triton", "auto"):
-            net = _net(spec_path, backend, device, tuner).train()
-            opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
-            g = torch.Generator(device).manual_seed(0)
-            x = torch.randn(batch, 3, *net.input_size, generator=g, device=device)
-            y = torch.randint(0, net.num_classes, (batch,), generator=g, device=device)
+    # -- running -------------------------------------------------------------------------
 
-            def step(net=net, opt=opt, x=x, y=y):
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device, dtype=torch.bfloat16):
-                    loss = net.loss(net(x), y)
-                loss.backward()
-                opt.step()
+    def run(self) -> int:
+        for section in SECTIONS:
+            if section in self.args.only:
+                print(f"gpu-check: {section} …", flush=True)
+                start = time.perf_counter()
+                self.run_section(section)
+                seconds = self.result["seconds"]
+                seconds[section] = seconds.get(section, 0.0) + time.perf_counter() - start
+                self.write()
+        print(self.write(), end="")
+        return 0 if self.passed() else 1
 
-            reset_peak(device)
-            for _ in range(sizes.warmup):  # the auto backend measures in its first step
-                step()
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(sizes.steps):
-                step()
-            synchronize(device)
-            seconds = (time.perf_counter() - start) / sizes.steps
-            rows.append(
-                {
-                    "batch": batch,
-                    "backend": backend,
-                    "images_per_s": batch / seconds,
-                    "roofline_images_per_s": batch / roofline_s,
-                    "fraction_of_roofline": roofline_s / seconds,
-                    "peak_gib": peak_gib(device),
-                }
+    def run_section(self, section: str) -> None:
+        try:
+            if section == "plan":
+                self.make_plan()
+                return
+            units = self.units(section)
+        except Exception as err:  # the section could not even be set up
+            self.fail(section, "(setting up the section)", "-", err)
+            return
+        self.result.setdefault(section, [])
+        for unit in units:
+            if unit.id not in self.result["done"]:
+                self.run_unit(unit)
+
+    def make_plan(self) -> None:
+        self._guard_injected("plan", "plan")
+        units = [u for section in self.measured_sections() for u in self.units(section)]
+        plan = read_plan(self.out, self.target, units)
+        if plan is None:
+            plan = build_plan(units, self.target)
+            write_plan(plan, self.out)
+        self.verdicts = plan["units"]
+        self.planned = True
+        launches = plan["launches"]
+        self.result["plan"] = {
+            "target": plan["target"],
+            "gpu": plan["gpu"],
+            "launches": len(launches),
+            "distinct kernels": len({json.dumps(r["shape"]) + r["kernel"] for r in launches}),
+            "unfit": sum(not r["fits"] for r in launches),
+            "units kept off": sum(not v["launched"] for v in plan["units"].values()),
+            "file": str(self.out / "plan.json"),
+        }
+
+    def run_unit(self, unit) -> None:
+        verdict = (self.verdicts or {}).get(unit.id)
+        if verdict is not None and not verdict["launched"]:
+            self.result["skipped"].append(
+                {"section": unit.section, "unit": unit.name, "why": verdict["why"]}
             )
-            del net, opt
-    torch_rate = {r["batch"]: r["images_per_s"] for r in rows if r["backend"] == "torch"}
-    for r in rows:
-        r["vs_torch"] = r["images_per_s"] / torch_rate[r["batch"]]
-    return rows
+        else:
+            try:
+                self._guard_injected(unit.section, unit.name)
+                rows = unit.run()
+                self.synchronize()  # an asynchronous fault surfaces here, inside the guard
+                self.result[unit.section] += rows
+            except Exception as err:
+                self.fail(unit.section, unit.name, unit.config, err)
+                self.result["done"].append(unit.id)  # a fresh process does not retry it
+                if self.device == "cuda" and not cuda_context_alive():
+                    self.restart()
+                self.write()
+                return
+        self.result["done"].append(unit.id)
+        self.write()
 
+    def _guard_injected(self, section: str, name: str) -> None:
+        if section in self.inject:
+            self.inject.discard(section)
+            raise InjectedFailure(f"injected into {section} ({name}) by --inject-failure")
 
-def check_dense(spec_path: Path, device: str, sizes: Sizes, tuner) -> list[dict]:
-    """Images/s of the dense twin (FC layers as convs) at Q×Q under bf16 autocast."""
-    rows = []
-    q, batch = sizes.dense_q, sizes.dense_batch
-    for backend in ("torch", "triton"):
-        twin = densify(_net(spec_path, backend, device, tuner)).eval()
-        x = torch.randn(batch, 3, q, q, device=device)
-
-        def run(twin=twin, x=x):
-            with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
-                return twin.predict(x)
-
-        reset_peak(device)
-        run()
-        ms = time_ms(run, device)
-        rows.append(
-            {
-                "backend": backend,
-                "q": q,
-                "batch": batch,
-                "images_per_s": batch / ms * 1e3,
-                "peak_gib": peak_gib(device),
-            }
+    def fail(self, section: str, unit: str, config: str, err: BaseException) -> None:
+        message = f"{type(err).__name__}: {err}".strip().splitlines()[0][:500]
+        print(f"gpu-check: {section}: {unit}: {message}", file=sys.stderr, flush=True)
+        self.result["failures"].append(
+            {"section": section, "unit": unit, "config": config, "error": message}
         )
-        del twin
-    return rows
+        if self.device == "cuda":
+            with contextlib.suppress(Exception):  # a lost context raises here too
+                torch.cuda.empty_cache()
+
+    def restart(self) -> None:
+        """The CUDA context is lost: go on in a fresh process that skips what is done."""
+        self.write()
+        if self.result["restarts"] >= MAX_RESTARTS:
+            raise SystemExit(f"gpu-check: CUDA context lost {MAX_RESTARTS + 1} times; stopping")
+        argv = [a for a in sys.argv[1:] if a != "--resume"]
+        print("gpu-check: the CUDA context is lost; continuing in a fresh process", flush=True)
+        os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv, "--resume"])
+
+    def passed(self) -> bool:
+        rows = self.result.get("kernels", []) + self.result.get("specs", [])
+        return not self.result["failures"] and all(r["ok"] for r in rows)
+
+    # -- device helpers ------------------------------------------------------------------
+
+    def time_ms(self, fn) -> float:
+        """Median milliseconds of `fn` (CUDA events, L2 flushed; one wall-clock run on the CPU)."""
+        if self.device == "cuda":
+            import triton.testing
+
+            return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+
+    def peak_gib(self) -> float | None:
+        return torch.cuda.max_memory_allocated() / 2**30 if self.device == "cuda" else None
+
+    def reset_peak(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def write(self) -> str:
+        self.result["autotune"] = dict(self.tuner.chosen)
+        (self.out / "gpu_check.json").write_text(json.dumps(self.result, indent=1) + "\n")
+        text = markdown(self.result)
+        (self.out / "gpu_check.md").write_text(text)
+        return text
+
+
+def cuda_context_alive() -> bool:
+    try:
+        torch.cuda.synchronize()
+        return torch.ones(1, device="cuda").add_(1).item() == 2.0
+    except Exception:
+        return False
+
+
+def plan_only(args, spec: Path) -> int:
+    """--plan: no GPU needed; OUT/plan.json for the full check (or the dry run's)."""
+    check = Check(args, "cpu" if args.dry_run else "cuda", spec)
+    units = [u for section in check.measured_sections() for u in check.units(section)]
+    plan = build_plan(units, check.target)
+    path = write_plan(plan, args.out)
+    rows = plan["launches"]
+    launched = [r for r in rows if r["launched"]]
+    print(
+        f"{path}: {len(rows)} launches for {plan['target']} ({plan['gpu']}), "
+        f"{sum(not r['fits'] for r in rows)} do not fit, {len(launched)} launched"
+    )
+    for unit, verdict in plan["units"].items():
+        if not verdict["launched"]:
+            print(f"  kept off the GPU: {unit}: {verdict['why']}")
+    return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder for gpu_check.json and gpu_check.md")
+    parser.add_argument("out", type=Path, help="folder for gpu_check.json, .md and plan.json")
     parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "D.vgg")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--dry-run", action="store_true", help="CPU, interpreter, toy sizes")
+    parser.add_argument(
+        "--plan", action="store_true", help="only write OUT/plan.json (compiles; no GPU needed)"
+    )
+    parser.add_argument("--target", choices=sorted(GPUS), help="the plan's GPU (default: this one)")
+    parser.add_argument(
+        "--inject-failure",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help="make the first unit of each SECTION raise (to prove the guards)",
+    )
+    parser.add_argument(
+        "--specs", nargs="+", metavar="NAME", help="the specs section runs these (A.vgg …) only"
+    )
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    spec = args.spec
     if args.dry_run:
-        device, spec = "cpu", args.out / "toy.vgg"
+        spec = args.out / "toy.vgg"
         spec.write_text(TOY_SPEC)
-    elif torch.cuda.is_available():
-        device, spec = "cuda", args.spec
-    else:
-        print("bench/gpu_check.py: no CUDA device here (use --dry-run on the CPU).")
-        return 2
-    # cuDNN as a user would run it: autotuned algorithms, TF32 allowed for fp32.
+    # cuDNN as a user would run it: autotuned algorithms, TF32 allowed for fp32 (the
+    # Triton kernels follow the same flags, so the plan records them as they will run).
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
-    sizes, target = Sizes(args.dry_run), roofline_target(device)
-    tuner = Autotuner(DecisionCache(args.out / "autotune.json"), wall_clock_ms(sizes.autotune_reps))
-    import triton
-
-    result = {
-        "dry_run": args.dry_run,
-        "environment": {
-            "gpu": torch.cuda.get_device_name()
-            if device == "cuda"
-            else platform.processor() or "cpu",
-            "torch": torch.__version__,
-            "triton": triton.__version__,
-            "python": platform.python_version(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "roofline_target": f"{target} ({GPUS[target].name} peaks)",
-            "spec": str(spec),
-        },
-        "seconds": {},
-    }
-    checks = {
-        "kernels": lambda: check_kernels(device, sizes),
-        "layers": lambda: check_layers(spec, device, sizes, target),
-        "step": lambda: check_steps(spec, device, sizes, target, tuner),
-        "dense": lambda: check_dense(spec, device, sizes, tuner),
-    }
-    for name in SECTIONS:
-        if name not in args.only:
-            continue
-        start = time.perf_counter()
-        print(f"gpu-check: {name} …", flush=True)
-        result[name] = checks[name]()
-        result["seconds"][name] = time.perf_counter() - start
-        _write(args.out, result, tuner)  # a section that crashes later keeps the ones before
-    text = _write(args.out, result, tuner)
-    print(text)
-    failed = [r for r in result.get("kernels", []) if not r["ok"]]
-    return 1 if failed else 0
-
-
-def _write(out: Path, result: dict, tuner: Autotuner) -> str:
-    result["autotune"] = dict(tuner.chosen)
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(result)
-    (out / "gpu_check.md").write_text(text)
-    return text
+    if args.plan:
+        return plan_only(args, spec)
+    if args.dry_run:
+        device = "cpu"
+    elif torch.cuda.is_available():
+        device = "cuda"
+    else:
+        print("bench/gpu_check.py: no CUDA device here (use --dry-run or --plan on the CPU).")
+        return 2
+    return Check(args, device, spec).run()
 
 
 if __name__ == "__main__":

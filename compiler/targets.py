@@ -16,29 +16,41 @@ DTYPE_BYTES = {name: ELEMENT_BYTES[short] for name, short in SHORT_NAME.items()}
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """Peak rates used by the roofline (dense tensor-core math, no sparsity)."""
+    """Peak rates used by the roofline (dense tensor-core math, no sparsity) and the limits
+    that decide whether a compiled kernel fits and how many of its blocks share an SM."""
 
     name: str
-    capability: int
+    capability: int  # the compile target: sm_<capability>
     sms: int
     bf16_flops: float
     tf32_flops: float
     fp32_flops: float  # CUDA cores, for kernels without tl.dot
     bandwidth: float  # bytes/s
     shared_per_block: int  # bytes of dynamic shared memory one block may use
+    shared_per_sm: int  # bytes of shared memory on one SM (1 KB of it reserved per block)
+    registers_per_sm: int = 65536  # also the most one block may use
+    threads_per_sm: int = 2048
+    blocks_per_sm: int = 32
 
 
 GPUS = {
-    "sm_90": GpuSpec("H100 SXM", 90, 132, 989e12, 495e12, 67e12, 3.35e12, 227 * 1024),
-    "sm_80": GpuSpec("A100 SXM 80GB", 80, 108, 312e12, 156e12, 19.5e12, 2.0e12, 163 * 1024),
+    "sm_90": GpuSpec("H100 SXM", 90, 132, 989e12, 495e12, 67e12, 3.35e12, 227 * 1024, 228 * 1024),
+    # The same chip as the H100 SXM with HBM3e: same compute and compiled kernels, more
+    # bandwidth.
+    "h200": GpuSpec("H200 SXM", 90, 132, 989e12, 495e12, 67e12, 4.8e12, 227 * 1024, 228 * 1024),
+    "sm_80": GpuSpec(
+        "A100 SXM 80GB", 80, 108, 312e12, 156e12, 19.5e12, 2.0e12, 163 * 1024, 164 * 1024
+    ),
 }
 
-# The tile selection aims at one GPU's SM count and stays under every GPU's shared memory
-# (with headroom), so one choice serves all of GPUS.
-DEFAULT_NUM_SMS = GPUS["sm_90"].sms
-SHARED_MEMORY_BUDGET = 160 * 1024
-assert min(gpu.shared_per_block for gpu in GPUS.values()) >= SHARED_MEMORY_BUDGET
+# Between two dependent kernels the GPU drains one and fills the next: an assumed gap per
+# launch for the step estimate (not measured here; gpu-check measures the step beside it).
+LAUNCH_GAP_S = 4e-6
+# Shared memory the hardware keeps per resident block (sm_80 and later).
+RESERVED_SHARED_PER_BLOCK = 1024
 
+# The tile selection aims at one GPU's SM count.
+DEFAULT_NUM_SMS = GPUS["sm_90"].sms
 
 # The CPU flags that mean bf16 arithmetic in hardware (Linux's /proc/cpuinfo names): AVX-512
 # BF16 (Intel Cooper Lake and later, AMD Zen 4 and later) and AMX-BF16 (Intel Sapphire

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Idle OpenMP threads sleep instead of spinning, here and in every process the tests start
 # (they inherit the environment): on a shared 2-core machine the spinning doubled the CPU
@@ -13,6 +16,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # threads gain nothing there and spin between calls (the kernel tests: ~27 % less CPU time
 # with one). Torch does not use OpenBLAS. Read when numpy loads it, so before any import.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# Compiled kernel figures (compiler/kernels/aot_cache.py) go to one fresh folder per test
+# session, shared by its subprocesses, so that every session compiles for real; set
+# VGGSPEC_AOT_CACHE to a lasting folder to reuse compiles between runs.
+if "VGGSPEC_AOT_CACHE" not in os.environ:
+    os.environ["VGGSPEC_AOT_CACHE"] = tempfile.mkdtemp(prefix="vggspec-aot-")
+    atexit.register(shutil.rmtree, os.environ["VGGSPEC_AOT_CACHE"], ignore_errors=True)
 
 import torch
 

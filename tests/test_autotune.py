@@ -22,7 +22,7 @@ from vggspec.compiler.lowering.backends import auto, triton_kernels
 from vggspec.compiler.lowering.net import init_weights, lower
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {"gpu": "Test GPU", "torch": "2.11.0", "triton": "3.6.0"}
+ENV = {"gpu": "Test GPU", "torch": "2.11.0", "triton": "3.6.0", "kernels": "0123456789ab"}
 
 
 def fixed_timer(triton_ms: float, torch_ms: float, calls: list | None = None):
@@ -116,6 +116,59 @@ def test_a_failing_kernel_falls_back_to_torch_without_a_crash(tmp_path, monkeypa
     assert list(again.tuner.chosen.values()) == ["torch"] and not caplog.records
 
 
+def test_a_fault_seen_at_the_synchronisation_is_a_torch_choice(tmp_path, monkeypatch, caplog):
+    """An asynchronous device fault (an illegal address) surfaces at the next
+    synchronisation: the trial synchronises inside its guard, so it is a torch choice."""
+    from vggspec.compiler.lowering import autotune
+
+    calls = []
+
+    def synchronize(device=None):
+        calls.append(device)
+        if len(calls) == 2:  # after the triton side (the torch side runs first)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(autotune, "_synchronize", synchronize)
+    backend = auto.Backend(tuner(tmp_path / "at.json", fixed_timer(0.001, 1000.0)))
+    with caplog.at_level(logging.WARNING, logger="vggspec.autotune"):
+        run_conv(backend)
+    assert list(backend.tuner.chosen.values()) == ["torch"]
+    assert all(d == torch.device("cpu") for d in calls[:2])  # the tensors' device
+    (record,) = caplog.records
+    assert "triton failed: RuntimeError: CUDA error: an illegal memory access" in (
+        record.getMessage()
+    )
+
+
+def test_a_cached_failure_is_tried_again_when_the_kernels_change(tmp_path, monkeypatch):
+    def broken(self, *args):
+        raise RuntimeError("out of resources: shared memory")
+
+    path = tmp_path / "at.json"
+    with monkeypatch.context() as patch:
+        patch.setattr(triton_kernels.Backend, "conv", broken)
+        run_conv(auto.Backend(tuner(path, fixed_timer(0.001, 1000.0))))
+    (section,) = json.loads(path.read_text())["environments"].values()
+    (decision,) = section.values()
+    assert decision["choice"] == "torch" and "out of resources" in decision["why"]
+    # Same kernels: the failure holds, nothing is measured. Changed kernels: measured again.
+    same = auto.Backend(tuner(path, no_timing))
+    run_conv(same)
+    assert list(same.tuner.chosen.values()) == ["torch"]
+    fixed = auto.Backend(tuner(path, fixed_timer(1.0, 2.0), {**ENV, "kernels": "fedcba987654"}))
+    run_conv(fixed)
+    assert fixed.tuner.measured == 1 and list(fixed.tuner.chosen.values()) == ["triton"]
+
+
+def test_the_decision_key_carries_the_kernels_version():
+    from vggspec.compiler.kernels.version import kernels_version
+    from vggspec.compiler.lowering.autotune import current_environment
+
+    version = kernels_version()
+    assert len(version) == 12 and int(version, 16) >= 0
+    assert current_environment(torch.device("cpu"))["kernels"] == version
+
+
 def test_the_cache_is_reused_and_dropped_when_versions_change(tmp_path):
     path = tmp_path / "at.json"
     first = auto.Backend(tuner(path, fixed_timer(1.0, 2.0)))
@@ -131,7 +184,7 @@ def test_the_cache_is_reused_and_dropped_when_versions_change(tmp_path):
     run_conv(newer)
     assert newer.tuner.measured == 1 and list(newer.tuner.chosen.values()) == ["torch"]
     sections = json.loads(path.read_text())["environments"]
-    assert list(sections) == ["Test GPU | torch 2.11.0 | triton 3.7.0"]
+    assert list(sections) == ["Test GPU | torch 2.11.0 | triton 3.7.0 | kernels 0123456789ab"]
 
 
 def test_another_gpu_model_is_measured_apart(tmp_path):
@@ -190,7 +243,7 @@ _WRITER = """
 import sys
 from vggspec.compiler.lowering.autotune_cache import DecisionCache
 cache, who = DecisionCache(sys.argv[1]), sys.argv[2]
-env = {"gpu": "g", "torch": "t", "triton": "r"}
+env = {"gpu": "g", "torch": "t", "triton": "r", "kernels": "k"}
 for i in range(30):
     cache.store(env, f"{who}-{i}", {"choice": "torch"})
     cache.store(env, "shared", {"choice": who})
@@ -213,7 +266,7 @@ _RANK = """
 import json, os, sys
 os.environ["TRITON_INTERPRET"] = "1"
 import torch, torch.distributed as dist
-rank, port, cache = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rank, port, cache, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                         world_size=2, timeout=__import__("datetime").timedelta(seconds=60))
 try:
@@ -222,8 +275,13 @@ try:
     from vggspec.compiler.lowering.backends import auto
     # Each rank's own timer disagrees with the other's: rank 0's must win everywhere.
     ms = {"triton": 1.0, "torch": 2.0} if rank == 0 else {"triton": 2.0, "torch": 1.0}
-    tuner = Autotuner(DecisionCache(f"{cache}.{rank}"), lambda side, fn: ms[side],
-                      {"gpu": "g", "torch": "t", "triton": "r"})
+    class Broken(DecisionCache):
+        def store(self, env, signature, decision):
+            raise OSError("No space left on device")
+
+    store = Broken if mode == "broken-on-rank-0" and rank == 0 else DecisionCache
+    tuner = Autotuner(store(f"{cache}.{rank}"), lambda side, fn: ms[side],
+                      {"gpu": "g", "torch": "t", "triton": "r", "kernels": "k"})
     backend = auto.Backend(tuner)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 4, 6, generator=g).contiguous(memory_format=torch.channels_last)
@@ -242,9 +300,12 @@ finally:
 """
 
 
+def _two_ranks(tmp_path, mode: str) -> list[dict]:
+    return two_ranks(_RANK, tmp_path / "at.json", mode, timeout=180)
+
+
 def test_every_rank_takes_rank_zeros_training_choices(tmp_path):
-    outputs = two_ranks(_RANK, tmp_path / "at.json", timeout=180)
-    zero, one = outputs
+    zero, one = _two_ranks(tmp_path, "plain")
     assert zero["chosen"] == one["chosen"] and len(zero["chosen"]) == 2
     assert all(s.endswith("fwd+bwd") for s in zero["chosen"])
     assert set(zero["chosen"].values()) == {"triton"}
@@ -254,6 +315,14 @@ def test_every_rank_takes_rank_zeros_training_choices(tmp_path):
     assert list(one["evaluation"].values()) == ["torch"]
     assert zero["evaluation"].keys() != one["evaluation"].keys()
     assert zero["measured"] == 2 and one["measured"] == 0  # rank 0: the training calls only
+
+
+def test_a_failure_on_rank_zero_is_broadcast_as_torch(tmp_path):
+    """Rank 0 cannot record its decision (a full disk): it still broadcasts, torch, and no
+    rank is left waiting."""
+    zero, one = _two_ranks(tmp_path, "broken-on-rank-0")
+    assert zero["chosen"] == one["chosen"] and len(zero["chosen"]) == 2
+    assert set(zero["chosen"].values()) == {"torch"}
 
 
 def test_precision_follows_autocast_for_gemms_only():

@@ -449,6 +449,67 @@ def test_nan_on_one_rank_stops_both_at_the_same_step(tiny, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
+def test_loss_reads_keep_the_first_non_finite_step_on_the_device():
+    from vggspec.runtime.dist.context import Context
+    from vggspec.runtime.train.loss_reads import LossReads
+
+    ctx = Context(0, 1, 0, torch.device("cpu"))
+    reads = LossReads()
+    for step, loss in enumerate([1.0, float("nan"), float("inf"), 2.5], start=1):
+        reads.add(torch.tensor(loss), step)
+    read = reads.read(ctx, stop_requested=False)
+    assert (read.loss, read.first_bad_step, read.bad_ranks, read.stop) == (2.5, 2, 1, False)
+    reads.add(torch.tensor(0.5), 5)
+    assert reads.read(ctx, stop_requested=True) == type(read)(0.5, None, 0, True)
+
+
+def test_a_nan_between_reads_stops_every_rank_at_the_next_read(tiny, tmp_path):
+    """The loss is read every log_every steps (and before checkpoints): a NaN at step 4 on
+    rank 1 is seen at step 5 (log_every=5) by both ranks, before step 6's checkpoint."""
+    out = tmp_path / "run"
+    result = vggspec_cmd(
+        "run", "train", "--nproc", "2", *settings(tiny, out, "max_steps=10", "log_every=5"),
+        env={"VGGSPEC_FAULT": "nan:4:1"}, timeout=180,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "the loss became non-finite at step 4 (on 1 of 2 processes), seen at step 5" in (
+        result.stderr
+    )
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"] == 3
+    assert not (out / "model.safetensors").exists()
+
+
+def test_the_loss_is_read_every_log_every_steps_and_logged_exactly(
+    tiny, tmp_path, cli, monkeypatch
+):
+    """No host synchronisation per step: 10 steps at log_every=4 (checkpoint_every=100, 7
+    steps an epoch) read the loss at steps 4, 7 (the epoch's end), 8 and 10 (the last), and
+    the logged losses are those a read at every step logs."""
+    from vggspec.runtime.train.trainer import Trainer
+
+    reads = []
+    check = Trainer._check_finite
+    monkeypatch.setattr(
+        Trainer,
+        "_check_finite",
+        lambda self, read, step: reads.append(step) or check(self, read, step),
+    )
+    every_step, sparse = tmp_path / "every", tmp_path / "sparse"
+    assert cli("run", "train", *settings(tiny, every_step, "max_steps=10", "dropout=0"))[0] == 0
+    assert len(reads) == 10
+    reads.clear()
+    extra = ("max_steps=10", "dropout=0", "log_every=4", "checkpoint_every=100")
+    assert cli("run", "train", *settings(tiny, sparse, *extra))[0] == 0
+    assert reads == [4, 7, 8, 10]
+
+    def losses(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows if r["kind"] == "step"}
+
+    logged = losses(sparse)
+    assert sorted(logged) == [4, 8, 10] and all(logged[s] == losses(every_step)[s] for s in logged)
+
+
 @pytest.mark.slow  # ~13 s; kill and resume stay in the default run (test_faults.py)
 def test_a_worker_killed_under_max_restarts_still_gives_the_result(tiny, tmp_path):
     straight, restarted = tmp_path / "straight", tmp_path / "restarted"

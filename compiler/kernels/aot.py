@@ -10,7 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..targets import GPUS, KERNEL_DTYPE, GpuSpec
+from ..targets import GPUS, KERNEL_DTYPE, LAUNCH_GAP_S, RESERVED_SHARED_PER_BLOCK, GpuSpec
+from . import aot_cache
 from .conv import check_index_range, conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
 from .cross_entropy import cross_entropy_bwd_plan, cross_entropy_fwd_plan
 from .linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
@@ -24,8 +25,6 @@ from .shapes import (
     PoolLaunch,
     SoftmaxLaunch,
     SpatialMeanLaunch,
-    launch_from_json,
-    launch_to_json,
 )
 from .softmax_rows import softmax_fwd_plan
 from .splitk import splitk_sum_plan
@@ -203,23 +202,44 @@ def roofline_seconds(plan: KernelPlan, dtype: str, gpu: GpuSpec) -> tuple[float,
     return max(compute, memory), "compute" if compute >= memory else "memory"
 
 
-def compile_plan(plan: KernelPlan, target: str) -> dict:
-    """Compile one launch for ``target`` and read back its resources."""
+def plan_job(plan: KernelPlan) -> dict:
+    """What compiling `plan` needs, as JSON: the kernel (module and name), its
+    specialisation as the JIT would make it, and the launch options. UPCAST, the
+    interpreter's aid, is off: a GPU never upcasts."""
+    signature, constants, attrs = _signature(plan)
+    if "UPCAST" in constants:
+        constants["UPCAST"] = False
+    return {
+        "kernel": f"{plan.fn.fn.__module__}:{plan.fn.__name__}",
+        "signature": signature,
+        "constants": constants,
+        "attrs": sorted([list(index), value] for index, value in attrs.items()),
+        "num_warps": plan.num_warps,
+        "num_stages": plan.num_stages,
+    }
+
+
+def _compile_job(job: dict, capability: int) -> dict:
+    """Compile one job for sm_<capability> and read back its resources (needs triton's
+    compiler: not under the interpreter)."""
+    import importlib
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    gpu = GPUS[target]
-    signature, constants, attrs = _signature(plan)
-    src = ASTSource(plan.fn, signature, constants, attrs)
+    module, name = job["kernel"].split(":")
+    fn = getattr(importlib.import_module(module), name)
+    attrs = {tuple(index): value for index, value in job["attrs"]}
+    src = ASTSource(fn, job["signature"], job["constants"], attrs)
     kernel = triton.compile(
         src,
-        target=GPUTarget("cuda", gpu.capability, 32),
-        options={"num_warps": plan.num_warps, "num_stages": plan.num_stages},
+        target=GPUTarget("cuda", capability, 32),
+        options={"num_warps": job["num_warps"], "num_stages": job["num_stages"]},
     )
     ptx = kernel.asm["ptx"]
-    arch = f"sm_{gpu.capability}a" if gpu.capability >= 90 else f"sm_{gpu.capability}"
-    usage = _resource_usage(ptx, kernel.asm["cubin"], gpu.capability, arch)
+    arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
+    usage = _resource_usage(ptx, kernel.asm["cubin"], capability, arch)
     return {
         "shared_bytes": int(kernel.metadata.shared),
         "tensor_cores": _tensor_core_kind(ptx, usage),
@@ -227,65 +247,182 @@ def compile_plan(plan: KernelPlan, target: str) -> dict:
     }
 
 
-def _plan_key(plan: KernelPlan) -> str:
-    signature, constants, attrs = _signature(plan)
-    return json.dumps(
-        [
-            plan.fn.__name__,
-            signature,
-            sorted(constants.items()),
-            sorted(map(str, attrs)),
-            plan.num_warps,
-            plan.num_stages,
-        ],
-        default=str,
-    )
+def compile_plan(plan: KernelPlan, target: str) -> dict:
+    """Compile one launch for ``target`` and read back its resources (cached on disk)."""
+    return compile_jobs([plan_job(plan)], target)[0]
 
 
-def _report_in_process(launches, target: str, dtype: str, training: bool) -> list[dict]:
+# Runs a list of jobs in a fresh process: with the parent's vggspec.compiler even when that
+# is a checkout's folder mapped onto the name (bench/_tree.py), not an installed package.
+_CHILD = """
+import importlib.abc, importlib.util, json, sys
+folder = sys.argv[1]
+
+class Tree(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "vggspec.compiler":
+            return None
+        return importlib.util.spec_from_file_location(
+            name, folder + "/__init__.py", submodule_search_locations=[folder])
+
+sys.meta_path.insert(0, Tree())
+from vggspec.compiler.kernels.aot import _compile_and_store
+with open(sys.argv[2]) as f:
+    request = json.load(f)
+json.dump([_compile_and_store(job, request["capability"]) for job in request["jobs"]], sys.stdout)
+"""
+
+
+# A parent started without site-packages (python -S) has its children start so too.
+_SITE_FLAG = ["-S"] if sys.flags.no_site else []
+
+
+def _compile_and_store(job: dict, capability: int) -> dict:
+    """Compile one job and put its figures in the disk cache at once (a run cut short keeps
+    what it compiled)."""
+    figures = _compile_job(job, capability)
+    aot_cache.store(aot_cache.job_key(job, capability), figures)
+    return figures
+
+
+def _compile_elsewhere(jobs: list[dict], capability: int, workers: int) -> list[dict]:
+    """Compile in `workers` fresh processes (without TRITON_INTERPRET), in order."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    folder = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder.parent), env.get("PYTHONPATH")]))
+    chunks = [jobs[i::workers] for i in range(workers)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        try:
+            for i, chunk in enumerate(chunks):
+                request = Path(tmp, f"jobs{i}.json")
+                request.write_text(json.dumps({"jobs": chunk, "capability": capability}))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, *_SITE_FLAG, "-c", _CHILD, str(folder), str(request)],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        env=env,
+                    )
+                )
+            for proc in procs:  # all run at once; each writes its output at its end
+                out, err = proc.communicate()
+                if proc.returncode != 0:
+                    last = (err.strip().splitlines() or ["?"])[-1]
+                    raise RuntimeError(f"ahead-of-time compile failed: {last}\n{err[-4000:]}")
+                results.append(json.loads(out))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+    # chunk i holds jobs i, i + workers, …: put them back in order
+    ordered = [None] * len(jobs)
+    for i, figures in enumerate(results):
+        ordered[i::workers] = figures
+    return ordered
+
+
+def compile_jobs(jobs: list[dict], target: str, workers: int | None = None) -> list[dict]:
+    """The compiled figures of each job for ``target``: from the disk cache (aot_cache),
+    else compiled, the distinct ones only, in up to `workers` processes (default: one per
+    CPU). Under the interpreter every compile runs in a fresh process."""
+    capability = GPUS[target].capability
+    keys = [aot_cache.job_key(job, capability) for job in jobs]
+    found = {key: aot_cache.load(key) for key in dict.fromkeys(keys)}
+    missing = {key: job for key, job in zip(keys, jobs, strict=True) if found[key] is None}
+    if missing:
+        todo = list(missing.values())
+        workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+        if workers == 1 and not interpreting():
+            figures = [_compile_job(job, capability) for job in todo]
+        else:
+            figures = _compile_elsewhere(todo, capability, workers)
+        for key, result in zip(missing, figures, strict=True):
+            aot_cache.store(key, result)  # (the child processes have stored theirs already)
+            found[key] = result
+    return [found[key] for key in keys]
+
+
+def fits(figures: dict, num_warps: int, gpu: GpuSpec) -> bool:
+    """A compiled kernel can launch on `gpu`: its shared memory within the per-block limit
+    and its registers within what one block may hold."""
+    registers = figures["registers"] * 32 * num_warps
+    return figures["shared_bytes"] <= gpu.shared_per_block and registers <= gpu.registers_per_sm
+
+
+def blocks_per_sm(figures: dict, num_warps: int, gpu: GpuSpec) -> int:
+    """Occupancy: how many blocks of a compiled kernel one SM holds at once, by its
+    registers (allocated per warp in units of 256), shared memory and threads."""
+    warp_registers = -(-figures["registers"] * 32 // 256) * 256
+    by_registers = gpu.registers_per_sm // max(1, warp_registers * num_warps)
+    per_block = figures["shared_bytes"] + RESERVED_SHARED_PER_BLOCK
+    by_shared = gpu.shared_per_sm // per_block
+    by_threads = gpu.threads_per_sm // (32 * num_warps)
+    return max(0, min(by_registers, by_shared, by_threads, gpu.blocks_per_sm))
+
+
+def estimated_seconds(roofline: float, programs: int, blocks: int, gpu: GpuSpec) -> float:
+    """The roofline time stretched by wave quantisation, plus the launch gap.
+
+    A wave is every SM holding `blocks` programs; a kernel takes whole waves. Each SM is
+    taken to reach its share of the roof only with all its `blocks` slots busy, so a
+    kernel of `programs` runs for roofline × (waves × slots) / programs, plus LAUNCH_GAP_S.
+    """
+    slots = gpu.sms * max(1, blocks)
+    waves = -(-programs // slots)
+    return roofline * waves * slots / max(1, programs) + LAUNCH_GAP_S
+
+
+def _report_rows(launches, target: str, dtype: str, training: bool) -> list[dict]:
     gpu = GPUS[target]
-    compiled: dict[str, dict] = {}
+    plans = [
+        (launch, plan) for launch in launches for plan in kernel_plans(launch, dtype, training)
+    ]
+    compiled = compile_jobs([plan_job(plan) for _, plan in plans], target)
     rows = []
-    for launch in launches:
-        for plan in kernel_plans(launch, dtype, training):
-            key = _plan_key(plan)
-            if key not in compiled:
-                compiled[key] = compile_plan(plan, target)
-            res = compiled[key]
-            seconds, bound = roofline_seconds(plan, dtype, gpu)
-            rows.append(
-                {
-                    "layer": launch.name,
-                    "kernel": plan.kind,
-                    "config": getattr(plan.config, "name", "-"),
-                    "num_warps": plan.num_warps,
-                    "num_stages": plan.num_stages,
-                    "programs": plan.programs,
-                    "splits": plan.notes.get("splits", 1),
-                    "uses_dot": plan.uses_dot,
-                    **res,
-                    "shared_ok": res["shared_bytes"] <= gpu.shared_per_block,
-                    "flops": plan.flops,
-                    "min_bytes": plan.min_bytes,
-                    "roofline_s": seconds,
-                    "bound": bound,
-                    "target": target,
-                    "gpu": gpu.name,
-                    "dtype": dtype,
-                }
-            )
+    for (launch, plan), res in zip(plans, compiled, strict=True):
+        seconds, bound = roofline_seconds(plan, dtype, gpu)
+        blocks = blocks_per_sm(res, plan.num_warps, gpu)
+        rows.append(
+            {
+                "layer": launch.name,
+                "kernel": plan.kind,
+                "config": getattr(plan.config, "name", "-"),
+                "num_warps": plan.num_warps,
+                "num_stages": plan.num_stages,
+                "programs": plan.programs,
+                "splits": plan.notes.get("splits", 1),
+                "uses_dot": plan.uses_dot,
+                **res,
+                "shared_ok": res["shared_bytes"] <= gpu.shared_per_block,
+                "fits": fits(res, plan.num_warps, gpu),
+                "blocks_per_sm": blocks,
+                "flops": plan.flops,
+                "min_bytes": plan.min_bytes,
+                "roofline_s": seconds,
+                "estimate_s": estimated_seconds(seconds, plan.programs, blocks, gpu),
+                "bound": bound,
+                "target": target,
+                "gpu": gpu.name,
+                "dtype": dtype,
+            }
+        )
     return rows
 
 
 def aot_report(
     launches: list[Launch], target: str = "sm_90", dtype: str = "bfloat16", training: bool = True
 ) -> list[dict]:
-    """Compile every kernel the launches need for ``target`` ("sm_90" or "sm_80").
+    """Compile every kernel the launches need for ``target`` ("sm_90", "h200" or "sm_80").
 
     One row per kernel launch: tile config, registers/thread, spill bytes, shared memory
-    (and whether it fits the GPU's per-block limit), tensor-core instructions ("wgmma",
-    "mma" or "none"), FLOPs, minimum DRAM bytes and the roofline time. Runs without a GPU.
-    Under the interpreter (whose kernels cannot be compiled) it runs in a subprocess.
+    (and whether it fits the GPU's limits), tensor-core instructions ("wgmma", "mma" or
+    "none"), FLOPs, minimum DRAM bytes, the roofline time and the estimate. Runs without a
+    GPU; under the interpreter (whose kernels cannot be compiled) the compiles run in
+    fresh processes.
     """
     if target not in GPUS:
         raise ValueError(f"unknown target {target!r}; known: {', '.join(GPUS)}")
@@ -293,72 +430,64 @@ def aot_report(
     for launch in launches:  # shapes the kernels cannot index: a ValueError, here
         if isinstance(launch, ConvLaunch):
             check_index_range(launch)
-    if not interpreting():
-        return _report_in_process(launches, target, kdtype, training)
-    request = {
-        "launches": [launch_to_json(x) for x in launches],
-        "target": target,
-        "dtype": kdtype,
-        "training": training,
-    }
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "vggspec.compiler.kernels.aot"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"ahead-of-time compile failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout)
+    return _report_rows(launches, target, kdtype, training)
 
 
 def predicted_step_time(rows: list[dict]) -> float:
-    """Seconds per step if every kernel ran at its roofline, back to back."""
+    """The roofline bound: seconds per step if every kernel ran at its roof, back to back."""
     return sum(r["roofline_s"] for r in rows)
 
 
+def estimated_step_time(rows: list[dict]) -> float:
+    """The estimate: every kernel's roofline time stretched by wave quantisation at its
+    compiled occupancy, plus a launch gap each (see estimated_seconds)."""
+    return sum(r["estimate_s"] for r in rows)
+
+
+def describe_estimate(target: str) -> str:
+    gpu = GPUS[target]
+    return (
+        f"wave quantisation over {gpu.sms} SMs at the blocks per SM the compiled registers "
+        f"and shared memory allow, {LAUNCH_GAP_S * 1e6:.0f} us launch gap per kernel"
+    )
+
+
 def format_aot_report(rows: list[dict]) -> str:
-    """A fixed-width table of ``aot_report`` rows with the predicted step time."""
+    """A fixed-width table of ``aot_report`` rows with the roofline bound and the estimate."""
     head = (
         f"{'layer':<8} {'kernel':<17} {'config':<26} {'progs':>7} {'regs':>4} {'spill':>5} "
-        f"{'smem KB':>7} {'TC':<5} {'GFLOP':>8} {'MB':>8} {'t us':>9} bound"
+        f"{'smem KB':>7} {'occ':>3} {'TC':<5} {'GFLOP':>8} {'MB':>8} {'roof us':>9} "
+        f"{'est us':>9} bound"
     )
     lines = []
     if rows:
         r0 = rows[0]
-        lines.append(f"target {r0['target']} ({r0['gpu']}), {r0['dtype']}")
+        gpu = GPUS[r0["target"]]
+        lines.append(
+            f"target {r0['target']} ({r0['gpu']}, {gpu.bandwidth / 1e12:.2f} TB/s), {r0['dtype']}"
+        )
     lines += [head, "-" * len(head)]
     for r in rows:
         spill = r["spill_stores"] + r["spill_loads"]
-        smem = f"{r['shared_bytes'] / 1024:.1f}" + ("" if r["shared_ok"] else "!")
+        smem = f"{r['shared_bytes'] / 1024:.1f}" + ("" if r["fits"] else "!")
         tc = r["tensor_cores"] if r["uses_dot"] else "-"
         lines.append(
             f"{r['layer']:<8} {r['kernel']:<17} {r['config']:<26} {r['programs']:>7} "
-            f"{r['registers']:>4} {spill:>5} {smem:>7} {tc:<5} {r['flops'] / 1e9:>8.2f} "
-            f"{r['min_bytes'] / 1e6:>8.1f} {r['roofline_s'] * 1e6:>9.1f} {r['bound']}"
+            f"{r['registers']:>4} {spill:>5} {smem:>7} {r['blocks_per_sm']:>3} {tc:<5} "
+            f"{r['flops'] / 1e9:>8.2f} {r['min_bytes'] / 1e6:>8.1f} "
+            f"{r['roofline_s'] * 1e6:>9.1f} {r['estimate_s'] * 1e6:>9.1f} {r['bound']}"
         )
-    total = predicted_step_time(rows)
     flops = sum(r["flops"] for r in rows if r["uses_dot"])
     lines.append("-" * len(head))
     lines.append(
-        f"predicted step (roofline sum): {total * 1e3:.2f} ms for {flops / 1e12:.2f} "
-        f"TFLOP of GEMM work"
+        f"roofline bound (each kernel at its FLOP or byte roof, back to back): "
+        f"{predicted_step_time(rows) * 1e3:.2f} ms for {flops / 1e12:.2f} TFLOP of GEMM work"
     )
+    if rows:
+        lines.append(
+            f"estimate ({describe_estimate(rows[0]['target'])}): "
+            f"{estimated_step_time(rows) * 1e3:.2f} ms"
+        )
+    if any(not r["fits"] for r in rows):
+        lines.append("! does not fit this GPU's shared memory or registers: it cannot launch")
     return "\n".join(lines)
-
-
-def _main() -> None:
-    request = json.load(sys.stdin)
-    launches = [launch_from_json(x) for x in request["launches"]]
-    rows = _report_in_process(launches, request["target"], request["dtype"], request["training"])
-    json.dump(rows, sys.stdout)
-
-
-if __name__ == "__main__":
-    _main()

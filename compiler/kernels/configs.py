@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..targets import DEFAULT_NUM_SMS, ELEMENT_BYTES, SHARED_MEMORY_BUDGET
+from ..targets import DEFAULT_NUM_SMS, ELEMENT_BYTES
 from .plan import cdiv
 
 
@@ -130,23 +130,18 @@ MEAN_CONFIGS: tuple[MeanConfig, ...] = (
 )
 
 
-def pipeline_shared_bytes(block_a: int, block_b: int, block_k: int, stages: int, dtype: str) -> int:
-    """Shared memory the software pipeline needs for the two operand tiles."""
-    return (block_a + block_b) * block_k * stages * ELEMENT_BYTES[dtype]
-
-
 def use_flat_k(c_in: int) -> bool:
     """Flat K pays off when a tap holds fewer channels than the smallest K block (16)."""
     return c_in < 16
 
 
-def _fits(cfg, dtype: str, a: str, b: str, k: str) -> bool:
-    return (
-        pipeline_shared_bytes(
-            getattr(cfg, a), getattr(cfg, b), getattr(cfg, k), cfg.num_stages, dtype
-        )
-        <= SHARED_MEMORY_BUDGET
-    )
+def _wide_k(dtype: str) -> bool:
+    """The 128×128 tiles walk K 64 at a time for 2-byte operands only. Compiled with fp32
+    operands (TF32) they need 192-256 KB of shared memory (sm_90: conv fwd 192, dgrad 224,
+    wgrad 256, linear wgrad 228 KB) against 227 KB on an H100 and 163 KB on an A100; the
+    K-32 tiles fit both. tests/kernels/test_kernels_fit.py compiles every tile the
+    selection can return and checks it against each GPU's limits."""
+    return ELEMENT_BYTES[dtype] == 2
 
 
 def _by_name(configs, name):
@@ -168,7 +163,7 @@ def select_conv_config(m: int, n: int, c_in: int, dtype: str, gated: bool = Fals
     if n <= 64:
         return _by_name(CONV_CONFIGS, "conv_128x64x32_w4_s4")
     big = _by_name(CONV_CONFIGS, "conv_128x128x64_w8_s3")
-    if not gated and _fits(big, dtype, "block_m", "block_n", "block_k"):
+    if not gated and _wide_k(dtype):
         return big
     return _by_name(CONV_CONFIGS, "conv_128x128x32_w8_s4")
 
@@ -202,7 +197,7 @@ def select_wgrad_config(
         cfg = _small_tile(WGRAD_CONFIGS, "wgrad", dtype)
     else:
         cfg = _by_name(WGRAD_CONFIGS, "wgrad_128x128x64_w8_s3")
-        if not _fits(cfg, dtype, "block_r", "block_co", "block_m"):
+        if not _wide_k(dtype):
             cfg = _by_name(WGRAD_CONFIGS, "wgrad_128x128x32_w8_s4")
     taps = rows // c_in
     row_tiles = cdiv(rows, cfg.block_r) if cfg.flat_k else taps * cdiv(c_in, cfg.block_r)
@@ -218,7 +213,7 @@ def select_matmul_config(
         cfg = _small_tile(MATMUL_CONFIGS, "mm", dtype)
     else:
         cfg = _by_name(MATMUL_CONFIGS, "mm_128x128x64_w8_s3")
-        if gated or not _fits(cfg, dtype, "block_m", "block_n", "block_k"):
+        if gated or not _wide_k(dtype):
             cfg = _by_name(MATMUL_CONFIGS, "mm_128x128x32_w8_s4")
     tiles = cdiv(m, cfg.block_m) * cdiv(n, cfg.block_n)
     return replace(cfg, split_k=split_count(tiles, cdiv(k, cfg.block_k), num_sms))

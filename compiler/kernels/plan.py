@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ TRITON_DTYPE = {
 # launchers allocate is filled with this value first, so an element a kernel forgets
 # to write shows up instead of passing as whatever the allocator left there.
 FILL_NEW_OUTPUTS: float | None = None
+
+# When set, every launch is first shown to this function, `observer(plan)`; it returns True
+# to take the launch's place (gpu-check records a whole run on shape-only "meta" tensors,
+# which run the host code but no kernel) or False to let the kernel run.
+LAUNCH_OBSERVER = None
 
 
 def interpreting() -> bool:
@@ -90,6 +96,9 @@ class KernelPlan:
         return math.prod(self.grid)
 
     def launch(self, **tensors: torch.Tensor) -> None:
+        """Run the kernel on the device its tensors are on (not the current device)."""
+        if LAUNCH_OBSERVER is not None and LAUNCH_OBSERVER(self):
+            return
         call = {}
         for name, spec in self.args.items():
             if isinstance(spec, Ptr):
@@ -99,6 +108,15 @@ class KernelPlan:
                 call[name] = t
             else:
                 call[name] = spec
-        self.fn[self.grid](
-            **call, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
-        )
+        with on_device(next(iter(tensors.values())).device):
+            self.fn[self.grid](
+                **call, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
+            )
+
+
+def on_device(device: torch.device):
+    """Make `device` current while a kernel launches: Triton launches on the current CUDA
+    device and stream, which need not be the one a tensor lives on (cuda:1 of a DDP rank)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)

@@ -29,8 +29,13 @@ def default_cache_path() -> Path:
 
 
 def environment_key(env: dict) -> str:
-    """One section of the file per (GPU, torch, triton): "NVIDIA H200 | torch 2.11 | triton 3.6"."""
-    return f"{env['gpu']} | torch {env['torch']} | triton {env['triton']}"
+    """One section of the file per (GPU, torch, triton, kernels):
+    "NVIDIA H200 | torch 2.11 | triton 3.6 | kernels 0123456789ab"."""
+    return f"{env['gpu']} | {_versions(env)}"
+
+
+def _versions(env: dict) -> str:
+    return f"torch {env['torch']} | triton {env['triton']} | kernels {env['kernels']}"
 
 
 class DecisionCache:
@@ -40,8 +45,9 @@ class DecisionCache:
     Readers never lock (a writer replaces the whole file, so a reader sees the old or
     the new one); writers hold an fcntl lock on a sidecar file, re-read, merge (an entry
     another process wrote first wins, so every process ends up with the same choice)
-    and replace the file. Sections whose torch or triton version differs from the
-    current ones are dropped on write: new versions invalidate old measurements.
+    and replace the file. Sections whose torch, triton or kernels version differs from
+    the current ones are dropped on write: new versions invalidate old measurements (and
+    old failures, which are then tried again).
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -57,7 +63,7 @@ class DecisionCache:
             sections = {
                 key: entries
                 for key, entries in self._read().items()
-                if key.endswith(f"| torch {env['torch']} | triton {env['triton']}")
+                if key.endswith(f"| {_versions(env)}")
             }
             entries = sections.setdefault(environment_key(env), {})
             held = entries.setdefault(signature, decision)

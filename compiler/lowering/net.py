@@ -79,7 +79,9 @@ class Net(nn.Module):
     soft-max posteriors. A dense twin (see `densify`) gives the class score map, and
     its `predict` averages the map spatially before the soft-max."""
 
-    def __init__(self, graph: Graph, backend: str = "auto", dropout: float = 0.5):
+    def __init__(self, graph: Graph, backend="auto", dropout: float = 0.5):
+        """`backend`: a name (see backends.resolve) or a backend instance, which twins
+        (dense, folded, cut) share."""
         super().__init__()
         self.graph = graph
         self.backend = get_backend(backend)
@@ -306,7 +308,7 @@ def densify(net: Net) -> Net:
     """
     if net.dense:
         return net
-    dense = Net(dense_graph(net.graph), net.backend_name, net.dropout)
+    dense = Net(dense_graph(net.graph), net.backend, net.dropout)
     with torch.no_grad():
         for n in nodes(dense.graph):
             source = meta(dense.graph, n).weight_from
@@ -330,7 +332,7 @@ def fold_batch_norm(net: Net) -> Net:
     graph = folded_graph(net.graph)
     if graph.number_of_nodes() == net.graph.number_of_nodes():
         return net  # nothing to fold (no BN, or folded already)
-    folded = Net(graph, net.backend_name, net.dropout)
+    folded = Net(graph, net.backend, net.dropout)
     with torch.no_grad():
         for n, operation in folded.layers():
             if not operation.has_weights:
@@ -354,7 +356,7 @@ def named_twin(net: Net) -> Net:
         graph = folded_graph(graph)
     if net.dense:
         graph = dense_graph(graph)
-    twin = Net(graph, net.backend_name, net.dropout)
+    twin = Net(graph, net.backend, net.dropout)
     for name, module in twin.named_children():
         module.share(getattr(net, name))
     return twin.train(net.training)
@@ -376,7 +378,7 @@ def cut(net: Net, name: str) -> Net:
         raise _unknown_layers([name], known)
     order = nodes(twin.graph)
     end = order.index(twin.layers()[known.index(name)][0]) + 1
-    head = Net(twin.graph.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
+    head = Net(twin.graph.subgraph(order[:end]).copy(), twin.backend, twin.dropout)
     for child, module in head.named_children():
         module.share(getattr(twin, child))
     return head.train(net.training)

@@ -99,13 +99,14 @@ def gather_to_main(local, ctx: Context) -> list | None:
     return parts if ctx.is_main else None
 
 
-def all_reduce_sum(values: list[float], ctx: Context) -> list[float]:
-    """Element-wise sum over all ranks (float64, so counts stay exact)."""
+def all_reduce_sum(values: list[float], ctx: Context, op=None) -> list[float]:
+    """Element-wise sum (or `op`: dist.ReduceOp.MIN, …) over all ranks (float64, so counts
+    stay exact)."""
     if not ctx.distributed:
         return list(values)
     device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op is None else op)
     return tensor.tolist()
 
 

@@ -22,7 +22,7 @@ from ..dist.context import restart_count
 
 
 class StopRequest:
-    """Set by SIGTERM (and SIGINT); the trainer checkpoints at the next step and exits 0."""
+    """Set by SIGTERM (and SIGINT); the trainer checkpoints at its next loss read and exits 0."""
 
     def __init__(self):
         self.requested = False

@@ -53,6 +53,7 @@ from .claim import check_fresh
 from .config import ConfigError, TrainConfig, write_config
 from .data import TrainingData, prepare_training_data
 from .log import RunLog
+from .loss_reads import LossReads
 from .sampler import EpochBatchSampler
 from .schedule import make_schedule
 
@@ -152,6 +153,8 @@ class Trainer:
             raise ConfigError(f"batch_size={cfg.batch_size}: {err}") from None
         self.loader = make_loader(self.data.train, None, cfg.workers, batch_sampler=self.sampler)
         self._warm = False
+        self.losses = LossReads()  # the loss and the NaN check, read every few steps
+        self._last_loss = math.nan
         self.replaces: RunDir | None = None  # --overwrite: the run this one replaces
         self.stop = faults.StopRequest()
         self.stop.install()
@@ -326,17 +329,12 @@ class Trainer:
             loss = self.net.loss(logits, y)
             if faults.fires("nan", p.step + 1, ctx.rank):
                 loss = loss * float("nan")
-            value = float(loss.detach())
-            bad, stop = distributed.all_reduce_sum(
-                [0.0 if math.isfinite(value) else 1.0, float(self.stop.requested)], ctx
-            )
-            if bad:
-                raise TrainingDiverged(
-                    f"the loss became {value if not math.isfinite(value) else 'non-finite'} "
-                    f"at step {p.step + 1} (on {int(bad)} of {ctx.world} processes); stopped "
-                    f"without touching the last checkpoint in {self.rundir.checkpoints}. "
-                    "Try a lower lr or init=glorot."
-                )
+            self.losses.add(loss, p.step + 1)
+            stop = False
+            if self._read_due(p.step + 1, total):  # else no host synchronisation this step
+                read = self.losses.read(ctx, self.stop.requested)
+                self._check_finite(read, p.step + 1)
+                self._last_loss, stop = read.loss, read.stop
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.schedule.per_step:
@@ -353,7 +351,8 @@ class Trainer:
                 p.timed_images += cfg.batch_size
             self._warm = True
             tick = now
-            self.log.step(p, value, self.schedule.lr, cfg.log_every)
+            # The loss of the last read: this step's on every step that writes a log row.
+            self.log.step(p, self._last_loss, self.schedule.lr, cfg.log_every)
             if stop:
                 return "stopped"
             if (
@@ -365,6 +364,29 @@ class Trainer:
                 break
             tick = time.perf_counter()
         return "running"
+
+    def _read_due(self, step: int, total: int) -> bool:
+        """Read the loss at this step? Every log_every steps, and before whatever must not
+        see a diverged net or must agree across ranks: a checkpoint, the end of an epoch
+        (validation), the last step; one process also reads as soon as it is asked to stop."""
+        cfg = self.cfg
+        return (
+            step % cfg.log_every == 0
+            or step % cfg.checkpoint_every == 0
+            or self.position.step_in_epoch + 1 == self.sampler.steps_per_epoch
+            or step >= total
+            or (not self.ctx.distributed and self.stop.requested)
+        )
+
+    def _check_finite(self, read, step: int) -> None:
+        if read.first_bad_step is None:
+            return
+        seen = "" if read.first_bad_step == step else f", seen at step {step}"
+        raise TrainingDiverged(
+            f"the loss became non-finite at step {read.first_bad_step} (on {read.bad_ranks} "
+            f"of {self.ctx.world} processes){seen}; stopped without touching the last "
+            f"checkpoint in {self.rundir.checkpoints}. Try a lower lr or init=glorot."
+        )
 
     def _record_validation(self) -> dict:
         p = self.position

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import pytest
 import torch
@@ -14,41 +13,11 @@ from vggspec.compiler.kernels.configs import CONV_CONFIGS, WGRAD_CONFIGS
 from vggspec.compiler.kernels.conv import conv_wgrad_plan
 from vggspec.compiler.kernels.shapes import ConvLaunch
 
+from bench.kernel_cases import CONV_CASES as CASES
+from bench.kernel_cases import ConvCase
+
 FP32_TOL = 1e-5
 BF16_TOL = 1.5e-2
-
-
-class ConvCase(NamedTuple):
-    batch: int
-    c_in: int
-    h: int
-    w: int
-    c_out: int
-    kh: int
-    kw: int
-    ph: int
-    pw: int
-    relu: bool
-    channels_last: bool
-
-    def __str__(self):
-        return (
-            f"n{self.batch}c{self.c_in}_{self.h}x{self.w}_to{self.c_out}_k{self.kh}x{self.kw}"
-            f"_p{self.ph}{self.pw}{'_relu' if self.relu else ''}"
-            f"{'_cl' if self.channels_last else ''}"
-        )
-
-
-CASES = [
-    ConvCase(2, 5, 7, 9, 19, 3, 3, 1, 1, True, False),  # odd H≠W, "same" 3×3
-    ConvCase(1, 3, 9, 7, 17, 5, 5, 2, 2, True, True),  # RGB input, 5×5
-    ConvCase(3, 20, 5, 6, 18, 1, 1, 0, 0, True, False),  # 1×1, batch 3
-    ConvCase(2, 3, 7, 7, 21, 7, 7, 0, 0, True, False),  # densified first FC: valid 7×7
-    ConvCase(1, 3, 9, 7, 13, 7, 5, 0, 0, False, True),  # valid 7×5, no ReLU, 3×3 output
-    ConvCase(2, 33, 5, 3, 35, 3, 3, 1, 1, True, True),  # C_in over one 32-wide K block
-    ConvCase(1, 17, 4, 6, 9, 3, 1, 1, 0, True, False),  # non-square 3×1 kernel
-    ConvCase(1, 4, 3, 5, 6, 1, 1, 1, 2, True, False),  # padding beyond k//2
-]
 
 
 def _run(case: ConvCase, rng, dtype=torch.float32, bias=True, wrt="xwb", **configs):

@@ -10,8 +10,9 @@ from vggspec.compiler.kernels import linear_bias_act
 from vggspec.compiler.kernels.configs import MATMUL_CONFIGS, REDUCE_CONFIGS
 from vggspec.compiler.kernels.splitk import splitk_sum
 
+from bench.kernel_cases import LINEAR_SHAPES as SHAPES
+
 FP32_TOL = 1e-5
-SHAPES = [(3, 37, 21), (2, 150, 70), (1, 5, 3), (3, 200, 17)]  # (batch, in, out)
 
 
 def _compare(m, k, n, relu, rng, dtype=torch.float32, tol=FP32_TOL, bias=True, where="", **cfg):

@@ -7,7 +7,7 @@ from kernel_checks import assert_close, randn
 from vggspec.compiler.kernels import max_pool2x2
 from vggspec.compiler.kernels.configs import POOL_CONFIGS
 
-SHAPES = [(2, 5, 7, 9), (1, 3, 6, 4), (3, 17, 5, 5), (1, 1, 2, 2), (2, 16, 9, 3)]
+from bench.kernel_cases import POOL_SHAPES as SHAPES
 
 
 def _tied(shape, rng, dtype=torch.float32, channels_last=False):

@@ -75,10 +75,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="same as --emit json")
     p.add_argument(
         "--target",
-        choices=("sm_90", "sm_80"),
-        help="compile every Triton kernel for this GPU (H100 sm_90, A100 sm_80) "
-        "without one present, and report registers, spills, shared memory, "
-        "tensor-core use and a roofline step time",
+        choices=("sm_90", "h200", "sm_80"),
+        help="compile every Triton kernel for this GPU (H100 sm_90, H200 = sm_90 with its "
+        "own bandwidth, A100 sm_80) without one present, and report registers, spills, "
+        "shared memory, tensor-core use, the roofline bound and an estimate of the step",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(run=run)
@@ -116,6 +116,7 @@ def render(args) -> str:
 def kernel_report(graph, args, batch: int, emit: str) -> str:
     """Every Triton kernel of the graph compiled for args.target, as a table or JSON."""
     from vggspec.compiler.kernels import aot_report, format_aot_report, predicted_step_time
+    from vggspec.compiler.kernels.aot import describe_estimate, estimated_step_time
     from vggspec.compiler.lowering.auto_calls import auto_calls, describe_auto_calls
     from vggspec.compiler.lowering.launches import graph_launches, torch_reasons
 
@@ -126,14 +127,16 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
         rows = aot_report(launches, args.target, dtype, training)
     except ValueError as err:  # a shape the kernels cannot index (past int32)
         raise UserError(f"--target {args.target}: {err}") from None
-    step = predicted_step_time(rows)
+    step, estimate = predicted_step_time(rows), estimated_step_time(rows)
     if emit == "json":
         report = {
             "target": args.target,
             "batch": batch,
             "dtype": dtype,
             "training": training,
-            "predicted_step_seconds": step,
+            "roofline_step_seconds": step,
+            "estimated_step_seconds": estimate,
+            "estimate": describe_estimate(args.target),
             "torch_fallbacks": fallbacks,
             "auto_measures": auto_calls(launches),
             **({"torch_reasons": reasons} if (reasons := torch_reasons(graph, training)) else {}),
@@ -142,7 +145,10 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
         return json.dumps(report, indent=2) + "\n"
     what = "training step" if training else "dense forward pass"
     text = format_aot_report(rows) + "\n"
-    text += f"{what} at batch {batch}: {step * 1e3:.1f} ms predicted from the roofline\n"
+    text += (
+        f"{what} at batch {batch}: roofline bound {step * 1e3:.1f} ms, "
+        f"estimate {estimate * 1e3:.1f} ms\n"
+    )
     if fallbacks:
         text += "runs through torch (no Triton kernel): " + ", ".join(fallbacks) + "\n"
         text += "".join(f"  why: {why}\n" for why in torch_reasons(graph, training))

@@ -1,5 +1,5 @@
-"""The "auto" backend: each call goes to the triton or the torch backend, whichever the
-autotuner measured faster (and correct) for that call's signature on this GPU."""
+"""The "auto" backend: each call that has a Triton kernel goes to the triton or the torch
+backend, whichever the autotuner measured faster (and correct) for that call's signature."""
 
 from __future__ import annotations
 
@@ -42,7 +42,14 @@ def precision_of(method: str, args: tuple) -> str:
     return name
 
 
-class Backend:
+class Backend(torch_functional.Backend):
+    """The calls below are measured per signature; everything else (ReLU alone, LRN,
+    average pooling, batch norm, dropout) runs as the torch backend runs it, inherited.
+
+    `tuner`: the Autotuner that measures and remembers (default: the process's; with
+    VGGSPEC_AUTO_STAND_IN set, its timer is a stand-in, see autotune.stand_in_timer).
+    """
+
     name = "auto"
     # Both sides take channels-last: the Triton convs need it, cuDNN runs it well.
     memory_format = torch.channels_last
@@ -50,7 +57,6 @@ class Backend:
     def __init__(self, tuner: Autotuner | None = None):
         self.tuner = tuner or default_autotuner()
         self.sides = {"triton": triton_kernels.Backend(), "torch": torch_functional.Backend()}
-        self.reference = self.sides["torch"]
 
     def conv(self, x, weight, bias, padding, relu):
         return self._dispatch("conv", x, weight, bias, tuple(padding), relu)
@@ -69,16 +75,6 @@ class Backend:
 
     def cross_entropy(self, logits, target):
         return self._dispatch("cross_entropy", logits, target)
-
-    # The same torch.nn.functional call on both sides: nothing to choose.
-    def relu(self, x):
-        return self.reference.relu(x)
-
-    def lrn(self, x, size, alpha, beta, k):
-        return self.reference.lrn(x, size, alpha, beta, k)
-
-    def dropout(self, x, p, training):
-        return self.reference.dropout(x, p, training)
 
     def _dispatch(self, method: str, *args):
         backward = torch.is_grad_enabled() and any(
@@ -112,9 +108,12 @@ def trial(side, method: str, args: tuple, backward: bool):
             return [out.detach()]
         wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
         # Its own generator: both sides get the same gradient, and the global generator
-        # (which training draws from) is left alone.
+        # (which training draws from) is left alone. In the output's memory layout, as
+        # training hands it back: the backward kernels measured are the ones that will run.
         g = torch.Generator(out.device).manual_seed(0)
         dy = torch.randn(out.shape, generator=g, device=out.device).to(out.dtype)
+        if out.dim() == 4 and not out.is_contiguous():
+            dy = dy.contiguous(memory_format=torch.channels_last)
         return [out.detach(), *torch.autograd.grad(out, wrt, dy)]
 
     return run

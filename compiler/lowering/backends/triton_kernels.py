@@ -22,7 +22,8 @@ from . import torch_functional
 
 
 def _operands(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
-    if torch.is_autocast_enabled(x.device.type):
+    # ("meta": gpu-check records a net's launches on shape-only tensors, with no autocast.)
+    if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
     else:
         dtype = x.dtype
