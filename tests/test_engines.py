@@ -167,6 +167,17 @@ def test_auto_judges_an_engine_after_its_first_run(setup, monkeypatch):
     assert served.label == "late fp32"
 
 
+def test_auto_times_a_gpu_run_to_its_end(monkeypatch):
+    """On a GPU a run returns once its kernels are launched: the time until they are done
+    (here: 0.2 s of queued work) is what is measured."""
+    queued = []
+    monkeypatch.setattr(
+        torch.cuda, "synchronize", lambda device=None: queued and time.sleep(queued.pop())
+    )
+    on_gpu = types.SimpleNamespace(device=torch.device("cuda"))
+    assert serving._seconds(lambda x: queued.append(0.2), on_gpu) >= 0.2
+
+
 def test_auto_passes_over_an_engine_that_cannot_run(setup, monkeypatch):
     _, run = setup
     model = load_checkpoint_model(run, "torch")

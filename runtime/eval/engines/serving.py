@@ -186,8 +186,15 @@ def _measure(net, sample: torch.Tensor, candidates, say):
 
 
 def _seconds(run, sample: torch.Tensor) -> float:
+    """Wall time of one run, to its end: on a GPU, not only its launches (which return at
+    once, whatever the kernels then take)."""
+    cuda = sample.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(sample.device)
     started = time.perf_counter()
     run(sample)
+    if cuda:
+        torch.cuda.synchronize(sample.device)
     return time.perf_counter() - started
 
 
