@@ -338,6 +338,16 @@ def test_impossible_engine_settings_are_one_line(setup, cli, flags, message):
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_a_gpu_asked_for_where_there_is_none_is_one_line(setup, cli, monkeypatch):
+    data, run = setup
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for engine in ("torch", "auto"):
+        flags = ["--device", "cuda", "--engine", engine]
+        code, _, err = cli("run", "eval", "--checkpoint", run, *common(data), *flags)
+        assert code == 2 and "--device cuda: no CUDA GPU here" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
 def test_auto_says_what_it_chose_and_the_report_keeps_it(setup, engine_cache):
     data, run = setup
     done = vggspec_cmd(
