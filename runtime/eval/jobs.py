@@ -281,6 +281,8 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
         summary["classes"] = names
     if not ctx.is_main:
         return None
+    for entry, m in zip(summary["nets"], models, strict=True):
+        entry["engine"] = m.serving.label  # as chosen (under --nproc, rank 0's, every rank's)
     if request.classifier:
         train, test = gathered[request.train_split], gathered[images.split]
         summary["classifier"] = fit_and_score(

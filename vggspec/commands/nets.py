@@ -184,10 +184,12 @@ def check(args) -> None:
 
 
 def _device(device: str) -> str:
-    if device == "auto":
-        import torch
+    import torch
 
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device cuda: no CUDA GPU here (torch {torch.__version__})")
     return device
 
 
