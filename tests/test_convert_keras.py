@@ -408,12 +408,12 @@ def test_hdf5_errors_of_a_damaged_file_are_one_line(cli, tmp_path, monkeypatch):
 
 def test_a_same_pooling_is_caffes_rounding_up_only_where_it_pads_nothing_before():
     """Keras' 'same' pooling pads to ceil(size / stride) with half of the padding before the
-    map: 2×2/2 is Caffe's (and torch's ceil_mode) rounding up, 3×3/2 is not (at 5×5 it
-    gives 3×3 windows centred one pixel earlier): it is refused, not read as rounding up."""
+    map: 2×2/2 is Caffe's (and torch's ceil_mode) rounding up, 3×3/2 and 3×3/3 are not (at
+    7×7 both pad one pixel before the map): they are refused, not read as rounding up."""
     from keras import layers
     from vggspec.runtime.io.keras import layer_steps
 
-    x = np.arange(2 * 5 * 5 * 3, dtype=np.float32).reshape(2, 5, 5, 3)
+    x = np.arange(2 * 7 * 7 * 3, dtype=np.float32).reshape(2, 7, 7, 3)
     for size, stride, same_as_caffe in ((2, 2, True), (3, 2, False), (3, 3, False)):
         theirs = np.asarray(layers.MaxPooling2D(size, stride, padding="same")(x))
         ceil = torch.nn.functional.max_pool2d(
