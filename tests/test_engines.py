@@ -341,10 +341,15 @@ def test_impossible_engine_settings_are_one_line(setup, cli, flags, message):
 def test_a_gpu_asked_for_where_there_is_none_is_one_line(setup, cli, monkeypatch):
     data, run = setup
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    why = (
+        f"this torch ({torch.__version__}) is built without CUDA"
+        if torch.version.cuda is None
+        else "no CUDA GPU is visible to it"
+    )
     for engine in ("torch", "auto"):
         flags = ["--device", "cuda", "--engine", engine]
         code, _, err = cli("run", "eval", "--checkpoint", run, *common(data), *flags)
-        assert code == 2 and "--device cuda: no CUDA GPU here" in err, err
+        assert code == 2 and f"--device cuda: {why}; use --device cpu (or auto)" in err, err
         assert len(err.strip().splitlines()) == 1, err
 
 
