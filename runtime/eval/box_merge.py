@@ -79,22 +79,17 @@ def _geometry(boxes: np.ndarray, out: np.ndarray) -> float:
     return smallest
 
 
-def _distances(
-    a: np.ndarray, b: np.ndarray, plain: bool, work: np.ndarray | None = None
-) -> np.ndarray:
+def _distances(a: np.ndarray, b: np.ndarray, plain: bool) -> np.ndarray:
     """(K, N) match distances between boxes of geometries a (11, K) and b (11, N): the
     floating-point operations of `match_distance`, so that every distance, and so every tie,
     is the same to the last bit (the tests hold it to the reference). With the negated
     corners one maximum gives both boxes' intersection and enclosure, and a − b is the same
     float as −(b − a). `plain` (see `_GreedyMerge`): every union and diagonal is positive,
-    no mask is needed. `work`: room for 14·K·N floats to compute in (the result is a view of
-    it), so that calls in a loop do not map fresh temporaries."""
-    k, n = a.shape[1], b.shape[1]
-    work = (np.empty(14 * k * n) if work is None else work[: 14 * k * n]).reshape(14, k, n)
-    corners, t = work[:8], work[8:]
+    no mask is needed."""
     a, b = a[:, :, None], b[:, None, :]
     # max x0, max y0, −min x0, −min y0, −min x1, −min y1, max x1, max y1
-    np.maximum(a[:8], b[:8], out=corners)
+    corners = np.maximum(a[:8], b[:8])
+    t = np.empty((6, *corners.shape[1:]))
     np.add(corners[:4], corners[4:], out=t[:4])  # −w, −h of the intersection, w, h of the enclosure
     np.subtract(a[8:10], b[8:10], out=t[4:])  # centre x, y differences
     np.minimum(t[:2], 0.0, out=t[:2])  # −max(w, 0), −max(h, 0)
@@ -152,14 +147,11 @@ class _GreedyMerge:
             smallest >= _SMALLEST_SIDE
         )
         self.dist = np.empty((n, n))
-        self.work = np.empty(14 * max(min(_ROWS, n) * n, _MAX_BATCH * (n + _CHAINS + _MAX_BATCH)))
         # Row blocks of the upper triangle (the distance is symmetric to the bit: it adds,
         # multiplies and takes min and max of the two boxes alike).
         for start in range(0, n, _ROWS):
             rows = slice(start, min(start + _ROWS, n))
-            block = _distances(
-                self.geometry[:, rows], self.geometry[:, start:], self.plain, self.work
-            )
+            block = _distances(self.geometry[:, rows], self.geometry[:, start:], self.plain)
             self.dist[rows, start:] = block
             self.dist[start:, rows] = block.T
         np.fill_diagonal(self.dist, INF)
@@ -219,141 +211,49 @@ class _GreedyMerge:
         return firsts, seconds, kept_dists
 
     def _merge(self, firsts: list[int], seconds: list[int], dists: list[float]) -> bool:
-        """Make the batch's pairs, and the merges of merged groups between them, that the
-        rule makes next (the first pair always); False when the merging is over (a NaN
-        distance ends it, as the reference's argmin stops at it).
-
-        The batch's groups (its pairs' merged groups, then `_CHAINS` slots for merged groups
-        merging again) have rows and columns in `rows`: the live groups' columns first, then
-        the slots', then the pairs'; a group's row r is column `live + r`, so that the block
-        of merged groups is square and symmetric. A group that ends, or a slot not yet used,
-        is all inf. Pairs p and after are still to be made."""
+        """Make the batch's pairs that the rule makes next (the first always); False when
+        the merging is over (a NaN distance ends it, as the reference's argmin stops at it)."""
         i, j = np.array(firsts), np.array(seconds)
         n, k = len(self.alive), len(firsts)
         live = np.flatnonzero(self.alive)
         m = len(live)
-        pairs = self.state[i] + self.state[j]
-        merged = np.empty((11, k))
-        if _geometry(pairs[:, :4] / pairs[:, 4:5], merged) < _SMALLEST_SIDE:
-            self.plain = False
-        # Without `plain`, a NaN may stand anywhere: the batch ends at its first failure.
-        x = _CHAINS if self.plain else 0
-        c0 = m + x  # the pairs' first column
-        size = x + k
-        sums = np.empty((size, 6))
-        sums[x:] = pairs
-        geometry = np.empty((11, c0 + k))
+        sums = self.state[i] + self.state[j]
+        geometry = np.empty((11, m + k))  # the live groups', then the merged ones'
         geometry[:, :m] = self.geometry[:, live]
-        geometry[:, m:c0] = geometry[:, :1]  # any box: the slots' columns are not read
-        geometry[:, c0:] = merged
-        rows = np.full((size, c0 + k), INF)
-        rows[x:] = _distances(merged, geometry, self.plain, self.work)
-        rows[x:, m:c0] = INF
+        if _geometry(sums[:, :4] / sums[:, 4:5], geometry[:, m:]) < _SMALLEST_SIDE:
+            self.plain = False
+        rows = _distances(geometry[:, m:], geometry, self.plain)
         own = np.arange(k)
-        pi, pj = np.searchsorted(live, i), np.searchsorted(live, j)
-        rows[x + own, c0 + own] = INF
-        rows[x + own, pi] = INF
-        rows[x + own, pj] = INF
-        # Every pair's nearest, including its distance to pairs after it and to groups that
-        # end before it: never above its true nearest at the time it is made.
-        nearest = rows[x:].min(axis=1)
-        dead = np.zeros(c0 + k, dtype=bool)
-        dead[m:c0] = True  # unused slots
-        index = np.empty(c0 + k, dtype=int)  # each column's group: the lowest member index
-        index[:m], index[c0:] = live, i
-        d = np.array(dists[:k])
-        # Each merged group's nearest over the groups there are (a slot's or an ended
-        # group's: inf), kept as groups end and begin, so that the smallest is exact.
-        low = np.full(size, INF)
-        at = np.zeros(size, dtype=int)
-        p = used = 0
-        while p < k:
-            floor = low[: x + p].min(initial=INF)
-            # Pair s is next if it is below every merged group's distances so far.
-            bound = np.minimum.accumulate(np.concatenate(([floor], nearest[p : k - 1])))
-            ok = d[p:] < bound
-            s = k if ok.all() else p + int(ok.argmin())
-            if s > p:
-                ended = np.concatenate((pi[p:s], pj[p:s]))
-                dead[ended] = True
-                rows[:, ended] = INF
-                new = rows[: x + p, c0 + p : c0 + s]  # the groups so far, by the new ones
-                if new.size:
-                    _nearer(low[: x + p], at[: x + p], new.min(axis=1), new, c0 + p)
-                made = rows[x + p : x + s, : c0 + s]
-                at[x + p : x + s] = made.argmin(axis=1)
-                low[x + p : x + s] = made[np.arange(s - p), at[x + p : x + s]]
-                p = s
-                _look_again(rows, low, at, dead, x + p, c0 + p)
-                continue
-            # Pair p fails: a merged group's distance is the smallest; the pair is next.
-            r = int(low[: x + p].argmin())
-            col = int(at[r])
-            grouped = col >= m  # the other is a group merged in this batch too
-            if (
-                not floor < d[p]  # a tie with pair p (or a NaN): the caches settle it
-                or used == x
-                # a tie among the merged groups
-                or np.count_nonzero(low[: x + p] == floor) != 1 + grouped
-                or np.count_nonzero(rows[r, : c0 + p] == floor) != 1
-                or (grouped and np.count_nonzero(rows[col - m, : c0 + p] == floor) != 1)
-                # a member of a pair still to be made
-                or (not grouped and ((pi[p:] == col).any() or (pj[p:] == col).any()))
-            ):
-                break
-            # Merged group r and group col merge, into slot `used`.
-            slot, used = used, used + 1
-            sums[slot] = sums[r] + (sums[col - m] if grouped else self.state[live[col]])
-            index[m + slot] = min(index[m + r], index[col])
-            ended = [m + r, col]
-            dead[ended] = True
-            rows[[r, col - m] if grouped else r] = INF
-            rows[:, ended] = INF
-            low[[r, col - m] if grouped else r] = INF
-            column = geometry[:, m + slot : m + slot + 1]
-            mean = sums[slot : slot + 1, :4] / sums[slot : slot + 1, 4:5]
-            if _geometry(mean, column) < _SMALLEST_SIDE:
-                self.plain = False
-            row = _distances(column, geometry, self.plain, self.work)[0]
-            row[dead] = INF
-            row[m + slot] = INF
-            dead[m + slot] = False
-            rows[slot] = row
-            rows[:, m + slot] = row[m:]
-            np.minimum(nearest[p:], row[c0 + p :], out=nearest[p:])
-            at[slot] = row[: c0 + p].argmin()
-            low[slot] = row[at[slot]]
-            others = row[m : m + x + p]
-            _nearer(low[: x + p], at[: x + p], others, None, m + slot)
-            _look_again(rows, low, at, dead, x + p, c0 + p)
-        # The next batch: a little longer than this one's run of pairs.
-        self.batch = min(_MAX_BATCH, max(_MIN_BATCH, p + _MIN_BATCH // 2))
-        # The batch's groups that remain take the lowest index of their members; the other
-        # members end.
-        groups = np.flatnonzero(~dead[m : c0 + p])
-        kept = index[m + groups]
-        columns = np.flatnonzero(~dead[: c0 + p])
-        new = np.full((len(groups), n), INF)
-        new[:, index[columns]] = rows[groups][:, columns]
-        ends = np.zeros(n, dtype=bool)
-        ends[live[dead[:m]]] = True
-        ends[kept] = False
-        ends = np.flatnonzero(ends)
-        self.state[kept] = sums[groups]
-        self.alive[ends] = False
-        self.dead += len(ends)
-        self.geometry[:, kept] = geometry[:, m + groups]
-        self.dist[kept] = new
-        self.dist[:, kept] = new.T
-        self.dist[:, ends] = INF
-        self.nearest_dist[ends] = INF
-        # The rows whose cache named a group of the batch, and the batch's groups.
+        rows[own, m + own] = INF
+        if k > 1:
+            rows[own, np.searchsorted(live, i)] = INF
+            rows[own, np.searchsorted(live, j)] = INF
+            seen = np.minimum.accumulate(rows.min(axis=1))
+            ok = np.array(dists[1:]) < seen[:-1]  # NaN compares False: the batch ends there
+            if not ok.all():
+                k = 1 + int(ok.argmin())
+                i, j = i[:k], j[:k]
+        # The next batch: a little longer than this one's run of merges.
+        self.batch = min(_MAX_BATCH, max(_MIN_BATCH, k + _MIN_BATCH // 2))
+        new = np.full((k, n), INF)
+        new[:, live] = rows[:k, :m]
+        new[:, i] = rows[:k, m : m + k]
+        new[:, j] = INF
+        self.state[i] = sums[:k]
+        self.alive[j] = False
+        self.dead += k
+        self.geometry[:, i] = geometry[:, m : m + k]
+        self.dist[i] = new
+        self.dist[:, i] = new.T
+        self.dist[:, j] = INF
+        self.nearest_dist[j] = INF
+        # The rows whose cache named a merged group, and the merged groups themselves.
         touched = np.zeros(n, dtype=bool)
-        touched[kept] = True
-        touched[ends] = True
+        touched[i] = True
+        touched[j] = True
         stale = touched[self.nearest]
         stale &= self.alive
-        stale[kept] = True
+        stale[i] = True
         stale = np.flatnonzero(stale)
         block = self.dist[stale]
         self.nearest[stale] = block.argmin(axis=1)
@@ -372,26 +272,6 @@ class _GreedyMerge:
         self.state, self.alive = self.state[keep], self.alive[keep]
         self.geometry = self.geometry[:, keep]
         self.dead = 0
-
-
-def _nearer(low: np.ndarray, at: np.ndarray, values: np.ndarray, block, first: int) -> None:
-    """Rows' nearest (`low`, at column `at`) given new columns from `first`: `values`,
-    the rows' smallest among them (one column when `block` is None, else `block`'s
-    argmin). Equal distances keep the earlier column."""
-    nearer = values < low
-    if nearer.any():
-        low[nearer] = values[nearer]
-        at[nearer] = first if block is None else first + block[nearer].argmin(axis=1)
-
-
-def _look_again(rows, low, at, dead, count: int, width: int) -> None:
-    """The first `count` rows whose nearest ended: their nearest over the first `width`
-    columns again."""
-    stale = np.flatnonzero(dead[at[:count]] & (low[:count] < INF))
-    if len(stale):
-        block = rows[stale, :width]
-        at[stale] = block.argmin(axis=1)
-        low[stale] = block[np.arange(len(stale)), at[stale]]
 
 
 def _smallest(values: np.ndarray, count: int) -> tuple[np.ndarray, float]:
@@ -414,7 +294,6 @@ _SMALLEST_SIDE = 1e-100  # widths and heights from this: no square underflows to
 _ROWS = 32  # rows of the first distance matrix computed at once
 _MIN_BATCH, _MAX_BATCH = 8, 64
 _COMPACT_FROM = 64  # smaller matrices are not worth copying
-_CHAINS = 8  # merged groups that may merge again within a batch
 
 
 def merge_boxes(boxes, scores, threshold: float = DEFAULT_MERGE_THRESHOLD) -> list[MergedBox]:
