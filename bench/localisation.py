@@ -104,10 +104,14 @@ def windows(rng, n, obj=(120.0, 80.0, 380.0, 300.0)):
 
 def merge_at(revision: str):
     """merge_boxes as runtime/eval/box_merge.py is at a git revision of this repository."""
-    source = subprocess.run(
+    shown = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{revision}:runtime/eval/box_merge.py"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if shown.returncode:
+        print(f"--against {revision}: {shown.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+        raise SystemExit(2)
+    source = shown.stdout
     source = source.replace("from ..data import", "from vggspec.runtime.data import")
     module = types.ModuleType(f"box_merge_at_{revision}")
     sys.modules[module.__name__] = module  # for its dataclasses
@@ -127,10 +131,10 @@ def groups_of(groups) -> list[tuple]:
     return [(g.box, g.rating, g.members) for g in groups]
 
 
-def bench_merge(repeats: int, against: str | None) -> None:
+def bench_merge(repeats: int, against: str | None, merge_against) -> None:
     merges = {"new": merge_boxes, "old": merge_boxes_reference}
     if against:
-        merges[against] = merge_at(against)
+        merges[against] = merge_against
     print(
         f"1. merge, one class: ms of CPU and wall, min and median of {repeats} calls "
         f"({max(1, repeats // 3)} of the old), taking turns; load average "
@@ -335,9 +339,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
+    merge_against = merge_at(args.against) if args.against and "merge" not in skip else None
     print(f"torch threads {torch.get_num_threads()}")
     if "merge" not in skip:
-        bench_merge(args.repeats, args.against)
+        bench_merge(args.repeats, args.against, merge_against)
     if "dloc" not in skip:
         bench_dloc(args.images, [int(q) for q in args.scales.split(",")])
     if "demo" not in skip:
