@@ -3,14 +3,19 @@ greedy box merging, and the O(n²) merge against the O(n³) one it replaced, in 
 
 Run: python bench/localisation.py [--images 2] [--scales 256,384,512] [--demo-images 500]
                                   [--demo-scales 32,224] [--skip merge,dloc,demo] [--threads N]
+                                  [--repeats 9] [--against REV]
 
 1. merge: one class's boxes, n = 140 … 1,200, three kinds of sets (clusters around two
    objects; boxes anywhere; the protocol's windows: every 32-px position of a 224 window at
    Q = 256, 384, 512 of a 500×375 image, windows on the object predicting it and the others
    boxes of their own), the merge and the reference (tests/box_merge_reference.py) on the
-   same boxes: wall and CPU times (on a loaded machine CPU time is the steadier figure, and
-   what an idle machine's wall time would be), the wall ratio, and whether the groups are
-   the same (they must be).
+   same boxes, calls taking turns (--repeats of the merge, a third as many of the slow
+   reference): the minimum and the median of the CPU and the wall time (on a loaded machine
+   the CPU time is the steadier figure, and about what an idle machine's wall time would
+   be), the ratio of the medians, whether the groups are the same (they must be), and the
+   load average before and after. --against REV (a git revision, e.g. main) times
+   runtime/eval/box_merge.py as it is there too, in the same turns, and prints
+   REV's / this one's median CPU time.
 2. dloc: protocol 2 for specs/D-loc.vgg (PCR, 1000 classes) rated by specs/D.vgg at --scales
    with flips, one net and two fused, on --images synthetic 500×375 images, one image per
    batch so that merges can overlap the next image's forward. Random weights (timings do
@@ -29,9 +34,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -94,39 +102,76 @@ def windows(rng, n, obj=(120.0, 80.0, 380.0, 300.0)):
     return np.array(out[:n])
 
 
-def best_time(fn, repeats: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of the fastest of `repeats` calls (CPU: this process's user + system
+def merge_at(revision: str):
+    """merge_boxes as runtime/eval/box_merge.py is at a git revision of this repository."""
+    shown = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:runtime/eval/box_merge.py"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if shown.returncode:
+        print(f"--against {revision}: {shown.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+        raise SystemExit(2)
+    source = shown.stdout
+    source = source.replace("from ..data import", "from vggspec.runtime.data import")
+    module = types.ModuleType(f"box_merge_at_{revision}")
+    sys.modules[module.__name__] = module  # for its dataclasses
+    exec(compile(source, f"{revision}:runtime/eval/box_merge.py", "exec"), module.__dict__)
+    return module.merge_boxes
+
+
+def timed(fn) -> tuple[float, float, object]:
+    """(wall, CPU) seconds of one call, and its result (CPU: this process's user + system
     time, what an idle machine's wall time would be for single-threaded work)."""
-    times = []
-    for _ in range(repeats):
-        start, cpu = time.perf_counter(), time.process_time()
-        fn()
-        times.append((time.perf_counter() - start, time.process_time() - cpu))
-    return min(times)
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
-def bench_merge() -> None:
-    print("1. merge, one class (best of 5; the reference once): ms, wall and CPU")
+def groups_of(groups) -> list[tuple]:
+    return [(g.box, g.rating, g.members) for g in groups]
+
+
+def bench_merge(repeats: int, against: str | None, merge_against) -> None:
+    merges = {"new": merge_boxes, "old": merge_boxes_reference}
+    if against:
+        merges[against] = merge_against
     print(
-        f"{'boxes':>6} {'set':<9} {'merges':>6} {'new':>7} {'cpu':>6} {'old':>8} {'cpu':>7} "
-        f"{'old/new':>8}  same"
+        f"1. merge, one class: ms of CPU and wall, min and median of {repeats} calls "
+        f"({max(1, repeats // 3)} of the old), taking turns; load average "
+        f"{os.getloadavg()[0]:.1f}"
     )
+    columns = "".join(f" {f'{k} cpu':^13} {f'{k} wall':^13}" for k in merges)
+    extra = f" {against + '/new':>9}" if against else ""
+    print(f"{'boxes':>6} {'set':<9} {'merges':>6}{columns} {'old/new':>8}{extra}  same")
+    print(f"{'':>23}" + f" {'min':>6} {'median':>6}" * 2 * len(merges) + f" {'(cpu)':>8}")
     rng = np.random.default_rng(0)
     for n in (140, 280, 560, 1200):
         for name, make in (("clusters", clusters), ("anywhere", anywhere), ("windows", windows)):
             boxes, scores = make(rng, n), rng.random(n)
-            new, new_cpu = best_time(lambda b=boxes, s=scores: merge_boxes(b, s), 5)
-            start, cpu = time.perf_counter(), time.process_time()
-            old_groups = merge_boxes_reference(boxes, scores)
-            old, old_cpu = time.perf_counter() - start, time.process_time() - cpu
-            same = merge_boxes(boxes, scores) == old_groups
+            times: dict[str, list] = {k: [] for k in merges}
+            outputs = {}
+            for turn in range(repeats):
+                for key, merge in merges.items():
+                    if key != "old" or turn < max(1, repeats // 3):
+                        wall, cpu, out = timed(lambda m=merge, b=boxes, s=scores: m(b, s))
+                        times[key].append((cpu, wall))
+                        outputs[key] = groups_of(out)
+            same = all(out == outputs["old"] for out in outputs.values())
+            median = {k: np.median(v, axis=0) for k, v in times.items()}
+            figures = "".join(
+                f" {min(v)[0] * 1e3:>6.1f} {median[k][0] * 1e3:>6.1f}"
+                f" {min(w for _, w in v) * 1e3:>6.1f} {median[k][1] * 1e3:>6.1f}"
+                for k, v in times.items()
+            )
+            ratio = median["old"][0] / median["new"][0]
+            extra = f" {median[against][0] / median['new'][0]:>8.2f}x" if against else ""
             print(
-                f"{n:>6} {name:<9} {n - len(old_groups):>6} {new * 1e3:>7.1f} "
-                f"{new_cpu * 1e3:>6.1f} {old * 1e3:>8.1f} {old_cpu * 1e3:>7.1f} "
-                f"{old / new:>7.1f}x  {same}"
+                f"{n:>6} {name:<9} {n - len(outputs['old']):>6}{figures} {ratio:>7.1f}x{extra}"
+                f"  {same}"
             )
             if not same:
-                raise SystemExit("the merge and the reference disagree")
+                raise SystemExit("the merges disagree")
+    print(f"   load average after: {os.getloadavg()[0]:.1f}")
 
 
 # ---------------------------------------------------------------------------- protocol 2
@@ -288,13 +333,16 @@ def main() -> None:
     parser.add_argument("--demo-scales", default="32,224")
     parser.add_argument("--skip", default="", help="parts to leave out: merge,dloc,demo")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=9, help="calls of each merge per set")
+    parser.add_argument("--against", help="a git revision whose merge to time as well")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
+    merge_against = merge_at(args.against) if args.against and "merge" not in skip else None
     print(f"torch threads {torch.get_num_threads()}")
     if "merge" not in skip:
-        bench_merge()
+        bench_merge(args.repeats, args.against, merge_against)
     if "dloc" not in skip:
         bench_dloc(args.images, [int(q) for q in args.scales.split(",")])
     if "demo" not in skip:

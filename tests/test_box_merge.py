@@ -116,6 +116,27 @@ def test_the_same_groups_at_the_protocols_scale(count):
     assert sum(g.members for g in groups) == count and len(groups) < count // 2
 
 
+@pytest.mark.parametrize("count", [600, pytest.param(1200, marks=pytest.mark.slow)])
+def test_the_same_groups_with_many_ties_at_the_protocols_scale(count):
+    """Whole-pixel boxes about three objects, moved and resized by a pixel: most boxes are
+    copies of others and most distances equal others, through batches of merges and the
+    compaction of the matrix. The ratings are sums of scores that are not whole numbers, in
+    the order the members merged: a tie broken otherwise changes their last bits."""
+    rng = np.random.default_rng(count + 1)
+    pick = rng.integers(0, 3, count)
+    xy = rng.integers(0, 200, (3, 2))[pick] + rng.integers(-1, 2, (count, 2))
+    wh = rng.integers(20, 120, (3, 2))[pick] + rng.integers(-1, 2, (count, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(float)
+    scores = rng.random(count)
+    assert len(np.unique(boxes, axis=0)) < count // 2
+    distances = match_distance(boxes, boxes)
+    assert len(np.unique(distances)) < distances.size // 50
+    for threshold in (0.25, 0.5):
+        groups = merge_boxes(boxes, scores, threshold)
+        assert groups == merge_boxes_reference(boxes, scores, threshold)
+        assert len(groups) < count // 4
+
+
 def test_distances_are_match_distance_to_the_bit():
     """The merge's own distance kernel (with and without the masks that empty boxes need)
     gives match_distance's floats exactly: equal distances stay equal, so ties break alike."""
