@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import SPECS
 from vggspec.compiler import Box, FullyConnected, SpecError, format_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.lowering.net import build, check_num_classes, densify, with_num_classes
 
 SMALL = "input 16x16 RGB\nconv3-4 maxpool\nconv3-8 maxpool\nFC-12 FC-12 FC-{} box\n"

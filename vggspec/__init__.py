@@ -11,7 +11,7 @@ from vggspec.compiler import (
     load_spec,
 )
 from vggspec.compiler import parse as parse_spec
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 # The torch-side API is imported on first use, so that `vggspec compile` and the
 # notation tools start without loading torch.

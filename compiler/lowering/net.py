@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import VggspecError
 from ..frontend.ast import Layer, Spec
-from ..frontend.errors import VggspecError
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
 from ..ir.ops import Op, SoftMaxOp

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
 from vggspec.compiler.lowering.net import (
     Net,

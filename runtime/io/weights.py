@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from vggspec.compiler import SpecError, compile_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.graph import meta, nodes, op
 from vggspec.compiler.lowering.net import Net, Weights, lower
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vggspec.compiler import Spec
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.lowering.net import check_num_classes, training_target
 
 from ..data.annotations import ANNOTATIONS_DIR, load_folder_boxes

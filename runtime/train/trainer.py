@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from vggspec.compiler import Spec
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.lowering.net import (
     GlobalBatch,
     build,
