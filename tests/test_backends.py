@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_ops import Halved, Twice
 from vggspec.compiler import Spec, parse
-from vggspec.compiler.ir import ops
+from vggspec.compiler.frontend.words import WORDS
 from vggspec.compiler.lowering import backends
 from vggspec.compiler.lowering.autotune import Autotuner, stand_in_timer
 from vggspec.compiler.lowering.autotune_cache import DecisionCache
@@ -99,8 +99,8 @@ def test_every_backend_inherits_the_torch_backend(name):
 
 def test_the_specs_use_every_op_of_the_notation():
     """The spec files and the extra specs above exercise every registered layer."""
-    words = {type(layer).word for spec in SPECS.values() for layer in spec.layers}
-    assert set(ops.LAYERS) <= words and "twice" in words
+    used = {type(layer) for spec in SPECS.values() for layer in spec.layers}
+    assert set(WORDS.values()) <= used and Twice in used
     assert len(toy_specs()) == 13  # A, A-LRN, B, C, D, E, four -BN, demo, demo-loc, D-loc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -53,19 +54,27 @@ class Input:
 
 
 class Layer:
-    """A word of the notation. Each op module (compiler/ir/ops/) defines one, registered
-    under its grammar rule name; the parser, printer and graph builder only ask it."""
+    """A word of the notation. Each op module (compiler/ir/ops/) defines one, registered in
+    the table of words (words.py); the grammar, parser, printer and graph builder ask it."""
 
-    word: ClassVar[str]  # the grammar rule in vgg.lark
-    terminal: ClassVar[str]  # its lark terminal, and how that reads in error messages
+    # Its spelling as printed ("soft-max", "FC"); the grammar rule is its letters, lower-cased.
+    word: ClassVar[str]
+    # The regular expression its tokens match (case-insensitive; default: the word itself)
+    # and how an error names it among the expected words (default: the word).
+    pattern: ClassVar[str]
     expected: ClassVar[str]
     ends_stage: ClassVar[bool] = False  # the printer ends the line (a Table 1 row) after it
     ends_net: ClassVar[bool] = False  # nothing may follow it
     fills_stage: ClassVar[bool] = False  # a stage holding one is numbered (conv5_1 … fc6)
     normalisable: ClassVar[bool] = False  # a `BN` may follow it (conv, FC)
-    follows: ClassVar[str | None] = None  # the terminal it must directly follow (box: FC)
     trains_on: ClassVar[str] = "labels"  # a head's training targets: labels, or boxes
     loc: Loc | None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "word" in cls.__dict__:  # a word: what it does not say is its spelling
+            cls.pattern = cls.__dict__.get("pattern", re.escape(cls.word))
+            cls.expected = cls.__dict__.get("expected", cls.word)
 
     @classmethod
     def read(cls, token: str, loc: Loc) -> Layer:
@@ -76,9 +85,15 @@ class Layer:
         """Why this layer cannot follow `previous` (None: the first layer), or None."""
         return None
 
+    @classmethod
+    def may_follow(cls, previous: type[Layer] | None) -> bool:
+        """Whether the word may stand after a word of class `previous` at all (None: at the
+        start); an error lists a word among the expected ones only where it may."""
+        return True
+
     def text(self) -> str:
-        """Canonical text: `parse(text)` gives the layer back."""
-        raise NotImplementedError
+        """Canonical text: `parse(text)` gives the layer back (default: the word)."""
+        return self.word
 
     def build(self, b) -> None:
         """Add the IR node(s) for this layer: `b.add(name, op)`, names from `b.namer`."""

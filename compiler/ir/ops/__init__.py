@@ -7,6 +7,8 @@ without an edit to this file; the names below are the ones other code imports.
 import pkgutil
 from importlib import import_module
 
+from ...frontend.words import WORDS as LAYERS
+from ...frontend.words import register
 from .avgpool import AvgPool, AvgPool2d
 from .base import Layer, Op, ShapeError
 from .batchnorm import BN, BatchNorm
@@ -18,7 +20,6 @@ from .gap import Gap, GlobalAvgPool
 from .input import Input
 from .lrn import LocalResponseNorm, Lrn
 from .maxpool import MaxPool, MaxPool2d
-from .registry import LAYERS, register
 from .relu import ReLU
 from .softmax import SoftMax, SoftMaxOp
 from .spatial_mean import SpatialMean

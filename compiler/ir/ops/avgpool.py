@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...frontend.ast import Layer, Loc
+from ...frontend.words import register
 from .base import Op
 from .maxpool import MaxPool2d
-from .registry import register
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,7 @@ class AvgPool(Layer):
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
     word = "avgpool"
-    terminal = "AVGPOOL"
-    expected = "avgpool"
     ends_stage = True
-
-    def text(self) -> str:
-        return "avgpool"
 
     def build(self, b) -> None:
         b.add(f"pool{b.namer.stage}", AvgPool2d())

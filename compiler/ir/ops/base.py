@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from ...frontend.ast import Layer, Loc
-from ...frontend.errors import SpecError
+from ...frontend.ast import Layer
 
-__all__ = ["Layer", "Op", "ShapeError", "number"]
+__all__ = ["Layer", "Op", "ShapeError"]
 
 
 class ShapeError(Exception):
     """A layer does not fit the shape it is given; the shapes pass locates it in the text."""
-
-
-def number(digits: str, what: str, loc: Loc) -> int:
-    """A number read from a token; more than 9 digits is a located SpecError."""
-    if len(digits) > 9:
-        raise SpecError(f"{what} {digits[:12]}… is out of range", loc)
-    return int(digits)
-
-
-def match(pattern: str, token: str) -> tuple[str, ...]:
-    """The groups of a token that the grammar already accepted (so it matches)."""
-    return re.fullmatch(pattern, token, re.IGNORECASE).groups()
 
 
 @dataclass(frozen=True)

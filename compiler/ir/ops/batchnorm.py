@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from math import prod
 
 from ...frontend.ast import Layer, Loc
+from ...frontend.words import register
 from .base import Op
-from .registry import register
 
 # torchvision's (and torch's) defaults for BatchNorm1d/2d.
 MOMENTUM = 0.1
@@ -146,12 +146,7 @@ class BN(Layer):
 
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
-    word = "bn"
-    terminal = "BN"
-    expected = "BN"
-
-    def text(self) -> str:
-        return "BN"
+    word = "BN"
 
     def misplaced(self, previous: Layer | None) -> str | None:
         if previous is None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...frontend.ast import Layer, Loc
+from ...frontend.words import register
 from .base import Op
 from .fc import FullyConnected
-from .registry import register
 
 # A box is (centre x, centre y, width, height): four outputs per box.
 BOX_PARAMS = 4
@@ -64,11 +64,12 @@ class Box(Layer):
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
     word = "box"
-    terminal = "BOX"
-    expected = "box"
     ends_net = True
-    follows = "FC"
     trains_on = "boxes"
+
+    @classmethod
+    def may_follow(cls, previous) -> bool:
+        return previous is not None and issubclass(previous, FullyConnected)
 
     def misplaced(self, previous: Layer | None) -> str | None:
         if not isinstance(previous, FullyConnected):
@@ -92,9 +93,6 @@ class Box(Layer):
             f"the box head's FC-{features} does not fit data of {classes} classes: it needs "
             f"FC-4 (one box whatever the class) or FC-{BOX_PARAMS * classes} (a box per class)"
         )
-
-    def text(self) -> str:
-        return "box"
 
     def build(self, b) -> None:
         b.add("box", BoxOp())

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from math import prod
 
 from ...frontend.ast import MAX_CHANNELS, MAX_KERNEL, Layer, Loc, check_range
-from .base import Op, ShapeError, match, number
-from .registry import register
+from ...frontend.words import match, number, register
+from .base import Op, ShapeError
 from .relu import ReLU
 
 
@@ -94,7 +94,7 @@ class Conv(Layer):
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
     word = "conv"
-    terminal = "CONV"
+    pattern = r"conv(\d*)-(\d+)"  # conv<k>-<c>; conv-<c> is k = 3
     expected = "conv<k>-<channels>"
     fills_stage = True
     normalisable = True
@@ -107,7 +107,7 @@ class Conv(Layer):
 
     @classmethod
     def read(cls, token: str, loc: Loc) -> Conv:
-        kernel, channels = match(r"conv(\d*)-(\d+)", token)
+        kernel, channels = match(cls.pattern, token)
         k = number(kernel, "kernel size", loc) if kernel else 3
         return cls(k, number(channels, "channel count", loc), loc)
 

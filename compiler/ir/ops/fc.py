@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from math import prod
 
 from ...frontend.ast import MAX_CHANNELS, Layer, Loc, check_range
-from .base import Op, match, number
+from ...frontend.words import match, number, register
+from .base import Op
 from .conv import Conv2d
 from .dropout import Dropout
-from .registry import register
 from .relu import ReLU
 
 
@@ -93,8 +93,8 @@ class FullyConnected(Layer):
     features: int
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
-    word = "fc"
-    terminal = "FC"
+    word = "FC"
+    pattern = r"fc-(\d+)"
     expected = "FC-<n>"
     normalisable = True
 
@@ -103,7 +103,7 @@ class FullyConnected(Layer):
 
     @classmethod
     def read(cls, token: str, loc: Loc) -> FullyConnected:
-        (features,) = match(r"fc-(\d+)", token)
+        (features,) = match(cls.pattern, token)
         return cls(number(features, "FC size", loc), loc)
 
     def text(self) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...frontend.ast import Layer, Loc
+from ...frontend.words import register
 from .base import Op, ShapeError
-from .registry import register
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,7 @@ class Gap(Layer):
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
     word = "gap"
-    terminal = "GAP"
-    expected = "gap"
     ends_stage = True
-
-    def text(self) -> str:
-        return "gap"
 
     def build(self, b) -> None:
         b.add(f"pool{b.namer.stage}", GlobalAvgPool())

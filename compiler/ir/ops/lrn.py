@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field, fields
 
 from ...frontend.ast import MAX_CHANNELS, Layer, Loc
+from ...frontend.words import register
 from .base import Op, ShapeError
-from .registry import register
 
 # The paper (Sect. 2.1): "the parameters for the LRN layer are those of (Krizhevsky et al.,
 # 2012)", i.e. AlexNet's n = 5, alpha = 1e-4, beta = 0.75, k = 2.
@@ -95,9 +95,10 @@ class Lrn(Layer):
     k: float = PAPER["k"]
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
-    word = "lrn"
-    terminal = "LRN"
-    expected = "LRN"
+    word = "LRN"
+    # LRN with the parameters that differ from the paper's, e.g. LRN(k=1,alpha=2e-05): one
+    # token, so the comma inside the parentheses is not a separator.
+    pattern = r"lrn(\([^()\n#]*\))?(?!\()"
 
     def __post_init__(self):
         size = self.size

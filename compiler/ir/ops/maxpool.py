@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...frontend.ast import Layer, Loc
+from ...frontend.words import register
 from .base import Op, ShapeError
-from .registry import register
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,7 @@ class MaxPool(Layer):
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
     word = "maxpool"
-    terminal = "MAXPOOL"
-    expected = "maxpool"
     ends_stage = True
-
-    def text(self) -> str:
-        return "maxpool"
 
     def build(self, b) -> None:
         b.add(f"pool{b.namer.stage}", MaxPool2d())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...frontend.ast import Layer, Loc
+from ...frontend.words import register
 from .base import Op
-from .registry import register
 from .spatial_mean import SpatialMean
 
 
@@ -45,13 +45,9 @@ class SoftMax(Layer):
 
     loc: Loc | None = field(default=None, compare=False, repr=False)
 
-    word = "softmax"
-    terminal = "SOFTMAX"
-    expected = "soft-max"
+    word = "soft-max"
+    pattern = "soft-?max"  # also `softmax`
     ends_net = True
-
-    def text(self) -> str:
-        return "soft-max"
 
     def build(self, b) -> None:
         b.add("prob", SoftMaxOp())
