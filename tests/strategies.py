@@ -61,7 +61,7 @@ def specs(draw) -> Spec:
     layers = []
     for layer in draw(st.lists(body_layers, min_size=1, max_size=25)):
         layers.append(layer)
-        if layer.normalisable and draw(st.booleans()):
+        if isinstance(layer, (Conv, FullyConnected)) and draw(st.booleans()):
             layers.append(BN())  # BN only where it may stand: right after a conv or FC
     head = draw(st.sampled_from([None, "soft-max", "box"]))
     if head == "soft-max":

@@ -1,17 +1,21 @@
-"""The op registry: an op is one module under compiler/ir/ops/ that the rest only asks."""
+"""The op registry: an op is one class in one module under compiler/ir/ops/, which the rest of
+the code only asks (for behaviour, or for a trait), never switches on."""
 
 import ast
+import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from vggspec.compiler import compile_spec, format_graph, format_spec, parse
-from vggspec.compiler.frontend.ast import Layer, Loc, Spec
+from vggspec.compiler.frontend.ast import EndsNet, Spec
 from vggspec.compiler.frontend.words import WORDS, register, rule
 from vggspec.compiler.ir import ops
 from vggspec.compiler.ir.graph import meta
+from vggspec.compiler.ir.ops.base import Op
+from vggspec.compiler.ir.ops.traits import Head
 from vggspec.compiler.lowering.launches import graph_launches
 from vggspec.compiler.lowering.net import build
 
@@ -26,9 +30,49 @@ ASKING = [
 ]
 
 
+def _op_classes() -> list[type]:
+    """Every op class of compiler/ir/ops/ and every class they are built from (bases and
+    traits), but `object`."""
+    assert ops.__name__  # the package imported every op module
+    found, todo = set(), [Op]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__.startswith(ops.__name__) and cls not in found:
+            found.add(cls)
+            todo += cls.__subclasses__()
+    return sorted({k for cls in found for k in cls.__mro__ if k is not object}, key=str)
+
+
+def _op_class_names() -> set[str]:
+    """The op classes a type switch would name (not the bases every op has, nor traits,
+    which are asked for with op.trait())."""
+    return {
+        cls.__name__
+        for cls in _op_classes()
+        if issubclass(cls, Op) and cls is not Op and cls.__module__.startswith(ops.__name__)
+    }
+
+
+def _op_properties() -> set[str]:
+    """What an op class holds that is not behaviour nor per-instance data: its class-level
+    values (flags, strings, tuples) and properties, on the class and every base and trait.
+    A caller that tests one of these is switching on what kind of op it has."""
+    names = set()
+    for cls in _op_classes():
+        fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else ()
+        for name, value in vars(cls).items():
+            if name.startswith("__") or name in fields:
+                continue
+            if isinstance(value, property) or not (
+                callable(value) or isinstance(value, (classmethod, staticmethod))
+            ):
+                names.add(name)
+    return names
+
+
 def _type_checks(path: Path) -> list[str]:
-    """isinstance/issubclass/type(...) tests in a file that name an op or layer class."""
-    names = set(ops.__all__) - {"LAYERS", "register", "ShapeError"}
+    """isinstance/issubclass/type(...) tests in a file that name an op class."""
+    names = _op_class_names()
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") in (
@@ -49,19 +93,74 @@ def _type_checks(path: Path) -> list[str]:
     return found
 
 
+def _tested(node: ast.AST) -> list[ast.AST]:
+    """The parts of `node` that decide something: conditions, compared values, operands of
+    and/or/not, and subscripts (a table looked up by a value is a switch too)."""
+    if isinstance(node, (ast.If, ast.While, ast.IfExp)):
+        return [node.test]
+    if isinstance(node, ast.comprehension):
+        return list(node.ifs)
+    if isinstance(node, ast.Compare):
+        return [node.left, *node.comparators]
+    if isinstance(node, ast.BoolOp):
+        return list(node.values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return [node.operand]
+    if isinstance(node, ast.Match):
+        return [node.subject]
+    if isinstance(node, ast.Subscript):
+        return [node.slice]
+    return []
+
+
+def _property_switches(path: Path) -> list[str]:
+    """Flag and string switches in a file on an op property (see _op_properties): a
+    condition, comparison or lookup that reads one (but a class reading its own, `self.x`)."""
+    names = _op_properties()
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        for part in _tested(node):
+            for sub in ast.walk(part):
+                if (
+                    isinstance(sub, ast.Attribute)
+                    and sub.attr in names
+                    and getattr(sub.value, "id", "") not in ("self", "cls")
+                ):
+                    found.add(f"{path.relative_to(ROOT)}:{sub.lineno} {sub.attr}")
+    return sorted(found)
+
+
 def test_no_type_switches_on_ops_outside_the_ops_package():
     assert len(ASKING) > 60  # the glob found the compiler, the runtime and the command line
     assert ROOT / "runtime/eval/models.py" in ASKING and ROOT / "vggspec/cli.py" in ASKING
+    assert {"Conv", "FullyConnected", "ReLU", "SoftMax", "Box"} <= _op_class_names()
     assert [hit for path in ASKING for hit in _type_checks(path)] == []
 
 
-def test_the_type_check_finder_finds_one():
+def test_no_flag_or_string_switches_on_op_properties_outside_the_ops_package():
+    names = _op_properties()
+    assert {"word", "pattern", "absorbs", "absorbed_as", "pooling"} <= names
+    assert not {"relu", "kernel", "describe", "trait"} & names  # data and behaviour are not
+    assert [hit for path in ASKING for hit in _property_switches(path)] == []
+
+
+@pytest.mark.parametrize(
+    "planted, found",
+    [
+        ("if isinstance(o, Conv): pass\n", "_type_checks"),
+        ("kind = 'conv' if op(g, n).word == 'conv' else 'fc'\n", "_property_switches"),
+        ("while not layer.absorbs:\n    pass\n", "_property_switches"),
+        ("index = position[operation.pattern]\n", "_property_switches"),
+    ],
+)
+def test_the_switch_finders_find_one(planted, found):
     sample = ROOT / "tests" / "test_ops.py"
-    assert _type_checks(sample) == []
-    probe = Path(__file__).with_name("_probe_type_check.py")
-    probe.write_text("if isinstance(o, ops.Conv2d): pass\n")
+    assert _type_checks(sample) == [] and _property_switches(sample) == []
+    probe = Path(__file__).with_name("_probe_switch.py")
+    probe.write_text(planted)
     try:
-        assert _type_checks(probe) == ["tests/_probe_type_check.py:1 Conv2d"]
+        hits = globals()[found](probe)
+        assert len(hits) == 1 and hits[0].startswith("tests/_probe_switch.py:")
     finally:
         probe.unlink()
 
@@ -83,24 +182,19 @@ def test_the_grammar_file_names_no_word_the_registry_gives_them():
     }
 
 
-# A test-only op, written as an op module would be: notation word + IR op, nothing else.
+# A test-only op, written as an op module would be: one class, its word and its IR op.
 @dataclass(frozen=True)
-class Double(ops.Op):
+class Twice(Op):
+    word = "twice"
+
+    def build(self, b) -> None:
+        b.add(f"twice{b.namer.stage}_{b.namer.next('twice')}", self)
+
     def describe(self) -> str:
         return "double"
 
     def forward(self, x, run):
         return 2 * x
-
-
-@dataclass(frozen=True)
-class Twice(Layer):
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    word = "twice"
-
-    def build(self, b) -> None:
-        b.add(f"twice{b.namer.stage}_{b.namer.next('twice')}", Double())
 
 
 @dataclass(frozen=True)
@@ -157,8 +251,11 @@ def test_a_new_op_needs_no_edit_outside_its_module(twice):
 
 # A test-only head, as issue 14's would be: its own forward at prediction and its own loss.
 @dataclass(frozen=True)
-class HalvedOp(ops.Op):
-    in_head = True
+class Halved(EndsNet, Head, Op):
+    word = "halved"
+
+    def build(self, b) -> None:
+        b.add("halved", self)
 
     def describe(self) -> str:
         return "halved"
@@ -168,17 +265,6 @@ class HalvedOp(ops.Op):
 
     def loss(self, scores, target, backend):
         return ((scores - target) ** 2).mean()
-
-
-@dataclass(frozen=True)
-class Halved(Layer):
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    word = "halved"
-    ends_net = True
-
-    def build(self, b) -> None:
-        b.add("halved", HalvedOp())
 
 
 def test_a_new_head_owns_its_prediction_and_its_loss():

@@ -9,7 +9,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .ast import Input, Layer, Loc, Spec, misplaced
+from .ast import EndsNet, Input, Layer, Loc, Spec, misplaced
 from .errors import SpecError
 from .words import WORDS, number, rule, terminal, token_pattern
 
@@ -33,8 +33,8 @@ _EXPECTED_WORDS = {
 def _words_grammar(words: tuple[type[Layer], ...]) -> str:
     """The rules and terminals of the words: `layer` and `head` (the words that end the net)
     as alternatives, then one rule and one terminal per word."""
-    layers = [rule(cls) for cls in words if not cls.ends_net]
-    heads = [rule(cls) for cls in words if cls.ends_net]
+    layers = [rule(cls) for cls in words if not issubclass(cls, EndsNet)]
+    heads = [rule(cls) for cls in words if issubclass(cls, EndsNet)]
     lines = [f"?layer: {' | '.join(layers)}", f"?head: {' | '.join(heads)}"]
     for cls in words:
         pattern = token_pattern(cls).replace("/", "\\/")
@@ -127,7 +127,7 @@ def _after_head(err: UnexpectedToken, text: str) -> str | None:
     before = re.sub(r"#[^\n]*", "", before).rstrip(" \t\f\r\n,")
     for cls in WORDS.values():
         pattern = f"(?<![A-Za-z0-9_\\-])(?:{cls.pattern})$"
-        if cls.ends_net and re.search(pattern, before, re.IGNORECASE) is not None:
+        if issubclass(cls, EndsNet) and re.search(pattern, before, re.IGNORECASE) is not None:
             return cls.word
     return None
 

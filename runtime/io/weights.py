@@ -13,6 +13,8 @@ from safetensors.torch import load_file, save_file
 from vggspec.compiler import SpecError, compile_spec, parse
 from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.graph import meta, nodes, op
+from vggspec.compiler.ir.ops.base import NotInTorchvision
+from vggspec.compiler.ir.ops.traits import Epilogue, Weighted
 from vggspec.compiler.lowering.net import Net, Weights, lower
 
 from .atomic import atomic_write
@@ -145,16 +147,18 @@ def torchvision_keys(net: Net) -> dict[str, str]:
     mapping, position = {}, {"features": 0, "classifier": 0}
     for n in nodes(fused):
         operation = op(fused, n)
-        if operation.torchvision_missing:
-            raise WeightsError(operation.torchvision_missing)
-        if operation.section is None:
+        try:
+            place = operation.torchvision()
+        except NotInTorchvision as err:
+            raise WeightsError(str(err)) from None
+        if place is None:
             continue
-        if operation.has_weights:
-            index = position[operation.section]
+        if (weighted := operation.trait(Weighted)) is not None:
+            index = position[place.section]
             in_shape = meta(fused, n).in_shape
-            for p in [*operation.tensors(in_shape), *operation.buffers(in_shape)]:
-                mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
-        position[operation.section] += operation.torchvision_modules()
+            for p in [*weighted.tensors(in_shape), *weighted.buffers(in_shape)]:
+                mapping[f"{n}.{p}"] = f"{place.section}.{index}.{p}"
+        position[place.section] += place.count
     return mapping
 
 
@@ -191,17 +195,17 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
 
 
 def weight_layers(net: Net, section: str) -> list[list[str]]:
-    """Each conv ("features") or FC ("classifier") layer of `net`, in order, with the weight
-    nodes that belong to it (its BN)."""
+    """Each weight layer of `net` in torchvision's `section` (conv layers in "features", FC
+    layers in "classifier"), in order, with the weight nodes that belong to it (its BN)."""
     groups, current = [], None
     for name, operation in net.layers():
-        if not operation.has_weights:
+        if operation.trait(Weighted) is None:
             continue
-        if operation.part_of_previous:  # BN: goes with its layer, if that one is taken
+        if operation.trait(Epilogue):  # BN: goes with its layer, if that one is taken
             if current is not None:
                 current.append(name)
             continue
-        current = [name] if operation.section == section else None
+        current = [name] if operation.torchvision().section == section else None
         if current is not None:
             groups.append(current)
     return groups

@@ -2,23 +2,60 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ...frontend.ast import Layer, Loc
+from ...frontend.ast import EndsNet, Layer
 from ...frontend.words import register
 from .base import Op
 from .fc import FullyConnected
+from .traits import Head
 
 # A box is (centre x, centre y, width, height): four outputs per box.
 BOX_PARAMS = 4
 
 
+@register
 @dataclass(frozen=True)
-class BoxOp(Op):
-    """The box head: prediction gives the raw regression outputs (N, 4) or (N, 4 × classes);
-    the dense twin gives the box map (N, 4·k, h, w), one prediction per position."""
+class Box(EndsNet, Head, Op):
+    """`box`: ends the net; the FC layer before it regresses one box (FC-4, single-class
+    regression, SCR) or one box per class (FC-4·classes, per-class regression, PCR).
+    Prediction gives the raw regression outputs (N, 4) or (N, 4 × classes); the dense twin
+    gives the box map (N, 4·k, h, w), one prediction per position."""
 
-    in_head = True
+    word = "box"
+
+    @classmethod
+    def may_follow(cls, previous) -> bool:
+        return previous is not None and issubclass(previous, FullyConnected)
+
+    def misplaced(self, previous: Layer | None) -> str | None:
+        if not isinstance(previous, FullyConnected):
+            return "box must follow an FC layer directly: that last FC layer regresses the boxes"
+        if previous.features % BOX_PARAMS:
+            return (
+                f"box needs FC-4 (one box) or FC-<4 × classes> (a box per class) before it; "
+                f"FC-{previous.features} is not a multiple of 4"
+            )
+        return None
+
+    def head_width(self, classifier: Layer, classes: int) -> int:
+        # SCR stays one box; PCR gets a box per class.
+        return BOX_PARAMS if classifier.features == BOX_PARAMS else BOX_PARAMS * classes
+
+    def misfit(self, classifier: Layer, classes: int) -> str | None:
+        features = classifier.features
+        if features in (BOX_PARAMS, BOX_PARAMS * classes):
+            return None
+        return (
+            f"the box head's FC-{features} does not fit data of {classes} classes: it needs "
+            f"FC-4 (one box whatever the class) or FC-{BOX_PARAMS * classes} (a box per class)"
+        )
+
+    def training_target(self) -> str:
+        return "boxes"
+
+    def build(self, b) -> None:
+        b.add("box", self)
 
     def describe(self) -> str:
         return "box"
@@ -49,50 +86,7 @@ class BoxOp(Op):
 
     def dense(self, node, in_shape):
         # Dense testing keeps the whole box map: each position predicts its own box(es).
-        return [(node, self, {})]
+        return [(node, self)]
 
     def torch_reason(self, training: bool) -> str:
         return "the Euclidean loss" if training else ""
-
-
-@register
-@dataclass(frozen=True)
-class Box(Layer):
-    """`box`: ends the net; the FC layer before it regresses one box (FC-4, single-class
-    regression, SCR) or one box per class (FC-4·classes, per-class regression, PCR)."""
-
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    word = "box"
-    ends_net = True
-    trains_on = "boxes"
-
-    @classmethod
-    def may_follow(cls, previous) -> bool:
-        return previous is not None and issubclass(previous, FullyConnected)
-
-    def misplaced(self, previous: Layer | None) -> str | None:
-        if not isinstance(previous, FullyConnected):
-            return "box must follow an FC layer directly: that last FC layer regresses the boxes"
-        if previous.features % BOX_PARAMS:
-            return (
-                f"box needs FC-4 (one box) or FC-<4 × classes> (a box per class) before it; "
-                f"FC-{previous.features} is not a multiple of 4"
-            )
-        return None
-
-    def head_width(self, classifier: Layer, classes: int) -> int:
-        # SCR stays one box; PCR gets a box per class.
-        return BOX_PARAMS if classifier.features == BOX_PARAMS else BOX_PARAMS * classes
-
-    def misfit(self, classifier: Layer, classes: int) -> str | None:
-        features = classifier.features
-        if features in (BOX_PARAMS, BOX_PARAMS * classes):
-            return None
-        return (
-            f"the box head's FC-{features} does not fit data of {classes} classes: it needs "
-            f"FC-4 (one box whatever the class) or FC-{BOX_PARAMS * classes} (a box per class)"
-        )
-
-    def build(self, b) -> None:
-        b.add("box", BoxOp())
