@@ -17,6 +17,13 @@ Drives the CLI as a black box (subprocesses, the tests' tiny set-up: tests/fault
   4. A full disk during a checkpoint write: the ENOSPC fault hook, and (when this process
      may mount) a real tmpfs too small for a second checkpoint: the previous checkpoint
      stays readable, the error is one line, and --resume (with room again) ends identical.
+  5. Never silently wrong, never stuck (issue 21's reproductions): an edited config.yaml
+     refused on --resume; out= through a dangling link and -o into /proc refused within
+     seconds; /dev/zero as a spec or a recipe read no further than 1 MiB; `data demo`
+     killed -9 leaves no worker behind; device=cuda without CUDA, backend=triton without a
+     GPU and the data and weights refusals exit 2 with no run folder; a run past its memory
+     cap stops with a checkpoint and resumes identical; two identical runs write identical
+     model.safetensors files.
 Prints one line per kill and a summary; exits 1 if any check failed.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -38,6 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from fault_helpers import (  # noqa: E402
     STEPS,
     audit,
+    children,
     command,
     continue_run,
     digest,
@@ -45,6 +54,7 @@ from fault_helpers import (  # noqa: E402
     make_setup,
     moment,
     run_to_end,
+    running,
     start,
     train_args,
 )
@@ -240,6 +250,127 @@ def disk_full(root: Path, work: Path, reference: str) -> None:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+def _timed(*args, env: dict | None = None, timeout: float = 120) -> tuple:
+    """(exit code, stderr, seconds, peak resident KiB) of `vggspec ARGS`, or exit None if it
+    had not ended after `timeout` (then it is killed)."""
+    import threading
+
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command(*args),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.append(proc.stderr.read()))
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        proc.kill()
+        reader.join()
+        os.waitpid(proc.pid, 0)
+        return None, said[0] + " (hung: killed)", time.monotonic() - started, 0
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest child's
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, said[0], time.monotonic() - started, usage.ru_maxrss
+
+
+def refused(label: str, args: list, leaves: Path | None, says: str, env=None) -> None:
+    """`vggspec ARGS` exits 2 within the timeout, its last line saying `says`, and `leaves`
+    (the run folder it was given) does not exist afterwards."""
+    code, stderr, seconds, _ = _timed(*args, env=env)
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    print(f"  {label}: exit {code} in {seconds:.1f} s; {last[:150]}", flush=True)
+    check(code == 2 and says in last and "Traceback" not in stderr, f"{label}: {stderr[-600:]}")
+    if leaves is not None:
+        check(not leaves.exists(), f"{label}: left {leaves}")
+
+
+def never_stuck(root: Path, work: Path, reference: Path) -> None:
+    import hashlib
+
+    # 1. An edited config.yaml: refused, the run folder as it was.
+    copy = work / "edited"
+    shutil.copytree(reference, copy)
+    config = copy / "config.yaml"
+    config.write_text(
+        "".join(
+            line
+            for line in config.read_text().splitlines(True)
+            if not line.startswith(("scale:", "- 36", "- 44", "normalise:"))
+        )
+    )
+    model = (copy / "model.safetensors").read_bytes()
+    refused("resume of an edited config.yaml", ["run", "train", "--resume", copy], None, "scale")
+    check((copy / "model.safetensors").read_bytes() == model, "edited config: model rewritten")
+    # 3. Waits with a bound: a dangling link on the way to out=, -o into /proc.
+    (work / "dangling").symlink_to(work / "gone")
+    out = work / "dangling" / "x"
+    refused("out= through a dangling link", train_args(root, out), None, "link")
+    refused(
+        "run eval -o /proc/r.json",
+        ["run", "eval", "--checkpoint", reference, "-o", "/proc/r.json"],
+        None,
+        "/proc",
+    )
+    # 5. Reads with a limit.
+    for label, args in (
+        ("compile /dev/zero", ["compile", "/dev/zero"]),
+        ("--config /dev/zero", ["run", "train", "--config", "/dev/zero"]),
+    ):
+        code, stderr, seconds, peak = _timed(*args)
+        print(f"  {label}: exit {code} in {seconds:.1f} s, peak {peak / 1024:.0f} MiB", flush=True)
+        check(code == 2 and "1 MiB" in stderr and peak < 1 << 20, f"{label}: {stderr[-300:]}")
+    # 4. No orphans: `data demo` killed -9 while its pool writes.
+    proc = start("data", "demo", work / "demo-killed")
+    time.sleep(3)
+    workers = children(proc.pid)
+    proc.kill()
+    try:
+        proc.communicate(timeout=20)  # the pipe ends only once no worker holds it
+        ended = True
+    except subprocess.TimeoutExpired:
+        ended = False
+    time.sleep(1)
+    alive = [w for w in workers if running(w)]
+    print(f"  data demo killed -9: {len(workers)} workers, {len(alive)} alive after 1 s")
+    check(ended and not alive, f"data demo: pipe ended {ended}, alive {alive}")
+    # 6, 7. Device, backend, data and weights mistakes: exit 2, no run folder.
+    new = work / "refused"
+    extra_env = {"TRITON_INTERPRET": ""}
+    for label, extra, says in (
+        ("backend=triton without a GPU", ["backend=triton"], "TRITON_INTERPRET=1"),
+        ("init= a missing run", [f"init={work / 'nothing'}"], "no such checkpoint"),
+        ("finetune= a missing run", [f"finetune={work / 'nothing'}"], "no such checkpoint"),
+        ("batch above the data", ["batch_size=100"], "fewer than one batch"),
+    ):
+        refused(label, train_args(root, new, *extra), new, says, env=extra_env)
+    import torch
+
+    if not torch.cuda.is_available():
+        refused("device=cuda without CUDA", train_args(root, new, "device=cuda"), new, "cuda")
+    # 2. Past its memory cap: stopped with a checkpoint, resumed identical.
+    capped = work / "capped"
+    code, stderr, _, _ = _timed(*train_args(root, capped), env={"VGGSPEC_MEMORY_CAP": "1M"})
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    print(f"  memory cap 1M: exit {code}; {last[:150]}", flush=True)
+    check(code == 1 and "past its cap" in last, f"memory cap: {stderr[-600:]}")
+    check(not audit(capped), f"memory cap: {audit(capped)}")
+    finish(root, capped, digest(reference), "memory cap")
+    # 8. Identical runs, identical files.
+    again = work / "again"
+    run_to_end(root, again)
+    same = [
+        hashlib.sha256((r / "model.safetensors").read_bytes()).hexdigest()
+        for r in (reference, again)
+    ]
+    print(f"  model.safetensors of two identical runs: {same[0][:16]} {same[1][:16]}")
+    check(same[0] == same[1], "two identical runs wrote different model.safetensors")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=24, help="random kills (≥ 20)")
@@ -275,6 +406,8 @@ def main() -> None:
     eval_kills(root, work, RunDir(reference).model, args.evals, rng)
     print("full disk:", flush=True)
     disk_full(root, work, expected)
+    print("never silently wrong, never stuck:", flush=True)
+    never_stuck(root, work, reference)
     counts: dict[str, int] = {}
     for m in moments:
         key = m.split(" (")[0]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import two_ranks
 from vggspec.compiler import compile_spec, load_spec
 from vggspec.compiler.lowering import backends
 from vggspec.compiler.lowering.autotune import Autotuner
@@ -301,37 +300,8 @@ finally:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_ranks(tmp_path, mode: str) -> list[dict]:
-    port = str(_free_port())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _RANK, str(rank), port, str(tmp_path / "at.json"), mode],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=180)
-            assert p.returncode == 0, err[-2000:]
-            outputs.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return outputs
+    return two_ranks(_RANK, tmp_path / "at.json", mode, timeout=180)
 
 
 def test_every_rank_takes_rank_zeros_training_choices(tmp_path):

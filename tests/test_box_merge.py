@@ -125,7 +125,8 @@ def test_distances_are_match_distance_to_the_bit():
     odd[:3] = [[0, 0, 0, 0], [1e300, 0, 1e300, 5], [np.nan, 0, 1, 1]]
     for boxes, plain in ((sane, True), (sane, False), (odd, False)):
         with np.errstate(over="ignore", invalid="ignore"):
-            geometry = _geometry(boxes)
+            geometry = np.empty((11, len(boxes)))
+            _geometry(boxes, geometry)
             got = _distances(geometry[:, :7], geometry, plain)
             expected = match_distance(boxes[:7], boxes)
         np.testing.assert_array_equal(got, expected, strict=True)

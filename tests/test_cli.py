@@ -1,8 +1,11 @@
 """`vggspec compile`: outputs, options, and one clear line for every bad file."""
 
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from helpers import ROOT, SPECS
@@ -125,3 +128,48 @@ def test_output_and_target_mistakes_are_one_message(cli, tmp_path):
     assert code == 2 and "past int32 indexing" in err and len(err.splitlines()) == 1
     assert cli("compile", spec, "-o", tmp_path / "new" / "c.txt")[0] == 0  # folders created
     assert "conv1_1" in (tmp_path / "new" / "c.txt").read_text()
+
+
+def test_spec_and_recipe_reads_stop_at_the_limit_whatever_the_file_is(cli, tmp_path):
+    # /dev/zero says it is empty and never ends: reading it whole took 17.9 GB in 10 s.
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, _, err = cli("compile", "/dev/zero")
+    assert code == 2 and err.strip() == "/dev/zero: error: more than 1 MiB, too large to be a spec"
+    code, _, err = cli("run", "train", "--config", "/dev/zero", f"out={tmp_path / 'run'}")
+    assert code == 2 and err.strip() == "/dev/zero: more than 1 MiB, too large to be a run config"
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024, grown_kib
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_silent_pipe_is_one_line_after_a_bounded_wait(cli, tmp_path, monkeypatch):
+    from vggspec.compiler.frontend import source
+
+    monkeypatch.setattr(source, "READ_TIMEOUT_S", 0.3)
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer that never writes (nor closes)
+    try:
+        started = time.monotonic()
+        code, _, err = cli("compile", fifo)
+        assert code == 2 and "nothing to read for 0.3 s" in err and len(err.splitlines()) == 1
+        code, _, err = cli("run", "train", "--config", fifo)
+        assert code == 2 and "nothing to read for 0.3 s" in err and len(err.splitlines()) == 1
+        assert time.monotonic() - started < 10
+    finally:
+        os.close(writer)
+    # A pipe that gives a spec and ends is read as a file is (`compile <(cat spec)`).
+    text = (SPECS / "A.vgg").read_text()
+
+    def write_and_close():
+        with open(fifo, "w") as f:  # waits for the reader
+            f.write(text)
+
+    writer_thread = threading.Thread(target=write_and_close)
+    writer_thread.start()
+    code, out, err = cli("compile", fifo, "--json")
+    writer_thread.join(timeout=10)
+    assert code == 0, err
+    assert json.loads(out)["params"] == 132_863_336

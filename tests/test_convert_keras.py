@@ -404,3 +404,33 @@ def test_hdf5_errors_of_a_damaged_file_are_one_line(cli, tmp_path, monkeypatch):
     assert (code, err) == (
         2, f"{file}: not readable Keras weights (Object visitation failed (bad heap free list))\n"
     )  # fmt: skip
+
+
+def test_a_same_pooling_is_caffes_rounding_up_only_where_it_pads_nothing_before():
+    """Keras' 'same' pooling pads to ceil(size / stride) with half of the padding before the
+    map: 2×2/2 is Caffe's (and torch's ceil_mode) rounding up, 3×3/2 is not (at 5×5 it
+    gives 3×3 windows centred one pixel earlier): it is refused, not read as rounding up."""
+    from keras import layers
+    from vggspec.runtime.io.keras import layer_steps
+
+    x = np.arange(2 * 5 * 5 * 3, dtype=np.float32).reshape(2, 5, 5, 3)
+    for size, stride, same_as_caffe in ((2, 2, True), (3, 2, False), (3, 3, False)):
+        theirs = np.asarray(layers.MaxPooling2D(size, stride, padding="same")(x))
+        ceil = torch.nn.functional.max_pool2d(
+            torch.from_numpy(x).permute(0, 3, 1, 2), size, stride, ceil_mode=True
+        ).permute(0, 2, 3, 1)
+        agrees = theirs.shape == ceil.shape and np.array_equal(theirs, ceil.numpy())
+        assert agrees == same_as_caffe
+        config = {"class_name": "MaxPooling2D", "pool_size": [size, size],
+                  "strides": [stride, stride], "padding": "same"}  # fmt: skip
+        (step,) = layer_steps("pool1", config, None)
+        if same_as_caffe:
+            assert (step.kind, step.kernel, step.stride, step.ceil) == (
+                "pool",
+                (2, 2),
+                (2, 2),
+                True,
+            )
+        else:
+            assert step.kind == "unknown"
+            assert step.why == "a 'same' pooling whose padding falls unlike Caffe's rounding up"

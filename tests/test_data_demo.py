@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import vggspec.runtime.data.color_stats as color_stats
+from fault_helpers import children, running
+from helpers import ROOT
 from PIL import Image
 from vggspec.runtime.data.color_stats import (
     STATS_FILE_NAME,
@@ -119,3 +125,26 @@ def test_unwritable_stats_path_only_warns(demo, tmp_path, caplog):
     unwritable = tmp_path / "a-file" / "stats.json"  # its "folder" is a file
     stats = load_or_compute_color_stats(folder, unwritable, max_images=5)
     assert stats.images == 5 and "could not store" in caplog.text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    # They lived on under init, writing and holding the caller's stdout: a pipe reading
+    # `vggspec data demo D` never saw its end.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vggspec", "data", "demo", str(tmp_path / "d")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 60
+    while len(workers := children(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workers) == 2, "the pool did not start"
+    proc.kill()
+    proc.communicate(timeout=20)  # the pipe ends: no worker holds it any more
+    deadline = time.monotonic() + 10
+    while any(running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(running(w) for w in workers)

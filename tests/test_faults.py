@@ -145,6 +145,7 @@ def test_a_metrics_line_cut_short_does_not_stop_a_resume(tmp_path):
     rows = '{"kind": "step", "step": 1}\n{"kind": "step", "step": 2}\n{"kind": "step", "step": 3}\n'
     RunDir(tmp_path).metrics.write_text(rows + '{"kind": "st')  # a full disk mid-line
     log = RunLog(RunDir(tmp_path), True, truncate_after=2)
+    log.open()
     log.close()
     assert RunDir(tmp_path).metrics.read_text() == "".join(rows.splitlines(True)[:2])
 

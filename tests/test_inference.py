@@ -3,6 +3,8 @@ how `precision="auto"` reads the CPU."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from vggspec.compiler.lowering import inference
@@ -108,3 +110,17 @@ def test_other_systems_fall_back_to_fp32(tmp_path, monkeypatch):
     assert resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(vggspec.VggspecError, match="unknown precision"):
         resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.parametrize("major, native", [(7, False), (8, True), (9, True)])
+def test_a_gpu_has_native_bf16_from_ampere_on(monkeypatch, major, native):
+    """A V100 or T4 (7.x) makes bf16 tensors, emulated: `auto` must stay fp32 there."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(major=major)
+    )
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+    assert inference.native_bf16("cuda") is native
+    assert resolve_precision("auto", "cuda") == ("bf16" if native else "fp32")

@@ -71,7 +71,7 @@ def test_train_workers_share_the_run_folder_the_parent_named(tmp_path, cli, laun
     monkeypatch.setattr(RunDir, "default", classmethod(lambda cls, spec: RunDir("runs/t-later")))
     worker = parse_args(words[1:])
     assert worker.argv == words[1:] and worker.from_parent == {"out": out, "locked": "1"}
-    assert resolve_config(worker).out == out
+    assert resolve_config(worker)[0].out == out
 
 
 WORKER = (

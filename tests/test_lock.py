@@ -348,3 +348,55 @@ def test_settle_deletes_an_old_run_left_aside_once_the_new_one_is_in(tmp_path):
         replace.settle(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert (run.checkpoints / "step-3").exists() and not (run.path / replace.MARKER).exists()
+
+
+def test_a_dangling_link_or_a_file_on_the_way_is_one_line_and_leaves_nothing(tmp_path, cli):
+    # It used to spin for ever: mkdir said the folder was there, open said it was not.
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    (tmp_path / "afile").write_text("")
+    before = sorted(os.listdir(tmp_path))
+    for out, why in [
+        (tmp_path / "runs" / "x", f"{tmp_path / 'runs'} is a link to {tmp_path / 'gone'}"),
+        (tmp_path / "afile" / "x", "Not a directory"),
+    ]:
+        with pytest.raises(FolderUnwritable, match=why):
+            FolderLock(out).acquire()
+        code, _, err = cli("run", "train", f"out={out}", "max_steps=1")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and why in err, err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_folder_where_no_file_can_be_made_is_one_line(setup, cli):
+    # /proc as root: os.access says writable, open(O_CREAT) says "no such file".
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    with pytest.raises(FolderUnwritable, match=r"cannot write in /proc \(No such file"):
+        output_lock("/proc/o.json", "run eval").acquire()
+    code, _, err = cli("run", "eval", "--checkpoint", setup / "done", "-o", "/proc/r.json")
+    assert code == 2 and "/proc/r.json" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_lock_gives_up_after_a_bounded_number_of_races(tmp_path, monkeypatch):
+    # A folder that vanishes after every mkdir (a holder releasing it, again and again).
+    from vggspec.runtime.io import lock as lock_module
+
+    folder = tmp_path / "new"
+    real_open, opens = os.open, []
+
+    def always_gone(path, *args, **kwargs):
+        if str(path) == str(folder / RunDir.LOCK):
+            opens.append(path)
+            folder.rmdir()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", always_gone)
+    with pytest.raises(FolderUnwritable, match="changed each of"):
+        FolderLock(folder).acquire()
+    assert len(opens) == lock_module.ATTEMPTS and not folder.exists()
+
+
+def test_missing_folders_made_by_a_refused_lock_are_removed(tmp_path):
+    deep = tmp_path / "a" / "b" / "run"
+    with FolderLock(deep):
+        assert deep.is_dir()
+    assert os.listdir(tmp_path) == []

@@ -3,6 +3,7 @@ nothing written; the estimate is `vggspec compile`'s figures."""
 
 from __future__ import annotations
 
+import re
 from collections import namedtuple
 
 import pytest
@@ -142,3 +143,163 @@ def test_evaluation_too_big_for_the_memory_is_one_line(tmp_path, cli, monkeypatc
     assert err.startswith("not enough memory: evaluating needs ") and "at Q=64" in err
     assert not report.exists()
     assert cli(*args, "--scales", "40", "-o", report)[0] == 0  # a smaller scale fits
+
+
+# -- memory measured before it is trusted ------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def one_error_line(stderr: str) -> str:
+    """The error of a run refused after its first log lines (the data it scanned, the memory
+    it measured): the last line, and the only one that is not a timestamped log line."""
+    lines = stderr.strip().splitlines()
+    assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", line) for line in lines[:-1]), stderr
+    assert "Traceback" not in stderr
+    return lines[-1]
+
+
+def _faked_probe(available: int):
+    """A probe that measured 100 MiB at 4 images and 140 MiB at 8 (10 MiB an image on top
+    of 60), an update of 120 MiB, with `available` bytes free: in place of memory_probe's
+    measurement, whose figures depend on the machine."""
+    from vggspec.runtime.train import memory_probe
+
+    def measure(cfg, spec, classes, batch, device):
+        return memory_probe.MemoryProbe(
+            (4, 8), (100 * MIB, 140 * MIB), 120 * MIB, 0, available, 0, False, True
+        )
+
+    return measure
+
+
+def test_the_probe_s_line_its_retained_heap_and_what_fits():
+    from vggspec.runtime.train.memory_probe import RETAINED_HEAP, MemoryProbe, largest_batch
+
+    probe = MemoryProbe((4, 8), (100 * MIB, 140 * MIB), 120 * MIB, 7, None, 0, False, True)
+    # 60 MiB fixed, 10 MiB an image counted RETAINED_HEAP times, the loader's 7 bytes each
+    assert probe.need(64) == int(60 * MIB + RETAINED_HEAP * 10 * MIB * 64) + 7 * 64
+    assert probe.need(8) == int(60 * MIB + RETAINED_HEAP * 80 * MIB) + 56
+    assert probe.need(2) == 140 * MIB + 14  # below the probe: its larger point
+    plain = MemoryProbe((4, 8), (100 * MIB, 105 * MIB), 300 * MIB, 0, None, 0, False, False)
+    assert plain.need(16) == 300 * MIB  # at small batches the optimizer's update is the peak
+    assert plain.need(64) == 300 * MIB and plain.need(200) == (95 + 250) * MIB
+    room = probe.need(50)
+    assert largest_batch(probe, 1, room) == 50 and largest_batch(probe, 2, 2 * room) == 50
+    assert largest_batch(probe, 1, room - 1) == 49
+    assert MemoryProbe.margin(10 << 30, False) == (1 << 30) + (1 << 29)
+    assert MemoryProbe.margin(10 << 30, True) == 1 << 30
+
+
+def test_a_batch_the_measured_step_cannot_fit_is_refused_then_the_largest_that_fits_runs(
+    setup, tmp_path, cli, monkeypatch
+):
+    # A at batch 256 passed the graph's estimate (14.0 GiB) and met the OOM killer past 20 GB.
+    from vggspec.runtime.train import memory_probe
+
+    # 780 MiB available: less the margin (78 MiB + 512 MiB), 190 MiB of room, where 8 images
+    # need 60 + 1.75 x 80 = 200 MiB; the batch named leaves 5 % of 780 more (151 MiB), where
+    # 7 need at most the 140 MiB measured at 8.
+    monkeypatch.setattr(memory_probe, "measure", _faked_probe(780 * MIB))
+    out = tmp_path / "run"
+    code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu"))
+    assert code == 2, err
+    err = one_error_line(err)
+    assert err.startswith("not enough memory: a training step at 8 images per process needs ")
+    assert "200.0 MiB (forward and backward measured at 100.0 MiB for 4 images" in err
+    assert "but only 780.0 MiB of RAM is available, less a margin of 590.0 MiB" in err
+    assert err.rstrip().endswith("try batch_size=7 or less"), err
+    assert not out.exists()
+    # The faked figures are not this process's: no cap drawn from them (the test runner
+    # itself may hold more than 780 MiB by now).
+    monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "0")
+    code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu", "batch_size=7"))
+    assert code == 0, err
+    assert "memory: forward and backward took 100.0 MiB at 4 images and 140.0 MiB at 8" in err
+
+
+def test_processes_of_one_machine_share_the_measured_room(setup, tmp_path, cli, monkeypatch):
+    from vggspec.runtime.train import memory_probe
+
+    monkeypatch.setattr(memory_probe, "measure", _faked_probe(900 * MIB))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as a --nproc 2 worker sees it
+    out = tmp_path / "run"
+    code, _, err = cli(*train_args(setup, out, "max_steps=2", "device=cpu"))
+    assert code == 2, err
+    err = one_error_line(err)
+    assert "for 2 processes" in err and "or fewer --nproc" in err, err
+    assert not out.exists()
+
+
+def test_past_its_memory_cap_a_run_stops_with_a_checkpoint_then_resumes_identically(
+    setup, tmp_path, cli, monkeypatch
+):
+    from vggspec.runtime.io.checkpoint import load_checkpoint
+
+    straight, capped = tmp_path / "straight", tmp_path / "capped"
+    assert cli(*train_args(setup, straight, "max_steps=8"))[0] == 0
+    monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "1M")  # any Python process holds more
+    code, _, err = cli(*train_args(setup, capped, "max_steps=8"))
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vggspec: error: [Errno 12] memory: this process holds ")
+    assert "past its cap of 1.0 MiB (VGGSPEC_MEMORY_CAP): stopped at step 1" in last
+    assert f"continue with --resume {capped}" in last
+    assert load_checkpoint(capped / "checkpoints" / "last.pt")["position"]["step"] == 1
+    monkeypatch.delenv("VGGSPEC_MEMORY_CAP")
+    code, _, err = cli("run", "train", "--resume", capped)
+    assert code == 0, err
+    a, b = (digest_of(run) for run in (straight, capped))
+    assert a == b
+
+
+def digest_of(run) -> str:
+    import hashlib
+
+    return hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_the_watch_calls_once_past_the_cap_and_a_bad_cap_is_one_line(monkeypatch):
+    import threading
+
+    from vggspec.compiler.errors import VggspecError
+    from vggspec.runtime.dist.memory_watch import MemoryWatch, cap_from_environment
+
+    seen, done = [], threading.Event()
+    watch = MemoryWatch(1, lambda why: (seen.append(why), done.set()), interval_s=0.01).start()
+    assert done.wait(5) and len(seen) == 1 and "past its cap of 1 B" in seen[0], seen
+    watch.stop()
+    # The machine running short (other processes grew): a floor above what is available.
+    seen.clear(), done.clear()
+    floor = 1 << 60
+    watch = MemoryWatch(None, lambda why: (seen.append(why), done.set()), floor, 0.01).start()
+    assert done.wait(5) and "of memory left, under 1073741824.0 GiB" in seen[0], seen
+    watch.stop()
+    for text, value in (("12G", 12 << 30), ("512M", 512 << 20), ("0", 0), ("1000", 1000)):
+        monkeypatch.setenv("VGGSPEC_MEMORY_CAP", text)
+        assert cap_from_environment() == value
+    monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "lots")
+    with pytest.raises(VggspecError, match="VGGSPEC_MEMORY_CAP=lots: give a size"):
+        cap_from_environment()
+
+
+@pytest.mark.slow  # config A's probe: a warm-up step and steps at 4 and 8 images, ~30 s
+def test_config_a_at_batch_256_is_refused_on_a_24_gib_machine(setup, tmp_path, cli, monkeypatch):
+    # The report: the estimate passed it (14.0 GiB) and the process met the OOM killer past
+    # 20 GB. Here 22 GiB are available (a 24 GiB machine at rest), measured for real.
+    from vggspec.runtime.train import memory_probe
+
+    monkeypatch.setattr(resources, "available_bytes", lambda: 22 << 30)
+    monkeypatch.setattr(memory_probe, "available_bytes", lambda: 22 << 30)
+    from vggspec.runtime.data.demo import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "data", seed=0, train_per_class=26, val_per_class=1)
+    out = tmp_path / "run"
+    args = ["spec=specs/A.vgg", f"data={data}", "batch_size=256", "scale=256", "device=cpu"]
+    code, _, err = cli(*train_args(setup, out, *args))  # the later key=value words win
+    assert code == 2, err
+    err = one_error_line(err)
+    assert err.startswith("not enough memory: a training step at 256 images per process needs")
+    fits = int(re.search(r"try batch_size=(\d+) or less", err)[1])
+    assert 128 <= fits < 256 and fits % 8 == 0
+    assert not out.exists()

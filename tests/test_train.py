@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +81,11 @@ def _centre_crop_validation(run: Path, data: Path) -> tuple[tuple[float, float],
     top5_error = 1 - int((top5 == y[:, None]).any(dim=1).sum()) / n
     loss = float(torch.nn.functional.cross_entropy(logits, y))
     return (top1_error, top5_error), loss
+
+
+def _step_losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["kind"] == "step"]
 
 
 def test_single_process_run_folder(tiny, tmp_path, cli):
@@ -287,6 +294,9 @@ def test_two_processes_give_the_one_process_weights(tiny, tmp_path, cli, dropout
     assert max_rel_diff(weights(two), weights(one)) < 1e-5
     a, b = (json.loads((r / "summary.json").read_text()) for r in (one, two))
     assert b["processes"] == 2
+    # The log says the global batch's loss (it said rank 0's half: 2.8891 for 2.7677).
+    losses = [_step_losses(r) for r in (one, two)]
+    assert len(losses[0]) == 10 and losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert a["val_top1_error"] == b["val_top1_error"]  # exact validation on 25 images
     assert a["val_top5_error"] == b["val_top5_error"]
 
@@ -590,3 +600,163 @@ def test_mean_std_normalisation_travels_with_the_weights(tiny, tmp_path, cli):
     pixels = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
     expected = (200 - torch.tensor(norm.mean_rgb)) / torch.tensor(std)
     assert torch.allclose(norm(pixels)[0, :, 0, 0], expected)
+
+
+# -- a run's settings are fixed at its start -------------------------------------------------
+
+
+def _files(run: Path) -> dict:
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_an_edited_config_yaml_is_refused_naming_the_keys(tiny, tmp_path, cli):
+    # It was taken: with scale: and normalise: deleted, a resume rewrote model.safetensors
+    # as "mean only, S = 256", and the dense error went from 4.8 % to 23 %.
+    out, copy = tmp_path / "run", tmp_path / "copy"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=4", "normalise=mean-std"))[0] == 0
+    shutil.copytree(out, copy)
+    config = copy / "config.yaml"
+    text = config.read_text()
+    assert text.startswith("# The settings of this run, fixed at its start")
+
+    def refused(edited: str, *extra) -> str:
+        config.write_text(edited)
+        before = _files(copy)
+        code, _, err = cli("run", "train", "--resume", copy, *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert _files(copy) == before  # nothing written
+        return err
+
+    deleted = "".join(
+        line
+        for line in text.splitlines(True)
+        if not line.startswith(("scale:", "- 36", "- 44", "normalise:"))
+    )
+    err = refused(deleted)
+    assert f"{config} was edited after the run started: scale (deleted), normalise (deleted)" in err
+    assert f"vggspec run train --config {config} out=NEW_FOLDER" in err
+    err = refused(text.replace("normalise: mean-std", "normalise: mean"))
+    assert "normalise ('mean-std' → 'mean')" in err
+    err = refused(text.replace("lr: 0.001", "lr: 0.5"))
+    assert "lr (0.001 → 0.5)" in err
+    # A resumable setting edited in the file: refused too, unless the command line gives it.
+    err = refused(text.replace("max_steps: 4", "max_steps: 6"))
+    assert "max_steps (4 → 6)" in err and "max_steps may change on the command line" in err
+    assert "--config" in refused(text, "--config", config)
+    code, stdout, err = cli("run", "train", "--resume", copy, "max_steps=6")
+    assert code == 0, err
+    assert "finished: 6 steps" in stdout
+    info = vggspec.model_info(copy)
+    assert info.preprocessing.std_rgb != (1.0, 1.0, 1.0) and info.train_scale.lo == 36
+    # A new run from an edited file, as the message says.
+    config.write_text(text.replace("lr: 0.001", "lr: 0.002"))
+    code, _, err = cli("run", "train", "--config", config, f"out={tmp_path / 'new'}")
+    assert code == 0, err
+    assert vggspec.load(tmp_path / "new" / "model.safetensors") is not None
+
+
+def test_an_edited_settings_record_or_a_run_without_one(tiny, tmp_path, cli):
+    out = tmp_path / "run"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=4"))[0] == 0
+    # A start killed between its two files: settings.json says max_steps=5, config.yaml is
+    # still the previous start's, whole (its digest matches): both are records, not edits.
+    first = (out / "config.yaml").read_text()
+    assert cli("run", "train", "--resume", out, "max_steps=5")[0] == 0
+    (out / "config.yaml").write_text(first)
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=6")
+    assert code == 0, err
+    record = json.loads((out / "settings.json").read_text())
+    record["settings"]["lr"] = 0.5
+    (out / "settings.json").write_text(json.dumps(record))
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=7")
+    assert code == 2 and "settings.json: damaged or edited" in err
+    # A run written before settings.json: its last checkpoint's settings are the record.
+    (out / "settings.json").unlink()
+    config = out / "config.yaml"
+    text = "".join(line for line in config.read_text().splitlines(True) if line[0] != "#")
+    config.write_text(text.replace("scale:\n- 36\n- 44", "scale: 256"))
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=7")
+    assert code == 2 and "scale ([36, 44] → 256)" in err, err
+    config.write_text(text)
+    code, stdout, err = cli("run", "train", "--resume", out, "max_steps=7")
+    assert code == 0, err
+    assert (out / "settings.json").is_file() and "finished: 7 steps" in stdout
+
+
+def test_a_resume_builds_the_net_it_started_with(tiny, tmp_path, cli):
+    spec = tmp_path / "tiny.vgg"
+    spec.write_text(TINY_SPEC)
+    out = tmp_path / "run"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=4", f"spec={spec}"))[0] == 0
+    spec.write_text(TINY_SPEC.replace("conv3-8", "conv3-12"))  # edited after the start
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=6")
+    assert code == 0, err
+    assert f"{spec} has changed since the run started" in err
+    assert tuple(weights(out)["conv1_1.weight"].shape) == (8, 3, 3, 3)
+    spec.unlink()
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=7")
+    assert code == 0 and "is gone or unreadable" in err
+
+
+# -- what holds exactly ------------------------------------------------------------------------
+
+
+def test_identical_runs_write_identical_files_and_the_probe_changes_nothing(
+    tiny, tmp_path, cli, monkeypatch
+):
+    # safetensors kept the metadata in a hash map: its order, so the file's bytes, changed
+    # from one save to the next. And the memory probe must leave the result as it was: the
+    # RNG streams, the weights and BN's running statistics.
+    spec = tmp_path / "tiny-bn.vgg"
+    spec.write_text(TINY_SPEC.replace("conv3-8", "conv3-8 BN"))
+    digests = []
+    for name, probe in (("a", "1"), ("b", "1"), ("c", "0")):
+        monkeypatch.setenv("VGGSPEC_MEMORY_PROBE", probe)
+        args = settings(tiny, tmp_path / name, "max_steps=5", f"spec={spec}")
+        code, _, err = cli("run", "train", *args)
+        assert code == 0, err
+        assert ("memory: forward and backward took" in err) == (probe == "1")
+        digests.append(hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()))
+    assert len({d.hexdigest() for d in digests}) == 1
+    assert "bn1_1.running_mean" in weights(tmp_path / "a")
+
+
+DEMO_RECIPE = ROOT / "specs" / "demo.yaml"
+
+
+def _two_process_drift(data: Path, tmp_path: Path, *extra: str) -> float:
+    """Largest relative difference between the 1- and 2-process nets after 10 steps of the
+    demo recipe (batch norm, dropout off, one-cycle, channels-last) in float64."""
+    common = ["--config", DEMO_RECIPE, "max_steps=10", "precision=fp64", "workers=0", *extra]
+    if data is not None:
+        common.append(f"data={data}")
+    runs = []
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        result = vggspec_cmd("run", "train", "--nproc", nproc, *common, f"out={out}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(load_checkpoint(out / "checkpoints" / "last.pt")["model"])
+    one, two = runs
+    assert one["conv1_1.weight"].dtype == torch.float64 and "bn1_1.running_var" in one
+    # A conv's bias before BN gets no gradient (BN takes the mean out): it holds rounding
+    # noise around its initial 0 (~1e-16), compared absolutely; the rest relatively.
+    before_bn = {f"{n}.bias" for n in ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1")}
+    assert all(f"bn{k[4:7]}.weight" in one for k in before_bn)
+    assert max((one[k] - two[k]).abs().max().item() for k in before_bn) <= 1e-12
+    rest = {k: v for k, v in one.items() if v.is_floating_point() and k not in before_bn}
+    return max_rel_diff({k: two[k] for k in rest}, rest)
+
+
+def test_in_float64_two_processes_compute_what_one_does(tiny, tmp_path):
+    # The demo recipe on 60 images: the 2-process algorithm is the 1-process one; what float32
+    # shows on top of it is rounding (README: "Several processes").
+    assert _two_process_drift(tiny / "data", tmp_path) <= 1e-12
+
+
+@pytest.mark.slow  # the built-in demo data (3,500 images written first): ~1 min
+def test_in_float64_two_processes_compute_what_one_does_on_the_demo(tmp_path):
+    os.environ["VGGSPEC_DEMO_DATA"] = str(tmp_path / "demo-data")
+    try:
+        assert _two_process_drift(None, tmp_path) <= 1e-12
+    finally:
+        del os.environ["VGGSPEC_DEMO_DATA"]

@@ -25,3 +25,8 @@ def check_output(path, flag: str, folder: bool = False) -> None:
         raise UserError(f"{flag} {path}: cannot create {parent} ({err.strerror})") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"{flag} {path}: {parent} is not writable")
+    from vggspec.runtime.io.atomic import cannot_create_in
+
+    reason = cannot_create_in(parent)  # os.access says yes to root, also in /proc
+    if reason:
+        raise UserError(f"{flag} {path}: cannot create files in {parent} ({reason})")

@@ -15,11 +15,14 @@ MEMORY_FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether `device` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU
-    with AVX512_BF16 or AMX-BF16 (read from /proc/cpuinfo; elsewhere False)."""
+    """Whether `device` computes bf16 in hardware: a CUDA GPU of compute capability 8.0 or
+    later (Ampere on), or a CPU with AVX512_BF16 or AMX-BF16 (read from /proc/cpuinfo;
+    elsewhere False)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Not torch's default, which also answers True where bf16 is only emulated (a V100,
+        # a T4: it merely tries to make a bf16 tensor there).
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and cpu_has_native_bf16()
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..dist.parent import die_with_parent
 from .annotations import ANNOTATIONS_DIR, voc_xml
 
 # The class is the shape only: colours, size, position, stretch, rotation, background and
@@ -276,7 +277,11 @@ def make_demo_dataset(
         for job in jobs:
             _write_class(*job)
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        # The workers die with this process: a kill -9 of it left them writing (and holding
+        # its stdout, so `vggspec data demo D | tail` never returned).
+        with ProcessPoolExecutor(
+            workers, initializer=die_with_parent, initargs=(os.getpid(), "parent", "a pool worker")
+        ) as pool:
             list(pool.map(_write_class, *zip(*jobs, strict=True)))
     return root
 

@@ -110,6 +110,16 @@ def all_reduce_sum(values: list[float], ctx: Context, op=None) -> list[float]:
     return tensor.tolist()
 
 
+def all_reduce_max(values: list[float], ctx: Context) -> list[float]:
+    """Element-wise maximum over all ranks (a minimum: of the negated values)."""
+    if not ctx.distributed:
+        return list(values)
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
 class _SumAcross(torch.autograd.Function):
     """The sum of a tensor over all ranks; its gradient is the sum of theirs (every rank's
     loss depends on every rank's input through the sum)."""

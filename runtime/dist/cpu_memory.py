@@ -19,26 +19,63 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from contextlib import contextmanager
 from pathlib import Path
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_MAX = -4
 
 
-def retain_freed_memory() -> bool:
-    """Tell glibc's malloc to serve large blocks from its heap and never give memory back
-    (mallopt: M_MMAP_MAX 0, M_TRIM_THRESHOLD -1). True if it took effect."""
-    if os.environ.get("VGGSPEC_RETAIN_MEMORY", "1") == "0":
-        return False
+# glibc's defaults (malloc.h): mmap for up to 65536 blocks, trim past 128 KiB free at the top.
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_retaining = False
+
+
+def _mallopt():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+        return None
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+    return mallopt
+
+
+def retain_freed_memory() -> bool:
+    """Tell glibc's malloc to serve large blocks from its heap and never give memory back
+    (mallopt: M_MMAP_MAX 0, M_TRIM_THRESHOLD -1). True if it took effect."""
+    global _retaining
+    if os.environ.get("VGGSPEC_RETAIN_MEMORY", "1") == "0":
+        return False
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    _retaining = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+    return _retaining
+
+
+def retaining() -> bool:
+    """Whether this process keeps freed memory (retain_freed_memory took effect)."""
+    return _retaining
+
+
+@contextmanager
+def freed_memory_returned():
+    """Within the block, glibc's defaults: large blocks are mapped and unmapped on their own,
+    so the resident set follows the memory in use (the memory probe measures that)."""
+    mallopt = _mallopt() if _retaining else None
+    if mallopt is not None:
+        mallopt(M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        mallopt(M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(M_MMAP_MAX, 0)
+            mallopt(M_TRIM_THRESHOLD, -1)
 
 
 def _read_int(path: Path) -> int | None:

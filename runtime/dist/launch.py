@@ -47,6 +47,9 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     try:
         run(args)
     except Exception as err:  # torchrun raises ChildFailedError after printing its report
+        codes = {f.exitcode for f in getattr(err, "failures", {}).values()}
+        if codes == {2}:  # a mistake each worker refused in its one line: the parent says 2
+            return 2
         print(f"vggspec: the workers failed ({type(err).__name__})", file=sys.stderr)
         return 1
     return 0

@@ -60,7 +60,8 @@ class TrainingNeed:
 
 # The activations' dtype under a run's `precision` (bf16: autocast), in the names of
 # `vggspec compile --dtype`; the weights, gradients and momentum stay fp32 either way.
-ACTIVATION_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
+# fp64 is priced as fp32: a floor (half), the memory probe measures the real figure.
+ACTIVATION_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp64": "float32"}
 
 
 def training_need(

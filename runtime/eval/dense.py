@@ -21,15 +21,23 @@ def with_flip(
     return (both[:n] + both[n:]) / 2
 
 
-# What `--engine auto` measures on: as many first images of a batch (with their mirror
-# images) as fill 4 images of 224×224, so that small images are timed in a batch too.
+# What `--engine auto` measures on, before any image: as many random images as fill 4
+# images of 224×224 (so that small images are timed in a batch too), with their mirror
+# images. Seeded, so that every rank (and every run) measures on the same pixels.
 SAMPLE_PIXELS = 4 * 224 * 224
 
 
-def with_flip_sample(x: torch.Tensor) -> torch.Tensor:
-    """The first images of a batch and their mirror images: what an engine is measured on."""
-    n = max(1, min(x.shape[0], SAMPLE_PIXELS // (x.shape[-2] * x.shape[-1])))
-    return torch.cat([x[:n], x[:n].flip(-1)])
+def engine_sample(
+    preprocessing: Callable[[torch.Tensor], torch.Tensor], size: tuple[int, int], device
+) -> torch.Tensor:
+    """Random RGB images of `size` (h, w), preprocessed as the net's images are, and their
+    mirror images: what an engine is measured on."""
+    h, w = size
+    n = max(1, SAMPLE_PIXELS // (h * w))
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (n, 3, h, w), generator=generator, dtype=torch.uint8)
+    x = preprocessing(pixels.to(device))
+    return torch.cat([x, x.flip(-1)])
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ import torch
 
 from ..data.image_folder import ImageFolder
 from ..dist.context import Context, shard
-from .dense import dense_posteriors, with_flip_sample
+from .dense import dense_posteriors
 from .engines.serving import quiet
 from .images import MAX_ASPECT
 from .models import EvalModel, single_scale
@@ -98,6 +98,8 @@ def evaluate(
     for i in range(len(models)):
         for store in stores:
             store[i] = np.zeros((len(local), len(class_names)))
+    for m in models:  # before any image: every rank, in the same order
+        m.choose_engine(m.twin if "dense" in settings.methods else m.net, progress or quiet)
     batches = scale_passes(
         models,
         folder,
@@ -118,13 +120,11 @@ def evaluate(
             for method in settings.methods:
                 tick = time.perf_counter()
                 if method == "dense":
-                    twin = m.serving.serve(m.twin, with_flip_sample(x), progress or quiet)
-                    p = dense_posteriors(twin, x, settings.flip)
+                    p = dense_posteriors(m.serving.serve(m.twin), x, settings.flip)
                     store = result.dense
                 else:
-                    (h, w), sample = m.input_size, with_flip_sample(x)
-                    net = m.serving.serve(m.net, sample[..., :h, :w], progress or quiet)
-                    max_crops = max(1, settings.max_pixels // (h * w))
+                    max_crops = max(1, settings.max_pixels // (m.input_size[0] * m.input_size[1]))
+                    net = m.serving.serve(m.net)
                     p = multicrop_posteriors(net, x, settings.grid, settings.flip, max_crops)
                     store = result.crops
                 p = p.cpu().numpy()[:, orders[i]]

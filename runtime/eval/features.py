@@ -16,7 +16,7 @@ from vggspec.compiler.lowering.net import Net, cut
 
 from ..data.image_folder import ImageFolder
 from ..dist.context import Context, gather_to_main, shard
-from .dense import with_flip, with_flip_sample
+from .dense import with_flip
 from .engines.serving import quiet
 from .images import MAX_ASPECT
 from .models import EvalError, EvalModel
@@ -99,6 +99,8 @@ def extract_features(
     heads = [penultimate_net(m.twin) if layer is None else layer_net(m.twin, layer) for m in models]
     per_scale: dict[tuple[int, int], np.ndarray] = {}
     readable = np.ones(len(local), dtype=bool)
+    for m, head in zip(models, heads, strict=True):  # before any image: all ranks, in order
+        m.choose_engine(head, progress or quiet)
     batches = scale_passes(
         models,
         folder,
@@ -115,8 +117,7 @@ def extract_features(
         readable[batch.rows] &= batch.readable
         for i in batch.nets:
             x = models[i].preprocessing(batch.pixels)
-            head = models[i].serving.serve(heads[i], with_flip_sample(x), progress or quiet)
-            d = dense_descriptor(head, x, flip)
+            d = dense_descriptor(models[i].serving.serve(heads[i]), x, flip)
             if (i, batch.q) not in per_scale:
                 per_scale[i, batch.q] = np.zeros((len(local), d.shape[1]))
             per_scale[i, batch.q][batch.rows] = d.cpu().numpy()

@@ -50,7 +50,7 @@ def centre_region(decoded: tuple[int, int], out: tuple[int, int], full: tuple[in
 class ScaledImages(Dataset):
     """Item i: (uint8 tensor (3, h, w) of image i at scale Q, label, i, readable). The size
     is known from the scan without decoding (`output_size`) and always holds, whatever
-    reduced size a JPEG decodes at. A file that fails to decode now (it passed the scan)
+    size a JPEG decodes at. A file that fails to decode now (it passed the scan)
     yields zeros and readable=False: it is left out and counted, not replaced."""
 
     def __init__(
@@ -78,7 +78,9 @@ class ScaledImages(Dataset):
         path, label = self.folder.samples[index]
         (w, h), full = self.geometry(index)
         try:
-            img = load_rgb(path, full)  # a JPEG decodes at the smallest DCT size ≥ full
+            # Whole, as torchvision's readers do; with reduced_decode at the smallest DCT
+            # size ≥ full (see ImageFolder).
+            img = load_rgb(path, full if self.folder.reduced_decode else None)
         except UnreadableImage as err:
             log.warning("leaving out %s: %s (%s)", path, err.reason, err.detail)
             return torch.zeros(3, h, w, dtype=torch.uint8), label, index, False

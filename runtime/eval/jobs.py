@@ -119,7 +119,15 @@ def scan(images: ImagesRequest, classes: str | None, models, split: str | None =
     return (
         names,
         orders,
-        ImageFolder(folder.root, folder.split, names, samples, folder.sizes, folder.report),
+        ImageFolder(
+            folder.root,
+            folder.split,
+            names,
+            samples,
+            folder.sizes,
+            folder.report,
+            images.reduced_decode,
+        ),
     )
 
 
@@ -273,6 +281,8 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
         summary["classes"] = names
     if not ctx.is_main:
         return None
+    for entry, m in zip(summary["nets"], models, strict=True):
+        entry["engine"] = m.serving.label  # as chosen (under --nproc, rank 0's, every rank's)
     if request.classifier:
         train, test = gathered[request.train_split], gathered[images.split]
         summary["classifier"] = fit_and_score(
@@ -351,6 +361,7 @@ def localisation_images(request: LocRequest, names: list[str] | None) -> BoxedIm
         [folder.samples[i] for i in keep],
         [folder.sizes[i] for i in keep],
         folder.report,
+        images.reduced_decode,
     )
     lines = [*folder.report.lines(), *found.report.lines()]
     return BoxedImages(

@@ -58,7 +58,7 @@ class CentreCrops(Dataset):
         path, label = self.folder.samples[index]
         scaled, offset = centre_crop_geometry(self.folder.sizes[index], self.q, self.crop)
         try:
-            img = load_rgb(path, scaled)
+            img = load_rgb(path, scaled if self.folder.reduced_decode else None)
         except UnreadableImage as err:
             log.warning("leaving out %s: %s (%s)", path, err.reason, err.detail)
             return torch.zeros(3, *self.crop, dtype=torch.uint8), label, index, False

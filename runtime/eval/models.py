@@ -38,6 +38,7 @@ from ..io.weights import (
     torch_load,
     torchvision_keys,
 )
+from .dense import engine_sample
 from .engines.serving import Serving
 
 
@@ -79,6 +80,17 @@ class EvalModel:
 
     def train_scale_text(self) -> str:
         return "?" if self.train_scale is None else str(self.train_scale)
+
+    def choose_engine(self, form: Net, say) -> None:
+        """Decide now, before any image, what computes this net: `form` is the one of its
+        nets that the passes run first (dense twin, classifier, feature cut), measured on
+        random images of its first test scale (the classifier: of its input size). Under
+        torch.distributed every rank calls this for the same nets in the same order (ranks
+        hold different images, some none): each takes rank 0's choice."""
+        size = self.input_size if form is self.net else (min(self.scales),) * 2
+        device = next(form.parameters()).device
+        sample = engine_sample(self.preprocessing, size, device)
+        self.serving.choose(form, sample, lambda line: say(f"{self.name} ({self.source}): {line}"))
 
 
 def default_scales(

@@ -36,6 +36,7 @@ class ImagesRequest:
     max_aspect: float = MAX_ASPECT
     batch: int = 32  # images per batch at most
     workers: int | None = None  # data-loading processes; None: by the cores (default_workers)
+    reduced_decode: bool = False  # JPEGs at a DCT reduction ≥ their test size (ImageFolder)
 
 
 @dataclass

@@ -50,13 +50,24 @@ def _create_temporary(path: Path) -> str:
     """An empty .NAME.PID.RANDOM.tmp beside `path`, created as open() creates files (0666
     less the umask): mkstemp's 0600 would survive the rename, and a run folder's weights
     would be unreadable to the people it is shared with."""
-    while True:
+    for _ in range(100):  # 32 random bits: a clash is rare, 100 in a row is another fault
         tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             continue
         return str(tmp)
+    raise FileExistsError(f"cannot create a temporary file beside {path}: every name is taken")
+
+
+def cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be created in `folder` (an existing folder), or None if one can: tried
+    with an empty temporary, removed at once (os.access tells root yes everywhere, /proc too)."""
+    try:
+        os.unlink(_create_temporary(Path(folder) / "probe"))
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def _file_mode() -> int:

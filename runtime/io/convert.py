@@ -403,7 +403,7 @@ def write(converted: Converted, path: str | os.PathLike) -> Path:
     path = Path(path)
     metadata = file_metadata(converted.net, converted.info)
     metadata["converted_from"] = converted.origin
-    header: dict = {"__metadata__": metadata}
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}  # as weights.save orders it
     offset = 0
     for name, array in converted.arrays.items():
         size = array.size * 4

@@ -38,23 +38,34 @@ def fc_convs(steps: list[Step]) -> list[Step]:
     return steps
 
 
+def _unpooled(size: tuple[int, int], pools: list[Step]) -> tuple[int, int]:
+    """The smallest input size that `pools` (unpadded windows, in order) turn into `size`:
+    each window run backwards (a 2×2/2 pool doubles a side, a 3×3/2 one gives 2·side + 1,
+    rounding up or not)."""
+    h, w = size
+    for pool in reversed(pools):
+        h = (h - 1) * pool.stride[0] + pool.kernel[0]
+        w = (w - 1) * pool.stride[1] + pool.kernel[1]
+    return (h, w)
+
+
 def _input_size(steps: list[Step], declared, channels: int, source: str) -> tuple[int, int]:
     """The file's own input size; else the one its first FC layer's input map implies
-    (each 2×2 pool halves it; the map must be square to be told); else 224."""
+    (through the pools before it; the map must be square to be told); else 224."""
     if declared and declared[1] > 0 and declared[2] > 0:
         return (declared[1], declared[2])
-    width, pools = channels, 0
+    width, pools = channels, []
     for step in steps:
         if step.kind == "pool":
-            pools += 1
+            pools.append(step)
         elif step.kind == "conv":
             width = step.outputs
         elif step.kind == "fc":
             if step.kernel != (1, 1):  # a conv-as-FC: its kernel is the map
-                return (step.kernel[0] << pools, step.kernel[1] << pools)
+                return _unpooled(step.kernel, pools)
             side = math.isqrt(step.inputs // width) if width and step.inputs % width == 0 else 0
             if side and side * side * width == step.inputs:
-                return (side << pools, side << pools)
+                return _unpooled((side, side), pools)
             raise StructureError(
                 f"{source} does not say its input size, and its first FC layer {step.name} "
                 f"takes {step.inputs} inputs, not {width} channels of a square map: give --spec"

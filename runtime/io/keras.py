@@ -136,17 +136,16 @@ def _pooling(method: str):
         if refused := _channels_first(name, config):
             return refused
         size = _pair(config.get("pool_size"), 2)
-        # 'same' pads the end so that the output is ceil(size / stride): Caffe's rounding up.
-        pool = Step(
-            "pool",
-            name,
-            config["class_name"],
-            kernel=size,
-            stride=_pair(config.get("strides"), size),
-            method=method,
-            ceil=config.get("padding", "valid") == "same",
-        )
-        return [pool]
+        stride = _pair(config.get("strides"), size)
+        same = config.get("padding", "valid") == "same"
+        # 'same' pads to an output of ceil(size / stride), half of the padding before the
+        # map: Caffe's rounding up (windows from the first pixel, the last one cut short)
+        # only where the window is the stride and that is 1 or 2 (no padding before).
+        if same and (size != stride or max(stride) > 2):
+            why = "a 'same' pooling whose padding falls unlike Caffe's rounding up"
+            return [Step("unknown", name, config["class_name"], why=why)]
+        kind = config["class_name"]
+        return [Step("pool", name, kind, kernel=size, stride=stride, method=method, ceil=same)]
 
     return steps
 

@@ -21,7 +21,25 @@ class FolderBusy(VggspecError):
 
 
 class FolderUnwritable(VggspecError):
-    """A folder that cannot be made, or that takes no lock file (/proc, /sys, read-only)."""
+    """A folder that cannot be made (a dangling link or a file on the way), or that takes no
+    lock file (/proc, /sys, read-only)."""
+
+
+# How many times `acquire` starts again after losing a race with a holder that released the
+# lock and removed its folder or file (microseconds each); past that, something else keeps
+# the file from being made, and a loop without a bound would spin for ever.
+ATTEMPTS = 20
+
+
+def _not_a_folder(folder: Path) -> str:
+    """Why `folder` cannot be made: the first path on the way that exists and is not a
+    folder (a link to nothing, a file)."""
+    for part in [folder, *folder.parents]:
+        if os.path.lexists(part) and not part.is_dir():
+            if part.is_symlink():
+                return f"{part} is a link to {os.readlink(part)}, which does not exist"
+            return f"{part} is a file, not a folder"
+    return "it exists and is not a folder"
 
 
 def _warn(message: str) -> None:
@@ -51,7 +69,7 @@ def _close_in_child() -> None:
         with contextlib.suppress(OSError, TypeError):
             os.close(lock._fd)
         lock._fd = None  # so that the child's release() leaves the parent's file alone
-        lock._created = False
+        lock._created = []
     _HELD.clear()
 
 
@@ -79,7 +97,9 @@ class FolderLock:
         self.what = what
         self.warn = warn
         self._fd: int | None = None
-        self._created = False  # the folder, by acquire(): removed by release() if left empty
+        # The folders acquire() made (the folder and missing ones above it), deepest first:
+        # removed by release() if left empty.
+        self._created: list[Path] = []
         self.took_over: str | None = None  # the dead holder's description, if there was one
 
     @property
@@ -89,27 +109,16 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         """Take the lock (creating the folder); FolderBusy if a live process holds it. A
         dead holder's lock is taken over with a one-line warning (`warn`)."""
-        self._created = False
-        tries = 0
-        while True:
-            try:
-                self.folder.mkdir(parents=True)
-                self._created = True
-            except FileExistsError:
-                pass
-            except OSError as err:
-                raise FolderUnwritable(
-                    f"{self.target}: cannot create {self.folder} ({err.strerror})"
-                ) from None
+        self._created = []
+        failure = None
+        for _ in range(ATTEMPTS):
+            self._make_folder()
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             except FileNotFoundError as err:
                 # A holder releasing it removed the (empty) folder since our mkdir: again.
-                # A folder that takes no new file (/proc says ENOENT) would loop forever.
-                tries += 1
-                if tries < 100:
-                    continue
-                self._refuse(err)
+                failure = err
+                continue
             except OSError as err:
                 self._refuse(err)
             try:
@@ -131,6 +140,14 @@ class FolderLock:
             if same:
                 break
             os.close(fd)
+        else:
+            if failure is not None and self.folder.is_dir():  # /proc: no file can be made there
+                self._refuse(failure)
+            self._remove_created_folder()
+            raise FolderUnwritable(
+                f"{self.target}: cannot take the lock {self.path}: its folder or file changed "
+                f"each of {ATTEMPTS} times; try again"
+            )
         previous = os.pread(fd, 4096, 0).decode(errors="replace")
         if previous.strip():
             self.took_over = _holder_text(previous)
@@ -146,6 +163,21 @@ class FolderLock:
         self._fd = fd
         _HELD.add(self)
         return self
+
+    def _make_folder(self) -> None:
+        missing = [p for p in [self.folder, *self.folder.parents] if not os.path.lexists(p)]
+        try:
+            self.folder.mkdir(parents=True)
+            self._created = missing
+        except FileExistsError:
+            if not self.folder.is_dir():  # it, or a folder on the way, is a file or a dead link
+                raise FolderUnwritable(
+                    f"{self.target}: cannot create {self.folder}: {_not_a_folder(self.folder)}"
+                ) from None
+        except OSError as err:
+            raise FolderUnwritable(
+                f"{self.target}: cannot create {self.folder} ({err.strerror})"
+            ) from None
 
     def _refuse(self, err: OSError):
         self._remove_created_folder()
@@ -173,10 +205,12 @@ class FolderLock:
 
     def _remove_created_folder(self) -> None:
         # A writer refused or failed before writing anything leaves no empty folder behind.
-        if self._created:
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()
-            self._created = False
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -23,7 +23,8 @@ def _file(*parts: str) -> property:
 class RunDir:
     """runs/<spec>-<date>-<time>/ as `vggspec run train` writes it:
 
-    config.yaml          the settings (resumed runs read them back)
+    settings.json        the settings and the spec, with their sha256 (what --resume uses)
+    config.yaml          the same settings, for people and for --config (an edit is refused)
     train.log            the log, as printed
     metrics.jsonl        one JSON line per logged step and per validation
     checkpoints/last.pt  the latest training state (resume); best.pt: best validation
@@ -34,6 +35,7 @@ class RunDir:
     """
 
     CONFIG = "config.yaml"
+    SETTINGS = "settings.json"
     LOG = "train.log"
     METRICS = "metrics.jsonl"
     CHECKPOINTS = "checkpoints"
@@ -78,6 +80,7 @@ class RunDir:
     # -- the files (paths; whether they exist is the caller's question) ---------------------
 
     config = _file(CONFIG)
+    settings = _file(SETTINGS)
     log = _file(LOG)
     metrics = _file(METRICS)
     checkpoints = _file(CHECKPOINTS)

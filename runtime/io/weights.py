@@ -4,7 +4,9 @@ layout, and the paper's pre-initialisation of a deep net from net A."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -60,11 +62,34 @@ def save(net: Net, path: str | os.PathLike, info: ModelInfo | None = None) -> Pa
         )
     metadata = file_metadata(net, info)
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+
+    def write(tmp) -> None:
+        save_file(tensors, tmp, metadata=metadata)
+        sort_metadata(tmp)
+
     try:
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        atomic_write(path, write)
     except SafetensorError as err:  # a full disk: "I/O error: No space left on device"
         raise OSError(errno.EIO, f"cannot write {path}: {err}") from None
     return path
+
+
+def sort_metadata(path: str | os.PathLike) -> None:
+    """Rewrite, in place, the header of a safetensors file with its metadata in key order.
+    safetensors keeps the metadata in a Rust HashMap, whose order changes from one process
+    to the next: two identical nets gave files of different bytes, so no checksum could
+    confirm that two runs agree. Same keys and values, same length: only the order moves."""
+    with open(path, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        text = f.read(length)
+        header = json.loads(text)
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        ordered = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(ordered) > length:  # cannot happen for JSON written compactly; never grow
+            raise ValueError(f"{path}: the sorted safetensors header is longer than the original")
+        f.seek(8)
+        f.write(ordered + b" " * (length - len(ordered)))  # safetensors pads with spaces
 
 
 def file_metadata(net: Net, info: ModelInfo | None = None) -> dict[str, str]:

@@ -43,8 +43,9 @@ def validate_boxes(net, data, ctx, batch_size: int, workers: int) -> dict:
     was_training = net.training
     net.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss, wrong, IoU, images
+    dtype = next(net.parameters()).dtype  # float64 with precision fp64
     for indices, (x, target) in zip(batches, loader, strict=True):
-        x, target = x.to(ctx.device), target.to(ctx.device)
+        x, target = x.to(ctx.device, dtype), target.to(ctx.device)
         scores = net(x).float()
         sums[0] += float(net.loss(scores, target)) * len(target)
         boxes = head.class_boxes(scores, target[:, 0]).cpu().double().numpy()

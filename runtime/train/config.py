@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 from vggspec.compiler.errors import VggspecError
+from vggspec.compiler.frontend.source import TooLarge, read_at_most
 
 from ..data.scale import TrainScale
-from ..io.atomic import atomic_write
 
 
 class ConfigError(VggspecError):
@@ -55,7 +55,9 @@ class TrainConfig:
     # "{split}" in the path stands for train or val.
     boxes: str | None = None
     backend: str = "auto"  # auto (measured per layer on CUDA, else torch), torch or triton
-    precision: str = "fp32"  # fp32 or bf16 (autocast)
+    # fp32, bf16 (autocast), or fp64 (every tensor: slow, for checking that the processes
+    # compute what one process does)
+    precision: str = "fp32"
     # NHWC activations and conv weights; null: on where it measured faster (bf16, and on
     # CUDA), off for fp32 on the CPU. The log says which.
     channels_last: bool | None = None
@@ -84,7 +86,7 @@ class TrainConfig:
 
 _CHOICES = {
     "backend": ("auto", "torch", "triton"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "fp64"),
     "device": ("auto", "cpu", "cuda"),
     "normalise": ("mean", "mean-std"),
     "lr_schedule": ("plateau", "one-cycle"),
@@ -201,12 +203,21 @@ def parse_overrides(items: list[str]) -> dict:
     return result
 
 
+# A recipe is a page of text; a config file larger than this is the wrong file.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file")
+        # At most the limit, whatever the file says its size is (/dev/zero, a pipe).
+        data = yaml.safe_load(read_at_most(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except TooLarge:
+        raise ConfigError(f"{path}: more than 1 MiB, too large to be a run config") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read ({err})") from None
     except yaml.YAMLError as err:
@@ -244,9 +255,3 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     values = read_yaml(path) if path else {}
     values.update(parse_overrides(overrides))
     return make_config(values, str(path) if path else "the command line")
-
-
-def write_config(cfg: TrainConfig, path: Path) -> None:
-    # Atomic: every start (resumes too) rewrites it, and --resume reads it back.
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

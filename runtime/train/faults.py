@@ -22,7 +22,8 @@ from ..dist.context import restart_count
 
 
 class StopRequest:
-    """Set by SIGTERM (and SIGINT); the trainer checkpoints at its next loss read and exits 0."""
+    """Set by SIGTERM (and SIGINT), or by the memory watch; the trainer checkpoints at its
+    next loss read and exits (0 for a signal)."""
 
     def __init__(self):
         self.requested = False
@@ -33,8 +34,12 @@ class StopRequest:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, _frame) -> None:
+        self.request(signal.Signals(signum).name)
+
+    def request(self, why: str) -> None:
+        """Stop at the end of this step, saying `why` (a signal's name, the memory cap)."""
         self.requested = True
-        self.signal_name = signal.Signals(signum).name
+        self.signal_name = why
 
 
 def _planned() -> tuple[str, int, int | None] | None:

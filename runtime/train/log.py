@@ -36,9 +36,16 @@ class RunLog:
         self.started = time.perf_counter()
         self.first_step = 0
         self._bar_shown = False
-        if not enabled:
+        self._run, self._truncate_after = run, truncate_after
+        self._pending: list[str] | None = []  # lines told before `open`
+
+    def open(self) -> None:
+        """Start writing into the run folder, beginning with the lines told so far: the
+        trainer calls it once every check has passed, so that a refused run writes nothing."""
+        if not self.enabled:
             return
-        self.metrics_path = run.metrics
+        self.metrics_path = self._run.metrics
+        truncate_after = self._truncate_after
         if truncate_after and self.metrics_path.exists():
             kept = [
                 line
@@ -49,7 +56,10 @@ class RunLog:
         elif not truncate_after:
             self.metrics_path.write_text("")
         self._metrics = self.metrics_path.open("a")
-        self._text = run.log.open("a")
+        self._text = self._run.log.open("a")
+        self._text.writelines(self._pending or [])
+        self._text.flush()
+        self._pending = None
 
     def info(self, message: str) -> None:
         if not self.enabled:
@@ -57,6 +67,9 @@ class RunLog:
         self._clear_bar()
         stamp = time.strftime("%H:%M:%S")
         print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+        if self._pending is not None:
+            self._pending.append(f"[{stamp}] {message}\n")
+            return
         self._text.write(f"[{stamp}] {message}\n")
         self._text.flush()
 
@@ -120,7 +133,7 @@ class RunLog:
             self._bar_shown = False
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self._pending is None:
             self._clear_bar()
             self._metrics.close()
             self._text.close()

@@ -13,9 +13,10 @@ from ..dist import context as distributed
 
 @dataclass(frozen=True)
 class LossRead:
-    """What a read finds, the same on every rank: the last step's loss (this rank's), the
-    first step whose loss was not finite on any rank (None: none was) and on how many ranks
-    it was not finite at that step, and whether any rank was asked to stop."""
+    """What a read finds, the same on every rank: the last step's loss (the global batch's:
+    the mean of the ranks' means over their equal shares), the first step whose loss was not
+    finite on any rank (None: none was) and on how many ranks it was not finite at that
+    step, and whether any rank was asked to stop."""
 
     loss: float
     first_bad_step: int | None
@@ -46,7 +47,10 @@ class LossReads:
 
     def read(self, ctx, stop_requested: bool) -> LossRead:
         loss, first_bad = torch.stack([self.last, self.first_bad]).tolist()  # one copy
-        bad, stop = distributed.all_reduce_sum([float(first_bad > 0), float(stop_requested)], ctx)
+        bad, stop, losses = distributed.all_reduce_sum(
+            [float(first_bad > 0), float(stop_requested), loss], ctx
+        )
+        loss = losses / ctx.world
         first = None
         if bad:  # every rank sees the same sum, so every rank takes part in these too
             mine = first_bad if first_bad > 0 else math.inf

@@ -16,6 +16,7 @@ stopping decisions from all-reduced figures, so no state lives on one rank only.
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import math
@@ -39,6 +40,7 @@ from vggspec.compiler.lowering.net import (
 from ..data.loader import make_loader
 from ..dist import context as distributed
 from ..dist.context import shard
+from ..dist.memory_watch import MemoryWatch
 from ..eval.metrics import topk_correct
 from ..io import checkpoint as checkpoints
 from ..io import replace
@@ -50,12 +52,14 @@ from ..io.weights import init_from as copy_layers_from
 from . import faults
 from .box_validation import validate_boxes
 from .claim import check_fresh
-from .config import ConfigError, TrainConfig, write_config
+from .config import ConfigError, TrainConfig
 from .data import TrainingData, prepare_training_data
 from .log import RunLog
 from .loss_reads import LossReads
+from .memory_probe import check_step_memory, memory_cap, memory_cap_origin, memory_floor
 from .sampler import EpochBatchSampler
 from .schedule import make_schedule
+from .settings import record as record_settings
 
 
 class TrainingDiverged(VggspecError):
@@ -96,8 +100,9 @@ def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dic
     was_training = net.training
     net.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 correct, top-5 correct, images
+    dtype = next(net.parameters()).dtype  # float64 with precision fp64
     for x, y in loader:
-        x, y = x.to(ctx.device), y.to(ctx.device)
+        x, y = x.to(ctx.device, dtype), y.to(ctx.device)
         logits = net(x).float()
         top1, top5 = topk_correct(logits, y)
         sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -123,10 +128,13 @@ class Trainer:
         # A box head trains on boxes and is selected by protocol 1, a classifier by top-1.
         self.boxes = training_target(spec) == "boxes"
         self.objective = "val_loc_error" if self.boxes else "val_top1_error"
+        # Measured before it is trusted: refuses a batch that cannot fit (memory_probe.py).
+        self.memory = check_step_memory(cfg, spec, classes, ctx, log)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         init = cfg.init if cfg.init in ("gaussian", "glorot") else "gaussian"
         self.net = build(spec, cfg.backend, classes, init, cfg.dropout, Path(cfg.spec).stem)
-        self.net.to(ctx.device)
+        self.dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
+        self.net.to(ctx.device, self.dtype)
         self.channels_last = cfg.uses_channels_last(ctx.device)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -158,6 +166,10 @@ class Trainer:
         self.replaces: RunDir | None = None  # --overwrite: the run this one replaces
         self.stop = faults.StopRequest()
         self.stop.install()
+        cap, floor = memory_cap(self.memory), memory_floor(self.memory)
+        self.watch = None
+        if cap is not None or floor is not None:
+            self.watch = MemoryWatch(cap, self._memory_exceeded, floor)
         # Last, so that nothing after it can fail and leave DDP (which holds the process
         # group) to a half-made trainer: see `release`.
         self.model = self.net
@@ -180,6 +192,10 @@ class Trainer:
                 for tensor in getattr(self.net, name, torch.nn.Module()).parameters():
                     tensor.requires_grad_(False)
         self.log.info(f"training {', '.join(sorted(trained))} only (finetune_layers=fc)")
+
+    def _memory_exceeded(self, why: str) -> None:
+        """From the watch's thread: stop at the end of this step, with a checkpoint."""
+        self.stop.request(f"memory: {why}{memory_cap_origin()}")
 
     def _initialise_from_elsewhere(self) -> None:
         cfg = self.cfg
@@ -262,6 +278,8 @@ class Trainer:
         wall_before = p.wall_seconds
         total = self.total_steps()
         self.log.start_progress(total, p.step)
+        if self.watch is not None:
+            self.watch.start()
         while p.step < total and p.epoch < cfg.epochs:
             self.sampler.set_epoch(p.epoch, p.step_in_epoch)
             self.data.train.set_epoch(p.epoch)
@@ -280,8 +298,8 @@ class Trainer:
             if outcome == "stopped":
                 self.checkpoint()
                 self.log.info(
-                    f"{self.stop.signal_name}: checkpoint written at step {p.step}; "
-                    f"continue with --resume {self.rundir}"
+                    f"{self.stop.signal_name or 'another process stopped'}: checkpoint written "
+                    f"at step {p.step}; continue with --resume {self.rundir}"
                 )
                 return self.summary("stopped")
             if p.step_in_epoch == self.sampler.steps_per_epoch:
@@ -318,7 +336,8 @@ class Trainer:
         tick = time.perf_counter()
         for x, y in self.loader:
             faults.kill_if_planned("kill", p.step + 1, ctx.rank)
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            x = x.to(ctx.device, self.dtype, non_blocking=True)
+            y = y.to(ctx.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             seed = step_seed(cfg.seed, p.step)
@@ -351,7 +370,8 @@ class Trainer:
                 p.timed_images += cfg.batch_size
             self._warm = True
             tick = now
-            # The loss of the last read: this step's on every step that writes a log row.
+            # The global batch's loss at the last read: this step's on every step that
+            # writes a log row.
             self.log.step(p, self._last_loss, self.schedule.lr, cfg.log_every)
             if stop:
                 return "stopped"
@@ -436,6 +456,8 @@ class Trainer:
         once in CI on a finished 2-process run)."""
         self.model = self.net
         self.loader = None  # the DataLoader's iterator stops its workers as it goes
+        if self.watch is not None:
+            self.watch.stop()
         gc.collect()
 
     def summary(self, outcome: str) -> dict:
@@ -467,6 +489,7 @@ class Trainer:
             "lr": self.schedule.lr,
             "lr_drops": self.schedule.drops,
             "bad_files": self.data.bad_files,
+            **({"stopped_by": self.stop.signal_name} if outcome == "stopped" else {}),
         }
 
 
@@ -493,10 +516,6 @@ def run_training(
         elif ctx.is_main:
             check_fresh(run)
         distributed.barrier(ctx)
-        if ctx.is_main:
-            run.path.mkdir(parents=True, exist_ok=True)
-            run.remove_leftovers()  # of an earlier start killed mid-write
-            write_config(cfg, run.config)
         log = RunLog(run, ctx.is_main, truncate_after=state["position"]["step"] if state else 0)
         log.info(
             f"run {cfg.out}"
@@ -504,8 +523,15 @@ def run_training(
             + f": {cfg.spec}, {ctx.world} process(es) on {ctx.device.type}, "
             f"global batch {cfg.batch_size}"
         )
+        # Every check (data, classes, bad files, init= and finetune= weights, memory) is
+        # made in here, before anything is written: a refused run leaves no files.
         trainer = Trainer(cfg, spec, run, ctx, log, state)
         try:
+            if ctx.is_main:
+                run.path.mkdir(parents=True, exist_ok=True)
+                run.remove_leftovers()  # of an earlier start killed mid-write
+                record_settings(cfg, spec, run)
+                log.open()
             trainer.replaces = replaces
             summary = trainer.run()
             if ctx.is_main and trainer.replaces is None:  # else a dropped --overwrite's staging
@@ -522,6 +548,12 @@ def run_training(
             raise
         trainer.release()
         distributed.barrier(ctx)  # leave together: gloo aborts a process whose peer is gone
+        if ctx.is_main and summary.get("stopped_by", "").startswith("memory"):
+            raise OSError(
+                errno.ENOMEM,
+                f"{summary['stopped_by']}: stopped at step {summary['steps']} with a "
+                f"checkpoint; continue with --resume {trainer.rundir} once there is room",
+            )
         return summary if ctx.is_main else None
     finally:
         distributed.teardown()

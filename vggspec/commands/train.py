@@ -7,9 +7,6 @@ from pathlib import Path
 
 from vggspec.builtin import DEMO_RECIPE, HOME, locate
 
-# Settings that may change when a run is resumed: how long and how it reports, not what.
-RESUMABLE = {"epochs", "max_steps", "checkpoint_every", "log_every", "workers"}
-
 
 def add_parser(run_subparsers) -> None:
     p = run_subparsers.add_parser(
@@ -33,7 +30,12 @@ def add_parser(run_subparsers) -> None:
         default=0,
         help="restart the workers this many times if one dies (torchrun)",
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run where it stopped, with its own settings (only epochs, max_steps, "
+        "checkpoint_every, log_every and workers may change)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -57,29 +59,20 @@ def _absolute(path: str, config) -> str:
 
 
 def resolve_config(args):
-    from vggspec.runtime.io.rundir import RunDir
-    from vggspec.runtime.train.config import (
-        ConfigError,
-        load_config,
-        make_config,
-        parse_overrides,
-        read_yaml,
-    )
+    """(settings, spec) of the run: a resumed run's as it recorded them, else the recipe's
+    with the command line's on top."""
+    from vggspec.compiler import load_spec
+    from vggspec.runtime.dist.context import holds_lock
+    from vggspec.runtime.train.config import ConfigError, load_config
+    from vggspec.runtime.train.settings import resumed
 
     if args.resume:
-        saved = RunDir(args.resume).config
-        if not saved.exists():
-            raise ConfigError(f"{args.resume}: not a run folder (no {RunDir.CONFIG})")
-        changes = parse_overrides(args.settings)
-        fixed = sorted(set(changes) - RESUMABLE)
-        if fixed:
+        if args.config:
             raise ConfigError(
-                f"a resumed run keeps its settings; only {', '.join(sorted(RESUMABLE))} may "
-                f"change (not {', '.join(fixed)})"
+                "--resume continues a run with its own settings; --config starts a new one: "
+                "give one"
             )
-        values = read_yaml(saved)
-        values.update(changes, out=str(Path(args.resume)))
-        return make_config(values, str(saved))
+        return resumed(args.resume, args.settings, warn=holds_lock(args.from_parent))
     config = str(locate(args.config)) if args.config else None
     if config is None and not args.settings:
         config = DEMO_RECIPE  # `vggspec run train` alone: the demo
@@ -91,9 +84,11 @@ def resolve_config(args):
     if cfg.init not in ("gaussian", "glorot"):
         cfg.init = _absolute(cfg.init, config)
     if cfg.out is None:
+        from vggspec.runtime.io.rundir import RunDir
+
         # A worker takes the folder its parent named (the name holds the time).
         cfg.out = args.from_parent.get("out") or str(RunDir.default(cfg.spec))
-    return cfg
+    return cfg, load_spec(cfg.spec)  # parsed once; the checks and the trainer take it
 
 
 def run(args) -> int:
@@ -101,33 +96,19 @@ def run(args) -> int:
 
     if args.nproc < 1 or args.max_restarts < 0:
         raise ConfigError("--nproc must be ≥ 1 and --max-restarts ≥ 0")
-    from vggspec.compiler import load_spec
     from vggspec.runtime.dist.context import holds_lock, under_torchrun
-    from vggspec.runtime.dist.resources import check_training
     from vggspec.runtime.io.rundir import RunDir
     from vggspec.runtime.train.claim import check_options, claimed
-    from vggspec.runtime.train.data import check_data_settings
+    from vggspec.runtime.train.preflight import check_before_start
 
-    cfg = resolve_config(args)
+    cfg, spec = resolve_config(args)
     check_options(bool(args.resume), args.overwrite, args.from_parent)
-    spec = load_spec(cfg.spec)  # parsed once; the data checks and the trainer take it
-    # Spec, scale, batch split and data folder checked before any worker starts.
+    # For the processes of the whole run, and of this machine.
     world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
-    check_data_settings(cfg, spec, world)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else args.nproc
+    check_before_start(cfg, spec, world, local, holds_lock(args.from_parent))
     if not holds_lock(args.from_parent):
         return _train(args, cfg, spec, args.from_parent.get("staging"))
-    # Memory and disk, for the processes on this machine, before anything is written.
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else args.nproc
-    momentum = cfg.momentum > 0
-    check_training(
-        spec,
-        cfg.batch_size // world,
-        local,
-        cfg.device,
-        cfg.out,
-        momentum,
-        precision=cfg.precision,
-    )
     with claimed(RunDir(cfg.out), bool(args.resume), args.overwrite) as staging:
         return _train(args, cfg, spec, staging and str(staging))
 

@@ -133,7 +133,7 @@ def global_batch_norm(x, w, sum_across, momentum: float, eps: float):
     c = x.shape[1]
     dims = [0, *range(2, x.dim())]
     shape = (1, c) + (1,) * (x.dim() - 2)
-    xf = x.float()
+    xf = x if x.dtype == torch.float64 else x.float()  # at least float32
     count = torch.full((1,), x.numel() // c, dtype=xf.dtype, device=x.device)
     totals = sum_across(torch.cat([xf.sum(dims), count]))
     n = totals[-1]

@@ -49,4 +49,5 @@ class Backend:
         return torch.softmax(x.float(), dim=1)
 
     def cross_entropy(self, logits, target):
-        return F.cross_entropy(logits.float(), target)
+        # At least float32 (bf16 logits are promoted); float64 stays float64.
+        return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), target)
