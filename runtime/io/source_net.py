@@ -68,6 +68,15 @@ def _pair(values) -> str:
     return f"{a}" if a == b else f"{a}×{b}"
 
 
+def _fitting(pool: Step) -> str:
+    """The input sizes at which rounding up and down agree for `pool`: where its windows tile
+    each map exactly (side − kernel a multiple of the stride)."""
+    (k, _), (s, _) = pool.kernel, pool.stride
+    if s == 2:
+        return f"an input size whose maps are {'odd' if k % 2 else 'even'}"
+    return f"an input size whose maps are {k} plus a multiple of {s}"
+
+
 def _lrn_hint(step: Step) -> str:
     size, alpha, beta, k = step.lrn
     try:
@@ -102,9 +111,9 @@ def compare(file_steps: list[Step], spec: list[tuple[Step, tuple]], source: str)
             if sizes[0] != sizes[1]:
                 h, w = in_shape[1:]
                 raise StructureError(
-                    f"{where} rounds its output size up: {h}×{w} pools to "
-                    f"{_pair(sizes[0])} where the spec's {spec_step.name} gives "
-                    f"{_pair(sizes[1])} (an input size whose maps are even fits both)"
+                    f"{where} rounds its output size {'up' if mine.ceil else 'down'}: "
+                    f"{h}×{w} pools to {_pair(sizes[0])} where the spec's {spec_step.name} "
+                    f"gives {_pair(sizes[1])} ({_fitting(spec_step)} fits both)"
                 )
             continue
         if not _same(mine, spec_step):
