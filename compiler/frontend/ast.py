@@ -137,22 +137,9 @@ class FillsStage:
 
 
 class EndsNet:
-    """Trait: the word ends the net (soft-max, box): nothing may follow it. It says how the
-    classifier before it is sized and what training feeds it; a spec without one is
-    sized and trained as if it ended in soft-max."""
-
-    def head_width(self, classifier: Layer, classes: int) -> int:
-        """The width `classifier` (the last resizable layer) takes for `classes` classes."""
-        return classes
-
-    def misfit(self, classifier: Layer, classes: int) -> str | None:
-        """Why the spec's `classifier` cannot be trained on data of `classes` classes as it
-        is written, or None (a soft-max classifier is resized to the data)."""
-        return None
-
-    def training_target(self) -> str:
-        """What training feeds the head: "labels", or "boxes"."""
-        return "labels"
+    """Trait: the word ends the net (soft-max, box): nothing may follow it. Its op gives the
+    net's task (compiler/ir/ops/task.py); a spec without one is sized and trained as if it
+    ended in soft-max."""
 
 
 def misplaced(layers) -> tuple[int, str] | None:

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from ..errors import VggspecError
-from ..frontend.ast import EndsNet, Spec
+from ..frontend.ast import Spec
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
 from ..ir.ops.base import Op
 from ..ir.ops.softmax import SoftMax
+from ..ir.ops.task import Task
 from ..ir.ops.traits import Folds, GraphInput, Head, Weighted
 from ..ir.pipeline import compile_spec, dense_graph, folded_graph
 from .backends import get_backend
@@ -247,9 +248,10 @@ def classifier_index(spec: Spec) -> int | None:
     )
 
 
-def _head(spec: Spec) -> EndsNet:
-    """The layer that ends the spec (soft-max, box), or the default head's without one."""
-    return spec.layers[-1].trait(EndsNet) or DEFAULT_HEAD[1]
+def head_task(spec: Spec) -> Task:
+    """The spec's task, as its last op gives it (soft-max: classification, box: box
+    regression); a spec without a head is classified, as if it ended in soft-max."""
+    return (spec.layers[-1].trait(Head) or DEFAULT_HEAD[1]).task()
 
 
 def with_num_classes(spec: Spec, num_classes: int) -> Spec:
@@ -258,12 +260,7 @@ def with_num_classes(spec: Spec, num_classes: int) -> Spec:
     last = classifier_index(spec)
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
-    return with_outputs(spec, _head(spec).head_width(spec.layers[last], num_classes))
-
-
-def training_target(spec: Spec) -> str:
-    """What training feeds the spec's head: "labels" (soft-max, or no head) or "boxes"."""
-    return _head(spec).training_target()
+    return with_outputs(spec, head_task(spec).width(spec.layers[last], num_classes))
 
 
 def with_outputs(spec: Spec, outputs: int) -> Spec:
@@ -280,7 +277,7 @@ def check_num_classes(spec: Spec, num_classes: int) -> None:
     """Raise VggspecError when the spec's head cannot be trained on `num_classes` classes
     as written (a box head's width is 4 or 4 × classes)."""
     last = classifier_index(spec)
-    if last is not None and (why := _head(spec).misfit(spec.layers[last], num_classes)):
+    if last is not None and (why := head_task(spec).misfit(spec.layers[last], num_classes)):
         raise VggspecError(why)
 
 

@@ -33,10 +33,6 @@ class SoftMax(EndsNet, Head, Op):
             x = run.backend.spatial_mean(x)
         return run.backend.softmax(x)
 
-    def loss(self, scores, target, backend):
-        """Soft-max cross-entropy of class scores (logits) against labels."""
-        return backend.cross_entropy(scores, target)
-
     def dense(self, node, in_shape):
         # Dense testing averages the class score map, then takes the soft-max.
         return [("score_mean", SpatialMean()), (node, self)]

@@ -86,14 +86,19 @@ class Folds:
 
 class Head:
     """Trait: the op runs after the class scores (Net.predict), not in forward; the last
-    one says what the outputs stand for and how training scores them."""
+    one gives the net's task (task.py): what the outputs stand for and how training scores
+    them."""
+
+    def task(self):
+        """The net's task (default: classification)."""
+        from .task import CLASSIFICATION
+
+        return CLASSIFICATION
 
     def classes(self, outputs: int) -> int | None:
-        """How many classes `outputs` outputs stand for (None: they are not per class).
-        Default: one class per output."""
-        return outputs
+        """How many classes `outputs` outputs stand for: the task's answer."""
+        return self.task().classes(outputs)
 
     def loss(self, scores, target, backend):
-        """The training loss of the net's output `scores` against `target`: its mean over
-        the batch."""
-        raise NotImplementedError(f"{self.describe()} has no training loss")
+        """The training loss of the net's output `scores` against `target`: the task's."""
+        return self.task().loss(scores, target, backend)
