@@ -4,6 +4,7 @@ the code only asks (for behaviour, or for a trait), never switches on."""
 import ast
 import dataclasses
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,26 @@ def _op_properties() -> set[str]:
     return names
 
 
+def _answer_fields() -> set[str]:
+    """The string fields of the values the op API answers with (its methods' return types
+    that the ops package defines: Modules.section): a caller that compares one, or branches
+    on it, is switching on what kind of op gave it ("conv" if place.section == "features")."""
+    names = set()
+    for cls in _op_classes():
+        for value in vars(cls).values():
+            returns = getattr(value, "__annotations__", {}).get("return", "")
+            for word in re.findall(r"[A-Za-z_]\w*", str(returns)):
+                answer = vars(sys.modules[cls.__module__]).get(word)
+                if (
+                    isinstance(answer, type)
+                    and answer.__module__.startswith(ops.__name__)
+                    and dataclasses.is_dataclass(answer)
+                    and not issubclass(answer, Op)
+                ):
+                    names |= {f.name for f in dataclasses.fields(answer) if f.type in ("str", str)}
+    return names
+
+
 def _type_checks(path: Path) -> list[str]:
     """isinstance/issubclass/type(...) tests in a file that name an op class."""
     names = _op_class_names()
@@ -93,9 +114,9 @@ def _type_checks(path: Path) -> list[str]:
     return found
 
 
-def _tested(node: ast.AST) -> list[ast.AST]:
+def _tested(node: ast.AST, lookups: bool = True) -> list[ast.AST]:
     """The parts of `node` that decide something: conditions, compared values, operands of
-    and/or/not, and subscripts (a table looked up by a value is a switch too)."""
+    and/or/not, and with `lookups` subscripts (a table looked up by a value is a switch too)."""
     if isinstance(node, (ast.If, ast.While, ast.IfExp)):
         return [node.test]
     if isinstance(node, ast.comprehension):
@@ -108,25 +129,28 @@ def _tested(node: ast.AST) -> list[ast.AST]:
         return [node.operand]
     if isinstance(node, ast.Match):
         return [node.subject]
-    if isinstance(node, ast.Subscript):
+    if isinstance(node, ast.Subscript) and lookups:
         return [node.slice]
     return []
 
 
 def _property_switches(path: Path) -> list[str]:
     """Flag and string switches in a file on an op property (see _op_properties): a
-    condition, comparison or lookup that reads one (but a class reading its own, `self.x`)."""
-    names = _op_properties()
+    condition, comparison or lookup that reads one (but a class reading its own, `self.x`);
+    and conditions or comparisons on a string an op answered with (see _answer_fields; a
+    table keyed by one, as torchvision's per-list module counts, is no switch)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        for part in _tested(node):
-            for sub in ast.walk(part):
-                if (
-                    isinstance(sub, ast.Attribute)
-                    and sub.attr in names
-                    and getattr(sub.value, "id", "") not in ("self", "cls")
-                ):
-                    found.add(f"{path.relative_to(ROOT)}:{sub.lineno} {sub.attr}")
+    tree = ast.parse(path.read_text())
+    for names, lookups in ((_op_properties(), True), (_answer_fields(), False)):
+        for node in ast.walk(tree):
+            for part in _tested(node, lookups):
+                for sub in ast.walk(part):
+                    if (
+                        isinstance(sub, ast.Attribute)
+                        and sub.attr in names
+                        and getattr(sub.value, "id", "") not in ("self", "cls")
+                    ):
+                        found.add(f"{path.relative_to(ROOT)}:{sub.lineno} {sub.attr}")
     return sorted(found)
 
 
@@ -141,6 +165,7 @@ def test_no_flag_or_string_switches_on_op_properties_outside_the_ops_package():
     names = _op_properties()
     assert {"word", "pattern", "absorbs", "absorbed_as", "pooling"} <= names
     assert not {"relu", "kernel", "describe", "trait"} & names  # data and behaviour are not
+    assert "section" in _answer_fields()
     assert [hit for path in ASKING for hit in _property_switches(path)] == []
 
 
@@ -151,6 +176,11 @@ def test_no_flag_or_string_switches_on_op_properties_outside_the_ops_package():
         ("kind = 'conv' if op(g, n).word == 'conv' else 'fc'\n", "_property_switches"),
         ("while not layer.absorbs:\n    pass\n", "_property_switches"),
         ("index = position[operation.pattern]\n", "_property_switches"),
+        (
+            "kind = 'conv' if op.torchvision().section == 'features' else 'fc'\n",
+            "_property_switches",
+        ),
+        ("if place.section != wanted:\n    pass\n", "_property_switches"),
     ],
 )
 def test_the_switch_finders_find_one(planted, found):

@@ -219,20 +219,21 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
     return load_state(net, renamed, "torchvision state_dict")
 
 
-def weight_layers(net: Net, section: str) -> list[list[str]]:
-    """Each weight layer of `net` in torchvision's `section` (conv layers in "features", FC
-    layers in "classifier"), in order, with the weight nodes that belong to it (its BN)."""
-    groups, current = [], None
+def weight_layers(net: Net) -> dict[str, list[list[str]]]:
+    """Each weight layer of `net` under its list in torchvision's layout (conv layers in
+    "features", FC layers in "classifier"), in order, with the weight nodes that belong to
+    it (its BN)."""
+    groups: dict[str, list[list[str]]] = {"features": [], "classifier": []}
+    current = None
     for name, operation in net.layers():
         if operation.trait(Weighted) is None:
             continue
-        if operation.trait(Epilogue):  # BN: goes with its layer, if that one is taken
+        if operation.trait(Epilogue):  # BN: goes with its layer
             if current is not None:
                 current.append(name)
             continue
-        current = [name] if operation.torchvision().section == section else None
-        if current is not None:
-            groups.append(current)
+        current = [name]
+        groups[operation.torchvision().section].append(current)
     return groups
 
 
@@ -242,7 +243,8 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
     the rest as they are; a layer's BN (weights and running statistics) goes with it.
     Returns the names copied; refuses if any shape differs."""
-    groups = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
+    layers = weight_layers(source)
+    groups = layers["features"][:convs] + layers["classifier"][-fcs:]
     return _copy_layers(net, source, [name for group in groups for name in group], "init_from")
 
 
@@ -250,7 +252,8 @@ def init_all_but_last(net: Net, source: Net) -> list[str]:
     """Appendix A's start of a localisation net: every weight layer of a trained
     classification net `source` of the same body but its last one (the class scores), which
     keeps its fresh initialisation. Returns the names copied; refuses if a shape differs."""
-    groups = weight_layers(source, "features") + weight_layers(source, "classifier")[:-1]
+    layers = weight_layers(source)
+    groups = layers["features"] + layers["classifier"][:-1]
     return _copy_layers(net, source, [name for group in groups for name in group], "init")
 
 

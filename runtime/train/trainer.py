@@ -150,7 +150,7 @@ class Trainer:
 
     def _freeze_all_but_fc(self) -> None:
         """finetune_layers=fc: only the first two FC layers and the last one train."""
-        fcs = weight_layers(self.net, "classifier")
+        fcs = weight_layers(self.net)["classifier"]
         trained = {name for group in fcs[:2] + fcs[-1:] for name in group}
         for name, _ in self.net.layers():
             if name not in trained:
