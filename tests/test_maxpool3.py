@@ -13,6 +13,7 @@ import pytest
 import strategies
 import torch
 import torch.nn.functional as F
+from helpers import assert_same_outputs_and_gradients
 from test_backends import SPECS
 from test_convert import caffe_reference, random_layers, relative, write_caffemodel
 from vggspec.compiler import SpecError, compile_spec, format_spec, parse
@@ -95,12 +96,7 @@ def test_forward_and_backward_are_torchs_ceil_mode(backend):
         y = F.max_pool2d(y, 3, 2, ceil_mode=True)  # 7 → 3
         return F.linear(y.flatten(1), net.fc3.weight, net.fc3.bias)
 
-    out, want = net(x), reference(x)
-    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
-    grads = torch.autograd.grad(out.square().sum(), list(net.parameters()))
-    wanted = torch.autograd.grad(want.square().sum(), list(net.parameters()))
-    for a, b in zip(grads, wanted, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert_same_outputs_and_gradients(net(x), reference(x), list(net.parameters()))
 
 
 def test_torch_runs_it_in_the_triton_backend_and_the_report_says_why():
