@@ -8,7 +8,7 @@ import time
 
 import torch
 from vggspec.compiler import compile_spec, load_spec
-from vggspec.compiler.kernels.aot import aot_report, kernel_plans, roofline_seconds
+from vggspec.compiler.kernels.aot import aot_report, roofline_seconds
 from vggspec.compiler.kernels.shapes import ConvLaunch
 from vggspec.compiler.lowering.backends import auto
 from vggspec.compiler.lowering.launches import graph_launches
@@ -55,7 +55,7 @@ def predicted(launches, dtype: str, target: str, estimate: bool) -> list[dict]:
             "estimate_s": None,
         }
         for launch in launches
-        for plan in kernel_plans(launch, kdtype, training=True)
+        for plan in launch.plans(kdtype, training=True)
     ]
 
 

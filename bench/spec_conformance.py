@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 from vggspec.compiler.lowering.autotune import relative_error
-from vggspec.compiler.lowering.net import Net, build, densify, training_target
+from vggspec.compiler.lowering.net import Net, build, densify, head_task
 
 BATCH = 2
 
@@ -17,11 +17,7 @@ def _inputs(net: Net, device, seed: int, dtype=None):
     h, w = net.input_size
     x = torch.randn(BATCH, 3, h, w, generator=g)
     classes = net.num_classes or 1
-    labels = torch.randint(0, classes, (BATCH,), generator=g)
-    if training_target(net.spec) == "boxes":
-        target = torch.cat([labels[:, None].float(), torch.rand(BATCH, 4, generator=g)], 1)
-    else:
-        target = labels
+    target = head_task(net.spec).random_target(BATCH, classes, generator=g)
     return x.to(device, dtype), target.to(device)
 
 

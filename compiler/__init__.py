@@ -7,7 +7,15 @@ from .frontend.parser import parse
 from .frontend.printer import format_spec
 from .frontend.source import load_spec, read_spec_text
 from .ir.graph import Graph, build_graph, format_graph, launch_count, verify
-from .ir.ops import BN, AvgPool, Box, Conv, FullyConnected, Gap, Lrn, MaxPool, SoftMax
+from .ir.ops.avgpool import AvgPool
+from .ir.ops.batchnorm import BN
+from .ir.ops.box import Box
+from .ir.ops.conv import Conv
+from .ir.ops.fc import FullyConnected
+from .ir.ops.gap import Gap
+from .ir.ops.lrn import Lrn
+from .ir.ops.maxpool import MaxPool
+from .ir.ops.softmax import SoftMax
 from .ir.pipeline import compile_spec, dense_graph, score_map_size, with_input_size
 
 __all__ = [

@@ -57,3 +57,15 @@ def two_ranks(script: str, *args, timeout: float = 150) -> list:
                 p.kill()
                 p.wait()
     return outputs
+
+
+def assert_same_outputs_and_gradients(out, want, params, tolerance: float = 1e-4) -> None:
+    """`out` (a net's output) equals `want` (a hand-written reference of it), and so do the
+    gradients of the sum of squares of each with respect to `params`."""
+    import torch
+
+    torch.testing.assert_close(out, want, atol=tolerance, rtol=tolerance)
+    grads = torch.autograd.grad(out.square().sum(), params)
+    wanted = torch.autograd.grad(want.square().sum(), params)
+    for got, expected in zip(grads, wanted, strict=True):
+        torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
-from vggspec.compiler import (
-    BN,
-    AvgPool,
-    Box,
-    Conv,
-    FullyConnected,
-    Gap,
-    Input,
-    Lrn,
-    MaxPool,
-    SoftMax,
-    Spec,
-)
+from vggspec.compiler import BN, Box, Conv, FullyConnected, Input, Lrn, SoftMax, Spec
+from vggspec.compiler.frontend.ast import EndsNet
+from vggspec.compiler.frontend.words import WORDS
 from vggspec.compiler.ir.ops.lrn import PAPER
 
 description_lines = st.text(
@@ -37,13 +29,28 @@ lrn_layers = st.builds(
     k=_lrn_value(2.0, _positive.filter(lambda v: v > 0)),
 )
 
+
+def _built_from_defaults(cls) -> bool:
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+        if f.init
+    )
+
+
+# Every word of the registry that ends no net and needs no value (maxpool, gap, …): a new
+# op module is drawn without an edit here. BN is drawn where it may stand (below).
+plain_words = [
+    cls
+    for cls in WORDS.values()
+    if not issubclass(cls, EndsNet) and cls not in (BN, Lrn) and _built_from_defaults(cls)
+]
+
 body_layers = st.one_of(
     st.builds(
         Conv, kernel=st.integers(0, 5).map(lambda i: 2 * i + 1), channels=st.integers(1, 4096)
     ),
-    st.builds(MaxPool),
-    st.builds(AvgPool),
-    st.builds(Gap),
+    *[st.builds(cls) for cls in plain_words],
     st.one_of(st.builds(Lrn), lrn_layers),
     st.builds(FullyConnected, features=st.integers(1, 10_000)),
 )
@@ -60,8 +67,10 @@ inputs = st.builds(
 def specs(draw) -> Spec:
     layers = []
     for layer in draw(st.lists(body_layers, min_size=1, max_size=25)):
+        if layer.misplaced(layers[-1] if layers else None) is not None:
+            continue  # a word that may not stand here (none of today's body words)
         layers.append(layer)
-        if layer.normalisable and draw(st.booleans()):
+        if isinstance(layer, (Conv, FullyConnected)) and draw(st.booleans()):
             layers.append(BN())  # BN only where it may stand: right after a conv or FC
     head = draw(st.sampled_from([None, "soft-max", "box"]))
     if head == "soft-max":
@@ -149,20 +158,12 @@ def spelled_specs(draw) -> tuple[Spec, str]:
             word = f"{_case(draw, 'conv')}{kernel}-{layer.channels}"
         elif isinstance(layer, FullyConnected):
             word = f"{_case(draw, 'FC')}-{layer.features}"
-        elif isinstance(layer, MaxPool):
-            word = _case(draw, "maxpool")
         elif isinstance(layer, Lrn):
             word = _case(draw, "LRN") + draw(_lrn_parameters(layer))
-        elif isinstance(layer, AvgPool):
-            word = _case(draw, "avgpool")
-        elif isinstance(layer, Gap):
-            word = _case(draw, "gap")
-        elif isinstance(layer, BN):
-            word = _case(draw, "BN")
-        elif isinstance(layer, Box):
-            word = _case(draw, "box")
-        else:
+        elif isinstance(layer, SoftMax):
             word = _case(draw, draw(st.sampled_from(["soft-max", "softmax"])))
+        else:  # a word without values (maxpool, BN, box, …): its text, in any case
+            word = _case(draw, layer.text())
         out.append(word)
         out.append(draw(separators()))
     return spec, "".join(out)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_same_outputs_and_gradients
 from vggspec.compiler import SpecError, compile_spec, parse
 from vggspec.compiler.ir.graph import meta, nodes
 from vggspec.compiler.lowering.launches import graph_launches, torch_reasons
@@ -53,13 +54,7 @@ def test_forward_and_backward_match_torch(backend):
     torch.manual_seed(0)
     net = build(parse(SPEC), backend=backend, init="glorot")
     x = torch.randn(3, 3, 12, 12)
-    out = net(x)
-    want = _reference(net, x)
-    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
-    grads = torch.autograd.grad(out.square().sum(), list(net.parameters()))
-    wanted = torch.autograd.grad(want.square().sum(), list(net.parameters()))
-    for got, expected in zip(grads, wanted, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert_same_outputs_and_gradients(net(x), _reference(net, x), list(net.parameters()))
 
 
 def test_triton_report_gap_has_a_kernel_avgpool_falls_back():

@@ -8,7 +8,8 @@ import pytest
 import torch
 from test_ops import Halved, Twice
 from vggspec.compiler import Spec, parse
-from vggspec.compiler.ir import ops
+from vggspec.compiler.frontend.ast import EndsNet
+from vggspec.compiler.frontend.words import WORDS
 from vggspec.compiler.lowering import backends
 from vggspec.compiler.lowering.autotune import Autotuner, stand_in_timer
 from vggspec.compiler.lowering.autotune_cache import DecisionCache
@@ -25,7 +26,30 @@ EXTRA = {
     "avgpool-gap": parse("input 16x16 RGB\nconv3-4 avgpool conv3-8 BN gap\nFC-6 FC-5 soft-max\n"),
     "twice": Spec((_BASE.layers[0], Twice(), *_BASE.layers[1:]), _BASE.input),
 }
+
+
+def _spec_with(word: type) -> Spec | None:
+    """_BASE with the registered `word` built from its defaults: a head in soft-max's place,
+    any other word after the conv; None for a word that needs values or cannot stand there."""
+    try:
+        layer = word()
+    except TypeError:
+        return None
+    body = _BASE.layers
+    layers = (*body[:-1], layer) if layer.trait(EndsNet) else (body[0], layer, *body[1:])
+    try:
+        return Spec(layers, _BASE.input)
+    except ValueError:
+        return None
+
+
 SPECS = {**toy_specs(), **EXTRA}
+# Every registered word that no spec above uses gets a spec of its own (found by
+# enumeration: a new op module is run through every backend without an edit here).
+_USED = {type(layer) for spec in SPECS.values() for layer in spec.layers}
+for _word in WORDS.values():
+    if _word not in _USED and (_spec := _spec_with(_word)) is not None:
+        EXTRA[f"{_word.word}-alone"] = SPECS[f"{_word.word}-alone"] = _spec
 # The default tier runs every spec through torch; through auto A, A-BN, A-LRN, D-loc, the
 # demo nets and the extras (every op; B to E repeat A's layers), and through triton the
 # demo nets, A-LRN and the extras (auto runs the Triton side of every call in its trials,
@@ -99,8 +123,8 @@ def test_every_backend_inherits_the_torch_backend(name):
 
 def test_the_specs_use_every_op_of_the_notation():
     """The spec files and the extra specs above exercise every registered layer."""
-    words = {type(layer).word for spec in SPECS.values() for layer in spec.layers}
-    assert set(ops.LAYERS) <= words and "twice" in words
+    used = {type(layer) for spec in SPECS.values() for layer in spec.layers}
+    assert set(WORDS.values()) <= used and Twice in used
     assert len(toy_specs()) == 13  # A, A-LRN, B, C, D, E, four -BN, demo, demo-loc, D-loc
 
 

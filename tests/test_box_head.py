@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import SPECS
 from vggspec.compiler import Box, FullyConnected, SpecError, format_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.lowering.net import build, check_num_classes, densify, with_num_classes
 
 SMALL = "input 16x16 RGB\nconv3-4 maxpool\nconv3-8 maxpool\nFC-12 FC-12 FC-{} box\n"
@@ -63,6 +63,40 @@ def test_a_misplaced_box_is_a_located_error(text, line, column, words):
         parse(text)
     assert (caught.value.loc.line, caught.value.loc.column) == (line, column)
     assert words in caught.value.message
+
+
+def test_the_head_gives_the_task_that_training_and_evaluation_ask():
+    from vggspec.compiler.ir.ops.box import BOXES
+    from vggspec.compiler.ir.ops.task import CLASSIFICATION
+    from vggspec.compiler.lowering.net import head_task
+    from vggspec.runtime.eval.models import EvalError, check_box_width
+    from vggspec.runtime.train.tasks import BoxTraining, training_task
+
+    assert head_task(parse(SMALL.format(12))) is BOXES
+    for text in ("conv3-8 FC-10 soft-max", "conv3-8 FC-10"):  # no head: classified
+        assert head_task(parse(text)) is CLASSIFICATION
+    assert type(training_task(parse(SMALL.format(12)))) is BoxTraining
+    with pytest.raises(TypeError):  # a caller must say what it does for every kind
+        BOXES.pick(labels=1)
+    # One width rule: training's check and evaluation's agree on every width.
+    for outputs in range(1, 50):
+        for classes in range(1, 13):
+            spec = parse(SMALL.format(outputs)) if outputs % 4 == 0 else None
+            fits = BOXES.fits(outputs, classes)
+            assert fits == (outputs in (4, 4 * classes))
+            try:
+                check_box_width(outputs, classes, "net")
+                evaluated = True
+            except EvalError:
+                evaluated = False
+            assert evaluated == fits
+            if spec is not None:
+                try:
+                    check_num_classes(spec, classes)
+                    trained = True
+                except VggspecError:
+                    trained = False
+                assert trained == fits
 
 
 def test_the_head_width_must_fit_the_data_at_training_time():

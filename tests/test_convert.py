@@ -500,10 +500,10 @@ def test_caffe_average_pooling_converts_to_avgpool(tmp_path):
          "11×11 stride 4 pad 0 (the notation's is stride 1, pad 5)"),
         ({"conv2_1": {"group": 2}}, "layer conv2_1 (Convolution) is conv 3×3 stride 1 pad 1 in "
          "2 groups (the notation's is stride 1, pad 1)"),
-        ({"pool1": {"k": 3, "stride": 2}}, "layer pool1 (Pooling) is max pooling 3×3 stride 2 "
-         "(the notation pools 2×2, stride 2)"),
+        ({"pool1": {"k": 3, "stride": 1}}, "layer pool1 (Pooling) is max pooling 3×3 stride 1 "
+         "(the notation pools 2×2, stride 2; the notation pools 3×3, stride 2)"),
     ],
-    ids=["stride-4", "groups", "pool-3x3"],
+    ids=["stride-4", "groups", "pool-3x3-stride-1"],
 )  # fmt: skip
 def test_a_net_the_notation_cannot_express_is_one_line(cli, tmp_path, changes, said):
     text = "input 32x32 RGB\nconv3-8 maxpool conv3-8 maxpool FC-6 soft-max\n"

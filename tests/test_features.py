@@ -108,7 +108,7 @@ def test_ridge_in_the_dual_matches_the_primal():
 
 def test_named_activations_from_one_pass_that_stops_early(monkeypatch):
     from vggspec.compiler import parse
-    from vggspec.compiler.ir.ops import Linear
+    from vggspec.compiler.ir.ops.fc import FullyConnected
     from vggspec.compiler.lowering.net import build
 
     torch.manual_seed(0)
@@ -116,9 +116,11 @@ def test_named_activations_from_one_pass_that_stops_early(monkeypatch):
     net = build(parse(text), backend="torch").eval()
     x = torch.randn(2, 3, 16, 16)
     ran = []
-    forward = Linear.forward
+    forward = FullyConnected.forward
     monkeypatch.setattr(
-        Linear, "forward", lambda self, y, run: ran.append(run.node) or forward(self, y, run)
+        FullyConnected,
+        "forward",
+        lambda self, y, run: ran.append(run.node) or forward(self, y, run),
     )
     got = vggspec.features(net, x, ["relu1_2", "conv1_1", "pool2"])
     assert list(got) == ["relu1_2", "conv1_1", "pool2"] and ran == []  # stopped at pool2

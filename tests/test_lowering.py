@@ -6,7 +6,7 @@ from helpers import SPECS
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from vggspec.compiler import compile_spec, load_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.lowering.net import GlobalBatch, lower
 
 import vggspec

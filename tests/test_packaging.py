@@ -135,3 +135,13 @@ def test_a_wheel_in_a_fresh_venv_compiles_and_trains_from_another_folder(tmp_pat
     assert trained.returncode == 0, trained.stderr
     assert "finished: 3 steps" in trained.stdout
     assert (elsewhere / "run" / "model.safetensors").is_file()
+
+
+def test_the_public_api_is_one_list_and_every_name_in_it_resolves():
+    import vggspec
+    from vggspec import api
+
+    assert api.__all__ == list(vggspec.TORCH_API)  # api's list is the package's
+    missing = [name for name in vggspec.__all__ if not hasattr(vggspec, name)]
+    assert missing == [] and len(vggspec.__all__) == len(set(vggspec.__all__))
+    assert vggspec.build_net is api.build_net and vggspec.RunDir is api.RunDir

@@ -3,17 +3,23 @@
 import pytest
 from helpers import SPECS
 from vggspec.compiler import SpecError, compile_spec, dense_graph, load_spec, parse, score_map_size
-from vggspec.compiler.ir import ops
 from vggspec.compiler.ir.graph import (
     Graph,
     NodeMeta,
     build_graph,
+    format_node,
     launch_count,
     meta,
     nodes,
     op,
     verify,
 )
+from vggspec.compiler.ir.ops.conv import Conv
+from vggspec.compiler.ir.ops.dropout import Dropout
+from vggspec.compiler.ir.ops.fc import FullyConnected
+from vggspec.compiler.ir.ops.input import Input
+from vggspec.compiler.ir.ops.relu import ReLU
+from vggspec.compiler.ir.ops.spatial_mean import SpatialMean
 from vggspec.compiler.ir.passes.fuse import fuse
 from vggspec.compiler.ir.passes.shapes import infer_shapes
 
@@ -77,20 +83,20 @@ def test_fuse_only_where_the_producer_has_a_single_user():
     g = build_graph(parse("conv3-4 conv3-4"), (8, 8))
     infer_shapes(g)
     # Give conv1_1 a second user: it must then keep its separate ReLU.
-    g.add_node("tap", op=ops.SpatialMean(), meta=NodeMeta())
+    g.add_node("tap", op=SpatialMean(), meta=NodeMeta())
     g.add_edge("conv1_1", "tap")
     fused = fuse(g)
-    assert isinstance(op(fused, "relu1_1"), ops.ReLU)
-    assert op(fused, "conv1_1") == ops.Conv2d(4, (3, 3), (1, 1), relu=False)
+    assert isinstance(op(fused, "relu1_1"), ReLU)
+    assert op(fused, "conv1_1") == Conv(3, 4, relu=False)
     assert op(fused, "conv1_2").relu is True
     assert "relu1_2" not in fused
 
 
 def test_fc_fuses_relu_and_dropout_on_the_first_two_only():
     g = compile_spec(load_spec(SPECS / "E.vgg"))
-    assert op(g, "fc6") == ops.Linear(4096, relu=True, dropout=True)
-    assert op(g, "fc7") == ops.Linear(4096, relu=True, dropout=True)
-    assert op(g, "fc8") == ops.Linear(1000)
+    assert op(g, "fc6") == FullyConnected(4096, relu=True, dropout=True)
+    assert op(g, "fc7") == FullyConnected(4096, relu=True, dropout=True)
+    assert op(g, "fc8") == FullyConnected(1000)
     assert meta(g, "fc6").fused == ["fc6", "relu6", "drop6"]
 
 
@@ -112,13 +118,16 @@ def test_dense_score_map_sizes_of_D(size, expected):
 
 def test_densify_maps_fc_weights_onto_convs():
     dense = dense_graph(compile_spec(load_spec(SPECS / "D.vgg")), (384, 384))
-    assert op(dense, "fc6") == ops.Conv2d(4096, (7, 7), (0, 0), relu=True)
-    assert meta(dense, "fc6").weight_from.shape == (4096, 512, 7, 7)
-    assert meta(dense, "fc6").weight_from.linear_shape == (4096, 25088)
-    assert meta(dense, "fc7").weight_from.shape == (4096, 4096, 1, 1)
-    assert op(dense, "fc8") == ops.Conv2d(1000, (1, 1), (0, 0), relu=False)
+    fc6, fc7, fc8 = (op(dense, n) for n in ("fc6", "fc7", "fc8"))
+    assert fc6 == FullyConnected(4096, relu=True, dense_kernel=(7, 7))
+    assert fc6.describe() == "conv7x7-4096+relu" and fc8.describe() == "conv1x1-1000"
+    # the conv weights are views of the FC weights: (4096, 25088) as (4096, 512, 7, 7)
+    assert fc6.tensors(meta(dense, "fc6").in_shape)["weight"] == (4096, 512, 7, 7)
+    assert fc7.tensors(meta(dense, "fc7").in_shape)["weight"] == (4096, 4096, 1, 1)
+    assert "weight = fc6.weight.reshape(4096, 512, 7, 7)" in format_node(dense, "fc6")
+    assert fc8 == FullyConnected(1000, dense_kernel=(1, 1))
     assert nodes(dense)[-2:] == ["score_mean", "prob"]
-    assert not any(isinstance(op(dense, n), ops.Dropout) for n in dense)
+    assert not any(isinstance(op(dense, n), Dropout) for n in dense)
     assert launch_count(dense) == 23
 
 
@@ -131,9 +140,9 @@ def test_densify_on_an_unfused_graph_keeps_params():
 
 def test_verify_names_the_broken_invariant():
     g = Graph(passes=[])
-    g.add_node("data", op=ops.Input(3, 8, 8), meta=NodeMeta())
-    g.add_node("a", op=ops.ReLU(), meta=NodeMeta())
-    g.add_node("b", op=ops.ReLU(), meta=NodeMeta())
+    g.add_node("data", op=Input(3, 8, 8), meta=NodeMeta())
+    g.add_node("a", op=ReLU(), meta=NodeMeta())
+    g.add_node("b", op=ReLU(), meta=NodeMeta())
     g.add_edge("data", "a")
     g.add_edge("data", "b")
     with pytest.raises(Exception, match="after mypass: the graph must have exactly one output"):

@@ -262,7 +262,7 @@ def digest_of(run) -> str:
 def test_the_watch_calls_once_past_the_cap_and_a_bad_cap_is_one_line(monkeypatch):
     import threading
 
-    from vggspec.compiler.frontend.errors import VggspecError
+    from vggspec.compiler.errors import VggspecError
     from vggspec.runtime.dist.memory_watch import MemoryWatch, cap_from_environment
 
     seen, done = [], threading.Event()

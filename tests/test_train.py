@@ -126,7 +126,7 @@ def test_single_process_run_folder(tiny, tmp_path, cli):
 
 def test_model_safetensors_is_the_net_of_the_best_validation(tiny, tmp_path, cli, monkeypatch):
     # Scripted validation errors: epoch 2 is the best, epoch 3 worse.
-    from vggspec.runtime.train import trainer
+    from vggspec.runtime.train import tasks
 
     errors = iter([0.5, 0.3, 0.4])
 
@@ -134,7 +134,7 @@ def test_model_safetensors_is_the_net_of_the_best_validation(tiny, tmp_path, cli
         error = next(errors)
         return {"val_loss": error, "val_top1_error": error, "val_top5_error": 0.0, "images": 25}
 
-    monkeypatch.setattr(trainer, "validate", scripted)
+    monkeypatch.setattr(tasks, "validate", scripted)  # a classifier's validation
     out = tmp_path / "run"
     code, _, err = cli("run", "train", *settings(tiny, out, "epochs=3"))
     assert code == 0, err

@@ -11,11 +11,11 @@ from vggspec.compiler import (
     load_spec,
 )
 from vggspec.compiler import parse as parse_spec
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
-# The torch-side API is imported on first use, so that `vggspec compile` and the
-# notation tools start without loading torch.
-_TORCH_API = {
+# The torch-side API (vggspec/api.py, whose __all__ is this list) is imported on first
+# use, so that `vggspec compile` and the notation tools start without loading torch.
+TORCH_API = (
     "ModelInfo",
     "Net",
     "Preprocessing",
@@ -34,11 +34,11 @@ _TORCH_API = {
     "model_info",
     "save",
     "to_torchvision",
-}
+)
 
 
 def __getattr__(name: str):
-    if name in _TORCH_API:
+    if name in TORCH_API:
         from vggspec import api
 
         return getattr(api, name)
@@ -56,5 +56,5 @@ __all__ = [
     "format_spec",
     "load_spec",
     "parse_spec",
-    *sorted(_TORCH_API),
+    *TORCH_API,
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vggspec import TORCH_API
 from vggspec.compiler import Spec, load_spec
 from vggspec.compiler.lowering.inference import inference_net
 from vggspec.compiler.lowering.net import (
@@ -24,26 +25,7 @@ from vggspec.runtime.io.model_info import read_model_info as model_info
 from vggspec.runtime.io.rundir import RunDir
 from vggspec.runtime.io.weights import init_from, load, load_torchvision, save, to_torchvision
 
-__all__ = [
-    "ModelInfo",
-    "Net",
-    "Preprocessing",
-    "RunDir",
-    "TrainScale",
-    "build_net",
-    "densify",
-    "features",
-    "fold_batch_norm",
-    "inference_net",
-    "init_from",
-    "init_weights",
-    "load",
-    "load_torchvision",
-    "lower",
-    "model_info",
-    "save",
-    "to_torchvision",
-]
+__all__ = list(TORCH_API)  # one list: the package's, which imports this lazily
 
 
 def build_net(

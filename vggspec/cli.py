@@ -11,7 +11,7 @@ from vggspec.commands import data as data_command
 from vggspec.commands import export as export_command
 from vggspec.commands import plot as plot_command
 from vggspec.commands import run as run_command
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.errors import UserError
 
 COMMANDS = (

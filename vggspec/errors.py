@@ -1,6 +1,6 @@
 """UserError: a mistake on the command line or in a config, told in one message."""
 
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 
 class UserError(VggspecError):

@@ -1,1 +1,1 @@
-"""The front end: grammar, parser, AST (layers live in ir/ops/), printer, spec files, errors."""
+"""The front end: grammar, parser, AST, the table of words, printer, steps, spec files, errors."""

@@ -1,9 +1,13 @@
-"""The spec's abstract syntax: Spec, Input and the Layer base (layers live in ir/ops/)."""
+"""The spec's abstract syntax: Spec, Input, and the Layer base with its traits (layers are ops)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from .steps import Step
 
 # Limits keep a typo ("conv3-6400000") from becoming an out-of-memory crash later.
 MAX_CHANNELS = 1 << 20
@@ -52,20 +56,35 @@ class Input:
         return COLOUR_CHANNELS[self.colour]
 
 
-class Layer:
-    """A word of the notation. Each op module (compiler/ir/ops/) defines one, registered
-    under its grammar rule name; the parser, printer and graph builder only ask it."""
+T = TypeVar("T")
 
-    word: ClassVar[str]  # the grammar rule in vgg.lark
-    terminal: ClassVar[str]  # its lark terminal, and how that reads in error messages
+
+@dataclass(frozen=True)
+class Layer:
+    """A word of the notation. The op classes of compiler/ir/ops/ are its subclasses, one
+    class per op, registered in the table of words (words.py); the grammar, parser,
+    printer and graph builder ask it, and ask for its traits (the classes below) rather
+    than for flags."""
+
+    # Where it stands in the text: carried along, never compared nor printed.
+    loc: Loc | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+    # Its spelling as printed ("soft-max", "FC"); the grammar rule is its letters, lower-cased.
+    word: ClassVar[str]
+    # The regular expression its tokens match (case-insensitive; default: the word itself)
+    # and how an error names it among the expected words (default: the word).
+    pattern: ClassVar[str]
     expected: ClassVar[str]
-    ends_stage: ClassVar[bool] = False  # the printer ends the line (a Table 1 row) after it
-    ends_net: ClassVar[bool] = False  # nothing may follow it
-    fills_stage: ClassVar[bool] = False  # a stage holding one is numbered (conv5_1 … fc6)
-    normalisable: ClassVar[bool] = False  # a `BN` may follow it (conv, FC)
-    follows: ClassVar[str | None] = None  # the terminal it must directly follow (box: FC)
-    trains_on: ClassVar[str] = "labels"  # a head's training targets: labels, or boxes
-    loc: Loc | None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "word" in cls.__dict__:  # a word: what it does not say is its spelling
+            cls.pattern = cls.__dict__.get("pattern", re.escape(cls.word))
+            cls.expected = cls.__dict__.get("expected", cls.word)
+
+    def trait(self, kind: type[T]) -> T | None:
+        """This layer as a `kind` (a trait class) if it has that trait, else None."""
+        return self if isinstance(self, kind) else None
 
     @classmethod
     def read(cls, token: str, loc: Loc) -> Layer:
@@ -76,9 +95,15 @@ class Layer:
         """Why this layer cannot follow `previous` (None: the first layer), or None."""
         return None
 
+    @classmethod
+    def may_follow(cls, previous: type[Layer] | None) -> bool:
+        """Whether the word may stand after a word of class `previous` at all (None: at the
+        start); an error lists a word among the expected ones only where it may."""
+        return True
+
     def text(self) -> str:
-        """Canonical text: `parse(text)` gives the layer back."""
-        raise NotImplementedError
+        """Canonical text: `parse(text)` gives the layer back (default: the word)."""
+        return self.word
 
     def build(self, b) -> None:
         """Add the IR node(s) for this layer: `b.add(name, op)`, names from `b.namer`."""
@@ -88,15 +113,33 @@ class Layer:
         """This layer with `outputs` outputs if it can be a classifier's last layer."""
         return None
 
-    # A head (a layer that ends the net) says how wide the classifier before it must be.
-    def head_width(self, classifier: Layer, classes: int) -> int:
-        """The width `classifier` (the last resizable layer) takes for `classes` classes."""
-        return classes
-
-    def misfit(self, classifier: Layer, classes: int) -> str | None:
-        """Why the spec's `classifier` cannot be trained on data of `classes` classes as it
-        is written, or None (a soft-max classifier is resized to the data)."""
+    @classmethod
+    def implied(cls, steps: list[Step], i: int) -> tuple[Layer, int] | None:
+        """The layer that a weights file's `steps[i:]` start with, as this word reads them,
+        and how many steps it takes; None if they do not start with this word. Raises
+        Unexpressed where they are this word's kind of layer but no spec can say them."""
         return None
+
+    @classmethod
+    def unlike(cls, step: Step) -> str | None:
+        """For a step of a kind this word reads that it does not read: what the word is
+        instead (a note for the refusal), or None."""
+        return None
+
+
+class EndsStage:
+    """Trait: the word ends a stage (a Table 1 row, pool<stage>): the printer ends the line
+    after it and the namer starts the next stage."""
+
+
+class FillsStage:
+    """Trait: a stage holding one is numbered (conv5_1 …; the head's numbers follow it)."""
+
+
+class EndsNet:
+    """Trait: the word ends the net (soft-max, box): nothing may follow it. Its op gives the
+    net's task (compiler/ir/ops/task.py); a spec without one is sized and trained as if it
+    ended in soft-max."""
 
 
 def misplaced(layers) -> tuple[int, str] | None:
@@ -120,11 +163,11 @@ class Spec:
     filename: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        body = [layer for layer in self.layers if not layer.ends_net]
+        body = [layer for layer in self.layers if not layer.trait(EndsNet)]
         if not body:
             raise ValueError("a spec needs at least one layer besides soft-max")
         for i, layer in enumerate(self.layers):
-            if layer.ends_net and i != len(self.layers) - 1:
+            if layer.trait(EndsNet) and i != len(self.layers) - 1:
                 raise ValueError("soft-max may only end the net")
         if (wrong := misplaced(self.layers)) is not None:
             raise ValueError(wrong[1])

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import VggspecError
 from .ast import Loc
-
-
-class VggspecError(Exception):
-    """Base of every error that is the user's to fix (a spec, a file, a setting):
-    the command line prints its message and exits 2, never a traceback."""
 
 
 class SpecError(VggspecError):

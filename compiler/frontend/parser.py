@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from pathlib import Path
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from ..ir.ops import LAYERS
-from ..ir.ops.base import number
-from .ast import Input, Loc, Spec, misplaced
+from .ast import EndsNet, Input, Layer, Loc, Spec, misplaced
 from .errors import SpecError
+from .words import WORDS, number, rule, terminal, token_pattern
 
 # The comments before the first token are the spec's description.
 _LEADING_COMMENT = re.compile(r"[ \t\f\r\n,]*#([^\n]*)")
@@ -30,15 +30,32 @@ _EXPECTED_WORDS = {
 }
 
 
+def _words_grammar(words: tuple[type[Layer], ...]) -> str:
+    """The rules and terminals of the words: `layer` and `head` (the words that end the net)
+    as alternatives, then one rule and one terminal per word."""
+    layers = [rule(cls) for cls in words if not issubclass(cls, EndsNet)]
+    heads = [rule(cls) for cls in words if issubclass(cls, EndsNet)]
+    lines = [f"?layer: {' | '.join(layers)}", f"?head: {' | '.join(heads)}"]
+    for cls in words:
+        pattern = token_pattern(cls).replace("/", "\\/")
+        lines += [f"{rule(cls)}: {terminal(cls)}", f"{terminal(cls)}: /{pattern}/i"]
+    return "\n".join(lines) + "\n"
+
+
 @cache
-def _parser() -> Lark:
-    return Lark.open(
-        "vgg.lark",
-        rel_to=__file__,
+def _lark(words: tuple[type[Layer], ...]) -> Lark:
+    grammar = Path(__file__).with_name("vgg.lark").read_text(encoding="utf-8")
+    return Lark(
+        grammar + _words_grammar(words),
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=False,
     )
+
+
+def _parser() -> Lark:
+    """The parser of the words registered now (a word registered later gets a new one)."""
+    return _lark(tuple(WORDS.values()))
 
 
 def _loc(token: Token) -> Loc:
@@ -53,7 +70,7 @@ def _layer(tree: Tree):
     token = tree.children[0]
     loc = _loc(token)
     try:
-        return LAYERS[tree.data].read(str(token), loc)
+        return WORDS[tree.data].read(str(token), loc)
     except ValueError as err:
         raise SpecError(f"{token}: {err}", loc) from None
 
@@ -81,37 +98,37 @@ def _description(text: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _word_class(word: str) -> type[Layer] | None:
+    """The class of the word that `word` (a token as written) spells, or None."""
+    for cls in WORDS.values():
+        if re.fullmatch(token_pattern(cls), word, re.IGNORECASE):
+            return cls
+    return None
+
+
 def _expected(names, text: str = "", pos: int = 0) -> str:
-    """How the terminals `names` read; a word that may only follow one kind of layer (box
-    after an FC) is left out when the word before `pos` is not of that kind."""
-    known = {**{cls.terminal: cls.expected for cls in LAYERS.values()}, **_EXPECTED_WORDS}
+    """How the terminals `names` read; a word that may not follow the word before `pos`
+    (box after anything but an FC layer) is left out."""
+    by_terminal = {terminal(cls): cls for cls in WORDS.values()}
     before = [w for w in re.split(r"[ \t\f\r\n,]+", re.sub(r"#[^\n]*", "", text[:pos])) if w]
-    previous = before[-1] if before else ""
-    names = [
-        name
+    previous = _word_class(before[-1]) if before else None
+    words = {
+        by_terminal[name].expected if name in by_terminal else _EXPECTED_WORDS.get(name, name)
         for name in names
-        if (cls := _LAYER_OF.get(name)) is None
-        or cls.follows is None
-        or re.fullmatch(_parser().get_terminal(cls.follows).pattern.to_regexp(), previous, re.I)
-    ]
-    words = sorted({known.get(name, name) for name in names})
-    return ", ".join(words)
-
-
-_LAYER_OF = {cls.terminal: cls for cls in LAYERS.values()}
-
-
-# The words that end a net, as an error names them.
-_HEADS = ((r"soft-?max", "soft-max"), (r"(?<![A-Za-z0-9_\-])box", "box"))
+        if name not in by_terminal or by_terminal[name].may_follow(previous)
+    }
+    return ", ".join(sorted(words))
 
 
 def _after_head(err: UnexpectedToken, text: str) -> str | None:
-    """The head word (soft-max, box) right before the unexpected token, or None."""
+    """The word that ends the net (soft-max, box) right before the unexpected token, as
+    an error names it, or None."""
     before = text[: err.token.start_pos]
     before = re.sub(r"#[^\n]*", "", before).rstrip(" \t\f\r\n,")
-    for pattern, word in _HEADS:
-        if re.search(pattern + "$", before, re.IGNORECASE) is not None:
-            return word
+    for cls in WORDS.values():
+        pattern = f"(?<![A-Za-z0-9_\\-])(?:{cls.pattern})$"
+        if issubclass(cls, EndsNet) and re.search(pattern, before, re.IGNORECASE) is not None:
+            return cls.word
     return None
 
 

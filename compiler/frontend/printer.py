@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ast import Input, Layer, Spec
+from .ast import EndsStage, Input, Layer, Spec
 
 
 def format_input(spec_input: Input) -> str:
@@ -20,7 +20,7 @@ def format_spec(spec: Spec) -> str:
     stage: list[str] = []
     for layer in spec.layers:
         stage.append(format_layer(layer))
-        if layer.ends_stage:  # Table 1 reads one stage per row, ending at a pool
+        if layer.trait(EndsStage):  # Table 1 reads one stage per row, ending at a pool
             lines.append(" ".join(stage))
             stage = []
     if stage:

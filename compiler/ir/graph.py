@@ -7,20 +7,20 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ..frontend import ast
-from ..frontend.ast import Layer, Loc
+from ..frontend.ast import EndsStage, FillsStage, Layer, Loc
 from ..frontend.errors import SpecError
-from . import ops
-from .ops.fc import WeightFrom
+from .ops.base import Op
+from .ops.input import Input
+from .ops.traits import GraphInput, Head
 
 Graph = nx.DiGraph
 
 
 @dataclass
 class NodeMeta:
-    """What the build and the passes know of a node. Build: loc, layer; infer_shapes:
-    in_shape, shape; count: params … out_bytes (rf, jump and start per axis, in input
-    pixels); fuse: the nodes it stands for; densify: where its conv weight comes from;
-    fold_norms: the BN node whose running statistics its weights absorb."""
+    """What the build and the passes know of a node (what its op is lives in the op). Build:
+    loc, layer; infer_shapes: in_shape, shape; count: params … out_bytes (rf, jump and start
+    per axis, in input pixels); fuse and fold_norms: the nodes it stands for."""
 
     loc: Loc | None = None
     layer: Layer | None = None
@@ -34,8 +34,6 @@ class NodeMeta:
     start: tuple[float, float] | None = None
     out_bytes: int = 0
     fused: list[str] | None = None
-    weight_from: WeightFrom | None = None
-    norm_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def nodes(g: Graph) -> list[str]:
     return list(nx.topological_sort(g))
 
 
-def op(g: Graph, name: str) -> ops.Op:
+def op(g: Graph, name: str) -> Op:
     return g.nodes[name]["op"]
 
 
@@ -86,14 +84,14 @@ def output(g: Graph) -> str:
 
 def launch_count(g: Graph) -> int:
     """How many kernels a forward pass launches: one per node but the input."""
-    return sum(1 for n in g.nodes if not op(g, n).is_input)
+    return sum(1 for n in g.nodes if producer(g, n) is not None)
 
 
 def score_map_size(g: Graph) -> tuple[int, int] | None:
     """Spatial size of the class score map of a dense graph (before its spatial mean)."""
     for n in g.nodes:
         in_shape = meta(g, n).in_shape
-        if g.nodes[n]["op"].in_head and len(in_shape) == 3:  # the spatial mean's input
+        if op(g, n).trait(Head) and len(in_shape) == 3:  # the spatial mean's input
             return tuple(in_shape[1:])
     return None
 
@@ -106,12 +104,12 @@ class Namer:
     def __init__(self, spec: ast.Spec):
         self.stage = 1
         self._counts: dict[str, int] = {}
-        stages = sum(layer.ends_stage for layer in spec.layers)
+        stages = sum(layer.trait(EndsStage) is not None for layer in spec.layers)
         filled_after_last = False
         for layer in spec.layers:
-            if layer.ends_stage:
+            if layer.trait(EndsStage):
                 filled_after_last = False
-            elif layer.fills_stage:
+            elif layer.trait(FillsStage):
                 filled_after_last = True
         self._head = stages + 1 + (1 if filled_after_last else 0)
 
@@ -148,7 +146,7 @@ class Builder:
         same = [type(other) is type(layer) for other in self._layers]
         return sum(same[: self._index]), sum(same)
 
-    def add(self, node: str, operation: ops.Op) -> None:
+    def add(self, node: str, operation: Op) -> None:
         layer = self._layers[self._index]
         if node in self.g:
             raise SpecError(f"two layers would both be named {node!r}", layer.loc)
@@ -161,7 +159,7 @@ class Builder:
         """The nodes the layer before the current one added (its weight node first)."""
         return list(self._nodes[self._index - 1])
 
-    def insert_after(self, before: str, node: str, operation: ops.Op) -> None:
+    def insert_after(self, before: str, node: str, operation: Op) -> None:
         """Put a node of the current layer right after `before` (BN between conv and ReLU)."""
         layer = self._layers[self._index]
         if node in self.g:
@@ -181,7 +179,7 @@ class Builder:
         self._nodes.append([])
         layer = self._layers[index]
         layer.build(self)
-        if layer.ends_stage:
+        if layer.trait(EndsStage):
             self.namer.end_stage()
 
 
@@ -191,9 +189,7 @@ def build_graph(
     """Spec → unfused graph: every conv and hidden FC followed by its own ReLU node."""
     height, width = input_size or (spec.input.height, spec.input.width)
     g = Graph(name=name, spec=spec, description=spec.description, passes=["build"])
-    g.add_node(
-        "data", op=ops.Input(spec.input.channels, height, width), meta=NodeMeta(spec.input.loc)
-    )
+    g.add_node("data", op=Input(spec.input.channels, height, width), meta=NodeMeta(spec.input.loc))
     builder = Builder(g, spec, "data")
     for index in range(len(spec.layers)):
         builder.build(index)
@@ -215,13 +211,13 @@ def verify(g: Graph, after: str = "") -> None:
         fail("the graph has a cycle")
     if g.number_of_nodes() and not nx.is_weakly_connected(g):
         fail("the graph is not connected")
-    inputs = [n for n in g.nodes if getattr(g.nodes[n].get("op"), "is_input", False)]
+    inputs = [n for n, data in g.nodes(data=True) if _is_input(data.get("op"))]
     if len(inputs) != 1:
         fail(f"expected one input node, found {len(inputs)}")
     for n, data in g.nodes(data=True):
         if not isinstance(data.get("meta"), NodeMeta) or "op" not in data:
             fail(f"node {n!r} lacks an op or its meta")
-        expected_preds = 0 if data["op"].is_input else 1
+        expected_preds = 0 if _is_input(data["op"]) else 1
         if g.in_degree(n) != expected_preds:
             fail(f"node {n!r} has {g.in_degree(n)} inputs, expected {expected_preds}")
         shape = data["meta"].shape
@@ -231,6 +227,10 @@ def verify(g: Graph, after: str = "") -> None:
                 fail(f"{user!r} expects {in_shape} but {n!r} makes {shape}")
     if len([n for n in g.nodes if g.out_degree(n) == 0]) != 1:
         fail("the graph must have exactly one output")
+
+
+def _is_input(operation: Op | None) -> bool:
+    return operation is not None and operation.trait(GraphInput) is not None
 
 
 def format_node(g: Graph, n: str) -> str:
@@ -247,11 +247,7 @@ def format_node(g: Graph, n: str) -> str:
         notes.append(f"macs={info.macs:,}")
     if info.fused is not None:
         notes.append("fused " + "+".join(info.fused))
-    if info.weight_from is not None:
-        source = info.weight_from
-        notes.append(f"weight = {source.node}.weight.reshape{tuple(source.shape)}")
-    if info.norm_from is not None:
-        notes.append(f"folds {info.norm_from}")
+    notes += operation.notes(n, info.in_shape)
     loc = info.loc
     if loc is not None:
         notes.append(f"@{loc.line}:{loc.column}")

@@ -8,6 +8,7 @@ from dataclasses import replace
 from ..frontend import ast
 from ..frontend.errors import SpecError
 from .graph import Graph, build_graph, score_map_size, verify
+from .ops.traits import GraphInput
 
 __all__ = [
     "compile_spec",
@@ -30,8 +31,8 @@ def with_input_size(g: Graph, size: tuple[int, int]) -> Graph:
     new.graph["passes"] = [*g.graph["passes"], f"input {size[0]}x{size[1]}"]
     for _, data in new.nodes(data=True):
         data["meta"] = replace(data["meta"])
-        if data["op"].is_input:
-            data["op"] = replace(data["op"], height=size[0], width=size[1])
+        if (source := data["op"].trait(GraphInput)) is not None:
+            data["op"] = source.at_size(*size)
     return new
 
 

@@ -12,83 +12,8 @@ from pathlib import Path
 
 from ..targets import GPUS, KERNEL_DTYPE, LAUNCH_GAP_S, RESERVED_SHARED_PER_BLOCK, GpuSpec
 from . import aot_cache
-from .conv import check_index_range, conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
-from .cross_entropy import cross_entropy_bwd_plan, cross_entropy_fwd_plan
-from .linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
 from .plan import KernelPlan, Ptr, interpreting
-from .pool import maxpool_bwd_plan, maxpool_fwd_plan
-from .score_mean import spatial_mean_fwd_plan
-from .shapes import (
-    ConvLaunch,
-    Launch,
-    LinearLaunch,
-    PoolLaunch,
-    SoftmaxLaunch,
-    SpatialMeanLaunch,
-)
-from .softmax_rows import softmax_fwd_plan
-from .splitk import splitk_sum_plan
-
-
-def kernel_plans(launch: Launch, dtype: str, training: bool = True) -> list[KernelPlan]:
-    """The kernel launches one layer costs: forward, and for training dgrad and wgrad.
-
-    fp32 GEMMs are planned on TF32 tensor cores (torch.backends.*.allow_tf32 = True),
-    the only fp32 mode worth reporting against a tensor-core roofline.
-    """
-    plans: list[KernelPlan] = []
-    gemm = {"upcast": False, "allow_tf32": True}
-    if isinstance(launch, ConvLaunch):
-        plans.append(conv_fwd_plan(launch, dtype, **gemm))
-        if training:
-            if launch.input_grad:
-                plans.append(conv_dgrad_plan(launch, dtype, **gemm))
-            wgrad = conv_wgrad_plan(launch, dtype, **gemm)
-            plans.append(wgrad)
-            splits = wgrad.notes["splits"]
-            if splits > 1:
-                weights = launch.c_out * launch.c_in * launch.kh * launch.kw
-                plans.append(splitk_sum_plan(weights, splits, dtype))
-                plans.append(splitk_sum_plan(launch.c_out, splits, dtype))
-    elif isinstance(launch, PoolLaunch):
-        plans.append(maxpool_fwd_plan(launch.batch, launch.c, launch.h, launch.w, dtype))
-        if training:
-            plans.append(maxpool_bwd_plan(launch.batch, launch.c, launch.h, launch.w, dtype))
-    elif isinstance(launch, LinearLaunch):
-        m, k, n = launch.m, launch.k, launch.n
-        fwd = linear_fwd_plan(launch, dtype, **gemm)
-        plans += [fwd, *_splitk_followers(fwd, m * n, dtype, bias_period=n, relu=launch.relu)]
-        if training:
-            if launch.input_grad:
-                dgrad = linear_dgrad_plan(launch, dtype, **gemm)
-                plans += [dgrad, *_splitk_followers(dgrad, m * k, dtype)]
-            wgrad = linear_wgrad_plan(launch, dtype, **gemm)
-            plans += [wgrad, *_splitk_followers(wgrad, n * k, dtype)]
-            if wgrad.notes["splits"] > 1:
-                plans.append(splitk_sum_plan(n, wgrad.notes["splits"], dtype))
-    elif isinstance(launch, SoftmaxLaunch):
-        if launch.loss:
-            plans.append(cross_entropy_fwd_plan(launch.batch, launch.classes, dtype))
-            plans.append(splitk_sum_plan(1, launch.batch, "fp32"))
-            if training:
-                plans.append(cross_entropy_bwd_plan(launch.batch, launch.classes, dtype))
-        else:
-            plans.append(softmax_fwd_plan(launch.batch, launch.classes, 1, dtype))
-    elif isinstance(launch, SpatialMeanLaunch):
-        plans.append(spatial_mean_fwd_plan(launch.batch, launch.c, launch.h, launch.w, dtype))
-    else:
-        raise TypeError(f"unknown launch {launch!r}")
-    return plans
-
-
-def _splitk_followers(
-    plan: KernelPlan, length: int, dtype: str, bias_period: int = 1, relu: bool = False
-) -> list[KernelPlan]:
-    splits = plan.notes["splits"]
-    if splits == 1:
-        return []
-    bias = dtype if plan.constexprs.get("HAS_BIAS") else None
-    return [splitk_sum_plan(length, splits, dtype, bias, bias_period, relu)]
+from .shapes import Launch
 
 
 def _signature(plan: KernelPlan):
@@ -378,9 +303,7 @@ def estimated_seconds(roofline: float, programs: int, blocks: int, gpu: GpuSpec)
 
 def _report_rows(launches, target: str, dtype: str, training: bool) -> list[dict]:
     gpu = GPUS[target]
-    plans = [
-        (launch, plan) for launch in launches for plan in kernel_plans(launch, dtype, training)
-    ]
+    plans = [(launch, plan) for launch in launches for plan in launch.plans(dtype, training)]
     compiled = compile_jobs([plan_job(plan) for _, plan in plans], target)
     rows = []
     for (launch, plan), res in zip(plans, compiled, strict=True):
@@ -428,8 +351,7 @@ def aot_report(
         raise ValueError(f"unknown target {target!r}; known: {', '.join(GPUS)}")
     kdtype = KERNEL_DTYPE[dtype]
     for launch in launches:  # shapes the kernels cannot index: a ValueError, here
-        if isinstance(launch, ConvLaunch):
-            check_index_range(launch)
+        launch.check()
     return _report_rows(launches, target, kdtype, training)
 
 

@@ -1,12 +1,39 @@
-"""Plain descriptions of a net's kernel launches at real shapes, for the ahead-of-time report."""
+"""Plain descriptions of a net's kernel launches at real shapes, each with the kernel plans it
+costs, for the ahead-of-time report.
+
+The descriptions import neither torch nor triton (`vggspec compile` lists launches without
+them); a description's `plans` imports its kernel family's planners when asked.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# fp32 GEMMs are planned on TF32 tensor cores (torch.backends.*.allow_tf32 = True), the
+# only fp32 mode worth reporting against a tensor-core roofline.
+GEMM = {"upcast": False, "allow_tf32": True}
+
+
+class KernelLaunch:
+    """What every launch description answers: the kernel plans it costs, the backend call
+    it becomes, and whether the kernels can index its shapes."""
+
+    name: str
+
+    def plans(self, dtype: str, training: bool = True) -> list:
+        """The kernel launches the layer costs: forward, and for training its gradients."""
+        raise NotImplementedError
+
+    def auto_call(self) -> str:
+        """The backend call it becomes, as the `auto` backend names what it measures."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """ValueError for a shape the kernels cannot index; most launches have none."""
+
 
 @dataclass(frozen=True)
-class ConvLaunch:
+class ConvLaunch(KernelLaunch):
     """A stride-1 conv + bias (+ ReLU) layer; ``input_grad`` False for the first layer."""
 
     name: str
@@ -22,9 +49,41 @@ class ConvLaunch:
     relu: bool = True
     input_grad: bool = True
 
+    def plans(self, dtype: str, training: bool = True) -> list:
+        """Forward; for training the data gradient (not for the first layer), the weight
+        gradient and, when it splits K, the sums of its partial weight and bias gradients."""
+        from .conv import conv_dgrad_plan, conv_fwd_plan, conv_wgrad_plan
+        from .splitk import splitk_sum_plan
+
+        plans = [conv_fwd_plan(self, dtype, **GEMM)]
+        if training:
+            if self.input_grad:
+                plans.append(conv_dgrad_plan(self, dtype, **GEMM))
+            wgrad = conv_wgrad_plan(self, dtype, **GEMM)
+            plans.append(wgrad)
+            splits = wgrad.notes["splits"]
+            if splits > 1:
+                weights = self.c_out * self.c_in * self.kh * self.kw
+                plans.append(splitk_sum_plan(weights, splits, dtype))
+                plans.append(splitk_sum_plan(self.c_out, splits, dtype))
+        return plans
+
+    def check(self) -> None:
+        """ValueError past int32 offsets (the kernels index one image in int32)."""
+        from .conv import check_index_range
+
+        check_index_range(self)
+
+    def auto_call(self) -> str:
+        relu = " relu" if self.relu else ""
+        return (
+            f"conv {self.batch}x{self.c_in}x{self.h}x{self.w} -> {self.c_out} "
+            f"k{self.kh}x{self.kw} p{self.ph}x{self.pw}{relu}"
+        )
+
 
 @dataclass(frozen=True)
-class PoolLaunch:
+class PoolLaunch(KernelLaunch):
     """A 2×2/2 max pool over an (batch, c, h, w) input."""
 
     name: str
@@ -33,9 +92,20 @@ class PoolLaunch:
     h: int
     w: int
 
+    def plans(self, dtype: str, training: bool = True) -> list:
+        from .pool import maxpool_bwd_plan, maxpool_fwd_plan
+
+        plans = [maxpool_fwd_plan(self.batch, self.c, self.h, self.w, dtype)]
+        if training:
+            plans.append(maxpool_bwd_plan(self.batch, self.c, self.h, self.w, dtype))
+        return plans
+
+    def auto_call(self) -> str:
+        return f"max_pool {self.batch}x{self.c}x{self.h}x{self.w}"
+
 
 @dataclass(frozen=True)
-class LinearLaunch:
+class LinearLaunch(KernelLaunch):
     """A fully connected layer y[m, n] = x[m, k] · Wᵀ + b (+ ReLU)."""
 
     name: str
@@ -45,9 +115,31 @@ class LinearLaunch:
     relu: bool = True
     input_grad: bool = True
 
+    def plans(self, dtype: str, training: bool = True) -> list:
+        """Forward, data gradient (not for the first layer) and weight gradient, each with
+        the sum of its split-K partials when it splits K."""
+        from .linear import linear_dgrad_plan, linear_fwd_plan, linear_wgrad_plan
+        from .splitk import splitk_followers, splitk_sum_plan
+
+        m, k, n = self.m, self.k, self.n
+        fwd = linear_fwd_plan(self, dtype, **GEMM)
+        plans = [fwd, *splitk_followers(fwd, m * n, dtype, bias_period=n, relu=self.relu)]
+        if training:
+            if self.input_grad:
+                dgrad = linear_dgrad_plan(self, dtype, **GEMM)
+                plans += [dgrad, *splitk_followers(dgrad, m * k, dtype)]
+            wgrad = linear_wgrad_plan(self, dtype, **GEMM)
+            plans += [wgrad, *splitk_followers(wgrad, n * k, dtype)]
+            if wgrad.notes["splits"] > 1:
+                plans.append(splitk_sum_plan(n, wgrad.notes["splits"], dtype))
+        return plans
+
+    def auto_call(self) -> str:
+        return f"linear {self.m}x{self.k} -> {self.n}{' relu' if self.relu else ''}"
+
 
 @dataclass(frozen=True)
-class SoftmaxLaunch:
+class SoftmaxLaunch(KernelLaunch):
     """Soft-max over ``classes``; with ``loss`` it is the training soft-max + cross-entropy."""
 
     name: str
@@ -55,9 +147,30 @@ class SoftmaxLaunch:
     classes: int
     loss: bool = True
 
+    def plans(self, dtype: str, training: bool = True) -> list:
+        """With `loss`: cross-entropy forward, the batch mean's sum and (training) its
+        backward; without: the soft-max alone."""
+        from .cross_entropy import cross_entropy_bwd_plan, cross_entropy_fwd_plan
+        from .softmax_rows import softmax_fwd_plan
+        from .splitk import splitk_sum_plan
+
+        if not self.loss:
+            return [softmax_fwd_plan(self.batch, self.classes, 1, dtype)]
+        plans = [
+            cross_entropy_fwd_plan(self.batch, self.classes, dtype),
+            splitk_sum_plan(1, self.batch, "fp32"),
+        ]
+        if training:
+            plans.append(cross_entropy_bwd_plan(self.batch, self.classes, dtype))
+        return plans
+
+    def auto_call(self) -> str:
+        method = "cross_entropy" if self.loss else "softmax"
+        return f"{method} {self.batch}x{self.classes}"
+
 
 @dataclass(frozen=True)
-class SpatialMeanLaunch:
+class SpatialMeanLaunch(KernelLaunch):
     """Average of a dense (batch, c, h, w) class-score map over positions (evaluation)."""
 
     name: str
@@ -65,6 +178,14 @@ class SpatialMeanLaunch:
     c: int
     h: int
     w: int
+
+    def plans(self, dtype: str, training: bool = True) -> list:
+        from .score_mean import spatial_mean_fwd_plan
+
+        return [spatial_mean_fwd_plan(self.batch, self.c, self.h, self.w, dtype)]
+
+    def auto_call(self) -> str:
+        return f"spatial_mean {self.batch}x{self.c}x{self.h}x{self.w}"
 
 
 Launch = ConvLaunch | PoolLaunch | LinearLaunch | SoftmaxLaunch | SpatialMeanLaunch

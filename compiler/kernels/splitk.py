@@ -70,6 +70,18 @@ def splitk_sum_plan(
     )
 
 
+def splitk_followers(
+    plan: KernelPlan, length: int, dtype: str, bias_period: int = 1, relu: bool = False
+) -> list[KernelPlan]:
+    """The sum of a split-K GEMM's partials (with its bias and ReLU where the GEMM has
+    them), or nothing when the plan does not split K."""
+    splits = plan.notes["splits"]
+    if splits == 1:
+        return []
+    bias = dtype if plan.constexprs.get("HAS_BIAS") else None
+    return [splitk_sum_plan(length, splits, dtype, bias, bias_period, relu)]
+
+
 def splitk_sum(
     partials: torch.Tensor,
     out: torch.Tensor,

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..frontend.errors import VggspecError
+from ..errors import VggspecError
 from .autotune_cache import DecisionCache
 
 log = logging.getLogger("vggspec.autotune")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..frontend.errors import VggspecError
+from ..errors import VggspecError
 from ..targets import cpu_has_native_bf16
 from .net import Net, densify, fold_batch_norm
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..ir.graph import Graph, meta, nodes, op
+from ..ir.graph import Graph, meta, nodes, op, producer
+from ..ir.ops.traits import Weighted
 
 
 def graph_launches(g: Graph, batch: int, training: bool = True) -> tuple[list, list[str]]:
@@ -15,14 +16,14 @@ def graph_launches(g: Graph, batch: int, training: bool = True) -> tuple[list, l
     input_grad = False  # nothing needs the gradient of the image
     for n in nodes(g):
         operation, info = op(g, n), meta(g, n)
-        if operation.is_input:
+        if producer(g, n) is None:  # the image
             continue
         launch = operation.launch(n, info.in_shape, batch, training, input_grad)
         if launch is None:  # LRN, and un-fused ReLU/dropout: torch runs them
             fallbacks.append(f"{n} ({operation.describe()})")
         else:
             launches.append(launch)
-        input_grad = input_grad or operation.has_weights
+        input_grad = input_grad or operation.trait(Weighted) is not None
     return launches, fallbacks
 
 
@@ -31,7 +32,7 @@ def torch_reasons(g: Graph, training: bool = True) -> list[str]:
     reasons = []
     for n in nodes(g):
         operation = op(g, n)
-        if operation.is_input or operation.launch(n, meta(g, n).in_shape, 1, training, True):
+        if producer(g, n) is None or operation.launch(n, meta(g, n).in_shape, 1, training, True):
             continue
         if (why := operation.torch_reason(training)) and why not in reasons:
             reasons.append(why)

@@ -9,17 +9,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..frontend.ast import Layer, Spec
-from ..frontend.errors import VggspecError
+from ..errors import VggspecError
+from ..frontend.ast import Spec
 from ..frontend.printer import format_spec
 from ..ir.graph import Graph, meta, nodes, op
-from ..ir.ops import Op, SoftMaxOp
+from ..ir.ops.base import Op
+from ..ir.ops.softmax import SoftMax
+from ..ir.ops.task import Task
+from ..ir.ops.traits import Folds, GraphInput, Head, Weighted
 from ..ir.pipeline import compile_spec, dense_graph, folded_graph
 from .backends import get_backend
 
 # The head of a spec written without one (no soft-max): predicted and trained as if it
 # ended in soft-max, as the paper's nets all do.
-DEFAULT_HEAD = ("prob", SoftMaxOp())
+DEFAULT_HEAD = ("prob", SoftMax())
 
 
 class Weights(nn.Module):
@@ -41,10 +44,10 @@ class Weights(nn.Module):
             self._buffers[name] = tensor
 
 
-def _empty_buffers(operation: Op, in_shape) -> dict[str, torch.Tensor]:
+def _empty_buffers(weighted: Weighted, in_shape) -> dict[str, torch.Tensor]:
     return {
         name: torch.zeros(shape, dtype=getattr(torch, dtype) if dtype else None)
-        for name, (shape, dtype) in operation.buffers(in_shape).items()
+        for name, (shape, dtype) in weighted.buffers(in_shape).items()
     }
 
 
@@ -93,19 +96,19 @@ class Net(nn.Module):
         self._head: list[tuple[str, Op]] = []
         for n in nodes(graph):
             operation = op(graph, n)
-            if operation.is_input:
+            if operation.trait(GraphInput):
                 continue
-            if operation.in_head:
+            if operation.trait(Head):
                 self._head.append((n, operation))
                 continue
             if self._head:
                 raise VggspecError(f"{n} follows the soft-max: nothing can run after it")
             self._body.append((n, operation))
-            if operation.has_weights:
+            if (weighted := operation.trait(Weighted)) is not None:
                 in_shape = meta(graph, n).in_shape
-                shapes = operation.tensors(in_shape)
+                shapes = weighted.tensors(in_shape)
                 tensors = {name: torch.empty(shape) for name, shape in shapes.items()}
-                self.add_module(n, Weights(_empty_buffers(operation, in_shape), **tensors))
+                self.add_module(n, Weights(_empty_buffers(weighted, in_shape), **tensors))
 
     def layers(self) -> list[tuple[str, Op]]:
         """(node, op) of every layer `forward` runs, in order (input and head left out)."""
@@ -141,7 +144,7 @@ class Net(nn.Module):
         run = _Run(self, batch)
         for index, (n, operation) in enumerate(self._body[:stop]):
             run.node, run.index = n, index
-            run.weights = getattr(self, n) if operation.has_weights else None
+            run.weights = self._modules.get(n)  # None: an op without weights
             x = operation.forward(x, run)
             yield n, x
 
@@ -231,8 +234,8 @@ def init_weights(net: Net, init: str = "gaussian") -> Net:
         raise VggspecError(f"unknown init {init!r}: choose gaussian or glorot")
     with torch.no_grad():
         for n, operation in net.layers():
-            if operation.has_weights:
-                operation.init(getattr(net, n), init)
+            if (weighted := operation.trait(Weighted)) is not None:
+                weighted.init(getattr(net, n), init)
     return net
 
 
@@ -245,10 +248,10 @@ def classifier_index(spec: Spec) -> int | None:
     )
 
 
-def _head(spec: Spec):
-    """The layer that ends the spec (soft-max, box), or the base Layer's rule without one."""
-    last = spec.layers[-1]
-    return last if last.ends_net else Layer()
+def head_task(spec: Spec) -> Task:
+    """The spec's task, as its last op gives it (soft-max: classification, box: box
+    regression); a spec without a head is classified, as if it ended in soft-max."""
+    return (spec.layers[-1].trait(Head) or DEFAULT_HEAD[1]).task()
 
 
 def with_num_classes(spec: Spec, num_classes: int) -> Spec:
@@ -257,12 +260,7 @@ def with_num_classes(spec: Spec, num_classes: int) -> Spec:
     last = classifier_index(spec)
     if last is None:
         raise VggspecError("num_classes needs a spec whose last weight layer is an FC layer")
-    return with_outputs(spec, _head(spec).head_width(spec.layers[last], num_classes))
-
-
-def training_target(spec: Spec) -> str:
-    """What training feeds the spec's head: "labels" (soft-max, or no head) or "boxes"."""
-    return _head(spec).trains_on
+    return with_outputs(spec, head_task(spec).width(spec.layers[last], num_classes))
 
 
 def with_outputs(spec: Spec, outputs: int) -> Spec:
@@ -279,7 +277,7 @@ def check_num_classes(spec: Spec, num_classes: int) -> None:
     """Raise VggspecError when the spec's head cannot be trained on `num_classes` classes
     as written (a box head's width is 4 or 4 × classes)."""
     last = classifier_index(spec)
-    if last is not None and (why := _head(spec).misfit(spec.layers[last], num_classes)):
+    if last is not None and (why := head_task(spec).misfit(spec.layers[last], num_classes)):
         raise VggspecError(why)
 
 
@@ -302,7 +300,8 @@ def densify(net: Net) -> Net:
 
     The first FC layer becomes a k×k conv, k being the spatial size it saw at the
     spec's input size (7×7 for the VGG nets), the others 1×1 convs: each conv weight
-    is the FC weight viewed as (out, C, kh, kw), flatten order C×H×W. The twin takes
+    is the FC weight viewed as (out, C, kh, kw), flatten order C×H×W (each op's `dense`
+    gives its twin's tensors, a view of its own). The twin takes
     any image at least the spec's input size and returns the class score map
     (N, classes, h, w); `twin.predict(x)` is the soft-max of its spatial mean.
     """
@@ -311,14 +310,13 @@ def densify(net: Net) -> Net:
     dense = Net(dense_graph(net.graph), net.backend, net.dropout)
     with torch.no_grad():
         for n in nodes(dense.graph):
-            source = meta(dense.graph, n).weight_from
             target = getattr(dense, n, None)
             if not isinstance(target, Weights):
                 continue
             original = getattr(net, n)
             weight = original.weight
-            if source is not None:
-                weight = weight.reshape(source.shape)  # a view
+            if weight.shape != target.weight.shape:
+                weight = weight.reshape(target.weight.shape)  # a view
             target.share(original)
             target.weight = nn.Parameter(weight)
     return dense.train(net.training)
@@ -335,12 +333,13 @@ def fold_batch_norm(net: Net) -> Net:
     folded = Net(graph, net.backend, net.dropout)
     with torch.no_grad():
         for n, operation in folded.layers():
-            if not operation.has_weights:
+            if operation.trait(Weighted) is None:
                 continue
             source, target = getattr(net, n), getattr(folded, n)
             weight, bias = source.weight, source.bias
-            if (norm := meta(graph, n).norm_from) in net.graph:
-                weight, bias = op(net.graph, norm).folded(weight, bias, getattr(net, norm))
+            for taken in (meta(graph, n).fused or [])[1:]:  # its BN, where it had one
+                if taken in net.graph and (norm := op(net.graph, taken).trait(Folds)):
+                    weight, bias = norm.folded(weight, bias, getattr(net, taken))
             target.weight.copy_(weight)
             target.bias.copy_(bias)
     return folded.eval()

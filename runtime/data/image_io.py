@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 # Pillow's own hard limit (2 × its default MAX_IMAGE_PIXELS, ~179 Mpx: 12000×8000 = 96 Mpx
 # fits). We check it per call instead of changing Pillow's process-wide MAX_IMAGE_PIXELS, so

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 # The VGG team's Caffe release: BGR input, 0..255, minus the ILSVRC mean pixel
 # (B 103.939, G 116.779, R 123.68), no division.

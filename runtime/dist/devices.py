@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 
 class DeviceError(VggspecError):

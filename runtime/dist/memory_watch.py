@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable
 
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.report import format_bytes as size_text
 
 from .cpu_memory import available_bytes

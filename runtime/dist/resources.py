@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vggspec.compiler import Spec, compile_spec
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.pipeline import dense_graph
 from vggspec.compiler.ir.report import format_bytes as size_text
 

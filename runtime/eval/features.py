@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.graph import nodes, op
+from vggspec.compiler.ir.ops.traits import Epilogue, Weighted
 from vggspec.compiler.lowering.net import Net, cut
 
 from ..data.image_folder import ImageFolder
@@ -29,11 +30,11 @@ def penultimate_net(twin: Net) -> Net:
     (fc7 of the VGG nets: a 4096-channel map); shares the twin's weights."""
     g = twin.graph
     order = nodes(g)
-    weighted = [n for n in order if op(g, n).has_weights]
+    weighted = [n for n in order if op(g, n).trait(Weighted)]
     if len(weighted) < 2:
         raise EvalError("features need a net with at least two weight layers")
     end = order.index(weighted[-2]) + 1
-    while end < len(order) and op(g, order[end]).part_of_previous:
+    while end < len(order) and op(g, order[end]).trait(Epilogue):
         end += 1  # an unfused graph keeps the ReLU as its own node
     head = Net(g.subgraph(order[:end]).copy(), twin.backend_name, twin.dropout)
     for name, module in head.named_children():

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from vggspec.compiler.ir.ops.box import IOU_THRESHOLD as BOX_IOU_THRESHOLD
 
 from ..data import boxes as bx
 from .box_merge import DEFAULT_MERGE_THRESHOLD, ClassBoxes, best_box
 
-IOU_THRESHOLD = 0.5
+IOU_THRESHOLD = BOX_IOU_THRESHOLD  # the box task's
 TOP_K = 5
 
 

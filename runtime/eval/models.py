@@ -9,15 +9,16 @@ from pathlib import Path
 
 import torch
 from vggspec.compiler import Spec, SpecError, compile_spec, load_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.frontend.printer import format_spec
+from vggspec.compiler.ir.ops.box import BOXES
 from vggspec.compiler.lowering.net import (
     Net,
     classifier_index,
     densify,
     fold_batch_norm,
+    head_task,
     lower,
-    training_target,
     with_num_classes,
     with_outputs,
 )
@@ -72,7 +73,7 @@ class EvalModel:
     @property
     def per_class(self) -> bool:
         """A localisation net with a box per class (PCR), not one for all (SCR)."""
-        return self.boxes and self.outputs != 4
+        return self.boxes and BOXES.per_class(self.outputs)
 
     @property
     def num_classes(self) -> int:
@@ -148,12 +149,12 @@ def check_scales(model: EvalModel, scales: list[int]) -> list[int]:
 
 def regresses_boxes(net: Net) -> bool:
     """True for a localisation net, whose head (`box`) makes its outputs box parameters."""
-    return training_target(net.spec) == "boxes"
+    return head_task(net.spec).pick(labels=False, boxes=True)
 
 
 def check_box_width(outputs: int, classes: int, source: str) -> None:
-    """A box head has 4 outputs (SCR) or 4 per class (PCR)."""
-    if outputs not in (4, 4 * classes):
+    """A box head has 4 outputs (SCR) or 4 per class (PCR): the box task's rule."""
+    if not BOXES.fits(outputs, classes):
         raise EvalError(
             f"{source}: a box head of {outputs} outputs for {classes} classes: it must have 4 "
             f"(single-class regression) or 4 × {classes} = {4 * classes} (per-class regression)"

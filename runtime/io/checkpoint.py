@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 from .atomic import atomic_write
 

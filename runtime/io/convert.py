@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from vggspec.compiler import Spec, SpecError, compile_spec
 from vggspec.compiler.ir.graph import meta, nodes, op
+from vggspec.compiler.ir.ops.traits import Weighted
 from vggspec.compiler.lowering.net import Net, lower
 
 from ..data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
@@ -34,6 +35,10 @@ from .weights import WeightsError, file_metadata
 # written from it carry the same Preprocessing. Keras' VGG preprocessing ("caffe" mode of
 # keras.applications.imagenet_utils) is the same: its weights are the VGG release's.
 CAFFE_PIXELS = Preprocessing("vggspec", CAFFE_MEAN_RGB, bgr=True)  # the VGG release
+
+
+# The two kinds of weight layer a file holds, as its steps name them.
+KINDS = ("conv", "fc")
 
 
 class ConvertError(WeightsError):
@@ -85,14 +90,13 @@ def weight_targets(graph) -> list[Target]:
     """The conv and FC layers of a compiled spec, in order: what a file's weight layers must
     match. From the graph's shapes, before any net is made: a spec far larger than the
     file (an input of 65536×65536) is refused by shape, not by an allocation that fails."""
-    targets = []
+    targets, kind = [], ""
     for name in nodes(graph):
-        operation = op(graph, name)
-        if operation.has_weights:
-            in_shape = tuple(meta(graph, name).in_shape)
-            shapes = operation.tensors(in_shape)
-            # torchvision's sections tell the two weight layers apart: conv in features.
-            kind = "conv" if operation.section == "features" else "fc"
+        operation, in_shape = op(graph, name), tuple(meta(graph, name).in_shape or ())
+        # The layer's kind as weights files write it: its op's own step (a BN's is its layer's).
+        kind = next((s.kind for s in operation.steps(name, in_shape) if s.kind in KINDS), kind)
+        if (weighted := operation.trait(Weighted)) is not None:
+            shapes = weighted.tensors(in_shape)
             fc_input = (*in_shape, 1, 1)[:3] if kind == "fc" else ()
             targets.append(
                 Target(name, kind, tuple(shapes["weight"]), tuple(shapes["bias"]), fc_input)

@@ -6,16 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from vggspec.compiler import (
-    AvgPool,
-    Conv,
-    FullyConnected,
-    Input,
-    Lrn,
-    MaxPool,
-    SoftMax,
-    Spec,
-)
+from vggspec.compiler import Input, Spec
+from vggspec.compiler.frontend.steps import Unexpressed
+from vggspec.compiler.frontend.words import WORDS
 
 from .source_net import Step, StructureError, describe
 
@@ -27,24 +20,6 @@ def _refuse(source: str, step: Step, why: str) -> StructureError:
     return StructureError(
         f"{source}: layer {step.name} ({step.source}) is {why}: the notation cannot express it"
     )
-
-
-def _conv(step: Step, source: str) -> Conv:
-    """conv<k>-<c>: a square odd kernel, stride 1, same padding, no dilation or groups."""
-    (kh, kw), k = step.kernel, step.kernel[0]
-    if kh != kw or k % 2 == 0:
-        raise _refuse(source, step, f"a {kh}×{kw} convolution (the notation's are k×k, k odd)")
-    same = (k // 2,) * 4
-    if step.stride != (1, 1) or step.pad != same or step.dilation != (1, 1) or step.groups != 1:
-        raise _refuse(source, step, f"{describe(step)} (the notation's is stride 1, pad {k // 2})")
-    return Conv(k, step.outputs)
-
-
-def _pool(step: Step, source: str):
-    plain = step.kernel == (2, 2) and step.stride == (2, 2) and not any(step.pad)
-    if not plain:
-        raise _refuse(source, step, f"{describe(step)} (the notation pools 2×2, stride 2)")
-    return MaxPool() if step.method == "max" else AvgPool()
 
 
 def fc_convs(steps: list[Step]) -> list[Step]:
@@ -98,6 +73,22 @@ def _input_size(steps: list[Step], declared, channels: int, source: str) -> tupl
     return (DEFAULT_SIZE, DEFAULT_SIZE)
 
 
+def _next_layer(steps: list[Step], i: int, source: str):
+    """The layer of the notation that `steps[i:]` start with, as the words read them (each
+    op class reads its own; see Layer.implied), and how many steps it takes."""
+    step = steps[i]
+    try:
+        found = [read for cls in WORDS.values() if (read := cls.implied(steps, i)) is not None]
+    except Unexpressed as err:
+        raise _refuse(source, step, str(err)) from None
+    if found:
+        return found[0]
+    if step.kind == "relu":  # conv and FC layers take the ReLU after them: not this one
+        raise _refuse(source, step, f"a {describe(step)} that does not follow a conv or FC layer")
+    notes = dict.fromkeys(note for cls in WORDS.values() if (note := cls.unlike(step)))
+    raise _refuse(source, step, describe(step) + (f" ({'; '.join(notes)})" if notes else ""))
+
+
 def implied_spec(steps: list[Step], declared, channels: int, source: str, description: str) -> Spec:
     """The spec whose net computes what `steps` compute, or StructureError naming the
     first layer the notation cannot express. The caller compiles it and compares it with
@@ -105,31 +96,9 @@ def implied_spec(steps: list[Step], declared, channels: int, source: str, descri
     steps = fc_convs(steps)
     layers, i = [], 0
     while i < len(steps):
-        step = steps[i]
-        followed_by_relu = i + 1 < len(steps) and steps[i + 1].kind == "relu"
-        if step.kind == "conv":
-            if not followed_by_relu:
-                raise _refuse(source, step, "a convolution without a ReLU after it")
-            layers.append(_conv(step, source))
-            i += 1
-        elif step.kind == "fc":
-            layers.append(FullyConnected(step.outputs))
-            i += followed_by_relu  # whether it may have one: the comparison tells
-        elif step.kind == "pool":
-            layers.append(_pool(step, source))
-        elif step.kind == "lrn":
-            try:
-                layers.append(Lrn(*step.lrn))
-            except ValueError as err:
-                raise _refuse(source, step, f"an LRN whose {err}") from None
-        elif step.kind == "softmax" and i == len(steps) - 1:
-            layers.append(SoftMax())
-        elif step.kind in ("relu", "softmax"):
-            where = "that does not follow a conv or FC layer" if step.kind == "relu" else ""
-            raise _refuse(source, step, f"a {describe(step)} {where or 'before the end'}")
-        else:
-            raise _refuse(source, step, describe(step))
-        i += 1
+        layer, taken = _next_layer(steps, i, source)
+        layers.append(layer)
+        i += taken
     if channels not in COLOURS:
         raise StructureError(
             f"{source}: its first layer takes {channels} channels: the notation takes RGB "

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 LOCK_NAME = ".vggspec.lock"
 

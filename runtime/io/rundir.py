@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 from .atomic import remove_stale_temporaries
 from .lock import LOCK_NAME, FolderLock

@@ -5,53 +5,19 @@ the comparison that refuses, in one line, a file that means another function tha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
+from vggspec.compiler.frontend.steps import Step, describe
 from vggspec.compiler.ir.graph import meta, nodes, op
-from vggspec.compiler.ir.ops import (
-    AvgPool2d,
-    Conv2d,
-    Dropout,
-    Input,
-    Linear,
-    LocalResponseNorm,
-    Lrn,
-    MaxPool2d,
-    ReLU,
-    SoftMaxOp,
-)
+from vggspec.compiler.ir.ops.lrn import Lrn
 
 from .weights import WeightsError
+
+__all__ = ["Step", "StructureError", "compare", "describe", "pool_size", "spec_steps"]
 
 
 class StructureError(WeightsError):
     """A file whose net computes another function than the spec's: which layer, both sides."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """One layer as its source computes it. Kinds: conv, fc, relu, pool, lrn, softmax, and
-    for a layer no spec can match, the source's own word for it (`unknown`). Only the
-    fields of a kind are set; `name` and `source` (the file's layer type) only inform."""
-
-    kind: str
-    name: str = field(default="", compare=False)
-    source: str = field(default="", compare=False)
-    kernel: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    method: str = ""  # pool: "max" or "average"
-    ceil: bool = False  # pool: output size rounded up (Caffe's default)
-    # LRN: (size, alpha, beta, k) in the notation's (AlexNet's) convention.
-    lrn: tuple[int, float, float, float] | None = None
-    slope: float = 0.0  # relu: negative slope (a leaky ReLU)
-    outputs: int = field(default=0, compare=False)  # conv/fc width
-    inputs: int = field(default=0, compare=False)  # fc: fan-in
-    # How the source spells it where that differs from the notation (Caffe's LRN alpha).
-    spelled: str = field(default="", compare=False)
-    why: str = field(default="", compare=False)  # unknown: why no spec matches it
 
 
 def pool_size(size: int, kernel: int, stride: int, pad: tuple[int, int], ceil: bool) -> int:
@@ -64,103 +30,13 @@ def pool_size(size: int, kernel: int, stride: int, pad: tuple[int, int], ceil: b
     return out
 
 
-def _pair(values) -> str:
-    a, b = values
-    return f"{a}" if a == b else f"{a}×{b}"
-
-
-def _pads(pad) -> str:
-    return f"{pad[0]}" if len(set(pad)) == 1 else ",".join(map(str, pad))
-
-
-def _number(value: float) -> str:
-    return f"{value:.6g}"
-
-
-def describe(step: Step) -> str:
-    """The step in words, e.g. `max pooling 2×2 stride 2`, `conv 3×3 stride 1 pad 0`."""
-    if step.kind == "conv":
-        text = f"conv {step.kernel[0]}×{step.kernel[1]} stride {_pair(step.stride)} pad "
-        text += _pads(step.pad)
-        text += f" dilation {_pair(step.dilation)}" if step.dilation != (1, 1) else ""
-        return text + (f" in {step.groups} groups" if step.groups != 1 else "")
-    if step.kind == "fc":
-        return "fully connected"
-    if step.kind == "relu":
-        return f"leaky ReLU (slope {_number(step.slope)})" if step.slope else "ReLU"
-    if step.kind == "pool":
-        kernel = f"{step.kernel[0]}×{step.kernel[1]}"
-        text = f"{step.method} pooling {kernel} stride {_pair(step.stride)}"
-        # (Caffe's rounding up is told apart only where it changes a size: compare.)
-        return text + (f" pad {_pads(step.pad)}" if any(step.pad) else "")
-    if step.kind == "lrn":
-        size, alpha, beta, k = step.lrn
-        text = f"LRN size {size} alpha {_number(alpha)} beta {_number(beta)} k {_number(k)}"
-        return text + (f" ({step.spelled})" if step.spelled else "")
-    if step.kind == "softmax":
-        return "soft-max"
-    return step.why or step.kind
-
-
-# --- the spec's net in the same terms: one small function per op class --------------------
-
-
-def _conv_steps(name, operation: Conv2d, in_shape):
-    (ph, pw) = operation.padding
-    conv = Step("conv", name, kernel=operation.kernel, pad=(ph, ph, pw, pw))
-    return [replace(conv, outputs=operation.out_channels), *_relu(name, operation.relu)]
-
-
-def _fc_steps(name, operation: Linear, in_shape):
-    # The map the FC sees: a file that writes FC layers as convs has this kernel (fc6: 7×7).
-    kernel = tuple(in_shape[1:]) if len(in_shape) == 3 else (1, 1)
-    fc = Step("fc", name, kernel=kernel, outputs=operation.out_features)
-    return [fc, *_relu(name, operation.relu)]
-
-
-def _relu(name: str, present: bool = True) -> list[Step]:
-    # A fused ReLU keeps its layer's number: conv1_1 → relu1_1, fc6 → relu6.
-    return [Step("relu", name.replace("conv", "relu").replace("fc", "relu"))] if present else []
-
-
-def _pool_steps(method: str):
-    def steps(name, operation, in_shape):
-        kernel, stride = (operation.kernel,) * 2, (operation.stride,) * 2
-        return [Step("pool", name, kernel=kernel, stride=stride, method=method)]
-
-    return steps
-
-
-def _lrn_steps(name, operation: LocalResponseNorm, in_shape):
-    lrn = (operation.size, operation.alpha, operation.beta, operation.k)
-    return [Step("lrn", name, lrn=lrn)]
-
-
-SPEC_STEPS = {
-    Input: lambda name, operation, in_shape: [],
-    Conv2d: _conv_steps,
-    ReLU: lambda name, operation, in_shape: [Step("relu", name)],
-    MaxPool2d: _pool_steps("max"),
-    AvgPool2d: _pool_steps("average"),
-    LocalResponseNorm: _lrn_steps,
-    Linear: _fc_steps,
-    Dropout: lambda name, operation, in_shape: [],  # training only
-    SoftMaxOp: lambda name, operation, in_shape: [Step("softmax", name)],
-}
-
-
 def spec_steps(graph) -> list[tuple[Step, tuple[int, ...]]]:
-    """The steps of a compiled spec's net, each with the shape it takes."""
+    """The steps of a compiled spec's net (each op says its own), each with the shape it
+    takes."""
     out = []
     for n in nodes(graph):
-        operation = op(graph, n)
         in_shape = tuple(meta(graph, n).in_shape or ())
-        steps = SPEC_STEPS.get(type(operation))
-        if steps is None:
-            why = f"{operation.describe()}, which weights files from elsewhere do not have"
-            out.append((Step("unknown", n, why=why), in_shape))
-            continue
-        out += [(step, in_shape) for step in steps(n, operation, in_shape)]
+        out += [(step, in_shape) for step in op(graph, n).steps(n, in_shape)]
     return out
 
 
@@ -185,6 +61,20 @@ def _same(mine: Step, theirs: Step) -> bool:
         pairs = zip(mine.lrn, theirs.lrn, strict=True)
         return all(math.isclose(a, b, rel_tol=1e-6) for a, b in pairs)
     return replace(mine, ceil=False) == replace(theirs, ceil=False)
+
+
+def _pair(values) -> str:
+    a, b = values
+    return f"{a}" if a == b else f"{a}×{b}"
+
+
+def _fitting(pool: Step) -> str:
+    """The input sizes at which rounding up and down agree for `pool`: where its windows tile
+    each map exactly (side − kernel a multiple of the stride)."""
+    (k, _), (s, _) = pool.kernel, pool.stride
+    if s == 2:
+        return f"an input size whose maps are {'odd' if k % 2 else 'even'}"
+    return f"an input size whose maps are {k} plus a multiple of {s}"
 
 
 def _lrn_hint(step: Step) -> str:
@@ -221,9 +111,9 @@ def compare(file_steps: list[Step], spec: list[tuple[Step, tuple]], source: str)
             if sizes[0] != sizes[1]:
                 h, w = in_shape[1:]
                 raise StructureError(
-                    f"{where} rounds its output size up: {h}×{w} pools to "
-                    f"{_pair(sizes[0])} where the spec's {spec_step.name} gives "
-                    f"{_pair(sizes[1])} (an input size whose maps are even fits both)"
+                    f"{where} rounds its output size {'up' if mine.ceil else 'down'}: "
+                    f"{h}×{w} pools to {_pair(sizes[0])} where the spec's {spec_step.name} "
+                    f"gives {_pair(sizes[1])} ({_fitting(spec_step)} fits both)"
                 )
             continue
         if not _same(mine, spec_step):

@@ -13,8 +13,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from vggspec.compiler import SpecError, compile_spec, parse
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.graph import meta, nodes, op
+from vggspec.compiler.ir.ops.base import NotInTorchvision
+from vggspec.compiler.ir.ops.traits import Epilogue, Weighted
 from vggspec.compiler.lowering.net import Net, Weights, lower
 
 from .atomic import atomic_write
@@ -170,16 +172,18 @@ def torchvision_keys(net: Net) -> dict[str, str]:
     mapping, position = {}, {"features": 0, "classifier": 0}
     for n in nodes(fused):
         operation = op(fused, n)
-        if operation.torchvision_missing:
-            raise WeightsError(operation.torchvision_missing)
-        if operation.section is None:
+        try:
+            place = operation.torchvision()
+        except NotInTorchvision as err:
+            raise WeightsError(str(err)) from None
+        if place is None:
             continue
-        if operation.has_weights:
-            index = position[operation.section]
+        if (weighted := operation.trait(Weighted)) is not None:
+            index = position[place.section]
             in_shape = meta(fused, n).in_shape
-            for p in [*operation.tensors(in_shape), *operation.buffers(in_shape)]:
-                mapping[f"{n}.{p}"] = f"{operation.section}.{index}.{p}"
-        position[operation.section] += operation.torchvision_modules()
+            for p in [*weighted.tensors(in_shape), *weighted.buffers(in_shape)]:
+                mapping[f"{n}.{p}"] = f"{place.section}.{index}.{p}"
+        position[place.section] += place.count
     return mapping
 
 
@@ -215,20 +219,21 @@ def load_torchvision(net: Net, state_dict: dict | str | os.PathLike) -> Net:
     return load_state(net, renamed, "torchvision state_dict")
 
 
-def weight_layers(net: Net, section: str) -> list[list[str]]:
-    """Each conv ("features") or FC ("classifier") layer of `net`, in order, with the weight
-    nodes that belong to it (its BN)."""
-    groups, current = [], None
+def weight_layers(net: Net) -> dict[str, list[list[str]]]:
+    """Each weight layer of `net` under its list in torchvision's layout (conv layers in
+    "features", FC layers in "classifier"), in order, with the weight nodes that belong to
+    it (its BN)."""
+    groups: dict[str, list[list[str]]] = {"features": [], "classifier": []}
+    current = None
     for name, operation in net.layers():
-        if not operation.has_weights:
+        if operation.trait(Weighted) is None:
             continue
-        if operation.part_of_previous:  # BN: goes with its layer, if that one is taken
+        if operation.trait(Epilogue):  # BN: goes with its layer
             if current is not None:
                 current.append(name)
             continue
-        current = [name] if operation.section == section else None
-        if current is not None:
-            groups.append(current)
+        current = [name]
+        groups[operation.torchvision().section].append(current)
     return groups
 
 
@@ -238,7 +243,8 @@ def init_from(net: Net, source: Net, convs: int = 4, fcs: int = 3) -> list[str]:
     layers of `net` (conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 from A), leaving
     the rest as they are; a layer's BN (weights and running statistics) goes with it.
     Returns the names copied; refuses if any shape differs."""
-    groups = weight_layers(source, "features")[:convs] + weight_layers(source, "classifier")[-fcs:]
+    layers = weight_layers(source)
+    groups = layers["features"][:convs] + layers["classifier"][-fcs:]
     return _copy_layers(net, source, [name for group in groups for name in group], "init_from")
 
 
@@ -246,7 +252,8 @@ def init_all_but_last(net: Net, source: Net) -> list[str]:
     """Appendix A's start of a localisation net: every weight layer of a trained
     classification net `source` of the same body but its last one (the class scores), which
     keeps its fresh initialisation. Returns the names copied; refuses if a shape differs."""
-    groups = weight_layers(source, "features") + weight_layers(source, "classifier")[:-1]
+    layers = weight_layers(source)
+    groups = layers["features"] + layers["classifier"][:-1]
     return _copy_layers(net, source, [name for group in groups for name in group], "init")
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from vggspec.compiler.ir.ops.box import IOU_THRESHOLD
 
 from ..data import boxes as bx
 from ..data.box_augment import crop_to_image
 from ..data.loader import make_loader
 from ..dist import context as distributed
 from ..dist.context import shard
-from ..eval.localisation import IOU_THRESHOLD
 
 
 def best_ious(predicted, data, indices) -> list[float]:
@@ -40,6 +40,7 @@ def validate_boxes(net, data, ctx, batch_size: int, workers: int) -> dict:
     batches = [list(mine[i : i + batch_size]) for i in range(0, len(mine), batch_size)]
     loader = make_loader(data.val, None, workers, batch_sampler=batches)
     _, head = net.head()[-1]
+    task = head.task()
     was_training = net.training
     net.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss, wrong, IoU, images
@@ -48,7 +49,7 @@ def validate_boxes(net, data, ctx, batch_size: int, workers: int) -> dict:
         x, target = x.to(ctx.device, dtype), target.to(ctx.device)
         scores = net(x).float()
         sums[0] += float(net.loss(scores, target)) * len(target)
-        boxes = head.class_boxes(scores, target[:, 0]).cpu().double().numpy()
+        boxes = task.class_boxes(scores, target[:, 0]).cpu().double().numpy()
         ious = np.array(best_ious(boxes, data.val, indices))
         sums[1] += float((ious <= IOU_THRESHOLD).sum())
         sums[2] += float(ious.sum())

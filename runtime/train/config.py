@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.frontend.source import TooLarge, read_at_most
 
 from ..data.scale import TrainScale

@@ -7,21 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vggspec.compiler import Spec
-from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.lowering.net import check_num_classes, training_target
 
-from ..data.annotations import ANNOTATIONS_DIR, load_folder_boxes
 from ..data.augment import TrainDataset
-from ..data.box_targets import BoxCenterCropDataset, BoxTrainDataset
 from ..data.color_stats import ColorStats, load_or_compute_color_stats
 from ..data.demo import demo_data_root, make_demo_dataset
-from ..data.image_folder import IMAGE_EXTENSIONS, ImageFolder, scan_image_folder
-from ..data.image_io import DataError
+from ..data.image_folder import IMAGE_EXTENSIONS, scan_image_folder
 from ..data.preprocessing import Preprocessing
 from ..data.validation import CenterCropDataset
 from ..dist import context as distributed
 from ..io.model_info import ModelInfo
 from .config import ConfigError, TrainConfig
+from .tasks import training_task
 
 
 @dataclass
@@ -77,12 +73,10 @@ def check_data_settings(cfg: TrainConfig, spec: Spec, world: int = 1) -> tuple[i
             f"scale S={cfg.scale} is smaller than the {crop[0]}x{crop[1]} crop; "
             f"the paper needs S ≥ {min(crop)}"
         )
-    if cfg.data is None and training_target(spec) == "boxes":
-        raise ConfigError(
-            f"{cfg.spec} regresses boxes: give data=DIR with box annotations (the boxed demo "
-            "data: vggspec data demo DIR --boxes)"
-        )
-    if cfg.data is not None:
+    task = training_task(spec)
+    if cfg.data is None:
+        task.check_data(cfg, spec, None)
+    else:
         root = Path(cfg.data)
         for split in ("train", "val"):
             if not (root / split).is_dir():
@@ -90,20 +84,7 @@ def check_data_settings(cfg: TrainConfig, spec: Spec, world: int = 1) -> tuple[i
                     f"data={root}: no {split}/ folder (expected ImageFolder layout "
                     f"{root}/{split}/<class>/<image>)"
                 )
-        if training_target(spec) == "boxes":  # a box head's width is fixed by the classes
-            folders = [d for d in (root / "train").iterdir() if d.is_dir()]
-            classes = sum(1 for d in folders if not d.name.startswith("."))
-            try:
-                check_num_classes(spec, classes)
-            except VggspecError as err:
-                raise ConfigError(f"{cfg.spec}: {err}") from None
-            for split in ("train", "val"):
-                where = box_source(cfg, root, split)
-                if not where.exists():
-                    raise ConfigError(
-                        f"no box annotations at {where}: expected a folder of VOC XML files "
-                        "(default DATA/annotations/<split>) or a .json/.csv table (boxes=)"
-                    )
+        task.check_data(cfg, spec, root)
         images = sum(1 for f in (root / "train").rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         if images < cfg.batch_size:
             raise ConfigError(
@@ -138,44 +119,6 @@ def prepare_training_data(cfg: TrainConfig, spec: Spec, ctx, log) -> TrainingDat
     bad = len(train_folder.report.bad) + len(val_folder.report.bad)
     settings = dict(scale=cfg.train_scale, crop=crop, preprocessing=preprocessing)
     augmentation = dict(stats=stats, seed=cfg.seed, alpha_std=cfg.colour_shift)
-    if training_target(spec) == "boxes":
-        train_folder, train_boxes, missing = _with_boxes(train_folder, cfg, log)
-        val_folder, val_boxes, missing_val = _with_boxes(val_folder, cfg, log)
-        train = BoxTrainDataset(train_folder, train_boxes, **settings, **augmentation)
-        val = BoxCenterCropDataset(val_folder, val_boxes, **settings)
-        bad += missing + missing_val
-    else:
-        train = TrainDataset(train_folder, **settings, **augmentation)
-        val = CenterCropDataset(val_folder, **settings)
-    return TrainingData(root, train, val, train_folder.classes, stats, bad)
-
-
-def box_source(cfg: TrainConfig, root: Path, split: str) -> Path:
-    """Where a split's box annotations are read from (TrainConfig.boxes)."""
-    if cfg.boxes is None:
-        return root / ANNOTATIONS_DIR / split
-    return Path(cfg.boxes.replace("{split}", split))
-
-
-def _with_boxes(folder: ImageFolder, cfg: TrainConfig, log) -> tuple[ImageFolder, list, int]:
-    """The folder's samples that have a box of their class, their boxes, and how many had
-    none: those are reported like unreadable images, and too many of them stop the run."""
-    found = load_folder_boxes(folder, box_source(cfg, Path(folder.root), folder.split))
-    for line in found.report.lines():
-        log.info(line)
-    missing = len(found.report.missing)
-    if missing > cfg.max_bad_files * max(1, len(folder)):
-        raise DataError(
-            f"{folder.root}/{folder.split}: {missing} of {len(folder)} images have no usable "
-            f"box (more than max_bad_files={cfg.max_bad_files:g} of them)"
-        )
-    keep = found.usable()
-    subset = ImageFolder(
-        folder.root,
-        folder.split,
-        folder.classes,
-        [folder.samples[i] for i in keep],
-        [folder.sizes[i] for i in keep],
-        folder.report,
-    )
-    return subset, [found.boxes[i] for i in keep], missing
+    task = training_task(spec)
+    train, val, left_out = task.datasets(cfg, train_folder, val_folder, log, settings, augmentation)
+    return TrainingData(root, train, val, train_folder.classes, stats, bad + left_out)

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 from vggspec.compiler import Spec
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 from vggspec.compiler.ir.report import format_bytes as size_text
-from vggspec.compiler.lowering.net import GlobalBatch, build, training_target
+from vggspec.compiler.lowering.net import GlobalBatch, build, head_task
 
 from ..dist import context as distributed
 from ..dist.cpu_memory import available_bytes, freed_memory_returned, retaining
@@ -187,7 +187,7 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int
     """(forward-and-backward peak, update peak) of a step at each of `batches`, after a
     warm-up step; the net and its optimizer go when this returns."""
     height, width = spec.input.height, spec.input.width
-    boxes = training_target(spec) == "boxes"
+    task = head_task(spec)
     dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
     net = build(spec, cfg.backend, classes, "gaussian", cfg.dropout).to(device, dtype)
     if cfg.channels_last:
@@ -201,9 +201,7 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int
         x = torch.randn(n, 3, height, width, device=device, dtype=dtype)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(classes, (n,), device=device)
-        if boxes:  # (class, cx, cy, w, h)
-            y = torch.cat([y[:, None].to(dtype), torch.rand(n, 4, device=device)], 1)
+        y = task.random_target(n, classes, device, dtype)
         optimizer.zero_grad(set_to_none=True)
         with _Peak(device, baseline) as learning:
             with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):

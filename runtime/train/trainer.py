@@ -27,39 +27,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from vggspec.compiler import Spec
-from vggspec.compiler.frontend.errors import VggspecError
-from vggspec.compiler.lowering.net import (
-    GlobalBatch,
-    build,
-    check_num_classes,
-    training_target,
-)
+from vggspec.compiler.errors import VggspecError
+from vggspec.compiler.lowering.net import GlobalBatch, build, check_num_classes
 
 from ..data.loader import make_loader
 from ..dist import context as distributed
-from ..dist.context import shard
 from ..dist.memory_watch import MemoryWatch
-from ..eval.metrics import topk_correct
 from ..io import checkpoint as checkpoints
 from ..io import replace
 from ..io.atomic import atomic_write
 from ..io.model_info import KEY as INFO_KEY
 from ..io.rundir import RunDir, model_file
-from ..io.weights import init_all_but_last, load, load_state, save, weight_layers
-from ..io.weights import init_from as copy_layers_from
+from ..io.weights import load, load_state, save, weight_layers
 from . import faults
-from .box_validation import validate_boxes
 from .claim import check_fresh
 from .config import ConfigError, TrainConfig
-from .data import TrainingData, prepare_training_data
+from .data import prepare_training_data
 from .log import RunLog
 from .loss_reads import LossReads
 from .memory_probe import check_step_memory, memory_cap, memory_cap_origin, memory_floor
 from .sampler import EpochBatchSampler
 from .schedule import make_schedule
 from .settings import record as record_settings
+from .tasks import training_task
 
 
 class TrainingDiverged(VggspecError):
@@ -90,32 +81,6 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0] >> 1)
 
 
-@torch.no_grad()
-def validate(net, data: TrainingData, ctx, batch_size: int, workers: int) -> dict:
-    """Exact validation: rank r takes a contiguous share of the images (no padding, no
-    duplicates) and the sums are all-reduced."""
-    mine = shard(len(data.val), ctx)
-    batches = [list(mine[i : i + batch_size]) for i in range(0, len(mine), batch_size)]
-    loader = make_loader(data.val, None, workers, batch_sampler=batches)
-    was_training = net.training
-    net.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 correct, top-5 correct, images
-    dtype = next(net.parameters()).dtype  # float64 with precision fp64
-    for x, y in loader:
-        x, y = x.to(ctx.device, dtype), y.to(ctx.device)
-        logits = net(x).float()
-        top1, top5 = topk_correct(logits, y)
-        sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
-        sums[1] += top1
-        sums[2] += top5
-        sums[3] += len(y)
-    net.train(was_training)
-    loss, top1, top5, count = distributed.all_reduce_sum(sums, ctx)
-    result = {"val_loss": loss / count, "val_top1_error": 1 - top1 / count, "images": int(count)}
-    result["val_top5_error"] = 1 - top5 / count if data.num_classes >= 5 else None
-    return result
-
-
 class Trainer:
     def __init__(
         self, cfg: TrainConfig, spec: Spec, run: RunDir, ctx, log: RunLog, resume: dict | None
@@ -125,9 +90,9 @@ class Trainer:
         self.info = self.data.model_info()  # saved with the weights and in checkpoints
         classes = self.data.num_classes
         check_num_classes(spec, classes)
-        # A box head trains on boxes and is selected by protocol 1, a classifier by top-1.
-        self.boxes = training_target(spec) == "boxes"
-        self.objective = "val_loc_error" if self.boxes else "val_top1_error"
+        # What the head's task reads, validates and selects by (a box head: protocol 1).
+        self.task = training_task(spec)
+        self.objective = self.task.objective
         # Measured before it is trusted: refuses a batch that cannot fit (memory_probe.py).
         self.memory = check_step_memory(cfg, spec, classes, ctx, log)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -185,7 +150,7 @@ class Trainer:
 
     def _freeze_all_but_fc(self) -> None:
         """finetune_layers=fc: only the first two FC layers and the last one train."""
-        fcs = weight_layers(self.net, "classifier")
+        fcs = weight_layers(self.net)["classifier"]
         trained = {name for group in fcs[:2] + fcs[-1:] for name in group}
         for name, _ in self.net.layers():
             if name not in trained:
@@ -201,18 +166,10 @@ class Trainer:
         cfg = self.cfg
         if cfg.init not in ("gaussian", "glorot"):
             source = load(model_file(cfg.init), "torch").to(self.ctx.device)
-            if self.boxes:  # Appendix A: the classification net's layers, the last one new
-                copied = init_all_but_last(self.net, source)
-                why = "all layers but the last, which stays random"
-            else:
-                copied = copy_layers_from(self.net, source)
-                why = "the paper's net-A start"
+            copied, why = self.task.start_from(self.net, source)
             self.log.info(f"initialised {', '.join(copied)} from {cfg.init} ({why})")
-        elif self.boxes:
-            self.log.info(
-                "a box head from random weights: Appendix A starts it from a classification "
-                "net of the same body (init=RUN)"
-            )
+        elif (note := self.task.random_start()) is not None:
+            self.log.info(note)
         if cfg.finetune:
             source = load(model_file(cfg.finetune), "torch")
             load_state(self.net, source.state_dict(), cfg.finetune)
@@ -324,10 +281,9 @@ class Trainer:
         step = p.step if p.best_step is None else p.best_step
         epochs = step / self.sampler.steps_per_epoch
         shown = f"{epochs:g}" if epochs == int(epochs) else f"{epochs:.2f}"
-        what = "GT-class localisation error" if self.boxes else "top-1 error"
         self.log.info(
             f"model.safetensors: the net of the best validation, after epoch {shown} "
-            f"(step {step}, {what} {self._best():.2%})"
+            f"(step {step}, {self.task.what} {self._best():.2%})"
         )
 
     def _epoch(self, total: int) -> str:
@@ -411,8 +367,9 @@ class Trainer:
     def _record_validation(self) -> dict:
         p = self.position
         faults.kill_if_planned("kill-in-validation", p.step, self.ctx.rank)
-        check = validate_boxes if self.boxes else validate
-        result = check(self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers)
+        result = self.task.validate(
+            self.net, self.data, self.ctx, self.sampler.local_batch, self.cfg.workers
+        )
         result.update(step=p.step, epoch=p.epoch, lr=self.schedule.lr)
         p.last_val = result
         best = self._best()
@@ -422,15 +379,11 @@ class Trainer:
         return result
 
     def _best(self) -> float | None:
-        p = self.position
-        return p.best_loc_error if self.boxes else p.best_top1_error
+        return getattr(self.position, self.task.best)
 
     def _set_best(self, value: float) -> None:
         self.position.best_step = self.position.step
-        if self.boxes:
-            self.position.best_loc_error = value
-        else:
-            self.position.best_top1_error = value
+        setattr(self.position, self.task.best, value)
 
     def _end_of_epoch(self) -> None:
         p = self.position
@@ -463,11 +416,6 @@ class Trainer:
     def summary(self, outcome: str) -> dict:
         p = self.position
         val = p.last_val
-        localisation = {
-            "val_loc_error": val.get("val_loc_error"),
-            "val_mean_iou": val.get("val_mean_iou"),
-            "best_val_loc_error": p.best_loc_error,
-        }
         return {
             "outcome": outcome,
             "spec": self.cfg.spec,
@@ -485,7 +433,7 @@ class Trainer:
             "val_loss": val.get("val_loss"),
             "best_val_top1_error": p.best_top1_error,
             "best_step": p.best_step,
-            **(localisation if self.boxes else {}),
+            **self.task.summary(p, val),
             "lr": self.schedule.lr,
             "lr_drops": self.schedule.drops,
             "bad_files": self.data.bad_files,

@@ -103,7 +103,7 @@ def test_predicted_training_step_of_vgg16_against_table_1(target):
     and wgrad each 2 x MACs (no dgrad for conv1_1), every weight and activation crossing
     DRAM at least once, on the GPU table's peaks."""
     from vggspec.compiler import compile_spec, load_spec
-    from vggspec.compiler.kernels.aot import kernel_plans, roofline_seconds
+    from vggspec.compiler.kernels.aot import roofline_seconds
     from vggspec.compiler.lowering.launches import graph_launches
     from vggspec.compiler.targets import GPUS
 
@@ -118,7 +118,7 @@ def test_predicted_training_step_of_vgg16_against_table_1(target):
     rows = [
         {"roofline_s": roofline_seconds(plan, "bf16", gpu)[0]}
         for launch in launches
-        for plan in kernel_plans(launch, "bf16", training=True)
+        for plan in launch.plans("bf16", training=True)
     ]
     predicted = predicted_step_time(rows)
     assert bound <= predicted <= 1.5 * bound, (predicted, bound)

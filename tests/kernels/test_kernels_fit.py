@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 from vggspec.compiler import compile_spec, load_spec
-from vggspec.compiler.kernels.aot import compile_jobs, fits, kernel_plans, plan_job
+from vggspec.compiler.kernels.aot import compile_jobs, fits, plan_job
 from vggspec.compiler.kernels.configs import (
     select_conv_config,
     select_matmul_config,
@@ -42,7 +42,7 @@ def production_plans(dtype: str):
         graph = compile_spec(load_spec(path), size)
         launches, _ = graph_launches(graph, batch, training=True)
         for launch in launches:
-            yield from kernel_plans(launch, dtype, training=True)
+            yield from launch.plans(dtype, training=True)
 
 
 @pytest.mark.slow  # a few hundred compiles per target (minutes, cold)

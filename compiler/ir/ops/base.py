@@ -1,60 +1,47 @@
-"""What every op answers: the notation side (`Layer`) and the IR side (`Op`), with defaults."""
+"""What every op answers, with defaults: an op is one class, a word of the notation (if it has
+one) and a node of the IR; optional behaviour comes as traits (traits.py)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
-from typing import ClassVar
+from dataclasses import dataclass
 
-from ...frontend.ast import Layer, Loc
-from ...frontend.errors import SpecError
+from ...errors import VggspecError
+from ...frontend.ast import Layer
+from ...frontend.steps import Step
 
-__all__ = ["Layer", "Op", "ShapeError", "number"]
+__all__ = ["Modules", "NotInTorchvision", "Op", "ShapeError"]
 
 
 class ShapeError(Exception):
     """A layer does not fit the shape it is given; the shapes pass locates it in the text."""
 
 
-def number(digits: str, what: str, loc: Loc) -> int:
-    """A number read from a token; more than 9 digits is a located SpecError."""
-    if len(digits) > 9:
-        raise SpecError(f"{what} {digits[:12]}… is out of range", loc)
-    return int(digits)
-
-
-def match(pattern: str, token: str) -> tuple[str, ...]:
-    """The groups of a token that the grammar already accepted (so it matches)."""
-    return re.fullmatch(pattern, token, re.IGNORECASE).groups()
+class NotInTorchvision(VggspecError):
+    """An op that torchvision's VGG has no module for (LRN, global average pooling)."""
 
 
 @dataclass(frozen=True)
-class Op:
-    """An IR operation. The defaults are an element-wise op: shape kept, nothing counted,
-    no weights, no window, run by torch in the Triton report."""
+class Modules:
+    """Where an op sits in torchvision's VGG: its list (`features` or `classifier`) and how
+    many modules of it the op takes (a conv with its ReLU: 2)."""
 
-    # Flag this op sets on a weight layer that absorbs it in the fuse pass ("relu").
-    fuses_as: ClassVar[str | None] = None
-    # Flags this op can absorb from its single user, in order (conv: relu).
-    absorbs: ClassVar[tuple[str, ...]] = ()
-    # Input: the graph's source. Head: runs after the class scores (Net.predict).
-    is_input: ClassVar[bool] = False
-    in_head: ClassVar[bool] = False
-    # torchvision's VGG: "features" or "classifier", None for ops with no module there.
-    section: ClassVar[str | None] = None
-    # A weight layer's own activation (ReLU): the feature cut keeps it with its layer.
-    part_of_previous: ClassVar[bool] = False
-    # Training keeps a one-byte mask per output element (dropout).
-    keeps_mask: ClassVar[bool] = False
-    # A weight layer: owns `tensors`, counts as conv/FC for init_from and the feature cut.
-    has_weights: ClassVar[bool] = False
+    section: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Op(Layer):
+    """An IR operation. The defaults are an element-wise op: shape kept, nothing counted,
+    no window, run by torch in the Triton report, no module in torchvision's VGG, and a
+    layer that weights files from elsewhere do not have."""
 
     def describe(self) -> str:
         raise NotImplementedError
 
     # --- analyses -------------------------------------------------------------------
-    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The output shape; a shape that does not fit raises ShapeError."""
+    def out_shape(self, in_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The output shape (the graph's input is given None); a shape that does not fit
+        raises ShapeError."""
         return in_shape
 
     def params_and_macs(self, in_shape, shape) -> tuple[int, int]:
@@ -64,68 +51,30 @@ class Op:
         """Element-wise operations per image that are not MACs (BN), reported apart."""
         return 0
 
+    def mask_elements(self, shape) -> int:
+        """Elements of the one-byte mask training keeps per image (dropout's), or 0."""
+        return 0
+
     def window(self, in_shape) -> tuple[tuple, tuple, tuple] | None:
         """(kernel, padding, stride) per axis if the op widens the receptive field."""
         return None
 
     # --- transforms -----------------------------------------------------------------
-    def absorb(self, user: Op) -> Op | None:
-        """This op with its single user folded in, or None if it cannot take it."""
-        flag = user.fuses_as
-        if flag not in self.absorbs:
-            return None
-        earlier = self.absorbs[: self.absorbs.index(flag)]
-        if getattr(self, flag) or not all(getattr(self, f) for f in earlier):
-            return None
-        return replace(self, **{flag: True})
+    def dense(self, node: str, in_shape) -> list[tuple[str, Op]]:
+        """What the node becomes in the fully-convolutional twin: (name, op) in order; `node`
+        itself keeps its meta, and its tensors are a view (a reshape) of this op's.
+        Default: unchanged."""
+        return [(node, self)]
 
-    def fold_into(self, before: Op) -> Op | None:
-        """`before` with this op folded into it for inference (BN into its conv/FC), or None."""
-        return None
-
-    def dense(self, node: str, in_shape) -> list[tuple[str, Op, dict]]:
-        """What the node becomes in the fully-convolutional twin: (name, op, meta) in order;
-        `node` itself keeps its meta. Default: unchanged."""
-        return [(node, self, {})]
+    def notes(self, node: str, in_shape) -> list[str]:
+        """What the IR text says of the node besides its figures (a dense FC's weight)."""
+        return []
 
     # --- lowering -------------------------------------------------------------------
-    def tensors(self, in_shape) -> dict[str, tuple[int, ...]]:
-        """The parameters this op owns (name → shape), in the order they are initialised."""
-        return {}
-
-    def buffers(self, in_shape) -> dict[str, tuple[tuple[int, ...], str | None]]:
-        """State that is not a parameter (BN's running statistics): name → (shape, dtype),
-        dtype None for the net's own."""
-        return {}
-
-    def init(self, module, init: str) -> None:
-        """Initialise this op's tensors in `module` (under no_grad), in `tensors` order: the
-        paper's weights N(0, 0.01²) ("gaussian") or Glorot & Bengio ("glorot", uniform),
-        biases zero. Uses torch's global generator."""
-        from torch import nn
-
-        for name, tensor in module.named_parameters():
-            if name == "bias":
-                tensor.zero_()
-            elif init == "gaussian":
-                tensor.normal_(0.0, 0.01)
-            else:
-                nn.init.xavier_uniform_(tensor)
-
     def forward(self, x, run):
         """x through the op; `run` gives `backend`, `weights` (this node's module) and
         `dropout(x)`."""
         raise NotImplementedError(f"no forward for {self.describe()}")
-
-    def classes(self, outputs: int) -> int | None:
-        """How many classes a head's `outputs` inputs stand for (None: they are not per
-        class). A soft-max head: one class per output."""
-        return outputs
-
-    def loss(self, scores, target, backend):
-        """The training loss of a head op that ends the net: mean over the batch of its
-        loss of `scores` (the net's output) against `target`."""
-        raise NotImplementedError(f"{self.describe()} has no training loss")
 
     def launch(self, node: str, in_shape, batch: int, training: bool, input_grad: bool):
         """The Triton launch description, or None: torch runs it (the report says so)."""
@@ -135,8 +84,14 @@ class Op:
         """Why torch runs this op in the Triton backend ("" when it goes without saying)."""
         return ""
 
-    def torchvision_modules(self) -> int:
-        """How many modules the op occupies in its torchvision `section`."""
-        return 0
+    # --- other formats --------------------------------------------------------------
+    def torchvision(self) -> Modules | None:
+        """Its modules in torchvision's VGG (None: it has none there, like the input);
+        NotInTorchvision where torchvision has no such layer."""
+        return None
 
-    torchvision_missing: ClassVar[str | None] = None  # why torchvision has no such layer
+    def steps(self, node: str, in_shape) -> list[Step]:
+        """What the op computes as a weights file from elsewhere (Caffe, MatConvNet, Keras)
+        writes it, in order (none: the file has nothing for it, like dropout)."""
+        why = f"{self.describe()}, which weights files from elsewhere do not have"
+        return [Step("unknown", node, why=why)]

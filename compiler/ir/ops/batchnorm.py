@@ -6,35 +6,49 @@ import re
 from dataclasses import dataclass, field, replace
 from math import prod
 
-from ...frontend.ast import Layer, Loc
-from .base import Op
-from .registry import register
+from ...frontend.ast import Layer
+from ...frontend.words import register
+from .base import Modules, Op
+from .traits import Absorbs, Epilogue, Folds, Weighted
 
 # torchvision's (and torch's) defaults for BatchNorm1d/2d.
 MOMENTUM = 0.1
 EPS = 1e-5
 
 
+@register
 @dataclass(frozen=True)
-class BatchNorm(Op):
-    """Per-channel normalisation: batch statistics in training (updating the running ones
-    with `momentum`), running statistics in evaluation; `relu` and `dropout` are set when
-    the fuse pass folds in the weight layer's ReLU (and dropout) that follow it."""
+class BN(Folds, Absorbs, Weighted, Epilogue, Op):
+    """`BN`: batch normalisation of the conv or FC layer just before it (then its ReLU).
+    Per-channel: batch statistics in training (updating the running ones with `momentum`),
+    running statistics in evaluation; `relu` and `dropout` are set when the fuse pass folds
+    in the weight layer's ReLU (and dropout) that follow it."""
 
-    # torchvision's module list it sits in: BatchNorm2d in `features`, 1d in `classifier`.
-    section: str = "features"
-    momentum: float = MOMENTUM
-    eps: float = EPS
-    relu: bool = False
-    dropout: bool = False
+    # torchvision's module list it sits in, its layer's: BatchNorm2d in `features`, 1d in
+    # `classifier`.
+    section: str = field(default="features", kw_only=True, repr=False)
+    momentum: float = field(default=MOMENTUM, kw_only=True, repr=False)
+    eps: float = field(default=EPS, kw_only=True, repr=False)
+    relu: bool = field(default=False, kw_only=True, repr=False)
+    dropout: bool = field(default=False, kw_only=True, repr=False)
 
+    word = "BN"
     absorbs = ("relu", "dropout")
-    has_weights = True
-    part_of_previous = True  # the feature cut keeps a layer's BN with it
 
-    @property
-    def keeps_mask(self) -> bool:
-        return self.dropout
+    def misplaced(self, previous: Layer | None) -> str | None:
+        if previous is None:
+            return "BN cannot start the net: it normalises the conv or FC layer before it"
+        if previous.trait(Weighted) is None or previous.trait(Epilogue) is not None:
+            return f"BN must follow a conv or FC layer, not {previous.text()}"
+        return None
+
+    def build(self, b) -> None:
+        weight_node = b.previous_layer_nodes()[0]
+        section = b.g.nodes[weight_node]["op"].torchvision().section
+        b.insert_after(weight_node, bn_name(weight_node), replace(self, section=section))
+
+    def mask_elements(self, shape) -> int:
+        return prod(shape) if self.dropout else 0
 
     def describe(self) -> str:
         return "bn" + ("+relu" if self.relu else "") + ("+dropout" if self.dropout else "")
@@ -88,7 +102,7 @@ class BatchNorm(Op):
         return run.dropout(x) if self.dropout else x
 
     def fold_into(self, before):
-        if not before.has_weights or getattr(before, "relu", True):
+        if before.trait(Weighted) is None or getattr(before, "relu", True):
             return None  # only a conv/FC whose ReLU still comes after this BN
         flags = {"relu": self.relu, **({"dropout": True} if self.dropout else {})}
         return replace(before, **flags)
@@ -100,8 +114,8 @@ class BatchNorm(Op):
         shape = (-1,) + (1,) * (weight.dim() - 1)
         return weight * scale.reshape(shape), (bias - bn.running_mean) * scale + bn.bias
 
-    def torchvision_modules(self) -> int:
-        return 1 + self.relu + self.dropout
+    def torchvision(self) -> Modules:
+        return Modules(self.section, 1 + self.relu + self.dropout)
 
     def torch_reason(self, training: bool) -> str:
         if training:
@@ -137,30 +151,3 @@ def global_batch_norm(x, w, sum_across, momentum: float, eps: float):
 def bn_name(weight_node: str) -> str:
     """conv3_3 → bn3_3, fc6 → bn6: the normalisation is named after its layer."""
     return re.sub(r"^[a-z]+", "bn", weight_node)
-
-
-@register
-@dataclass(frozen=True)
-class BN(Layer):
-    """`BN`: batch normalisation of the conv or FC layer just before it (then its ReLU)."""
-
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    word = "bn"
-    terminal = "BN"
-    expected = "BN"
-
-    def text(self) -> str:
-        return "BN"
-
-    def misplaced(self, previous: Layer | None) -> str | None:
-        if previous is None:
-            return "BN cannot start the net: it normalises the conv or FC layer before it"
-        if not previous.normalisable:
-            return f"BN must follow a conv or FC layer, not {previous.text()}"
-        return None
-
-    def build(self, b) -> None:
-        weight_node = b.previous_layer_nodes()[0]
-        section = b.g.nodes[weight_node]["op"].section
-        b.insert_after(weight_node, bn_name(weight_node), BatchNorm(section))

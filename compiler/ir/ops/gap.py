@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ...frontend.ast import Layer, Loc
-from .base import Op, ShapeError
-from .registry import register
+from ...frontend.ast import EndsStage
+from ...frontend.words import register
+from .base import NotInTorchvision, Op, ShapeError
 
 
+@register
 @dataclass(frozen=True)
-class GlobalAvgPool(Op):
-    """The mean over all positions of each channel: (C, H, W) → (C, 1, 1)."""
+class Gap(EndsStage, Op):
+    """`gap`: global average pooling, the mean over all positions of each channel:
+    (C, H, W) → (C, 1, 1)."""
 
-    torchvision_missing = "torchvision's VGG has no global average pooling"
+    word = "gap"
+
+    def build(self, b) -> None:
+        b.add(f"pool{b.namer.stage}", self)
 
     def describe(self) -> str:
         return "global-avgpool"
@@ -34,21 +39,5 @@ class GlobalAvgPool(Op):
 
         return SpatialMeanLaunch(node, batch, *in_shape)
 
-
-@register
-@dataclass(frozen=True)
-class Gap(Layer):
-    """`gap`: global average pooling to 1×1."""
-
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    word = "gap"
-    terminal = "GAP"
-    expected = "gap"
-    ends_stage = True
-
-    def text(self) -> str:
-        return "gap"
-
-    def build(self, b) -> None:
-        b.add(f"pool{b.namer.stage}", GlobalAvgPool())
+    def torchvision(self):
+        raise NotInTorchvision("torchvision's VGG has no global average pooling")

@@ -4,53 +4,17 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
-from ...frontend.ast import MAX_CHANNELS, Layer, Loc
-from .base import Op, ShapeError
-from .registry import register
+from ...frontend.ast import MAX_CHANNELS, Loc
+from ...frontend.steps import Step, Unexpressed
+from ...frontend.words import register
+from .base import NotInTorchvision, Op, ShapeError
 
 # The paper (Sect. 2.1): "the parameters for the LRN layer are those of (Krizhevsky et al.,
 # 2012)", i.e. AlexNet's n = 5, alpha = 1e-4, beta = 0.75, k = 2.
 PAPER = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 _NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
-
-
-@dataclass(frozen=True)
-class LocalResponseNorm(Op):
-    """Local response normalisation across channels, in AlexNet's convention (Krizhevsky
-    et al., 2012, Sect. 3.3), which is the notation's:
-
-        b[c] = a[c] / (k + alpha · Σ a[j]²)^beta,   j from c − (size−1)/2 to c + (size−1)/2
-
-    (channels outside the map count as 0). Caffe writes the same window with alpha divided
-    by the window: a[c] / (k + alpha_caffe / size · Σ a[j]²)^beta, k 1 by default, so
-    alpha = alpha_caffe / size; torch's local_response_norm and ONNX's LRN divide as Caffe
-    does; MatConvNet's `[N κ α β]` is AlexNet's (alpha = α, k = κ). `size` is odd: Caffe
-    allows nothing else, and an even window has no centre."""
-
-    size: int = PAPER["size"]
-    alpha: float = PAPER["alpha"]
-    beta: float = PAPER["beta"]
-    k: float = PAPER["k"]
-
-    torchvision_missing = "torchvision has no VGG with LRN (configuration A-LRN)"
-
-    def describe(self) -> str:
-        if self.parameters() == PAPER:
-            return f"lrn size {self.size}"
-        return f"lrn size {self.size} alpha {self.alpha:g} beta {self.beta:g} k {self.k:g}"
-
-    def parameters(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(LocalResponseNorm)}
-
-    def out_shape(self, in_shape):
-        if len(in_shape) != 3:
-            raise ShapeError("LRN cannot follow a fully connected layer")
-        return in_shape
-
-    def forward(self, x, run):
-        return run.backend.lrn(x, self.size, self.alpha, self.beta, self.k)
 
 
 def _number_text(value: float) -> str:
@@ -84,20 +48,28 @@ def _read_parameters(body: str) -> dict[str, float]:
 
 @register
 @dataclass(frozen=True)
-class Lrn(Layer):
-    """`LRN`: AlexNet's local response normalisation with the paper's parameters (size 5,
-    alpha 1e-4, beta 0.75, k 2); `LRN(k=1,alpha=2e-05)` names the ones that differ, in
-    AlexNet's convention (LocalResponseNorm says how Caffe's and MatConvNet's map to it)."""
+class Lrn(Op):
+    """`LRN`: local response normalisation across channels, with the paper's parameters
+    (size 5, alpha 1e-4, beta 0.75, k 2); `LRN(k=1,alpha=2e-05)` names the ones that differ,
+    in AlexNet's convention (Krizhevsky et al., 2012, Sect. 3.3), which is the notation's:
+
+        b[c] = a[c] / (k + alpha · Σ a[j]²)^beta,   j from c − (size−1)/2 to c + (size−1)/2
+
+    (channels outside the map count as 0). Caffe writes the same window with alpha divided
+    by the window: a[c] / (k + alpha_caffe / size · Σ a[j]²)^beta, k 1 by default, so
+    alpha = alpha_caffe / size; torch's local_response_norm and ONNX's LRN divide as Caffe
+    does; MatConvNet's `[N κ α β]` is AlexNet's (alpha = α, k = κ). `size` is odd: Caffe
+    allows nothing else, and an even window has no centre."""
 
     size: int = PAPER["size"]
     alpha: float = PAPER["alpha"]
     beta: float = PAPER["beta"]
     k: float = PAPER["k"]
-    loc: Loc | None = field(default=None, compare=False, repr=False)
 
-    word = "lrn"
-    terminal = "LRN"
-    expected = "LRN"
+    word = "LRN"
+    # LRN with the parameters that differ from the paper's, e.g. LRN(k=1,alpha=2e-05): one
+    # token, so the comma inside the parentheses is not a separator.
+    pattern = r"lrn(\([^()\n#]*\))?(?!\()"
 
     def __post_init__(self):
         size = self.size
@@ -137,4 +109,32 @@ class Lrn(Layer):
         index = b.namer.next("norm")
         stage = b.namer.stage
         name = f"norm{stage}" if index == 1 else f"norm{stage}_{index}"
-        b.add(name, LocalResponseNorm(**self.parameters()))
+        b.add(name, self)
+
+    def describe(self) -> str:
+        if self.parameters() == PAPER:
+            return f"lrn size {self.size}"
+        return f"lrn size {self.size} alpha {self.alpha:g} beta {self.beta:g} k {self.k:g}"
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ShapeError("LRN cannot follow a fully connected layer")
+        return in_shape
+
+    def forward(self, x, run):
+        return run.backend.lrn(x, self.size, self.alpha, self.beta, self.k)
+
+    def torchvision(self):
+        raise NotInTorchvision("torchvision has no VGG with LRN (configuration A-LRN)")
+
+    def steps(self, node, in_shape):
+        return [Step("lrn", node, lrn=(self.size, self.alpha, self.beta, self.k))]
+
+    @classmethod
+    def implied(cls, steps, i):
+        if steps[i].kind != "lrn":
+            return None
+        try:
+            return cls(*steps[i].lrn), 1
+        except ValueError as err:
+            raise Unexpressed(f"an LRN whose {err}") from None

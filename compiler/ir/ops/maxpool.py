@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ...frontend.ast import Layer, Loc
-from .base import Op, ShapeError
-from .registry import register
+from ...frontend.words import register
+from .pooling import Pool, Pooling
 
 
+@register
 @dataclass(frozen=True)
-class MaxPool2d(Op):
-    kernel: int = 2
-    stride: int = 2
+class MaxPool(Pool):
+    """`maxpool`: 2×2 max pooling, stride 2 (floor mode, as Caffe's VGG release and torch)."""
 
-    section = "features"
-
-    def describe(self) -> str:
-        return f"maxpool{self.kernel}/{self.stride}"
-
-    def out_shape(self, in_shape):
-        if len(in_shape) != 3:
-            raise ShapeError("max pooling cannot follow a fully connected layer")
-        c, h, w = in_shape
-        k, s = self.kernel, self.stride
-        if h < k or w < k:
-            raise ShapeError(
-                f"the spatial size collapses: {h}x{w} is too small to pool {k}x{k}"
-                " (too many maxpools for this input size)"
-            )
-        return (c, (h - k) // s + 1, (w - k) // s + 1)  # floor mode, as Caffe and torch
-
-    def window(self, in_shape):
-        return (self.kernel,) * 2, (0, 0), (self.stride,) * 2
+    word = "maxpool"
+    pooling = Pooling("max", 2, 2)
 
     def forward(self, x, run):
         return run.backend.max_pool(x)
@@ -41,25 +23,3 @@ class MaxPool2d(Op):
         from ...kernels.shapes import PoolLaunch
 
         return PoolLaunch(node, batch, *in_shape)
-
-    def torchvision_modules(self) -> int:
-        return 1
-
-
-@register
-@dataclass(frozen=True)
-class MaxPool(Layer):
-    """`maxpool`: 2×2 max pooling, stride 2."""
-
-    loc: Loc | None = field(default=None, compare=False, repr=False)
-
-    word = "maxpool"
-    terminal = "MAXPOOL"
-    expected = "maxpool"
-    ends_stage = True
-
-    def text(self) -> str:
-        return "maxpool"
-
-    def build(self, b) -> None:
-        b.add(f"pool{b.namer.stage}", MaxPool2d())

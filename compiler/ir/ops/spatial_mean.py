@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import Op
+from .traits import Head
 
 
 @dataclass(frozen=True)
-class SpatialMean(Op):
+class SpatialMean(Head, Op):
     """Average of the class score map over its spatial positions (dense evaluation)."""
-
-    in_head = True
 
     def describe(self) -> str:
         return "spatial-mean"

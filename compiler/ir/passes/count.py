@@ -21,7 +21,8 @@ from math import prod
 
 from ...targets import DTYPE_BYTES
 from ..graph import Graph, Totals, meta, nodes, op, producer
-from ..ops import Op
+from ..ops.base import Op
+from ..ops.traits import Weighted
 
 
 def _field(operation: Op, in_shape, field_in):
@@ -51,7 +52,7 @@ def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
         out_bytes = batch * prod(info.shape) * width
         info.out_bytes = out_bytes
         training_bytes += out_bytes
-        if operation.is_input:
+        if producer(g, n) is None:  # the image
             one = (1, 1)
             info.params = info.macs = info.flops = 0
             info.rf, info.jump, info.start = one, one, (0.5, 0.5)
@@ -64,13 +65,13 @@ def count(g: Graph, batch: int = 1, dtype: str = "float32") -> Graph:
         )
         params_total += params
         elementwise += operation.elementwise(info.in_shape)
-        for shape, buffer_dtype in operation.buffers(info.in_shape).values():
+        weighted = operation.trait(Weighted)
+        for shape, buffer_dtype in (weighted.buffers(info.in_shape) if weighted else {}).values():
             buffers += prod(shape)
             buffer_bytes += prod(shape) * (8 if buffer_dtype == "int64" else width)
         macs_total += macs
         forward_bytes = max(forward_bytes, before.out_bytes + out_bytes)
-        if operation.keeps_mask:
-            training_bytes += batch * prod(info.shape)
+        training_bytes += batch * operation.mask_elements(info.shape)
     g.graph["totals"] = Totals(
         params=params_total,
         macs=macs_total,

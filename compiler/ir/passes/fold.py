@@ -5,20 +5,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph, meta, nodes, op, producer
+from ..ops.traits import Folds
 
 
 def fold_norms(g: Graph) -> Graph:
-    """A new graph without BN nodes: each one's producer takes its flags (ReLU, dropout) and
-    records in meta.norm_from which node's statistics its weights must be folded with."""
+    """A new graph without BN nodes: each one's producer takes its flags (ReLU, dropout), and
+    its meta.fused names the BN whose statistics its weights must be folded with."""
     folded = Graph(**{**g.graph, "passes": [*g.graph["passes"], "fold_norms"]})
     rename: dict[str, str] = {}
     for n in nodes(g):
-        before = producer(g, n)
-        bigger = op(g, n).fold_into(op(g, before)) if before is not None else None
+        before, folds = producer(g, n), op(g, n).trait(Folds)
+        bigger = folds.fold_into(op(g, before)) if folds and before is not None else None
         if bigger is not None:
             target = rename.get(before, before)
             info = folded.nodes[target]["meta"]
-            info.norm_from = n
             info.fused = [*(info.fused or [target]), *(meta(g, n).fused or [n])]
             info.shape = meta(g, n).shape
             folded.nodes[target]["op"] = bigger

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Graph, meta, nodes, op, users
+from ..ops.traits import Absorbs
 
 
 def fuse(g: Graph) -> Graph:
@@ -16,7 +17,7 @@ def fuse(g: Graph) -> Graph:
             continue
         operation, absorbed, tail = op(g, n), [], n
         # Fuse only along a chain: the absorbed node must be the single user.
-        while len(following := users(g, tail)) == 1:
+        while len(following := users(g, tail)) == 1 and operation.trait(Absorbs):
             bigger = operation.absorb(op(g, following[0]))
             if bigger is None:
                 break

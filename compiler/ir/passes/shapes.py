@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...frontend.errors import SpecError
 from ...frontend.printer import format_layer
 from ..graph import Graph, meta, nodes, op, producer
-from ..ops import ShapeError
+from ..ops.base import ShapeError
 
 
 def _layer_error(g: Graph, n: str, message: str) -> SpecError:
@@ -17,11 +17,8 @@ def _layer_error(g: Graph, n: str, message: str) -> SpecError:
 def infer_shapes(g: Graph) -> Graph:
     """Write meta.in_shape and meta.shape; a spec that does not fit is a SpecError."""
     for n in nodes(g):
-        operation = op(g, n)
-        if operation.is_input:
-            meta(g, n).shape = operation.out_shape()
-            continue
-        in_shape = meta(g, producer(g, n)).shape
+        operation, source = op(g, n), producer(g, n)
+        in_shape = meta(g, source).shape if source is not None else None  # the image: none
         meta(g, n).in_shape = in_shape
         try:
             meta(g, n).shape = operation.out_shape(in_shape)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from ...frontend.errors import VggspecError
+from ...errors import VggspecError
 from ..autotune import stand_in_side
 
 # name → module defining `Backend`; imported only when asked for, so that the torch

@@ -21,11 +21,13 @@ class Backend:
     def relu(self, x):
         return F.relu(x)
 
-    def max_pool(self, x):
-        return F.max_pool2d(x, 2, 2)
+    # Pooling windows: kernel × kernel, stride; `ceil` rounds the output size up (Caffe's
+    # rounding, torch's ceil_mode) rather than down. The defaults are the notation's maxpool.
+    def max_pool(self, x, kernel=2, stride=2, ceil=False):
+        return F.max_pool2d(x, kernel, stride, ceil_mode=ceil)
 
-    def avg_pool(self, x):
-        return F.avg_pool2d(x, 2, 2)
+    def avg_pool(self, x, kernel=2, stride=2, ceil=False):
+        return F.avg_pool2d(x, kernel, stride, ceil_mode=ceil)
 
     def lrn(self, x, size, alpha, beta, k):
         # AlexNet's formula multiplies the plain sum of squares by alpha; torch (like

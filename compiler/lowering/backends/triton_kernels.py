@@ -30,9 +30,14 @@ def _operands(x: torch.Tensor, *params: torch.Tensor) -> list[torch.Tensor]:
     return [t.to(dtype) for t in (x, *params)]
 
 
+# The window the pooling kernel computes (kernel, stride, ceil): 2×2, stride 2, rounding down.
+POOL_KERNEL = (2, 2, False)
+
+
 class Backend(torch_functional.Backend):
-    """The kernels below; what has no kernel (ReLU alone, average pooling, LRN, batch norm,
-    dropout) runs exactly as the torch backend runs it."""
+    """The kernels below; what has no kernel (ReLU alone, average pooling, pooling windows
+    other than 2×2 stride 2, LRN, batch norm, dropout) runs exactly as the torch backend
+    runs it."""
 
     name = "triton"
     # The conv kernels are implicit GEMMs over NHWC: feed them channels-last.
@@ -42,7 +47,9 @@ class Backend(torch_functional.Backend):
         x, weight, bias = _operands(x, weight, bias)
         return conv2d_bias_act(x, weight, bias, tuple(padding), relu)
 
-    def max_pool(self, x):
+    def max_pool(self, x, kernel=2, stride=2, ceil=False):
+        if (kernel, stride, ceil) != POOL_KERNEL:  # no kernel for this window: torch's
+            return super().max_pool(x, kernel, stride, ceil)
         return max_pool2x2(x)
 
     def linear(self, x, weight, bias, relu):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from vggspec.compiler.frontend.errors import VggspecError
+from vggspec.compiler.errors import VggspecError
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 CHOICES = (*ENGINES, "auto")
