@@ -230,3 +230,17 @@ def test_resume_from_a_checkpoint_holding_pickled_objects_exits_2(tmp_path, cli)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "refused: it holds pickled objects" in err
     assert "posix.system" in err or "os.system" in err
+
+
+def test_a_fifo_or_device_among_the_images_is_a_bad_file_not_a_hang(tmp_path, alarm):
+    """A FIFO nobody writes to held the scan's open() for ever (run train, run eval); a link
+    to /dev/zero was read as an image. Neither is a regular file: each is skipped as such."""
+    folder = _tree(tmp_path)
+    os.mkfifo(folder / "fifo.jpg")
+    os.symlink("/dev/zero", folder / "zero.png")
+    result = scan_image_folder(tmp_path, "train", max_bad_fraction=0.5)
+    assert sorted(os.path.basename(p) for p, _ in result.samples) == ["0.png", "1.png", "2.png"]
+    bad = sorted((os.path.basename(p), r) for p, r, _ in result.report.bad)
+    assert bad == [("fifo.jpg", "not_a_file"), ("zero.png", "not_a_file")]
+    with pytest.raises(UnreadableImage, match="not a regular file"):
+        load_rgb(folder / "fifo.jpg")
