@@ -244,3 +244,20 @@ def test_a_fifo_or_device_among_the_images_is_a_bad_file_not_a_hang(tmp_path, al
     assert bad == [("fifo.jpg", "not_a_file"), ("zero.png", "not_a_file")]
     with pytest.raises(UnreadableImage, match="not a regular file"):
         load_rgb(folder / "fifo.jpg")
+
+
+def test_a_checkpoint_with_a_changed_byte_is_refused_not_loaded(tmp_path, cli):
+    """torch.load does not check the CRC-32 its zip records: a checkpoint with bytes changed
+    on disk loaded, and --resume went on from weights nobody trained."""
+    path = tmp_path / "last.pt"
+    values = torch.arange(1000, dtype=torch.float32)
+    torch.save({"format": FORMAT, "model": {"w": values}}, path)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(values.numpy().tobytes()) + 2001
+    data[at] ^= 0x01  # one bit of one weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: damaged: ") and "CRC-32" in message, message
+    assert "\n" not in message
