@@ -352,9 +352,19 @@ def never_stuck(root: Path, work: Path, reference: Path) -> None:
 
     if not torch.cuda.is_available():
         refused("device=cuda without CUDA", train_args(root, new, "device=cuda"), new, "cuda")
-    # 2. Past its memory cap: stopped with a checkpoint, resumed identical.
+    # 2. A cap under the measured step: refused. Past its cap (the probe off, as for a run
+    # that grows past its measure): stopped with a checkpoint, resumed identical.
     capped = work / "capped"
-    code, stderr, _, _ = _timed(*train_args(root, capped), env={"VGGSPEC_MEMORY_CAP": "1M"})
+    says = "would stop at its first step"
+    refused(
+        "memory cap under the step",
+        train_args(root, capped),
+        capped,
+        says,
+        env={"VGGSPEC_MEMORY_CAP": "1M"},
+    )
+    unprobed = {"VGGSPEC_MEMORY_CAP": "1M", "VGGSPEC_MEMORY_PROBE": "0"}
+    code, stderr, _, _ = _timed(*train_args(root, capped), env=unprobed)
     last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     print(f"  memory cap 1M: exit {code}; {last[:150]}", flush=True)
     check(code == 1 and "past its cap" in last, f"memory cap: {stderr[-600:]}")

@@ -239,6 +239,9 @@ def test_past_its_memory_cap_a_run_stops_with_a_checkpoint_then_resumes_identica
     straight, capped = tmp_path / "straight", tmp_path / "capped"
     assert cli(*train_args(setup, straight, "max_steps=8"))[0] == 0
     monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "1M")  # any Python process holds more
+    # Without the probe: with it, a cap under the measured step is refused up front
+    # (tests/test_refusals.py), and the watch is for a run that grows past its measure.
+    monkeypatch.setenv("VGGSPEC_MEMORY_PROBE", "0")
     code, _, err = cli(*train_args(setup, capped, "max_steps=8"))
     assert code == 1, err
     last = err.strip().splitlines()[-1]
@@ -247,6 +250,7 @@ def test_past_its_memory_cap_a_run_stops_with_a_checkpoint_then_resumes_identica
     assert f"continue with --resume {capped}" in last
     assert load_checkpoint(capped / "checkpoints" / "last.pt")["position"]["step"] == 1
     monkeypatch.delenv("VGGSPEC_MEMORY_CAP")
+    monkeypatch.delenv("VGGSPEC_MEMORY_PROBE")
     code, _, err = cli("run", "train", "--resume", capped)
     assert code == 0, err
     a, b = (digest_of(run) for run in (straight, capped))
