@@ -190,7 +190,8 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int
     boxes = training_target(spec) == "boxes"
     dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
     net = build(spec, cfg.backend, classes, "gaussian", cfg.dropout).to(device, dtype)
-    if cfg.channels_last:
+    nhwc = cfg.uses_channels_last(device)  # as the run: null means on for bf16 and CUDA
+    if nhwc:
         net.to(memory_format=torch.channels_last)
     net.train()
     optimizer = torch.optim.SGD(
@@ -199,7 +200,7 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int
 
     def step(n: int) -> tuple[int, int]:
         x = torch.randn(n, 3, height, width, device=device, dtype=dtype)
-        if cfg.channels_last:
+        if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(classes, (n,), device=device)
         if boxes:  # (class, cx, cy, w, h)
