@@ -718,6 +718,27 @@ def test_a_resume_refuses_data_whose_classes_changed(tiny, tmp_path, cli):
     assert _files(out) == before  # nothing written
 
 
+@pytest.mark.parametrize("name", ["metrics.jsonl", "train.log", "settings.json"])
+def test_a_resume_refuses_a_fifo_or_folder_where_a_run_file_should_be(tiny, tmp_path, cli, name):
+    # A FIFO as metrics.jsonl held the resume in open() for ever, past SIGTERM (the trainer
+    # takes it as a stop request, and the step that would act on it never came).
+    out = tmp_path / "run"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=3"))[0] == 0
+    (out / name).unlink()
+    os.mkfifo(out / name)
+    before = sorted(p.name for p in out.iterdir())
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the resume did not finish"))
+    signal.alarm(60)
+    try:
+        code, _, err = cli("run", "train", "--resume", out, "max_steps=4")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{out / name}: not a regular file" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 # -- what holds exactly ------------------------------------------------------------------------
 
 
