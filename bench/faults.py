@@ -352,9 +352,19 @@ def never_stuck(root: Path, work: Path, reference: Path) -> None:
 
     if not torch.cuda.is_available():
         refused("device=cuda without CUDA", train_args(root, new, "device=cuda"), new, "cuda")
-    # 2. Past its memory cap: stopped with a checkpoint, resumed identical.
+    # 2. A cap under the measured step: refused. Past its cap (the probe off, as for a run
+    # that grows past its measure): stopped with a checkpoint, resumed identical.
     capped = work / "capped"
-    code, stderr, _, _ = _timed(*train_args(root, capped), env={"VGGSPEC_MEMORY_CAP": "1M"})
+    says = "would stop at its first step"
+    refused(
+        "memory cap under the step",
+        train_args(root, capped),
+        capped,
+        says,
+        env={"VGGSPEC_MEMORY_CAP": "1M"},
+    )
+    unprobed = {"VGGSPEC_MEMORY_CAP": "1M", "VGGSPEC_MEMORY_PROBE": "0"}
+    code, stderr, _, _ = _timed(*train_args(root, capped), env=unprobed)
     last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     print(f"  memory cap 1M: exit {code}; {last[:150]}", flush=True)
     check(code == 1 and "past its cap" in last, f"memory cap: {stderr[-600:]}")
@@ -369,6 +379,59 @@ def never_stuck(root: Path, work: Path, reference: Path) -> None:
     ]
     print(f"  model.safetensors of two identical runs: {same[0][:16]} {same[1][:16]}")
     check(same[0] == same[1], "two identical runs wrote different model.safetensors")
+    second_review(root, work, reference)
+
+
+def second_review(root: Path, work: Path, reference: Path) -> None:
+    """What the second review of issue 21 found: a FIFO among the images (the scan hung), a
+    class renamed before a resume (labels moved), a checkpoint with a changed byte (resumed
+    from), SIGTERM during the set-up (a folder with a stale lock left)."""
+    import signal
+
+    data = work / "fifo-data"
+    shutil.copytree(root / "data", data)
+    os.mkfifo(data / "train" / "circle" / "fifo.jpg")
+    code, stderr, seconds, _ = _timed(
+        *train_args(root, work / "fifo", f"data={data}", "max_bad_files=0.5")
+    )
+    print(f"  a FIFO among the images: exit {code} in {seconds:.1f} s", flush=True)
+    check(code == 0 and "1 not_a_file" in stderr, f"FIFO among the images: {stderr[-600:]}")
+    renamed, run = work / "renamed-data", work / "renamed"
+    shutil.copytree(root / "data", renamed)
+    check(_timed(*train_args(root, run, f"data={renamed}"))[0] == 0, "renamed: the first run")
+    first = sorted(p.name for p in (renamed / "train").iterdir())[0]
+    for split in ("train", "val"):
+        (renamed / split / first).rename(renamed / split / f"zz-{first}")
+    model = (run / "model.safetensors").read_bytes()
+    refused(
+        "resume after a class folder was renamed",
+        ["run", "train", "--resume", run],
+        None,
+        "classes changed",
+    )
+    check((run / "model.safetensors").read_bytes() == model, "renamed classes: model rewritten")
+    damaged = work / "damaged"
+    shutil.copytree(reference, damaged)
+    last = damaged / "checkpoints" / "last.pt"
+    body = bytearray(last.read_bytes())
+    body[len(body) // 2] ^= 0x01
+    last.write_bytes(bytes(body))
+    refused(
+        "resume from a checkpoint with one bit changed",
+        ["run", "train", "--resume", damaged],
+        None,
+        "CRC-32",
+    )
+    for after in (2.0, 4.0, 6.0):  # imports, the data scan, the memory probe
+        out = work / f"sigterm-{after:g}"
+        proc = start(*train_args(root, out))
+        time.sleep(after)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        stale = left and not (out / "checkpoints").exists()
+        print(f"  SIGTERM after {after:g} s: exit {proc.returncode}, left {left}", flush=True)
+        check(proc.returncode in (0, 143) and not stale, f"SIGTERM after {after:g} s: {left}")
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -191,3 +193,25 @@ def test_no_annotations_at_all_is_one_clear_error(folder, tmp_path):
     with pytest.raises(DataError, match=r"no box annotations at .*annotations/val: expected"):
         load_folder_boxes(folder)
     assert np.asarray(load_folder_boxes(folder, tmp_path / "val").boxes[0]).shape == (0, 4)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_for_a_box_table_or_annotation_is_one_error_not_a_hang(tmp_path, kind):
+    """A FIFO held open() for ever; /dev/zero read as a table grew without end."""
+
+    def make(path):
+        os.mkfifo(path) if kind == "fifo" else os.symlink("/dev/zero", path)
+
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the read did not finish"))
+    signal.alarm(20)
+    try:
+        for name in ("t.csv", "t.json"):
+            make(tmp_path / name)
+            with pytest.raises(DataError, match=rf"{name}: not a regular file"):
+                read_box_table(tmp_path / name)
+        make(tmp_path / "a.xml")
+        with pytest.raises(BadAnnotation, match="not a regular file"):
+            read_voc_xml(tmp_path / "a.xml")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -230,3 +230,34 @@ def test_resume_from_a_checkpoint_holding_pickled_objects_exits_2(tmp_path, cli)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "refused: it holds pickled objects" in err
     assert "posix.system" in err or "os.system" in err
+
+
+def test_a_fifo_or_device_among_the_images_is_a_bad_file_not_a_hang(tmp_path, alarm):
+    """A FIFO nobody writes to held the scan's open() for ever (run train, run eval); a link
+    to /dev/zero was read as an image. Neither is a regular file: each is skipped as such."""
+    folder = _tree(tmp_path)
+    os.mkfifo(folder / "fifo.jpg")
+    os.symlink("/dev/zero", folder / "zero.png")
+    result = scan_image_folder(tmp_path, "train", max_bad_fraction=0.5)
+    assert sorted(os.path.basename(p) for p, _ in result.samples) == ["0.png", "1.png", "2.png"]
+    bad = sorted((os.path.basename(p), r) for p, r, _ in result.report.bad)
+    assert bad == [("fifo.jpg", "not_a_file"), ("zero.png", "not_a_file")]
+    with pytest.raises(UnreadableImage, match="not a regular file"):
+        load_rgb(folder / "fifo.jpg")
+
+
+def test_a_checkpoint_with_a_changed_byte_is_refused_not_loaded(tmp_path, cli):
+    """torch.load does not check the CRC-32 its zip records: a checkpoint with bytes changed
+    on disk loaded, and --resume went on from weights nobody trained."""
+    path = tmp_path / "last.pt"
+    values = torch.arange(1000, dtype=torch.float32)
+    torch.save({"format": FORMAT, "model": {"w": values}}, path)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(values.numpy().tobytes()) + 2001
+    data[at] ^= 0x01  # one bit of one weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: damaged: ") and "CRC-32" in message, message
+    assert "\n" not in message

@@ -16,7 +16,7 @@ from vggspec.compiler.lowering.net import densify, lower
 from vggspec.runtime.data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
 from vggspec.runtime.io.convert import convert, to_net
 from vggspec.runtime.io.model_info import ModelInfo, read_model_info
-from vggspec.runtime.io.weights import WeightsError, read_metadata
+from vggspec.runtime.io.weights import WeightsError, data_digest, read_metadata
 
 import vggspec
 
@@ -145,6 +145,8 @@ def test_cli_writes_a_net_vggspec_load_reads(cli, tmp_path, small_spec):
     caffe = Preprocessing("vggspec", CAFFE_MEAN_RGB, bgr=True)
     assert vggspec.model_info(out) == ModelInfo(caffe, input_size=(16, 16))
     assert read_metadata(out)["converted_from"] == "VGG_small.caffemodel (Caffe V1)"
+    # Sealed like weights.save's files: the CRC-32 of the tensor bytes, not the placeholder.
+    assert read_metadata(out)["data_crc32"] == data_digest(out) != "00000000"
 
     code, _, err = cli("convert", file, "--spec", small_spec, "-o", out, "--rgb")
     assert code == 0, err

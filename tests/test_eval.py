@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +14,7 @@ from PIL import Image
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.dist.context import Context, gather_to_main, shard
-from vggspec.runtime.eval.classes import class_order
+from vggspec.runtime.eval.classes import class_order, read_class_names
 from vggspec.runtime.eval.dense import dense_posteriors
 from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
 from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry
@@ -271,6 +273,21 @@ def test_nets_with_classes_in_another_order_are_aligned(tmp_path, data):
     c = save_net(tmp_path / "c.safetensors", SPEC_32, 1, classes=["x", *CLASSES[1:]])
     with pytest.raises(EvalError, match="other classes"):
         run([a, c], data)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_as_the_class_names_file_is_one_error_not_a_hang(tmp_path, kind):
+    """--classes FILE: a FIFO held the read for ever, /dev/zero grew without end."""
+    path = tmp_path / "classes.txt"
+    os.mkfifo(path) if kind == "fifo" else os.symlink("/dev/zero", path)
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the read did not finish"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(EvalError, match=r"classes\.txt: cannot read the class names"):
+            read_class_names(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 # -- odd images ---------------------------------------------------------------------------

@@ -400,3 +400,44 @@ def test_missing_folders_made_by_a_refused_lock_are_removed(tmp_path):
     with FolderLock(deep):
         assert deep.is_dir()
     assert os.listdir(tmp_path) == []
+
+
+# `run train` held in its set-up (the data scan), after it took the lock, until signalled.
+SCAN_WAITS = (
+    "import sys, time\n"
+    "from vggspec.runtime.train import trainer\n"
+    "def waiting(*args):\n"
+    "    print('scanning', flush=True)\n"
+    "    time.sleep(120)\n"
+    "trainer.prepare_training_data = waiting\n"
+    "from vggspec.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_set_up_leaves_no_folder_and_no_lock(setup, tmp_path, sig):
+    # SIGTERM (what `timeout`, systemd and batch schedulers send) during the data scan or the
+    # memory probe ended the process at once: a folder holding only a stale lock was left.
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCAN_WAITS, *map(str, train_args(setup, out, SHORT))],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout.readline() == "scanning\n"
+        assert (out / ".vggspec.lock").exists()  # held while the checks run
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == (
+        "vggspec: interrupted" if sig == signal.SIGINT else "vggspec: stopped by SIGTERM"
+    )
+    assert not out.exists() and os.listdir(tmp_path) == []

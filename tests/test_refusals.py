@@ -76,6 +76,8 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
         ("out under a file", train_args(root, root / "a-file" / "x"), {}, "a-file"),
         ("estimate too big", train(f"spec={root / 'huge.vgg'}", "scale=256"), {}, "memory"),
         ("bad memory cap", train(), {"VGGSPEC_MEMORY_CAP": "lots"}, "give a size"),
+        # It trained a step, wrote a checkpoint and exited 1: stopped by its own cap.
+        ("cap under the step", train(), {"VGGSPEC_MEMORY_CAP": "1M"}, "would stop at its first"),
         ("recipe from /dev/zero", ["run", "train", "--config", "/dev/zero"], {}, "1 MiB"),
         ("run already there", train_args(root, done), {}, "already holds a run"),
         ("resume edited", ["run", "train", "--resume", done, "lr=0.5"], {}, "not lr"),
@@ -130,7 +132,7 @@ def test_every_refusal_is_one_line_and_leaves_no_run_folder(setup, cli, monkeypa
         if problems:
             failures.append(f"{name}: {'; '.join(problems)}")
     assert not failures, "\n".join(failures)
-    assert len(cases) >= 29
+    assert len(cases) >= 30
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")

@@ -191,6 +191,25 @@ def test_the_probe_s_line_its_retained_heap_and_what_fits():
     assert MemoryProbe.margin(10 << 30, True) == 1 << 30
 
 
+@pytest.mark.parametrize("channels_last", [None, True, False])
+def test_the_probe_trains_in_the_run_s_memory_layout(monkeypatch, channels_last):
+    # The probe read `cfg.channels_last` itself: left out (null), as by default, it measured
+    # NCHW where a bf16 or CUDA run trains NHWC (another conv algorithm, other workspaces).
+    import torch
+    from vggspec.runtime.train import memory_probe
+    from vggspec.runtime.train.config import TrainConfig
+
+    built = []
+    real_build = memory_probe.build
+    monkeypatch.setattr(memory_probe, "build", lambda *a: built.append(real_build(*a)) or built[-1])
+    cfg = TrainConfig(precision="bf16", channels_last=channels_last, workers=0)
+    cpu = torch.device("cpu")
+    memory_probe._steps(cfg, parse(SPEC_32), len(CLASSES), cpu, (2, 4), 0)
+    weight = built[0].conv1_1.weight
+    nhwc = weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc == cfg.uses_channels_last(cpu) == (channels_last is not False)
+
+
 def test_a_batch_the_measured_step_cannot_fit_is_refused_then_the_largest_that_fits_runs(
     setup, tmp_path, cli, monkeypatch
 ):
@@ -239,6 +258,9 @@ def test_past_its_memory_cap_a_run_stops_with_a_checkpoint_then_resumes_identica
     straight, capped = tmp_path / "straight", tmp_path / "capped"
     assert cli(*train_args(setup, straight, "max_steps=8"))[0] == 0
     monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "1M")  # any Python process holds more
+    # Without the probe: with it, a cap under the measured step is refused up front
+    # (tests/test_refusals.py), and the watch is for a run that grows past its measure.
+    monkeypatch.setenv("VGGSPEC_MEMORY_PROBE", "0")
     code, _, err = cli(*train_args(setup, capped, "max_steps=8"))
     assert code == 1, err
     last = err.strip().splitlines()[-1]
@@ -247,6 +269,7 @@ def test_past_its_memory_cap_a_run_stops_with_a_checkpoint_then_resumes_identica
     assert f"continue with --resume {capped}" in last
     assert load_checkpoint(capped / "checkpoints" / "last.pt")["position"]["step"] == 1
     monkeypatch.delenv("VGGSPEC_MEMORY_CAP")
+    monkeypatch.delenv("VGGSPEC_MEMORY_PROBE")
     code, _, err = cli("run", "train", "--resume", capped)
     assert code == 0, err
     a, b = (digest_of(run) for run in (straight, capped))

@@ -698,6 +698,47 @@ def test_a_resume_builds_the_net_it_started_with(tiny, tmp_path, cli):
     assert code == 0 and "is gone or unreadable" in err
 
 
+def test_a_resume_refuses_data_whose_classes_changed(tiny, tmp_path, cli):
+    # A class folder renamed between the start and the resume moved every class after it one
+    # output along: the run went on training output 0 on another class, exit 0, and its
+    # model.safetensors named the new order.
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny / "data", data)
+    args = settings(tiny, out, "max_steps=4", f"data={data}")
+    assert cli("run", "train", *args)[0] == 0
+    first = sorted(p.name for p in (data / "train").iterdir())[0]
+    for split in ("train", "val"):
+        (data / split / first).rename(data / split / f"zz-{first}")
+    before = _files(out)
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=6")
+    last = err.strip().splitlines()[-1]  # after the log lines of the data it scanned
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{data}: its classes changed since the run started" in last
+    assert f"zz-{first}" in last
+    assert _files(out) == before  # nothing written
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "train.log", "settings.json"])
+def test_a_resume_refuses_a_fifo_or_folder_where_a_run_file_should_be(tiny, tmp_path, cli, name):
+    # A FIFO as metrics.jsonl held the resume in open() for ever, past SIGTERM (the trainer
+    # takes it as a stop request, and the step that would act on it never came).
+    out = tmp_path / "run"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=3"))[0] == 0
+    (out / name).unlink()
+    os.mkfifo(out / name)
+    before = sorted(p.name for p in out.iterdir())
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the resume did not finish"))
+    signal.alarm(60)
+    try:
+        code, _, err = cli("run", "train", "--resume", out, "max_steps=4")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{out / name}: not a regular file" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 # -- what holds exactly ------------------------------------------------------------------------
 
 

@@ -67,6 +67,25 @@ def test_truncated_and_corrupt_files_are_clear_errors(demo_net, tmp_path):
         vggspec.load(tmp_path / "missing.safetensors")
 
 
+def test_a_net_file_with_a_changed_byte_is_refused_by_every_reader(demo_net, tmp_path, cli):
+    """safetensors keeps no checksum: a model.safetensors with bytes changed on disk loaded,
+    and `run eval` scored a net nobody trained. Each file vggspec writes carries the CRC-32
+    of its tensors' bytes, checked by vggspec.load and by run eval."""
+    path = vggspec.save(demo_net, tmp_path / "m.safetensors", INFO)
+    vggspec.load(path)  # intact: loads
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # one bit of the last tensor
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"bad\.safetensors: damaged: .*CRC-32"):
+        vggspec.load(bad)
+    from vggspec.runtime.data.demo import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data", seed=0, train_per_class=1, val_per_class=1)
+    code, _, err = cli("run", "eval", "--checkpoint", bad, "--data", tmp_path / "data")
+    assert code == 2 and "damaged" in err and err.count("\n") == 1, err
+
+
 def test_a_file_whose_spec_does_not_match_its_weights(demo_net, tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from vggspec.commands import compile as compile_command
 from vggspec.commands import convert as convert_command
@@ -49,12 +52,45 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is: what `timeout`, systemd and batch schedulers send. Its
+    default ended the process at once, leaving a lock (and the folder made for it) behind;
+    this unwinds through the code that removes them. The trainer handles both signals its
+    own way while it trains (train/faults.py)."""
+
+
+def _terminate_once_unwound(owner: int):
+    def handler(signum, _frame):
+        if os.getpid() != owner:  # a forked child (a loader or pool worker): as before
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.from_parent.get("locked"):  # a worker of a launcher holding the lock
         from vggspec.runtime.dist.parent import die_with_launcher
 
         die_with_launcher()
+    # Not in torchrun's workers (its agent stops them, holding no lock, and one blocked in
+    # a collective must still die at once), nor where a caller chose a handler.
+    previous = signal.getsignal(signal.SIGTERM)
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+    main_thread = threading.current_thread() is threading.main_thread()
+    if previous == signal.SIG_DFL and not torchrun and main_thread:
+        signal.signal(signal.SIGTERM, _terminate_once_unwound(os.getpid()))
+    try:
+        return _run(args)
+    finally:
+        if signal.getsignal(signal.SIGTERM) != previous:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         return args.run(args)
     except UserError as err:
@@ -63,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except VggspecError as err:  # SpecError and friends carry their own "file: error:"
         print(err, file=sys.stderr)
         return 2
+    except Terminated:
+        print("vggspec: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("vggspec: interrupted", file=sys.stderr)
         return 130

@@ -30,6 +30,7 @@ from xml.parsers import expat
 
 import numpy as np
 
+from ..io.regular import check_regular
 from . import boxes as bx
 from .image_folder import ImageFolder
 from .image_io import BadFile, DataError
@@ -109,6 +110,7 @@ def parse_voc_xml(data: bytes, source: str = "<xml>") -> ImageAnnotation:
 def read_voc_xml(path: str | Path) -> ImageAnnotation:
     path = Path(path)
     try:
+        check_regular(path)
         with path.open("rb") as f:
             data = f.read(MAX_XML_BYTES + 1)
     except OSError as err:
@@ -141,6 +143,7 @@ def read_box_table(path: str | Path) -> dict[str, ImageAnnotation]:
     path = Path(path)
     objects: dict[str, list[tuple[str, Box]]] = {}
     try:
+        check_regular(path)
         if path.suffix.lower() == ".json":
             table = json.loads(path.read_text(encoding="utf-8-sig"))
             if not isinstance(table, dict):

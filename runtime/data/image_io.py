@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,10 @@ def _decode_error(path: Path, err: Exception) -> UnreadableImage:
 def _open(path: Path) -> Image.Image:
     """Image.open with our size policy; the caller closes the image."""
     try:
+        # A FIFO would hold open() until someone writes to it (the scan hung for ever), a
+        # device such as /dev/zero never ends: only a regular file can be an image.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UnreadableImage(path, "not_a_file", "not a regular file (a FIFO, a device…)")
         with open(path, "rb") as f:
             head = f.read(len(_LFS_MAGIC))
     except FileNotFoundError:  # gone since the scan, or a symlink to nowhere

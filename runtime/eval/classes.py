@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.regular import check_regular
 from .models import EvalError, EvalModel
 
 
@@ -13,9 +14,11 @@ def read_class_names(path: str | Path) -> list[str]:
     """A text file of class names in output order, one a line (e.g. ILSVRC synsets);
     anything after the first space of a line is a comment ("n01440764 tench")."""
     try:
+        check_regular(path)
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise EvalError(f"{path}: cannot read the class names ({err})") from None
+        detail = (err.strerror or err) if isinstance(err, OSError) else err
+        raise EvalError(f"{path}: cannot read the class names ({detail})") from None
     names = [line.split()[0] for line in lines if line.strip()]
     if len(set(names)) != len(names):
         raise EvalError(f"{path}: a class name appears twice")

@@ -32,6 +32,7 @@ from ..io.model_info import ModelInfo
 from ..io.rundir import RunDirError, model_file
 from ..io.weights import (
     WeightsError,
+    check_data_digest,
     load,
     load_state,
     load_torchvision,
@@ -309,6 +310,7 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             metadata = read_metadata(path)
         except WeightsError:
             metadata = {}
+        check_data_digest(path, metadata)
         return tensors, metadata
     state = torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):

@@ -28,7 +28,7 @@ from .keras import HDF5_SIGNATURE, read_keras
 from .matconvnet import read_matconvnet
 from .model_info import ModelInfo
 from .source_net import Step, StructureError, compare, spec_steps
-from .weights import WeightsError, file_metadata
+from .weights import WeightsError, file_metadata, seal
 
 # What a converted net expects of an image, as a file records it: named "vggspec" like
 # every convention read back from a file, so that a converted net in memory and the file
@@ -422,6 +422,7 @@ def write(converted: Converted, path: str | os.PathLike) -> Path:
             f.write(text)
             for array in converted.arrays.values():
                 _write_array(f, array)
+        seal(tmp)
 
     atomic_write(path, write_file)
     return path

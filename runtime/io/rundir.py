@@ -92,6 +92,13 @@ class RunDir:
 
     # -- what it holds ---------------------------------------------------------------------
 
+    def not_regular(self) -> list[Path]:
+        """The files a run writes that are here but are not regular files (a FIFO, a
+        folder, a device): a resume would block on a FIFO's open() for ever."""
+        named = (self.CONFIG, self.SETTINGS, self.LOG, self.METRICS, self.LAST, self.BEST)
+        paths = [self.path / name for name in (*named, self.MODEL, self.SUMMARY)]
+        return [p for p in paths if os.path.lexists(p) and not p.is_file()]
+
     def holds_run(self) -> bool:
         """Whether a run got as far as its first checkpoint here, finished or not (a folder
         with a config but no checkpoints is a run that failed to start, and may be reused)."""

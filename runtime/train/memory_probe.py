@@ -190,7 +190,8 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int
     task = head_task(spec)
     dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
     net = build(spec, cfg.backend, classes, "gaussian", cfg.dropout).to(device, dtype)
-    if cfg.channels_last:
+    nhwc = cfg.uses_channels_last(device)  # as the run: null means on for bf16 and CUDA
+    if nhwc:
         net.to(memory_format=torch.channels_last)
     net.train()
     optimizer = torch.optim.SGD(
@@ -199,7 +200,7 @@ def _steps(cfg, spec, classes, device, batches, baseline) -> list[tuple[int, int
 
     def step(n: int) -> tuple[int, int]:
         x = torch.randn(n, 3, height, width, device=device, dtype=dtype)
-        if cfg.channels_last:
+        if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         y = task.random_target(n, classes, device, dtype)
         optimizer.zero_grad(set_to_none=True)
@@ -230,9 +231,12 @@ def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | 
     distributed.barrier(ctx)  # what is available is read before any process probes
     probe = measure(cfg, spec, classes, batch, device)
     room = probe.available if probe.available is not None else -1
-    need, least = distributed.all_reduce_max([float(probe.need(batch)), -float(room)], ctx)
-    need, available = int(need), (None if least == 1 else int(-least))
     (b1, b2), (p1, p2) = probe.batches, probe.peaks
+    step = probe.baseline + max(p2, probe.update)  # measured at b2 <= batch images
+    need, least, step = distributed.all_reduce_max(
+        [float(probe.need(batch)), -float(room), float(step)], ctx
+    )
+    need, available, step = int(need), (None if least == 1 else int(-least)), int(step)
     log.info(
         f"memory: forward and backward took {size_text(p1)} at {b1} images and "
         f"{size_text(p2)} at {b2}, the update {size_text(probe.update)}: "
@@ -240,6 +244,14 @@ def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | 
         + (f"; {size_text(available)} available" if available is not None else "")
     )
     probe = dataclasses.replace(probe, available=available)  # the figure all agreed on
+    cap = cap_from_environment()
+    if cap and cap < step:  # the watch would stop the run at its first step
+        raise NotEnoughMemory(
+            f"{CAP_SETTING}={os.environ[CAP_SETTING].strip()} is below what a training step of "
+            f"this run was measured to hold ({size_text(step)} at {b2} images, with what the "
+            "process held before): the run would stop at its first step; raise it, or set "
+            "0 for no cap"
+        )
     if available is None:
         return probe
     margin = MemoryProbe.margin(available, probe.on_gpu)

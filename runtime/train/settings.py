@@ -152,6 +152,12 @@ def resumed(path: str, overrides: list[str], warn: bool = True) -> tuple[TrainCo
     edited is a ConfigError naming it. `warn`: say so when the spec file has changed since
     (one process of several says it)."""
     run = RunDir(path)
+    odd = run.not_regular()
+    if odd:
+        raise ConfigError(
+            f"{odd[0]}: not a regular file (a FIFO, a folder, a device…), where the run "
+            "writes one: remove it, or resume a copy of the run without it"
+        )
     if not run.config.is_file():
         raise ConfigError(f"{path}: not a run folder (no {RunDir.CONFIG})")
     changes = parse_overrides(overrides)

@@ -81,6 +81,26 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0] >> 1)
 
 
+def check_same_classes(cfg: TrainConfig, state: dict, info) -> None:
+    """A resumed run's data must name the classes its outputs were trained on, in that order:
+    a class folder renamed, added or removed since would move labels to other outputs."""
+    recorded = state.get(INFO_KEY, {}).get("class_names")
+    now = list(info.class_names)
+    if recorded is None or list(recorded) == now:
+        return
+    gone, new = sorted(set(recorded) - set(now)), sorted(set(now) - set(recorded))
+    change = "; ".join(
+        f"{what}: {', '.join(names[:5])}{', …' if len(names) > 5 else ''}"
+        for what, names in (("gone", gone), ("new", new))
+        if names
+    )
+    raise ConfigError(
+        f"{cfg.data or 'the built-in demo data'}: its classes changed since the run started "
+        f"({change or 'the same names, another order'}): a resume would train its outputs on "
+        "other classes; restore the folder, or start a new run"
+    )
+
+
 class Trainer:
     def __init__(
         self, cfg: TrainConfig, spec: Spec, run: RunDir, ctx, log: RunLog, resume: dict | None
@@ -88,6 +108,8 @@ class Trainer:
         self.cfg, self.rundir, self.ctx, self.log = cfg, run, ctx, log
         self.data = prepare_training_data(cfg, spec, ctx, log)
         self.info = self.data.model_info()  # saved with the weights and in checkpoints
+        if resume is not None:
+            check_same_classes(cfg, resume, self.info)
         classes = self.data.num_classes
         check_num_classes(spec, classes)
         # What the head's task reads, validates and selects by (a box head: protocol 1).

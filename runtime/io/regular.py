@@ -1,0 +1,15 @@
+"""Only a regular file is read as data: a FIFO holds open() until someone writes to it, and a
+device such as /dev/zero never ends."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """OSError (FileNotFoundError where nothing is there) unless `path` is a regular file,
+    or a link to one."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device…)", str(path))
