@@ -30,10 +30,10 @@ from xml.parsers import expat
 
 import numpy as np
 
-from ..io.regular import check_regular
 from . import boxes as bx
 from .image_folder import ImageFolder
 from .image_io import BadFile, DataError
+from .regular import check_regular
 
 ANNOTATIONS_DIR = "annotations"
 MAX_XML_BYTES = 1 << 20  # a VOC file is a few hundred bytes per object

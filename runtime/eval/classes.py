@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.regular import check_regular
+from ..data.regular import check_regular
 from .models import EvalError, EvalModel
 
 
