@@ -112,11 +112,11 @@ def engines_section(args, write_photos) -> None:
     --engine auto --precision auto) and the peers, rotated rounds, medians."""
     from vggspec.runtime.data.image_folder import scan_image_folder
     from vggspec.runtime.eval.classes import class_order
-    from vggspec.runtime.eval.dense import dense_posteriors
+    from vggspec.runtime.eval.classify.dense import dense_posteriors
+    from vggspec.runtime.eval.classify.evaluate import EvalSettings, evaluate
     from vggspec.runtime.eval.engines import engine, installed
     from vggspec.runtime.eval.engines.exported import exported_onnx
     from vggspec.runtime.eval.engines.serving import Serving
-    from vggspec.runtime.eval.evaluate import EvalSettings, evaluate
     from vggspec.runtime.eval.images import ScaledImages
     from vggspec.runtime.eval.models import load_checkpoint_model
 

@@ -46,9 +46,9 @@ from eval import PHOTO, write_photos  # noqa: E402  (bench/eval.py: 500×375 syn
 from vggspec.runtime.data import boxes as bx  # noqa: E402
 from vggspec.runtime.data.demo import make_demo_dataset  # noqa: E402
 from vggspec.runtime.data.image_folder import scan_image_folder  # noqa: E402
-from vggspec.runtime.eval import localise  # noqa: E402
-from vggspec.runtime.eval.box_merge import merge_boxes, union  # noqa: E402
-from vggspec.runtime.eval.localisation import TOP_K  # noqa: E402
+from vggspec.runtime.eval.localise import passes as localise  # noqa: E402
+from vggspec.runtime.eval.localise.merge import merge_boxes, union  # noqa: E402
+from vggspec.runtime.eval.localise.scoring import TOP_K  # noqa: E402
 from vggspec.runtime.eval.models import EvalModel  # noqa: E402
 
 import vggspec  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from vggspec.runtime.data import boxes as bx
-from vggspec.runtime.eval.box_merge import DEFAULT_MERGE_THRESHOLD, MergedBox, match_distance
+from vggspec.runtime.eval.localise.merge import DEFAULT_MERGE_THRESHOLD, MergedBox, match_distance
 
 
 def merge_boxes_reference(

@@ -13,7 +13,7 @@ import pytest
 from box_merge_reference import merge_boxes_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vggspec.runtime.eval.box_merge import _distances, _geometry, match_distance, merge_boxes
+from vggspec.runtime.eval.localise.merge import _distances, _geometry, match_distance, merge_boxes
 
 THRESHOLDS = [0.0, 0.25, 0.5, 0.9, 1.0, 1.25, 2.0]
 

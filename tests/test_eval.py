@@ -13,10 +13,17 @@ from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.dist.context import Context, gather_to_main, shard
 from vggspec.runtime.eval.classes import class_order
-from vggspec.runtime.eval.dense import dense_posteriors
-from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
+from vggspec.runtime.eval.classify.dense import dense_posteriors
+from vggspec.runtime.eval.classify.evaluate import EvalSettings, evaluate, single_process
+from vggspec.runtime.eval.classify.multicrop import (
+    Window,
+    cut,
+    grid_offsets,
+    grid_windows,
+    multicrop_posteriors,
+)
+from vggspec.runtime.eval.classify.protocol import rows, score, settings_for
 from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry
-from vggspec.runtime.eval.metrics import topk_correct
 from vggspec.runtime.eval.models import (
     EvalError,
     default_scales,
@@ -24,14 +31,7 @@ from vggspec.runtime.eval.models import (
     load_weights_model,
     single_scale,
 )
-from vggspec.runtime.eval.multicrop import (
-    Window,
-    cut,
-    grid_offsets,
-    grid_windows,
-    multicrop_posteriors,
-)
-from vggspec.runtime.eval.protocol import rows, score, settings_for
+from vggspec.runtime.train.metrics import topk_correct
 
 import vggspec
 

@@ -39,7 +39,6 @@ KNOWN_BACKWARD = {
     ("runtime/data/color_stats.py", "runtime.io"),
     ("runtime/io/rundir.py", "runtime.train"),
     ("runtime/train/box_validation.py", "runtime.eval"),
-    ("runtime/train/trainer.py", "runtime.eval"),
 }
 
 

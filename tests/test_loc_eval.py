@@ -15,9 +15,9 @@ from eval_helpers import CLASSES, MEAN, SPEC_32, write_images
 from helpers import vggspec_cmd
 from vggspec.runtime.data import boxes as bx
 from vggspec.runtime.data.demo import make_demo_dataset
-from vggspec.runtime.eval.evaluate import single_process
-from vggspec.runtime.eval.localise import centre_boxes, dense_guesses
-from vggspec.runtime.eval.locate import aligned_scores, map_boxes
+from vggspec.runtime.eval.classify.evaluate import single_process
+from vggspec.runtime.eval.localise.net_boxes import aligned_scores, map_boxes
+from vggspec.runtime.eval.localise.passes import centre_boxes, dense_guesses
 from vggspec.runtime.eval.requests import ImagesRequest, LocRequest, NetsRequest
 
 import vggspec
@@ -394,8 +394,8 @@ def test_merging_in_a_worker_thread_gives_the_same_guesses_to_the_bit(setup):
 
 
 def test_a_merge_that_fails_is_an_error_naming_the_image(setup, monkeypatch):
-    from vggspec.runtime.eval import localise
-    from vggspec.runtime.eval.localisation_merges import MergeFailed
+    from vggspec.runtime.eval.localise import passes as localise
+    from vggspec.runtime.eval.localise.merge_worker import MergeFailed
 
     def broken(top_classes, predictions):
         raise ValueError("no boxes today")
@@ -410,7 +410,8 @@ def test_a_merge_that_does_not_end_is_an_error_not_a_hang(setup, monkeypatch):
     import threading
     import time
 
-    from vggspec.runtime.eval import localisation_merges, localise
+    from vggspec.runtime.eval.localise import merge_worker as localisation_merges
+    from vggspec.runtime.eval.localise import passes as localise
 
     release = threading.Event()
     monkeypatch.setattr(localise, "_merge", lambda top_classes, predictions: release.wait(60))

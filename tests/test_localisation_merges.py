@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-from vggspec.runtime.eval import localisation_merges
-from vggspec.runtime.eval.localisation_merges import BackgroundMerges, MergeFailed
+from vggspec.runtime.eval.localise import merge_worker as localisation_merges
+from vggspec.runtime.eval.localise.merge_worker import BackgroundMerges, MergeFailed
 
 
 @pytest.mark.parametrize("overlap", [True, False])

@@ -141,9 +141,9 @@ def with_workers(images: ImagesRequest, ctx: Context) -> ImagesRequest:
 def run_evaluation(request: EvalRequest, ctx: Context, say: Say = quiet) -> dict:
     """The report (the same on every rank; rank 0 also writes the posteriors if asked).
     `say` hears progress on rank 0."""
-    from .evaluate import evaluate
-    from .protocol import rows, score, settings_for
-    from .report import net_entry
+    from .classify.evaluate import evaluate
+    from .classify.protocol import rows, score, settings_for
+    from .classify.report import net_entry
 
     say = say if ctx.is_main else quiet
     images = with_workers(request.images, ctx)
@@ -225,8 +225,8 @@ def write_posteriors(path: str, evaluation, table, folder: ImageFolder, ctx: Con
 def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> dict | None:
     """Writes OUT/<split>.npy, _labels.npy, _files.txt (and features.json) for the split and,
     with a classifier, the training split; the summary on rank 0, None elsewhere."""
-    from .features import extract_features, gather
-    from .linear_probe import fit_and_score
+    from .features.extract import extract_features, gather
+    from .features.linear_probe import fit_and_score
 
     say = say if ctx.is_main else quiet
     images = with_workers(request.images, ctx)
@@ -403,7 +403,7 @@ def load_localisation_nets(request: LocRequest, device):
 
 def run_localisation(request: LocRequest, ctx: Context, say: Say = quiet) -> dict:
     """Protocol 1 and/or 2 (Tables 8–9); the report is the same on every rank."""
-    from .report import loc_net_entry, net_entry
+    from .classify.report import loc_net_entry, net_entry
 
     say = say if ctx.is_main else quiet
     request = replace(request, images=with_workers(request.images, ctx))
@@ -440,8 +440,8 @@ def run_localisation(request: LocRequest, ctx: Context, say: Say = quiet) -> dic
 
 def _protocol_1(request: LocRequest, net, rows, folder, gt, q: int, ctx: Context, say) -> dict:
     """Table 8's error at Q = q: the central crop's box for the ground-truth class."""
-    from .localisation import box_is_right
-    from .localise import centre_boxes
+    from .localise.passes import centre_boxes
+    from .localise.scoring import box_is_right
 
     images = request.images
     local = shard(len(folder), ctx)
@@ -466,9 +466,9 @@ def _protocol_2(
 ) -> dict:
     """Table 9's error: the classifier's top-5 classes (its own dense evaluation at its
     scales), each with the best merged box of the nets' dense predictions."""
-    from .evaluate import EvalSettings, evaluate
-    from .localisation import top5_is_right
-    from .localise import dense_guesses
+    from .classify.evaluate import EvalSettings, evaluate
+    from .localise.passes import dense_guesses
+    from .localise.scoring import top5_is_right
 
     images = request.images
     local = shard(len(folder), ctx)

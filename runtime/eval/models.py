@@ -38,7 +38,7 @@ from ..io.weights import (
     torch_load,
     torchvision_keys,
 )
-from .dense import engine_sample
+from .classify.dense import engine_sample
 from .engines.serving import Serving
 
 

@@ -16,7 +16,7 @@ from ..data.box_augment import crop_to_image
 from ..data.loader import make_loader
 from ..dist import context as distributed
 from ..dist.context import shard
-from ..eval.localisation import IOU_THRESHOLD
+from ..eval.localise.scoring import IOU_THRESHOLD
 
 
 def best_ious(predicted, data, indices) -> list[float]:

@@ -41,7 +41,6 @@ from ..data.loader import make_loader
 from ..dist import context as distributed
 from ..dist.context import shard
 from ..dist.memory_watch import MemoryWatch
-from ..eval.metrics import topk_correct
 from ..io import checkpoint as checkpoints
 from ..io import replace
 from ..io.atomic import atomic_write
@@ -57,6 +56,7 @@ from .data import TrainingData, prepare_training_data
 from .log import RunLog
 from .loss_reads import LossReads
 from .memory_probe import check_step_memory, memory_cap, memory_cap_origin, memory_floor
+from .metrics import topk_correct
 from .sampler import EpochBatchSampler
 from .schedule import make_schedule
 from .settings import record as record_settings

@@ -128,13 +128,13 @@ def _localise(args) -> int:
 
 def _write_loc(args, report: dict) -> None:
     """The JSON form keeps the results alone; the table and its summary line say the rest."""
-    from vggspec.runtime.eval.report import loc_summary_line, loc_table_lines
+    from vggspec.runtime.eval.classify.report import loc_summary_line, loc_table_lines
 
     _emit(args, {"results": report["results"]}, loc_table_lines(report), loc_summary_line(report))
 
 
 def _write(args, report: dict) -> None:
-    from vggspec.runtime.eval.report import summary_line, table_lines
+    from vggspec.runtime.eval.classify.report import summary_line, table_lines
 
     _emit(args, report, table_lines(report), summary_line(report))
 

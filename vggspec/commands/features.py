@@ -66,7 +66,7 @@ def run(args) -> int:
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
         raise UserError(f"--classifier needs a {args.train_split}/ folder under {args.data}")
     if args.classifier == "sklearn-svm":
-        from vggspec.runtime.eval.linear_probe import require_sklearn
+        from vggspec.runtime.eval.features.linear_probe import require_sklearn
 
         require_sklearn()
     check_output(args.out, "--out", folder=True)

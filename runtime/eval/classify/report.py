@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vggspec.compiler.table import text_table
 
-from .models import EvalModel
+from ..models import EvalModel
 from .protocol import LABELS
 
 HEADER = ("config", "train S", "test Q", "method", "top-1 err", "top-5 err")

@@ -14,13 +14,13 @@ from vggspec.compiler.ir.graph import nodes, op
 from vggspec.compiler.ir.ops.traits import Epilogue, Weighted
 from vggspec.compiler.lowering.net import Net, cut
 
-from ..data.image_folder import ImageFolder
-from ..dist.context import Context, gather_to_main, shard
-from .dense import with_flip
-from .engines.serving import quiet
-from .images import MAX_ASPECT
-from .models import EvalError, EvalModel
-from .scale_passes import scale_passes
+from ...data.image_folder import ImageFolder
+from ...dist.context import Context, gather_to_main, shard
+from ..classify.dense import with_flip
+from ..engines.serving import quiet
+from ..images import MAX_ASPECT
+from ..models import EvalError, EvalModel
+from ..scale_passes import scale_passes
 
 AGGREGATES = ("stack", "pool")
 

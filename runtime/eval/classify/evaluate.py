@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.image_folder import ImageFolder
-from ..dist.context import Context, shard
+from ...data.image_folder import ImageFolder
+from ...dist.context import Context, shard
+from ..engines.serving import quiet
+from ..images import MAX_ASPECT
+from ..models import EvalModel, single_scale
+from ..scale_passes import scale_passes
 from .dense import dense_posteriors
-from .engines.serving import quiet
-from .images import MAX_ASPECT
-from .models import EvalModel, single_scale
 from .multicrop import GRID, multicrop_posteriors
-from .scale_passes import scale_passes
 
 METHODS = ("dense", "multi-crop")
 

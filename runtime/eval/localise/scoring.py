@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data import boxes as bx
-from .box_merge import DEFAULT_MERGE_THRESHOLD, ClassBoxes, best_box
+from ...data import boxes as bx
+from .merge import DEFAULT_MERGE_THRESHOLD, ClassBoxes, best_box
 
 IOU_THRESHOLD = 0.5
 TOP_K = 5

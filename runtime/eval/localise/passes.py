@@ -23,17 +23,17 @@ from torch.utils.data import Dataset
 from vggspec.compiler.ir.graph import meta
 from vggspec.compiler.lowering.net import Net
 
-from ..data.box_augment import centre_crop_geometry
-from ..data.geometry import resized_crop
-from ..data.image_folder import ImageFolder
-from ..data.image_io import UnreadableImage, load_rgb
-from ..data.loader import make_loader
-from .box_merge import union
-from .localisation import Guess, top5_guesses
-from .localisation_merges import BackgroundMerges
-from .locate import aligned_scores, centre_box, map_boxes, rated_boxes, targets_of
-from .models import EvalModel
-from .scale_passes import scale_passes
+from ...data.box_augment import centre_crop_geometry
+from ...data.geometry import resized_crop
+from ...data.image_folder import ImageFolder
+from ...data.image_io import UnreadableImage, load_rgb
+from ...data.loader import make_loader
+from ..models import EvalModel
+from ..scale_passes import scale_passes
+from .merge import union
+from .merge_worker import BackgroundMerges
+from .net_boxes import aligned_scores, centre_box, map_boxes, rated_boxes, targets_of
+from .scoring import Guess, top5_guesses
 
 log = logging.getLogger(__name__)
 
