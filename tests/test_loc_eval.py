@@ -32,9 +32,9 @@ BOX_F = (4.0, 10.0, 28.0, 30.0)
 
 
 def _jobs():
-    """runtime/eval/jobs.py, imported when a test runs, not at collection: test_bad_files
-    patches scan_image_folder before the first import of jobs binds it."""
-    from vggspec.runtime.eval import jobs
+    """runtime/eval/localise/job.py, imported when a test runs, not at collection: test_bad_files
+    patches scan_image_folder before the first import of the job binds it."""
+    from vggspec.runtime.eval.localise import job as jobs
 
     return jobs
 

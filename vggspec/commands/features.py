@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets
+from vggspec.commands import nets, requests
 from vggspec.errors import UserError, check_output
 from vggspec.runtime.eval.requests import FeaturesRequest
 
@@ -58,9 +58,9 @@ def add_parser(run_subparsers) -> None:
 
 
 def run(args) -> int:
-    from vggspec.runtime.eval.jobs import run_features
+    from vggspec.runtime.eval.features.job import run_features
 
-    nets.check(args)
+    requests.check(args)
     if args.reg <= 0:
         raise UserError("--reg must be > 0")
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
@@ -71,18 +71,17 @@ def run(args) -> int:
         require_sklearn()
     check_output(args.out, "--out", folder=True)
     request = FeaturesRequest(
-        nets.nets_request(args),
-        nets.images_request(args),
+        requests.nets_request(args),
+        requests.images_request(args),
         out=args.out,
         aggregate=args.aggregate,
         layer=args.layer,
         classifier=args.classifier,
         train_split=args.train_split,
         reg=args.reg,
+        processes=requests.processes(args),
     )
-    return nets.execute(
-        args, request, run_features, lambda summary: _show(args, summary), [(args.out, True)]
-    )
+    return requests.execute(request, run_features, lambda summary: _show(args, summary))
 
 
 def _show(args, summary: dict) -> None:
