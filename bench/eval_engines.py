@@ -151,16 +151,14 @@ def engines_section(args, write_photos) -> None:
             for precision in engine(name).PRECISIONS:
                 ours[f"vggspec {name} {precision}"] = Serving(name, precision)
         ours["vggspec --engine auto --precision auto"] = Serving("auto", "auto")
-        settings = EvalSettings(workers=0, max_images=args.images)
+        heard: list[str] = []
+        settings = EvalSettings(workers=0, max_images=args.images, progress=heard.append)
 
         def run_ours(serving, q):
             model.serving, model.scales = serving, [q]
-            ev = evaluate(
-                [model], orders, list(model.class_names), folder, settings, progress=heard.append
-            )
+            ev = evaluate([model], orders, list(model.class_names), folder, settings)
             return ev.seconds["dense"], ev.dense[0]
 
-        heard: list[str] = []
         warm = {}
         for label, serving in ours.items():  # compile (and choose) once, outside the rounds
             tick = time.perf_counter()

@@ -50,6 +50,7 @@ from vggspec.runtime.eval.localise import passes as localise  # noqa: E402
 from vggspec.runtime.eval.localise.merge import merge_boxes, union  # noqa: E402
 from vggspec.runtime.eval.localise.scoring import TOP_K  # noqa: E402
 from vggspec.runtime.eval.models import EvalModel  # noqa: E402
+from vggspec.runtime.eval.scale_passes import PassSettings  # noqa: E402
 
 import vggspec  # noqa: E402
 
@@ -174,10 +175,13 @@ def run_protocol(nets, classifier, folder, classes: int, *, overlap: bool, max_i
     localise._merge = timed
     try:
         start = time.perf_counter()
+        settings = PassSettings(
+            flip=True, max_images=max_images, max_pixels=max_images * 2 * 700 * 700, workers=1,
+            max_aspect=3.0,
+        )  # fmt: skip
         guesses, _ = localise.dense_guesses(
-            nets, rows, classifier, top, folder, range(len(folder)), flip=True,
-            max_images=max_images, max_pixels=max_images * 2 * 700 * 700, workers=1,
-            max_aspect=3.0, device="cpu", overlap=overlap,
+            nets, rows, classifier, top, folder, range(len(folder)), settings, "cpu",
+            overlap=overlap,
         )  # fmt: skip
         total = time.perf_counter() - start
     finally:

@@ -19,6 +19,7 @@ from vggspec.runtime.eval.classify.evaluate import single_process
 from vggspec.runtime.eval.localise.net_boxes import aligned_scores, map_boxes
 from vggspec.runtime.eval.localise.passes import centre_boxes, dense_guesses
 from vggspec.runtime.eval.requests import ImagesRequest, LocRequest, NetsRequest
+from vggspec.runtime.eval.scale_passes import PassSettings
 
 import vggspec
 
@@ -192,10 +193,10 @@ def test_union_of_two_nets_merges_their_boxes(setup, cli):
     folder, gt = boxed.folder, boxed.boxes
     rows = [list(range(len(CLASSES)))] * 2
     top = np.array([[CLASSES.index(c) for c in ("f", "b", "a", "c", "d")]] * len(folder))
+    settings = PassSettings(flip=False, max_images=8, max_pixels=10**6, workers=0, max_aspect=3.0)
     guesses, readable = dense_guesses(
-        nets, rows, classifier, top, folder, range(len(folder)), flip=False, max_images=8,
-        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu",
-    )  # fmt: skip
+        nets, rows, classifier, top, folder, range(len(folder)), settings, "cpu"
+    )
     assert readable.all()
     for k, (_, label) in enumerate(folder.samples):
         box = dict(guesses[k])[label]
@@ -217,12 +218,10 @@ def test_dense_at_q_equal_to_the_crop_gives_the_central_crop_box(setup):
     folder = _jobs().localisation_images(request, classifier.class_names).folder
     local = range(len(folder))
     rows = list(range(len(CLASSES)))
-    centre, ok = centre_boxes(net, rows, folder, local, 32, max_images=4, workers=0, device="cpu")
+    settings = PassSettings(flip=False, max_images=4, max_pixels=10**6, workers=0, max_aspect=3.0)
+    centre, ok = centre_boxes(net, rows, folder, local, 32, settings, "cpu")
     top = np.array([[0, 1, 2, 3, 5]] * len(folder))  # a and f among them
-    guesses, _ = dense_guesses(
-        [net], [rows], classifier, top, folder, local, flip=False, max_images=4,
-        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu",
-    )  # fmt: skip
+    guesses, _ = dense_guesses([net], [rows], classifier, top, folder, local, settings, "cpu")
     assert ok.all()
     assert len({tuple(np.round(b, 4)) for b in centre}) == len(folder)  # one box per image
     for k, (_, label) in enumerate(folder.samples):
@@ -377,10 +376,10 @@ def _dense_guesses(setup, checkpoints, scales, **options):
     folder = _jobs().localisation_images(request, classifier.class_names).folder
     rows = [list(range(len(CLASSES)))] * len(nets)
     top = np.array([[CLASSES.index(c) for c in ("f", "b", "a", "c", "d")]] * len(folder))
+    settings = PassSettings(flip=True, max_images=2, max_pixels=10**6, workers=0, max_aspect=3.0)
     guesses, _ = dense_guesses(
-        nets, rows, classifier, top, folder, range(len(folder)), flip=True, max_images=2,
-        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu", **options,
-    )  # fmt: skip
+        nets, rows, classifier, top, folder, range(len(folder)), settings, "cpu", **options
+    )
     return guesses
 
 

@@ -16,6 +16,7 @@ from .classes import class_order, read_class_names
 from .engines.serving import Serving
 from .models import EvalError, check_scales, load_checkpoint_model, load_weights_model
 from .requests import ImagesRequest, NetsRequest
+from .scale_passes import PassSettings
 
 Say = Callable[[str], None]
 
@@ -118,3 +119,15 @@ def with_workers(images: ImagesRequest, ctx: Context) -> ImagesRequest:
     if images.workers is not None:
         return images
     return replace(images, workers=default_workers(ctx.world))
+
+
+def pass_settings(images: ImagesRequest, say: Say) -> PassSettings:
+    """How the request's images go through the nets (its loader processes decided by
+    `with_workers`), `say` hearing each pass."""
+    return PassSettings(
+        flip=images.flip,
+        max_images=images.batch,
+        workers=images.workers,
+        max_aspect=images.max_aspect,
+        progress=say,
+    )

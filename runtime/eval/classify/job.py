@@ -8,7 +8,7 @@ import numpy as np
 from ...data.image_folder import ImageFolder
 from ...dist import context as distributed
 from ...dist.context import Context
-from ..prepare import Say, classifiers_only, load_models, quiet, scan, with_workers
+from ..prepare import Say, classifiers_only, load_models, pass_settings, quiet, scan, with_workers
 from ..requests import EvalRequest
 from ..run import write_report
 
@@ -32,15 +32,8 @@ def run_evaluation(request: EvalRequest, ctx: Context, say: Say = quiet) -> dict
             f"{m.name} ({m.source}): Q = {','.join(map(str, m.scales))}, "
             f"{m.preprocessing.describe()}"
         )
-    settings = settings_for(
-        request.method,
-        flip=images.flip,
-        grid=request.grid,
-        max_images=images.batch,
-        workers=images.workers,
-        max_aspect=images.max_aspect,
-    )
-    evaluation = evaluate(models, orders, names, folder, settings, ctx, say)
+    settings = settings_for(request.method, grid=request.grid, **vars(pass_settings(images, say)))
+    evaluation = evaluate(models, orders, names, folder, settings, ctx)
     table = rows(evaluation, request.method)
     results = score(evaluation, table, ctx)
     unreadable_now = int((~evaluation.readable).sum())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ...dist.context import Context
-from ..prepare import Say, classifiers_only, load_models, quiet, scan, with_workers
+from ..prepare import Say, classifiers_only, load_models, pass_settings, quiet, scan, with_workers
 from ..requests import FeaturesRequest
 
 
@@ -44,13 +44,9 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
             models,
             folder,
             ctx,
+            pass_settings(images, say),
             aggregate=request.aggregate,
             layer=request.layer,
-            flip=images.flip,
-            max_images=images.batch,
-            workers=images.workers,
-            max_aspect=images.max_aspect,
-            progress=say,
         )
         features = gather(local, ctx)
         if features is None:

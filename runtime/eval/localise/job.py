@@ -14,7 +14,7 @@ from ...dist import context as distributed
 from ...dist.context import Context, shard
 from ..classes import class_order
 from ..models import EvalError, check_box_width, load_checkpoint_model, single_scale
-from ..prepare import Say, load_models, quiet, with_workers
+from ..prepare import Say, load_models, pass_settings, quiet, with_workers
 from ..requests import LocRequest
 from ..run import write_report
 
@@ -161,7 +161,6 @@ def _protocol_1(request: LocRequest, net, rows, folder, gt, q: int, ctx: Context
     from .passes import centre_boxes
     from .scoring import box_is_right
 
-    images = request.images
     local = shard(len(folder), ctx)
     boxes, readable = centre_boxes(
         net,
@@ -169,9 +168,8 @@ def _protocol_1(request: LocRequest, net, rows, folder, gt, q: int, ctx: Context
         folder,
         local,
         q,
-        max_images=images.batch,
-        workers=images.workers,
-        device=ctx.device,
+        pass_settings(request.images, say),
+        ctx.device,
     )
     wrong = sum(not box_is_right(boxes[k], gt[i]) for k, i in enumerate(local) if readable[k])
     wrong, counted = distributed.all_reduce_sum([wrong, int(readable.sum())], ctx)
@@ -188,16 +186,10 @@ def _protocol_2(
     from .passes import dense_guesses
     from .scoring import top5_is_right
 
-    images = request.images
     local = shard(len(folder), ctx)
     _, orders = class_order([classifier], names)
-    settings = EvalSettings(
-        flip=images.flip,
-        max_images=images.batch,
-        workers=images.workers,
-        max_aspect=images.max_aspect,
-    )
-    ranked = evaluate([classifier], orders, names, folder, settings, ctx, say)
+    passes = pass_settings(request.images, say)
+    ranked = evaluate([classifier], orders, names, folder, EvalSettings(**vars(passes)), ctx)
     top = np.argsort(-ranked.dense[0], axis=1, kind="stable")[:, :5]
     guesses, readable = dense_guesses(
         nets,
@@ -206,13 +198,8 @@ def _protocol_2(
         top,
         folder,
         local,
-        flip=images.flip,
-        max_images=images.batch,
-        max_pixels=settings.max_pixels,
-        workers=images.workers,
-        max_aspect=images.max_aspect,
-        device=ctx.device,
-        progress=say,
+        passes,
+        ctx.device,
     )
     keep = readable & ranked.readable
     wrong = sum(
