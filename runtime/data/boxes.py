@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# A predicted box is right when its IoU with a ground-truth box of the image's class is above
+# this (Russakovsky et al. 2014): the one threshold of training's validation and of the test.
+IOU_THRESHOLD = 0.5
+
 
 def as_boxes(boxes) -> np.ndarray:
     """(N, 4) float64 from a box, a list of boxes or an array; (0, 4) when empty."""

@@ -16,7 +16,6 @@ from ..data.box_augment import crop_to_image
 from ..data.loader import make_loader
 from ..dist import context as distributed
 from ..dist.context import shard
-from ..eval.localise.scoring import IOU_THRESHOLD
 
 
 def best_ious(predicted, data, indices) -> list[float]:
@@ -50,7 +49,7 @@ def validate_boxes(net, data, ctx, batch_size: int, workers: int) -> dict:
         sums[0] += float(net.loss(scores, target)) * len(target)
         boxes = head.class_boxes(scores, target[:, 0]).cpu().double().numpy()
         ious = np.array(best_ious(boxes, data.val, indices))
-        sums[1] += float((ious <= IOU_THRESHOLD).sum())
+        sums[1] += float((ious <= bx.IOU_THRESHOLD).sum())
         sums[2] += float(ious.sum())
         sums[3] += len(target)
     net.train(was_training)

@@ -13,13 +13,14 @@ from vggspec.compiler.lowering.net import check_num_classes, training_target
 from ..data.annotations import ANNOTATIONS_DIR, load_folder_boxes
 from ..data.augment import TrainDataset
 from ..data.box_targets import BoxCenterCropDataset, BoxTrainDataset
-from ..data.color_stats import ColorStats, load_or_compute_color_stats
+from ..data.color_stats import ColorStats
 from ..data.demo import demo_data_root, make_demo_dataset
 from ..data.image_folder import IMAGE_EXTENSIONS, ImageFolder, scan_image_folder
 from ..data.image_io import DataError
 from ..data.preprocessing import Preprocessing
 from ..data.validation import CenterCropDataset
 from ..dist import context as distributed
+from ..io.color_stats_file import load_or_compute_color_stats
 from ..io.model_info import ModelInfo
 from .config import ConfigError, TrainConfig
 

@@ -15,7 +15,7 @@ import numpy as np
 from ...data import boxes as bx
 from .merge import DEFAULT_MERGE_THRESHOLD, ClassBoxes, best_box
 
-IOU_THRESHOLD = 0.5
+IOU_THRESHOLD = bx.IOU_THRESHOLD
 TOP_K = 5
 
 
