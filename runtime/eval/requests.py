@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data.scale import TrainScale
+
 MAX_ASPECT = 3.0  # rescaled long side ≤ 3 × short side; a 4:3 photo is far from it
 
 
@@ -19,7 +21,7 @@ class NetsRequest:
     specs: list[str] = field(default_factory=list)  # per --weights; or a check per checkpoint
     preprocess: str | None = None  # "caffe", "torchvision" or "vggspec"
     classes: str | None = None  # a file of class names in output order
-    train_scale: int | list[int] | None = None  # S or [S_min, S_max] of the weights
+    train_scale: TrainScale | None = None  # S or [S_min, S_max] of the weights
     scales: list[int] | None = None  # test scales Q; None: from each net's training scale
     backend: str = "auto"
     engine: str = "torch"  # torch, onnxruntime, openvino, or auto (the fastest that agrees)

@@ -73,9 +73,9 @@ def check_data_settings(cfg: TrainConfig, spec: Spec, world: int = 1) -> tuple[i
     if spec.input.channels != 3:
         raise ConfigError(f"{cfg.spec}: training reads RGB images, but the spec's input is gray")
     crop = (spec.input.height, spec.input.width)
-    if cfg.train_scale.lo < min(crop):
+    if cfg.scale.lo < min(crop):
         raise ConfigError(
-            f"scale S={cfg.scale} is smaller than the {crop[0]}x{crop[1]} crop; "
+            f"scale S={cfg.scale.as_given} is smaller than the {crop[0]}x{crop[1]} crop; "
             f"the paper needs S ≥ {min(crop)}"
         )
     if cfg.data is None and training_target(spec) == "boxes":
@@ -137,7 +137,7 @@ def prepare_training_data(cfg: TrainConfig, spec: Spec, ctx, log) -> TrainingDat
     std = stats.std_rgb if cfg.normalise == "mean-std" else None
     preprocessing = Preprocessing.trained(stats.mean_rgb, std)
     bad = len(train_folder.report.bad) + len(val_folder.report.bad)
-    settings = dict(scale=cfg.train_scale, crop=crop, preprocessing=preprocessing)
+    settings = dict(scale=cfg.scale, crop=crop, preprocessing=preprocessing)
     augmentation = dict(stats=stats, seed=cfg.seed, alpha_std=cfg.colour_shift)
     if training_target(spec) == "boxes":
         train_folder, train_boxes, missing = _with_boxes(train_folder, cfg, log)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vggspec.commands.nets import parse_ints
 from vggspec.errors import UserError
+from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.eval.requests import ImagesRequest, NetsRequest, Processes
 
 
@@ -80,7 +81,7 @@ def nets_request(args):
         values = parse_ints(args.train_scale, "--train-scale")
         if len(values) > 2 or (len(values) == 2 and values[0] > values[1]):
             raise UserError("--train-scale is S or S_MIN,S_MAX")
-        train_scale = values[0] if len(values) == 1 else values
+        train_scale = TrainScale(values[0], values[-1], listed=len(values) == 2)
     return NetsRequest(
         checkpoints=list(args.checkpoint),
         weights=list(args.weights),
