@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets, requests
+from vggspec.commands import jobs, nets
 from vggspec.errors import UserError, check_output
 from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest, NetsRequest
 
@@ -72,22 +72,22 @@ def run(args) -> int:
         return _localise(args)
     if args.boxes:
         raise UserError("--boxes is for localisation: say which --protocol (centre or dense)")
-    requests.check(args)
+    jobs.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
     for flag, value in (("--output", args.output), ("--posteriors", args.posteriors)):
         if value:
             check_output(value, flag)
     request = EvalRequest(
-        requests.nets_request(args),
-        requests.images_request(args),
+        jobs.nets_request(args),
+        jobs.images_request(args),
         method=args.method,
         grid=args.grid,
         posteriors=args.posteriors,
         output=args.output,
-        processes=requests.processes(args),
+        processes=jobs.processes(args),
     )
-    return requests.execute(request, run_evaluation, lambda report: _show(args, report))
+    return jobs.execute(request, run_evaluation, lambda report: _show(args, report))
 
 
 def _localise(args) -> int:
@@ -105,9 +105,9 @@ def _localise(args) -> int:
     if args.data is None and args.boxes is None and args.checkpoint:
         from vggspec.runtime.eval.runs import training_boxes
 
-        # The run's data (requests.check) with the run's boxes, as it trained on them.
+        # The run's data (jobs.check) with the run's boxes, as it trained on them.
         args.boxes = training_boxes(args.checkpoint[0], args.split)
-    requests.check(args)
+    jobs.check(args)
     if args.boxes and not Path(args.boxes).exists():
         raise UserError(f"--boxes {args.boxes}: no such file or folder")
     if args.classifier:
@@ -117,15 +117,15 @@ def _localise(args) -> int:
     if args.output:
         check_output(args.output, "--output")
     request = LocRequest(
-        requests.nets_request(args),
-        requests.images_request(args),
+        jobs.nets_request(args),
+        jobs.images_request(args),
         protocol=args.protocol,
         classifier=args.classifier,
         boxes=args.boxes,
         output=args.output,
-        processes=requests.processes(args),
+        processes=jobs.processes(args),
     )
-    return requests.execute(request, run_localisation, lambda report: _show(args, report, loc=True))
+    return jobs.execute(request, run_localisation, lambda report: _show(args, report, loc=True))
 
 
 def _show(args, report: dict, loc: bool = False) -> None:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets, requests
+from vggspec.commands import jobs, nets
 from vggspec.errors import UserError, check_output
 from vggspec.runtime.eval.requests import FeaturesRequest
 
@@ -60,7 +60,7 @@ def add_parser(run_subparsers) -> None:
 def run(args) -> int:
     from vggspec.runtime.eval.features.job import run_features
 
-    requests.check(args)
+    jobs.check(args)
     if args.reg <= 0:
         raise UserError("--reg must be > 0")
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
@@ -71,17 +71,17 @@ def run(args) -> int:
         require_sklearn()
     check_output(args.out, "--out", folder=True)
     request = FeaturesRequest(
-        requests.nets_request(args),
-        requests.images_request(args),
+        jobs.nets_request(args),
+        jobs.images_request(args),
         out=args.out,
         aggregate=args.aggregate,
         layer=args.layer,
         classifier=args.classifier,
         train_split=args.train_split,
         reg=args.reg,
-        processes=requests.processes(args),
+        processes=jobs.processes(args),
     )
-    return requests.execute(request, run_features, lambda summary: _show(args, summary))
+    return jobs.execute(request, run_features, lambda summary: _show(args, summary))
 
 
 def _show(args, summary: dict) -> None:

@@ -1,5 +1,5 @@
 """The flags shared by `vggspec run eval` and `vggspec run features`: which nets, which data,
-how many processes (commands/requests.py checks them and makes the runtime's request)."""
+how many processes (commands/jobs.py checks them and makes the runtime's request)."""
 
 from __future__ import annotations
 
