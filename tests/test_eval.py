@@ -11,6 +11,7 @@ from eval_helpers import CLASSES, MEAN, SPEC_32, SPEC_224, save_net, write_image
 from PIL import Image
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.dist.context import Context, gather_to_main, shard
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.classify.dense import dense_posteriors
@@ -228,11 +229,14 @@ def test_long_side_is_capped_around_the_centre():
 
 
 def test_default_scales_follow_the_paper():
-    assert default_scales(256, (224, 224)) == [224, 256, 288]
-    assert default_scales([256, 512], (224, 224)) == [256, 384, 512]
-    assert default_scales(384, (224, 224)) == [352, 384, 416]
-    assert default_scales(224, (224, 224)) == [224, 256]  # 192 < crop: left out
-    assert default_scales(None, (224, 224)) == [224, 256, 288]
+    def scale(value):  # a training scale as the config and --train-scale read it
+        return None if value is None else TrainScale.parse(value)
+
+    assert default_scales(scale(256), (224, 224)) == [224, 256, 288]
+    assert default_scales(scale([256, 512]), (224, 224)) == [256, 384, 512]
+    assert default_scales(scale(384), (224, 224)) == [352, 384, 416]
+    assert default_scales(scale(224), (224, 224)) == [224, 256]  # 192 < crop: left out
+    assert default_scales(scale(None), (224, 224)) == [224, 256, 288]
     # Table 3's single test scale: Q = S, or (S_min + S_max)/2 for a jittered S.
     for train, size, q in (
         (256, 224, 256),
@@ -240,9 +244,10 @@ def test_default_scales_follow_the_paper():
         (224, 224, 224),
         (None, 224, 256),
     ):
-        net = SimpleNamespace(train_scale=train, scales=default_scales(train, (size, size)))
+        s = scale(train)
+        net = SimpleNamespace(train_scale=s, scales=default_scales(s, (size, size)))
         assert single_scale(net) == q, train
-    assert single_scale(SimpleNamespace(train_scale=256, scales=[300, 400, 500])) == 400
+    assert single_scale(SimpleNamespace(train_scale=scale(256), scales=[300, 400, 500])) == 400
 
 
 def test_normalisations():
