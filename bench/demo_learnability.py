@@ -19,12 +19,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import RandomSampler
 from vggspec.runtime.data.augment import TrainDataset
-from vggspec.runtime.data.color_stats import load_or_compute_color_stats
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.loader import make_loader
 from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.data.validation import CenterCropDataset
+from vggspec.runtime.io.color_stats_file import load_or_compute_color_stats
 
 
 def demo_net(classes: int, crop: int, dropout: float, init: str) -> nn.Sequential:

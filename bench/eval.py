@@ -89,7 +89,7 @@ def child(args) -> None:
     import torch
     from vggspec.runtime.data.image_folder import scan_image_folder
     from vggspec.runtime.eval.classes import class_order
-    from vggspec.runtime.eval.evaluate import EvalSettings, evaluate
+    from vggspec.runtime.eval.classify.evaluate import EvalSettings, evaluate
     from vggspec.runtime.eval.models import load_checkpoint_model
 
     if args.threads:

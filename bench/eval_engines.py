@@ -112,11 +112,11 @@ def engines_section(args, write_photos) -> None:
     --engine auto --precision auto) and the peers, rotated rounds, medians."""
     from vggspec.runtime.data.image_folder import scan_image_folder
     from vggspec.runtime.eval.classes import class_order
-    from vggspec.runtime.eval.dense import dense_posteriors
+    from vggspec.runtime.eval.classify.dense import dense_posteriors
+    from vggspec.runtime.eval.classify.evaluate import EvalSettings, evaluate
     from vggspec.runtime.eval.engines import engine, installed
     from vggspec.runtime.eval.engines.exported import exported_onnx
     from vggspec.runtime.eval.engines.serving import Serving
-    from vggspec.runtime.eval.evaluate import EvalSettings, evaluate
     from vggspec.runtime.eval.images import ScaledImages
     from vggspec.runtime.eval.models import load_checkpoint_model
 
@@ -151,16 +151,14 @@ def engines_section(args, write_photos) -> None:
             for precision in engine(name).PRECISIONS:
                 ours[f"vggspec {name} {precision}"] = Serving(name, precision)
         ours["vggspec --engine auto --precision auto"] = Serving("auto", "auto")
-        settings = EvalSettings(workers=0, max_images=args.images)
+        heard: list[str] = []
+        settings = EvalSettings(workers=0, max_images=args.images, progress=heard.append)
 
         def run_ours(serving, q):
             model.serving, model.scales = serving, [q]
-            ev = evaluate(
-                [model], orders, list(model.class_names), folder, settings, progress=heard.append
-            )
+            ev = evaluate([model], orders, list(model.class_names), folder, settings)
             return ev.seconds["dense"], ev.dense[0]
 
-        heard: list[str] = []
         warm = {}
         for label, serving in ours.items():  # compile (and choose) once, outside the rounds
             tick = time.perf_counter()

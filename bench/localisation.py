@@ -14,7 +14,7 @@ Run: python bench/localisation.py [--images 2] [--scales 256,384,512] [--demo-im
    the CPU time is the steadier figure, and about what an idle machine's wall time would
    be), the ratio of the medians, whether the groups are the same (they must be), and the
    load average before and after. --against REV (a git revision, e.g. main) times
-   runtime/eval/box_merge.py as it is there too, in the same turns, and prints
+   the merge (runtime/eval/localise/merge.py) as it is there too, in the same turns, and prints
    REV's / this one's median CPU time.
 2. dloc: protocol 2 for specs/D-loc.vgg (PCR, 1000 classes) rated by specs/D.vgg at --scales
    with flips, one net and two fused, on --images synthetic 500×375 images, one image per
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,10 +55,11 @@ from eval import PHOTO, write_photos  # noqa: E402  (bench/eval.py: 500×375 syn
 from vggspec.runtime.data import boxes as bx  # noqa: E402
 from vggspec.runtime.data.demo import make_demo_dataset  # noqa: E402
 from vggspec.runtime.data.image_folder import scan_image_folder  # noqa: E402
-from vggspec.runtime.eval import localise  # noqa: E402
-from vggspec.runtime.eval.box_merge import merge_boxes, union  # noqa: E402
-from vggspec.runtime.eval.localisation import TOP_K  # noqa: E402
+from vggspec.runtime.eval.localise import passes as localise  # noqa: E402
+from vggspec.runtime.eval.localise.merge import merge_boxes, union  # noqa: E402
+from vggspec.runtime.eval.localise.scoring import TOP_K  # noqa: E402
 from vggspec.runtime.eval.models import EvalModel  # noqa: E402
+from vggspec.runtime.eval.scale_passes import PassSettings  # noqa: E402
 
 import vggspec  # noqa: E402
 
@@ -102,20 +104,26 @@ def windows(rng, n, obj=(120.0, 80.0, 380.0, 300.0)):
     return np.array(out[:n])
 
 
+# Where the merge has lived: today's place first, then the flat runtime/eval/ before issue 23.
+MERGE_PATHS = ("runtime/eval/localise/merge.py", "runtime/eval/box_merge.py")
+
+
 def merge_at(revision: str):
-    """merge_boxes as runtime/eval/box_merge.py is at a git revision of this repository."""
-    shown = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:runtime/eval/box_merge.py"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if shown.returncode:
+    """merge_boxes as the merge module is at a git revision of this repository."""
+    for path in MERGE_PATHS:
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if shown.returncode == 0:
+            break
+    else:
         print(f"--against {revision}: {shown.stderr.strip().splitlines()[-1]}", file=sys.stderr)
         raise SystemExit(2)
-    source = shown.stdout
-    source = source.replace("from ..data import", "from vggspec.runtime.data import")
+    source = re.sub(r"from \.+data import", "from vggspec.runtime.data import", shown.stdout)
     module = types.ModuleType(f"box_merge_at_{revision}")
     sys.modules[module.__name__] = module  # for its dataclasses
-    exec(compile(source, f"{revision}:runtime/eval/box_merge.py", "exec"), module.__dict__)
+    exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
     return module.merge_boxes
 
 
@@ -219,10 +227,13 @@ def run_protocol(nets, classifier, folder, classes: int, *, overlap: bool, max_i
     localise._merge = timed
     try:
         start = time.perf_counter()
+        settings = PassSettings(
+            flip=True, max_images=max_images, max_pixels=max_images * 2 * 700 * 700, workers=1,
+            max_aspect=3.0,
+        )  # fmt: skip
         guesses, _ = localise.dense_guesses(
-            nets, rows, classifier, top, folder, range(len(folder)), flip=True,
-            max_images=max_images, max_pixels=max_images * 2 * 700 * 700, workers=1,
-            max_aspect=3.0, device="cpu", overlap=overlap,
+            nets, rows, classifier, top, folder, range(len(folder)), settings, "cpu",
+            overlap=overlap,
         )  # fmt: skip
         total = time.perf_counter() - start
     finally:

@@ -47,11 +47,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from reference_vgg import ReferenceVGG  # noqa: E402
 from vggspec.compiler import load_spec  # noqa: E402
 from vggspec.runtime.data.augment import TrainDataset  # noqa: E402
-from vggspec.runtime.data.color_stats import load_or_compute_color_stats  # noqa: E402
 from vggspec.runtime.data.demo import make_demo_dataset  # noqa: E402
 from vggspec.runtime.data.image_folder import scan_image_folder  # noqa: E402
 from vggspec.runtime.data.loader import make_loader  # noqa: E402
 from vggspec.runtime.dist.cpu_memory import retain_freed_memory  # noqa: E402
+from vggspec.runtime.io.color_stats_file import load_or_compute_color_stats  # noqa: E402
 from vggspec.runtime.train.config import make_config  # noqa: E402
 from vggspec.runtime.train.trainer import run_training  # noqa: E402
 

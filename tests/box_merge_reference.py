@@ -1,5 +1,5 @@
 """The greedy merge as first written (O(n³) time, O(n²) memory): the reference that
-runtime/eval/box_merge.py must equal group for group, for the tests and bench/localisation.py.
+runtime/eval/localise/merge.py must equal group for group, for the tests and bench/localisation.py.
 
 It is the module's rule read literally: a full matrix of match distances, one `argmin` over
 all of it per merge (its first minimum in row-major order: ties to the lowest indices), and
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from vggspec.runtime.data import boxes as bx
-from vggspec.runtime.eval.box_merge import DEFAULT_MERGE_THRESHOLD, MergedBox, match_distance
+from vggspec.runtime.eval.localise.merge import DEFAULT_MERGE_THRESHOLD, MergedBox, match_distance
 
 
 def merge_boxes_reference(

@@ -19,8 +19,9 @@ from vggspec.runtime.data import image_folder as image_folder_module
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.image_io import MAX_SOURCE_PIXELS, UnreadableImage, load_rgb
-from vggspec.runtime.eval import jobs as eval_jobs_module
+from vggspec.runtime.eval import prepare as eval_prepare_module
 from vggspec.runtime.eval.images import ScaledImages
+from vggspec.runtime.eval.localise import job as localise_job_module
 from vggspec.runtime.io.checkpoint import FORMAT, CheckpointError, load_checkpoint
 
 
@@ -109,7 +110,8 @@ def _vanishing_scan(monkeypatch, victims: list):
     # Patched where it is defined and where evaluation imported it, so the test does not
     # depend on which module was imported first.
     monkeypatch.setattr(image_folder_module, "scan_image_folder", scan)
-    monkeypatch.setattr(eval_jobs_module, "scan_image_folder", scan)
+    monkeypatch.setattr(eval_prepare_module, "scan_image_folder", scan)
+    monkeypatch.setattr(localise_job_module, "scan_image_folder", scan)
     return scan
 
 

@@ -1,4 +1,4 @@
-"""Greedy box merging (runtime/eval/box_merge.py) against the reference it replaced.
+"""Greedy box merging (runtime/eval/localise/merge.py) against the reference it replaced.
 
 tests/box_merge_reference.py is the merge as first written: one `argmin` over the whole
 distance matrix per merge. The fast one must return the same groups, in the same order, with
@@ -13,7 +13,7 @@ import pytest
 from box_merge_reference import merge_boxes_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vggspec.runtime.eval.box_merge import _distances, _geometry, match_distance, merge_boxes
+from vggspec.runtime.eval.localise.merge import _distances, _geometry, match_distance, merge_boxes
 
 THRESHOLDS = [0.0, 0.25, 0.5, 0.9, 1.0, 1.25, 2.0]
 

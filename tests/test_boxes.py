@@ -16,6 +16,7 @@ from vggspec.runtime.data.box_augment import (
     through_rescale,
 )
 from vggspec.runtime.data.color_stats import ColorStats
+from vggspec.runtime.data.scale import TrainScale
 
 ZERO_STATS = ColorStats((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), ((1, 0, 0), (0, 1, 0), (0, 0, 1)), 1, 1)
 
@@ -105,7 +106,7 @@ def test_the_box_follows_the_pixels_through_the_augmentation(seed):
     pixels = np.zeros((h, w, 3), np.uint8)
     pixels[y0:y1, x0:x1] = 255
     crop = (64, 80)
-    params = sample_crop_params(rng, (w, h), (96, 160), crop)
+    params = sample_crop_params(rng, (w, h), TrainScale(96, 160), crop)
     patch = augment(Image.fromarray(pixels), params, crop, ZERO_STATS).numpy()
     out, keep = through_augmentation([[x0, y0, x1, y1]], (w, h), params, crop)
     if not keep[0]:

@@ -23,6 +23,7 @@ from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.image_io import load_rgb
 from vggspec.runtime.data.loader import make_loader
 from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.data.validation import CenterCropDataset
 
 STATS = ColorStats(
@@ -106,7 +107,7 @@ def test_crop_has_the_spec_input_size_even_non_square(folder):
 def test_scale_jitter_draws_every_integer_in_range_and_nothing_else():
     seen = set()
     for i in range(400):
-        p = sample_crop_params(sample_rng(0, 0, i), (500, 375), (256, 260), (224, 224))
+        p = sample_crop_params(sample_rng(0, 0, i), (500, 375), TrainScale(256, 260), (224, 224))
         seen.add(p.smallest_side)
         assert min(p.scaled) == p.smallest_side
         assert p.scaled == scaled_size((500, 375), p.smallest_side)
@@ -116,7 +117,8 @@ def test_scale_jitter_draws_every_integer_in_range_and_nothing_else():
 
 def test_crop_positions_cover_the_whole_rescaled_image_and_flip_is_fair():
     params = [
-        sample_crop_params(sample_rng(1, 0, i), (80, 40), (40, 40), (40, 40)) for i in range(300)
+        sample_crop_params(sample_rng(1, 0, i), (80, 40), TrainScale(40, 40), (40, 40))
+        for i in range(300)
     ]
     xs = {p.offset[0] for p in params}
     assert xs == set(range(0, 41)) and {p.offset[1] for p in params} == {0}
@@ -125,7 +127,7 @@ def test_crop_positions_cover_the_whole_rescaled_image_and_flip_is_fair():
 
 
 def test_crop_smaller_side_than_crop_width_is_enlarged_to_fit():
-    p = sample_crop_params(sample_rng(0, 0, 0), (40, 80), (32, 32), (24, 48))
+    p = sample_crop_params(sample_rng(0, 0, 0), (40, 80), TrainScale(32, 32), (24, 48))
     assert p.scaled == (48, 96)  # portrait: width 32 would not hold a 48-wide crop
 
 

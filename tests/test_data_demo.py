@@ -10,17 +10,14 @@ import time
 
 import numpy as np
 import pytest
-import vggspec.runtime.data.color_stats as color_stats
+import vggspec.runtime.io.color_stats_file as color_stats_file
 from fault_helpers import children, running
 from helpers import ROOT
 from PIL import Image
-from vggspec.runtime.data.color_stats import (
-    STATS_FILE_NAME,
-    compute_color_stats,
-    load_or_compute_color_stats,
-)
+from vggspec.runtime.data.color_stats import compute_color_stats
 from vggspec.runtime.data.demo import DEMO_CLASSES, make_demo_dataset, render_demo_image
 from vggspec.runtime.data.image_folder import scan_image_folder
+from vggspec.runtime.io.color_stats_file import STATS_FILE_NAME, load_or_compute_color_stats
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +89,7 @@ def test_stats_are_computed_once_then_read_back(demo, monkeypatch):
     def fail(*_a, **_k):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(color_stats, "compute_color_stats", fail)
+    monkeypatch.setattr(color_stats_file, "compute_color_stats", fail)
     assert load_or_compute_color_stats(folder) == first
     monkeypatch.undo()
     # another sample setting (or another file list) is another set of statistics

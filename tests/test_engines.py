@@ -219,8 +219,8 @@ def test_each_net_of_a_fusion_says_its_own_choice(setup, tmp_path, monkeypatch):
     fakes = {"slow": fake_engine("slow", 0.5), "fast": fake_engine("fast", 0.0)}
     monkeypatch.setattr(serving, "installed", lambda: ["slow", "fast"])
     monkeypatch.setattr(serving, "engine", fakes.__getitem__)
-    from vggspec.runtime.eval.evaluate import single_process
-    from vggspec.runtime.eval.jobs import run_evaluation
+    from vggspec.runtime.eval.classify.evaluate import single_process
+    from vggspec.runtime.eval.classify.job import run_evaluation
     from vggspec.runtime.eval.requests import EvalRequest, ImagesRequest, NetsRequest
 
     request = EvalRequest(
@@ -294,7 +294,7 @@ def test_without_the_extras_nothing_changes(setup, cli, tmp_path, monkeypatch):
     # And the posteriors are those of the dense twin itself, as evaluation computed them
     # before engines: Net.predict on each image and its mirror image, bit for bit.
     from vggspec.runtime.data.image_folder import scan_image_folder
-    from vggspec.runtime.eval.dense import dense_posteriors
+    from vggspec.runtime.eval.classify.dense import dense_posteriors
     from vggspec.runtime.eval.images import ScaledImages
 
     model = load_checkpoint_model(run, "torch")
@@ -407,7 +407,7 @@ dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank
                         world_size=2, timeout=datetime.timedelta(seconds=60))
 try:
     from vggspec.runtime.dist.context import Context
-    from vggspec.runtime.eval import jobs
+    from vggspec.runtime.eval.classify import job as jobs
     from vggspec.runtime.eval.engines import serving
     from vggspec.runtime.eval.requests import EvalRequest, ImagesRequest, NetsRequest
     # Each rank's clock disagrees with the other's: rank 0's choice must win everywhere.

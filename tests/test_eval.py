@@ -13,12 +13,20 @@ from eval_helpers import CLASSES, MEAN, SPEC_32, SPEC_224, save_net, write_image
 from PIL import Image
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.dist.context import Context, gather_to_main, shard
 from vggspec.runtime.eval.classes import class_order, read_class_names
-from vggspec.runtime.eval.dense import dense_posteriors
-from vggspec.runtime.eval.evaluate import EvalSettings, evaluate, single_process
+from vggspec.runtime.eval.classify.dense import dense_posteriors
+from vggspec.runtime.eval.classify.evaluate import EvalSettings, evaluate, single_process
+from vggspec.runtime.eval.classify.multicrop import (
+    Window,
+    cut,
+    grid_offsets,
+    grid_windows,
+    multicrop_posteriors,
+)
+from vggspec.runtime.eval.classify.protocol import rows, score, settings_for
 from vggspec.runtime.eval.images import ScaledImages, batches_by_size, scaled_geometry
-from vggspec.runtime.eval.metrics import topk_correct
 from vggspec.runtime.eval.models import (
     EvalError,
     default_scales,
@@ -26,14 +34,7 @@ from vggspec.runtime.eval.models import (
     load_weights_model,
     single_scale,
 )
-from vggspec.runtime.eval.multicrop import (
-    Window,
-    cut,
-    grid_offsets,
-    grid_windows,
-    multicrop_posteriors,
-)
-from vggspec.runtime.eval.protocol import rows, score, settings_for
+from vggspec.runtime.train.metrics import topk_correct
 
 import vggspec
 
@@ -230,11 +231,14 @@ def test_long_side_is_capped_around_the_centre():
 
 
 def test_default_scales_follow_the_paper():
-    assert default_scales(256, (224, 224)) == [224, 256, 288]
-    assert default_scales([256, 512], (224, 224)) == [256, 384, 512]
-    assert default_scales(384, (224, 224)) == [352, 384, 416]
-    assert default_scales(224, (224, 224)) == [224, 256]  # 192 < crop: left out
-    assert default_scales(None, (224, 224)) == [224, 256, 288]
+    def scale(value):  # a training scale as the config and --train-scale read it
+        return None if value is None else TrainScale.parse(value)
+
+    assert default_scales(scale(256), (224, 224)) == [224, 256, 288]
+    assert default_scales(scale([256, 512]), (224, 224)) == [256, 384, 512]
+    assert default_scales(scale(384), (224, 224)) == [352, 384, 416]
+    assert default_scales(scale(224), (224, 224)) == [224, 256]  # 192 < crop: left out
+    assert default_scales(scale(None), (224, 224)) == [224, 256, 288]
     # Table 3's single test scale: Q = S, or (S_min + S_max)/2 for a jittered S.
     for train, size, q in (
         (256, 224, 256),
@@ -242,9 +246,10 @@ def test_default_scales_follow_the_paper():
         (224, 224, 224),
         (None, 224, 256),
     ):
-        net = SimpleNamespace(train_scale=train, scales=default_scales(train, (size, size)))
+        s = scale(train)
+        net = SimpleNamespace(train_scale=s, scales=default_scales(s, (size, size)))
         assert single_scale(net) == q, train
-    assert single_scale(SimpleNamespace(train_scale=256, scales=[300, 400, 500])) == 400
+    assert single_scale(SimpleNamespace(train_scale=scale(256), scales=[300, 400, 500])) == 400
 
 
 def test_normalisations():

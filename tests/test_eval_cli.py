@@ -12,7 +12,7 @@ import pytest
 import torch
 from eval_helpers import CLASSES, SPEC_32, save_net, write_images
 from helpers import vggspec_cmd
-from vggspec.runtime.eval.linear_probe import fit_and_score
+from vggspec.runtime.eval.features.linear_probe import fit_and_score
 
 import vggspec
 

@@ -8,9 +8,13 @@ import torch
 import torch.nn.functional as F
 from eval_helpers import SPEC_32, save_net, write_images
 from vggspec.runtime.data.image_folder import scan_image_folder
-from vggspec.runtime.eval.evaluate import single_process
-from vggspec.runtime.eval.features import dense_descriptor, extract_features, penultimate_net
-from vggspec.runtime.eval.linear_probe import fit_and_score
+from vggspec.runtime.eval.classify.evaluate import single_process
+from vggspec.runtime.eval.features.extract import (
+    dense_descriptor,
+    extract_features,
+    penultimate_net,
+)
+from vggspec.runtime.eval.features.linear_probe import fit_and_score
 from vggspec.runtime.eval.models import load_checkpoint_model
 
 import vggspec
@@ -92,7 +96,7 @@ def test_linear_classifiers_separate_separable_data(kind):
 
 
 def test_ridge_in_the_dual_matches_the_primal():
-    from vggspec.runtime.eval.linear_probe import _ridge, _with_bias
+    from vggspec.runtime.eval.features.linear_probe import _ridge, _with_bias
 
     rng = np.random.default_rng(1)
     y = torch.from_numpy(rng.integers(0, 3, 10))

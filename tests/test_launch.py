@@ -15,9 +15,10 @@ from helpers import ROOT
 from vggspec.runtime.data.demo import make_demo_dataset
 from vggspec.runtime.dist import launch
 from vggspec.runtime.io.rundir import RunDir
+from vggspec.runtime.train.start import resolve_config
 
 from vggspec.cli import parse_args
-from vggspec.commands.train import resolve_config
+from vggspec.commands.train import train_request
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_train_workers_share_the_run_folder_the_parent_named(tmp_path, cli, laun
     monkeypatch.setattr(RunDir, "default", classmethod(lambda cls, spec: RunDir("runs/t-later")))
     worker = parse_args(words[1:])
     assert worker.argv == words[1:] and worker.from_parent == {"out": out, "locked": "1"}
-    assert resolve_config(worker)[0].out == out
+    assert resolve_config(train_request(worker))[0].out == out
 
 
 WORKER = (

@@ -32,14 +32,6 @@ RANKS = {
     "vggspec": 11,
 }
 
-# The runtime's imports that still run up its layers, each as (module, the sub-package it
-# imports). Known, and listed here so that no new one comes in unseen: the runtime half of
-# issue 23 (data below io, io below train and eval, train below eval) empties this list.
-KNOWN_BACKWARD = {
-    ("runtime/data/color_stats.py", "runtime.io"),
-    ("runtime/io/rundir.py", "runtime.train"),
-}
-
 
 def _layer(module: str) -> str:
     """The layer of a dotted module name of ours (vggspec.compiler.ir.ops.conv → compiler.ir)."""
@@ -129,13 +121,8 @@ def test_every_module_is_on_a_layer():
 
 
 def test_imports_run_down_the_layers_only():
-    found = backward_imports()
-    unknown = [f"{f}:{line} ({mine} imports {theirs})" for f, line, mine, theirs in found
-               if (f, theirs) not in KNOWN_BACKWARD]  # fmt: skip
-    assert unknown == []
-    # the allow-list holds only what is still there: it shrinks, it never hides a fixed one
-    still = {(f, theirs) for f, _, _, theirs in found}
-    assert not KNOWN_BACKWARD - still, KNOWN_BACKWARD - still
+    found = [f"{f}:{n} ({mine} imports {theirs})" for f, n, mine, theirs in backward_imports()]
+    assert found == []
 
 
 def test_the_compiler_has_no_backward_import_at_all():

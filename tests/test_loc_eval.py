@@ -15,10 +15,11 @@ from eval_helpers import CLASSES, MEAN, SPEC_32, write_images
 from helpers import vggspec_cmd
 from vggspec.runtime.data import boxes as bx
 from vggspec.runtime.data.demo import make_demo_dataset
-from vggspec.runtime.eval.evaluate import single_process
-from vggspec.runtime.eval.localise import centre_boxes, dense_guesses
-from vggspec.runtime.eval.locate import aligned_scores, map_boxes
+from vggspec.runtime.eval.classify.evaluate import single_process
+from vggspec.runtime.eval.localise.net_boxes import aligned_scores, map_boxes
+from vggspec.runtime.eval.localise.passes import centre_boxes, dense_guesses
 from vggspec.runtime.eval.requests import ImagesRequest, LocRequest, NetsRequest
+from vggspec.runtime.eval.scale_passes import PassSettings
 
 import vggspec
 
@@ -32,9 +33,9 @@ BOX_F = (4.0, 10.0, 28.0, 30.0)
 
 
 def _jobs():
-    """runtime/eval/jobs.py, imported when a test runs, not at collection: test_bad_files
-    patches scan_image_folder before the first import of jobs binds it."""
-    from vggspec.runtime.eval import jobs
+    """runtime/eval/localise/job.py, imported when a test runs, not at collection: test_bad_files
+    patches scan_image_folder before the first import of the job binds it."""
+    from vggspec.runtime.eval.localise import job as jobs
 
     return jobs
 
@@ -192,10 +193,10 @@ def test_union_of_two_nets_merges_their_boxes(setup, cli):
     folder, gt = boxed.folder, boxed.boxes
     rows = [list(range(len(CLASSES)))] * 2
     top = np.array([[CLASSES.index(c) for c in ("f", "b", "a", "c", "d")]] * len(folder))
+    settings = PassSettings(flip=False, max_images=8, max_pixels=10**6, workers=0, max_aspect=3.0)
     guesses, readable = dense_guesses(
-        nets, rows, classifier, top, folder, range(len(folder)), flip=False, max_images=8,
-        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu",
-    )  # fmt: skip
+        nets, rows, classifier, top, folder, range(len(folder)), settings, "cpu"
+    )
     assert readable.all()
     for k, (_, label) in enumerate(folder.samples):
         box = dict(guesses[k])[label]
@@ -217,12 +218,10 @@ def test_dense_at_q_equal_to_the_crop_gives_the_central_crop_box(setup):
     folder = _jobs().localisation_images(request, classifier.class_names).folder
     local = range(len(folder))
     rows = list(range(len(CLASSES)))
-    centre, ok = centre_boxes(net, rows, folder, local, 32, max_images=4, workers=0, device="cpu")
+    settings = PassSettings(flip=False, max_images=4, max_pixels=10**6, workers=0, max_aspect=3.0)
+    centre, ok = centre_boxes(net, rows, folder, local, 32, settings, "cpu")
     top = np.array([[0, 1, 2, 3, 5]] * len(folder))  # a and f among them
-    guesses, _ = dense_guesses(
-        [net], [rows], classifier, top, folder, local, flip=False, max_images=4,
-        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu",
-    )  # fmt: skip
+    guesses, _ = dense_guesses([net], [rows], classifier, top, folder, local, settings, "cpu")
     assert ok.all()
     assert len({tuple(np.round(b, 4)) for b in centre}) == len(folder)  # one box per image
     for k, (_, label) in enumerate(folder.samples):
@@ -377,10 +376,10 @@ def _dense_guesses(setup, checkpoints, scales, **options):
     folder = _jobs().localisation_images(request, classifier.class_names).folder
     rows = [list(range(len(CLASSES)))] * len(nets)
     top = np.array([[CLASSES.index(c) for c in ("f", "b", "a", "c", "d")]] * len(folder))
+    settings = PassSettings(flip=True, max_images=2, max_pixels=10**6, workers=0, max_aspect=3.0)
     guesses, _ = dense_guesses(
-        nets, rows, classifier, top, folder, range(len(folder)), flip=True, max_images=2,
-        max_pixels=10**6, workers=0, max_aspect=3.0, device="cpu", **options,
-    )  # fmt: skip
+        nets, rows, classifier, top, folder, range(len(folder)), settings, "cpu", **options
+    )
     return guesses
 
 
@@ -394,8 +393,8 @@ def test_merging_in_a_worker_thread_gives_the_same_guesses_to_the_bit(setup):
 
 
 def test_a_merge_that_fails_is_an_error_naming_the_image(setup, monkeypatch):
-    from vggspec.runtime.eval import localise
-    from vggspec.runtime.eval.localisation_merges import MergeFailed
+    from vggspec.runtime.eval.localise import passes as localise
+    from vggspec.runtime.eval.localise.merge_worker import MergeFailed
 
     def broken(top_classes, predictions):
         raise ValueError("no boxes today")
@@ -410,7 +409,8 @@ def test_a_merge_that_does_not_end_is_an_error_not_a_hang(setup, monkeypatch):
     import threading
     import time
 
-    from vggspec.runtime.eval import localisation_merges, localise
+    from vggspec.runtime.eval.localise import merge_worker as localisation_merges
+    from vggspec.runtime.eval.localise import passes as localise
 
     release = threading.Event()
     monkeypatch.setattr(localise, "_merge", lambda top_classes, predictions: release.wait(60))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from vggspec.runtime.data.box_augment import centre_crop_geometry, crop_to_image
 from vggspec.runtime.data.boxes import decode
-from vggspec.runtime.eval.box_merge import best_box, match_distance, merge_boxes, union
-from vggspec.runtime.eval.dense_boxes import dense_boxes, window_offsets
-from vggspec.runtime.eval.localisation import (
+from vggspec.runtime.eval.localise.box_maps import dense_boxes, window_offsets
+from vggspec.runtime.eval.localise.merge import best_box, match_distance, merge_boxes, union
+from vggspec.runtime.eval.localise.scoring import (
     box_is_right,
     gt_class_error,
     top5_error,

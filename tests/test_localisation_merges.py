@@ -1,4 +1,4 @@
-"""Protocol 2's merges in a worker thread (runtime/eval/localisation_merges.py): results in
+"""Protocol 2's merges in a worker thread (runtime/eval/localise/merge_worker.py): results in
 order, a bounded queue, errors that name the image, no wait without a bound."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-from vggspec.runtime.eval import localisation_merges
-from vggspec.runtime.eval.localisation_merges import BackgroundMerges, MergeFailed
+from vggspec.runtime.eval.localise import merge_worker as localisation_merges
+from vggspec.runtime.eval.localise.merge_worker import BackgroundMerges, MergeFailed
 
 
 @pytest.mark.parametrize("overlap", [True, False])

@@ -209,7 +209,9 @@ def test_the_recipes_hold_the_papers_settings():
     from vggspec.runtime.train.config import load_config
 
     paper = load_config(SPECS / "loc.yaml", [])
-    assert (paper.spec, paper.lr, paper.scale) == ("specs/D-loc.vgg", 0.001, 256)
+    assert (paper.spec, paper.lr, paper.scale.as_given) == ("specs/D-loc.vgg", 0.001, 256)
     assert paper.finetune_layers == "all" and paper.dropout == 0.5
     demo = load_config(SPECS / "demo-loc.yaml", [])
-    assert demo.spec == "specs/demo-loc.vgg" and isinstance(demo.scale, int)  # no jittering
+    assert demo.spec == "specs/demo-loc.vgg" and isinstance(
+        demo.scale.as_given, int
+    )  # no jittering

@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import SPECS
 from reference_vgg import ReferenceVGG
+from vggspec.runtime.eval.runs import training_data
 from vggspec.runtime.io.weights import WeightsError
 
 import vggspec
@@ -339,10 +340,10 @@ def test_run_dir_owns_the_paths_of_a_run_folder(tmp_path, monkeypatch):
     assert run.holds_run() and run.trained_model() == run.last
     run.model.write_bytes(b"x")
     assert run.trained_model() == run.model  # the finished net before the last checkpoint
-    assert run.data_folder() == "/some/images"
+    assert training_data(str(run.last)) == "/some/images"
     run.config.write_text("seed: 3\n")
     monkeypatch.setenv("VGGSPEC_DEMO_DATA", str(tmp_path / "demo"))
-    assert run.data_folder() == str(tmp_path / "demo")
+    assert training_data(str(run.path)) == str(tmp_path / "demo")
     monkeypatch.chdir(tmp_path)
     default = vggspec.RunDir.default("specs/E.vgg")
     assert default.path.parent == Path("runs")

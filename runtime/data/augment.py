@@ -39,13 +39,12 @@ class CropParams:
 def sample_crop_params(
     rng: np.random.Generator,
     size: tuple[int, int],
-    scale: TrainScale | tuple[int, int],
+    scale: TrainScale,
     crop: tuple[int, int],
     alpha_std: float = PCA_ALPHA_STD,
 ) -> CropParams:
     """Draw, in a fixed order: S uniform on the integers [S_min, S_max], the crop's x then y
     uniform over every position, the flip (p 0.5), then the three alphas."""
-    scale = TrainScale.parse(scale)
     s = int(rng.integers(scale.lo, scale.hi + 1))
     scaled = scaled_size(size, s, at_least=(crop[1], crop[0]))
     x = int(rng.integers(0, scaled[0] - crop[1] + 1))

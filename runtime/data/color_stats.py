@@ -1,27 +1,19 @@
-"""The training set's mean RGB and RGB principal components, computed once, stored as JSON."""
+"""The training set's mean RGB and RGB principal components, from a sample of its images
+(stored beside them as JSON by runtime/io/color_stats_file.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_write
 from .geometry import rescale_smallest_side, scaled_size
 from .image_folder import ImageFolder
 from .image_io import DataError
 
-log = logging.getLogger(__name__)
-
-STATS_FILE_NAME = ".vggspec-stats.json"
-_FORMAT = "vggspec-color-stats"
-_VERSION = 1
+FORMAT = "vggspec-color-stats"  # the JSON form's name and version (to_json)
+VERSION = 1
 
 # The sample: at most this many images, evenly spaced over the sorted file list (so every
 # class is represented), each shrunk to this smallest side (never enlarged). Pixel
@@ -63,8 +55,8 @@ class ColorStats:
 
     def to_json(self, fingerprint: str, max_images: int, side: int) -> dict:
         return {
-            "format": _FORMAT,
-            "version": _VERSION,
+            "format": FORMAT,
+            "version": VERSION,
             "mean_rgb": list(self.mean_rgb),
             "eigenvalues": list(self.eigenvalues),
             "eigenvectors": [list(v) for v in self.eigenvectors],
@@ -126,43 +118,3 @@ def compute_color_stats(
         images=used,
         pixels=count,
     )
-
-
-def folder_fingerprint(folder: ImageFolder) -> str:
-    """Hash of the usable file list (paths relative to the root, labels, sizes)."""
-    digest = hashlib.sha256()
-    for (path, label), (w, h) in zip(folder.samples, folder.sizes, strict=True):
-        digest.update(f"{os.path.relpath(path, folder.root)}\t{label}\t{w}x{h}\n".encode())
-    return digest.hexdigest()
-
-
-def load_or_compute_color_stats(
-    folder: ImageFolder,
-    path: str | Path | None = None,
-    max_images: int = DEFAULT_MAX_IMAGES,
-    side: int = DEFAULT_SIDE,
-) -> ColorStats:
-    """Stats stored at `path` (default ROOT/.vggspec-stats.json) if they were computed from
-    this same file list with the same sample settings; otherwise computed and stored
-    (atomically, so ranks computing at once cannot corrupt it; the computation is
-    deterministic, so they write identical files). A read-only ROOT only costs a warning."""
-    path = Path(path) if path is not None else Path(folder.root) / STATS_FILE_NAME
-    fingerprint = folder_fingerprint(folder)
-    sample = {"max_images": max_images, "smallest_side": side}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            if (data.get("format"), data.get("version")) != (_FORMAT, _VERSION):
-                raise ValueError("not a vggspec stats file of this version")
-            if data.get("fingerprint") == fingerprint and data.get("sample") == sample:
-                return ColorStats.from_json(data)
-            log.warning("%s was computed from other files or settings: recomputing", path)
-        except (ValueError, KeyError, TypeError) as err:
-            log.warning("ignoring unreadable stats file %s (%s): recomputing", path, err)
-    stats = compute_color_stats(folder, max_images, side)
-    try:
-        text = json.dumps(stats.to_json(fingerprint, max_images, side), indent=2) + "\n"
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-    except OSError as err:
-        log.warning("could not store colour statistics at %s (%s); pass a writable path", path, err)
-    return stats

@@ -108,7 +108,7 @@ class ImageFolder:
     samples: list[tuple[str, int]]  # (path, label)
     sizes: list[tuple[int, int]]  # (width, height) as stored in each file
     report: ScanReport
-    # Testing (eval/images.py, eval/localise.py): decode a JPEG at the DCT reduction (1/2,
+    # Testing (eval/images.py, eval/localise/passes.py): decode a JPEG at the DCT reduction (1/2,
     # 1/4, 1/8) that stays at least the size it is rescaled to. Faster for large photos, but
     # other pixels than a full decode's. Training decodes so anyway (`load`'s min_size_for).
     reduced_decode: bool = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -12,6 +12,8 @@ class TrainScale:
 
     lo: int
     hi: int
+    # Given as [S_min, S_max] (a config may write [256, 256]): how the config records it.
+    listed: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, value: TrainScale | int | Sequence[int]) -> TrainScale:
@@ -19,6 +21,7 @@ class TrainScale:
         a TrainScale. Raises ValueError when it is none of these or S_min > S_max or < 1."""
         if isinstance(value, TrainScale):
             return value
+        listed = not isinstance(value, int)
         if isinstance(value, int) and not isinstance(value, bool):
             lo = hi = value
         else:
@@ -33,7 +36,7 @@ class TrainScale:
                 f"training scale must be S >= 1 or [S_min, S_max] with S_min <= S_max, "
                 f"got {value!r}"
             )
-        return cls(lo, hi)
+        return cls(lo, hi, listed)
 
     @classmethod
     def read(cls, value) -> TrainScale | None:
@@ -54,8 +57,13 @@ class TrainScale:
         return (self.lo + self.hi) // 2
 
     def to_json(self) -> int | list[int]:
-        """As a config and the saved metadata write it: S, or [S_min, S_max]."""
+        """As the saved metadata writes it: S, or [S_min, S_max]."""
         return [self.lo, self.hi] if self.jittered else self.lo
+
+    @property
+    def as_given(self) -> int | list[int]:
+        """As the config gave it (and its record keeps it): S, or [S_min, S_max]."""
+        return [self.lo, self.hi] if self.jittered or self.listed else self.lo
 
     def __str__(self) -> str:
         return f"[{self.lo};{self.hi}]" if self.jittered else str(self.lo)

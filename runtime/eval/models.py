@@ -40,7 +40,7 @@ from ..io.weights import (
     torch_load,
     torchvision_keys,
 )
-from .dense import engine_sample
+from .classify.dense import engine_sample
 from .engines.serving import Serving
 
 
@@ -95,15 +95,13 @@ class EvalModel:
         self.serving.choose(form, sample, lambda line: say(f"{self.name} ({self.source}): {line}"))
 
 
-def default_scales(
-    train_scale: TrainScale | int | list[int] | None, input_size: tuple[int, int]
-) -> list[int]:
+def default_scales(train_scale: TrainScale | None, input_size: tuple[int, int]) -> list[int]:
     """The paper's test scales (Sect. 4.2): {S−32, S, S+32} for a fixed S, {S_min,
     (S_min+S_max)/2, S_max} for a jittered one. Unknown S (weights from elsewhere) is taken
     as a fixed 256·(input/224). Scales below the input size are left out."""
-    if train_scale is None:
-        train_scale = round(min(input_size) * 256 / 224)
-    s = TrainScale.parse(train_scale)
+    s = train_scale
+    if s is None:
+        s = TrainScale.parse(round(min(input_size) * 256 / 224))
     candidates = [s.lo, s.single, s.hi] if s.jittered else [s.lo - 32, s.lo, s.lo + 32]
     kept = sorted({q for q in candidates if q >= min(input_size)})
     return kept or [max(input_size)]
@@ -114,7 +112,7 @@ def single_scale(model: EvalModel) -> int:
     jittered one, when that is among the net's test scales; otherwise the median of the
     test scales."""
     if model.train_scale is not None:
-        q = TrainScale.parse(model.train_scale).single
+        q = model.train_scale.single
         if q in model.scales:
             return q
     ordered = sorted(model.scales)
@@ -327,7 +325,7 @@ def load_weights_model(
     backend: str = "auto",
     device: str | torch.device = "cpu",
     class_names: list[str] | None = None,
-    train_scale=None,
+    train_scale: TrainScale | None = None,
 ) -> EvalModel:
     """Weights from elsewhere for the net `spec_path` describes: a torchvision VGG
     state_dict (.pth, or safetensors with torchvision's names), a safetensors file with
@@ -341,8 +339,8 @@ def load_weights_model(
         converted = convert(path, spec, spec_path)
         net = to_net(converted, _empty_net(spec, Path(spec_path).stem, backend))
         chosen = _preprocessing(preprocessing or "vggspec", converted.info, str(path))
-        scale = TrainScale.parse(train_scale) if train_scale is not None else None
-        return _finish(net, Path(spec_path).stem, str(path), chosen, class_names, scale, device)
+        stem = Path(spec_path).stem
+        return _finish(net, stem, str(path), chosen, class_names, train_scale, device)
     tensors, metadata = _read_tensors(path)
     if "spec" in metadata:
         theirs = parse(metadata["spec"], f"{path} (embedded spec)")
@@ -375,5 +373,5 @@ def load_weights_model(
     info = _model_info(saved, str(path), preprocessing)
     chosen = _preprocessing(preprocessing, info, str(path))
     names = class_names or (list(info.class_names) if info.class_names is not None else None)
-    scale = TrainScale.parse(train_scale) if train_scale is not None else info.train_scale
+    scale = train_scale if train_scale is not None else info.train_scale
     return _finish(net, name, str(path), chosen, names, scale, device)

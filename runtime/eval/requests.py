@@ -1,9 +1,12 @@
-"""What `vggspec run eval` and `vggspec run features` ask the runtime for (runtime/eval/jobs.py
-runs it): plain dataclasses, free of torch, whose defaults are the command line's too."""
+"""What `vggspec run eval` and `vggspec run features` ask the runtime for (runtime/eval/run.py
+runs it, each job in its own package): plain dataclasses, free of torch, whose defaults are
+the command line's too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ..data.scale import TrainScale
 
 MAX_ASPECT = 3.0  # rescaled long side ≤ 3 × short side; a 4:3 photo is far from it
 
@@ -18,7 +21,7 @@ class NetsRequest:
     specs: list[str] = field(default_factory=list)  # per --weights; or a check per checkpoint
     preprocess: str | None = None  # "caffe", "torchvision" or "vggspec"
     classes: str | None = None  # a file of class names in output order
-    train_scale: int | list[int] | None = None  # S or [S_min, S_max] of the weights
+    train_scale: TrainScale | None = None  # S or [S_min, S_max] of the weights
     scales: list[int] | None = None  # test scales Q; None: from each net's training scale
     backend: str = "auto"
     engine: str = "torch"  # torch, onnxruntime, openvino, or auto (the fastest that agrees)
@@ -40,12 +43,31 @@ class ImagesRequest:
 
 
 @dataclass
+class Processes:
+    """Where a job runs: on this process, or in `nproc` torchrun workers that rerun the
+    command line `argv` (runtime/dist/launch.py `relaunch`)."""
+
+    nproc: int = 1
+    device: str = "auto"
+    threads: int | None = None  # torch threads per process; None: cores / processes
+    argv: list[str] = field(default_factory=list)
+    from_parent: dict = field(default_factory=dict)  # what a --nproc parent settled
+    command: str = "eval"  # `run COMMAND`, as the output locks name their holder
+
+
+@dataclass
 class EvalRequest:
     nets: NetsRequest
     images: ImagesRequest
     method: str = "dense"  # see protocol.CHOICES
     grid: int = 5
     posteriors: str | None = None  # an .npz to write every image's posteriors to
+    output: str | None = None  # a file to write the JSON report to
+    processes: Processes = field(default_factory=Processes)
+
+    def outputs(self) -> list[tuple[str, bool]]:
+        """(path, is a folder) of what the job writes, locked while it runs."""
+        return [(path, False) for path in (self.output, self.posteriors) if path]
 
 
 @dataclass
@@ -58,6 +80,10 @@ class FeaturesRequest:
     classifier: str | None = None
     train_split: str = "train"
     reg: float = 1.0
+    processes: Processes = field(default_factory=lambda: Processes(command="features"))
+
+    def outputs(self) -> list[tuple[str, bool]]:
+        return [(self.out, True)]
 
 
 PROTOCOLS = ("centre", "dense", "both")
@@ -74,3 +100,8 @@ class LocRequest:
     protocol: str = "dense"  # centre (protocol 1, Table 8), dense (protocol 2, Table 9), both
     classifier: str | None = None  # a classification run or its model file
     boxes: str | None = None  # a folder of VOC XML files, or a .json/.csv box table
+    output: str | None = None  # a file to write the JSON report (its results) to
+    processes: Processes = field(default_factory=Processes)
+
+    def outputs(self) -> list[tuple[str, bool]]:
+        return []  # --output is written unlocked, as it was before this request existed

@@ -1,5 +1,6 @@
 """One pass per test scale Q over this rank's share of the images, in uint8 batches of one
-size, each with the nets that are tested at that Q (shared by evaluation and features)."""
+size, each with the nets that are tested at that Q (shared by evaluation, localisation and
+features), and the settings of those passes, which every job hands down as one object."""
 
 from __future__ import annotations
 
@@ -12,8 +13,20 @@ import torch
 
 from ..data.image_folder import ImageFolder
 from ..data.loader import make_loader
-from .images import ScaledImages, batches_by_size, collate
+from .images import MAX_ASPECT, ScaledImages, batches_by_size, collate
 from .models import EvalModel
+
+
+@dataclass
+class PassSettings:
+    """How the images go through the nets in every job."""
+
+    flip: bool = True  # also the horizontally flipped image
+    max_images: int = 32  # images per batch
+    max_pixels: int = 50 * 224 * 224  # pixels per batch (flips and crops counted)
+    workers: int = 0  # data-loading processes
+    max_aspect: float = MAX_ASPECT  # cap on the rescaled long side / short side
+    progress: Callable[[str], None] | None = None  # hears one line a pass
 
 
 @dataclass
@@ -30,18 +43,16 @@ def scale_passes(
     models: list[EvalModel],
     folder: ImageFolder,
     local: range,
-    *,
-    max_images: int,
-    max_pixels: int,
-    copies: int,
-    workers: int,
-    max_aspect: float,
+    settings: PassSettings,
     device: torch.device,
-    progress: Callable[[str], None] | None = None,
+    *,
+    copies: int,
 ) -> Iterator[Batch]:
     """Every batch of every pass, smallest Q first. An image is rescaled once per Q and
     shared by the nets (each normalises it its own way). `copies` counts images per
     image in the pixel budget (2 when the flip shares the batch)."""
+    max_images, max_pixels, workers = settings.max_images, settings.max_pixels, settings.workers
+    max_aspect, progress = settings.max_aspect, settings.progress
     at_least = (max(m.input_size[1] for m in models), max(m.input_size[0] for m in models))
     for q in sorted({q for m in models for q in m.scales}):
         nets = [i for i, m in enumerate(models) if q in m.scales]

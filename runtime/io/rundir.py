@@ -123,20 +123,6 @@ class RunDir:
         start calls it, so a run killed and resumed over and over does not fill the disk."""
         return remove_stale_temporaries(self.path)
 
-    def data_folder(self) -> str | None:
-        """The data folder the run trained on (its config's data, or the built-in demo
-        data's folder when it had none); None when the config cannot be read."""
-        from ..data.demo import demo_data_root
-        from ..train.config import ConfigError, read_yaml
-
-        try:
-            config = read_yaml(self.config)
-        except ConfigError:
-            return None
-        if config.get("data"):
-            return str(config["data"])
-        return str(demo_data_root(int(config.get("seed", 0))))
-
 
 def output_lock(path: str | os.PathLike, what: str, folder: bool = False) -> FolderLock:
     """The lock a job holds while it writes `path`: the folder's (`folder`: an output folder),

@@ -20,6 +20,9 @@ class ConfigError(VggspecError):
     """A run setting that is unknown, of the wrong type or out of range."""
 
 
+PAPER_SCALE = TrainScale(256, 256)  # S = 256, the paper's first fixed scale
+
+
 @dataclass
 class TrainConfig:
     """Every setting of `vggspec run train`; defaults are the paper's recipe (Sect. 3.1)."""
@@ -40,7 +43,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4  # L2 penalty multiplier
     dropout: float = 0.5  # on the first two FC layers
-    scale: int | list[int] = 256  # training scale S, or [S_min, S_max] for scale jittering
+    scale: TrainScale = PAPER_SCALE  # training scale S, or [S_min, S_max] for scale jittering
     # gaussian (N(0, 0.01²)), glorot, or a trained net to copy from: a net A's first four
     # conv and last three FC layers (Sect. 3.1); for a box head, every layer of a
     # classification net but the last (Appendix A). A run folder or a model.safetensors.
@@ -76,12 +79,9 @@ class TrainConfig:
             return self.channels_last
         return self.precision == "bf16" or getattr(device, "type", str(device)) == "cuda"
 
-    @property
-    def train_scale(self) -> TrainScale:
-        return TrainScale.parse(self.scale)
-
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a config writes them (the scale as it was given)."""
+        return {**dataclasses.asdict(self), "scale": self.scale.as_given}
 
 
 _CHOICES = {
@@ -157,9 +157,17 @@ def _typed(name: str, value, annotation: str):
     return value
 
 
+# What a config file may write for a field whose type is read from it.
+_WRITTEN = {"TrainScale": "int | list[int]"}
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its values checked, as written in a config, and read (the scale)."""
+    if isinstance(cfg.scale, TrainScale):  # read already: checked as the config wrote it
+        cfg.scale = cfg.scale.as_given
     for f in fields(cfg):
-        setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), str(f.type)))
+        annotation = _WRITTEN.get(str(f.type), str(f.type))
+        setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), annotation))
     for name, options in _CHOICES.items():
         if getattr(cfg, name) not in options:
             raise ConfigError(
@@ -183,7 +191,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"scale must be S or [S_min, S_max] with S_min ≤ S_max, got {shown(cfg.scale)}"
         )
     try:
-        TrainScale.parse(cfg.scale)
+        cfg.scale = TrainScale.parse(cfg.scale)
     except ValueError:
         raise ConfigError(f"scale must be positive, got {shown(cfg.scale)}") from None
     return cfg

@@ -9,12 +9,13 @@ from pathlib import Path
 from vggspec.compiler import Spec
 
 from ..data.augment import TrainDataset
-from ..data.color_stats import ColorStats, load_or_compute_color_stats
+from ..data.color_stats import ColorStats
 from ..data.demo import demo_data_root, make_demo_dataset
 from ..data.image_folder import IMAGE_EXTENSIONS, scan_image_folder
 from ..data.preprocessing import Preprocessing
 from ..data.validation import CenterCropDataset
 from ..dist import context as distributed
+from ..io.color_stats_file import load_or_compute_color_stats
 from ..io.model_info import ModelInfo
 from .config import ConfigError, TrainConfig
 from .tasks import training_task
@@ -68,9 +69,9 @@ def check_data_settings(cfg: TrainConfig, spec: Spec, world: int = 1) -> tuple[i
     if spec.input.channels != 3:
         raise ConfigError(f"{cfg.spec}: training reads RGB images, but the spec's input is gray")
     crop = (spec.input.height, spec.input.width)
-    if cfg.train_scale.lo < min(crop):
+    if cfg.scale.lo < min(crop):
         raise ConfigError(
-            f"scale S={cfg.scale} is smaller than the {crop[0]}x{crop[1]} crop; "
+            f"scale S={cfg.scale.as_given} is smaller than the {crop[0]}x{crop[1]} crop; "
             f"the paper needs S ≥ {min(crop)}"
         )
     task = training_task(spec)
@@ -117,7 +118,7 @@ def prepare_training_data(cfg: TrainConfig, spec: Spec, ctx, log) -> TrainingDat
     std = stats.std_rgb if cfg.normalise == "mean-std" else None
     preprocessing = Preprocessing.trained(stats.mean_rgb, std)
     bad = len(train_folder.report.bad) + len(val_folder.report.bad)
-    settings = dict(scale=cfg.train_scale, crop=crop, preprocessing=preprocessing)
+    settings = dict(scale=cfg.scale, crop=crop, preprocessing=preprocessing)
     augmentation = dict(stats=stats, seed=cfg.seed, alpha_std=cfg.colour_shift)
     task = training_task(spec)
     train, val, left_out = task.datasets(cfg, train_folder, val_folder, log, settings, augmentation)

@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pprint
 from pathlib import Path
 
 from vggspec.builtin import locate
+from vggspec.commands.argtypes import image_size, positive_int
 from vggspec.compiler import compile_spec, dense_graph, format_graph, format_spec, load_spec
 from vggspec.compiler.ir.passes.count import DTYPE_BYTES
 from vggspec.compiler.ir.report import format_dot, format_table, to_dict
 from vggspec.errors import UserError, check_output
 
 EMITS = ("spec", "ast", "ir", "table", "json", "dot")
-
-
-def image_size(text: str) -> tuple[int, int]:
-    """`224` or `224x320` (height x width) for --input."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}")
-    return values
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_parser(subparsers) -> None:

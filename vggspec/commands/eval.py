@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets
+from vggspec.commands import jobs, nets
 from vggspec.errors import UserError, check_output
 from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest, NetsRequest
 
@@ -67,31 +66,32 @@ def add_parser(run_subparsers) -> None:
 
 
 def run(args) -> int:
-    from vggspec.runtime.eval.jobs import run_evaluation
+    from vggspec.runtime.eval.classify.job import run_evaluation
 
     if args.protocol or args.classifier:
         return _localise(args)
     if args.boxes:
         raise UserError("--boxes is for localisation: say which --protocol (centre or dense)")
-    nets.check(args)
+    jobs.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
     for flag, value in (("--output", args.output), ("--posteriors", args.posteriors)):
         if value:
             check_output(value, flag)
     request = EvalRequest(
-        nets.nets_request(args),
-        nets.images_request(args),
+        jobs.nets_request(args),
+        jobs.images_request(args),
         method=args.method,
         grid=args.grid,
         posteriors=args.posteriors,
+        output=args.output,
+        processes=jobs.processes(args),
     )
-    outputs = [(path, False) for path in (args.output, args.posteriors) if path]
-    return nets.execute(args, request, run_evaluation, lambda report: _write(args, report), outputs)
+    return jobs.execute(request, run_evaluation, lambda report: _show(args, report))
 
 
 def _localise(args) -> int:
-    from vggspec.runtime.eval.jobs import run_localisation
+    from vggspec.runtime.eval.localise.job import run_localisation
 
     args.protocol = args.protocol or LocRequest.protocol  # given --classifier alone
     if args.weights:
@@ -103,11 +103,11 @@ def _localise(args) -> int:
             "localisation runs on the torch engine in fp32: leave out --engine and --precision"
         )
     if args.data is None and args.boxes is None and args.checkpoint:
-        from vggspec.runtime.eval.jobs import training_boxes
+        from vggspec.runtime.eval.runs import training_boxes
 
-        # The run's data (nets.check) with the run's boxes, as it trained on them.
+        # The run's data (jobs.check) with the run's boxes, as it trained on them.
         args.boxes = training_boxes(args.checkpoint[0], args.split)
-    nets.check(args)
+    jobs.check(args)
     if args.boxes and not Path(args.boxes).exists():
         raise UserError(f"--boxes {args.boxes}: no such file or folder")
     if args.classifier:
@@ -117,37 +117,29 @@ def _localise(args) -> int:
     if args.output:
         check_output(args.output, "--output")
     request = LocRequest(
-        nets.nets_request(args),
-        nets.images_request(args),
+        jobs.nets_request(args),
+        jobs.images_request(args),
         protocol=args.protocol,
         classifier=args.classifier,
         boxes=args.boxes,
+        output=args.output,
+        processes=jobs.processes(args),
     )
-    return nets.execute(args, request, run_localisation, lambda report: _write_loc(args, report))
+    return jobs.execute(request, run_localisation, lambda report: _show(args, report, loc=True))
 
 
-def _write_loc(args, report: dict) -> None:
-    """The JSON form keeps the results alone; the table and its summary line say the rest."""
-    from vggspec.runtime.eval.report import loc_summary_line, loc_table_lines
+def _show(args, report: dict, loc: bool = False) -> None:
+    """With --json the report as JSON (the job wrote it to --output; localisation's keeps the
+    results alone, the table and its summary line say the rest); else the table."""
+    from vggspec.runtime.eval.classify import report as classify
+    from vggspec.runtime.eval.localise import report as localise
+    from vggspec.runtime.eval.run import report_text
 
-    _emit(args, {"results": report["results"]}, loc_table_lines(report), loc_summary_line(report))
-
-
-def _write(args, report: dict) -> None:
-    from vggspec.runtime.eval.report import summary_line, table_lines
-
-    _emit(args, report, table_lines(report), summary_line(report))
-
-
-def _emit(args, data: dict, table: list[str], summary: str) -> None:
-    """`data` as JSON to --output (atomically) and, with --json, to stdout; else the table."""
-    from vggspec.runtime.io.atomic import atomic_write
-
-    text = json.dumps(data, indent=2) + "\n"
-    if args.output:
-        atomic_write(Path(args.output), lambda tmp: Path(tmp).write_text(text))
     if args.json:
-        sys.stdout.write(text)
+        sys.stdout.write(report_text({"results": report["results"]} if loc else report))
+    elif loc:
+        print("\n".join(localise.loc_table_lines(report)))
+        print(localise.loc_summary_line(report))
     else:
-        print("\n".join(table))
-        print(summary)
+        print("\n".join(classify.table_lines(report)))
+        print(classify.summary_line(report))

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import nets
+from vggspec.commands import jobs, nets
 from vggspec.errors import UserError, check_output
 from vggspec.runtime.eval.requests import FeaturesRequest
 
@@ -58,31 +58,30 @@ def add_parser(run_subparsers) -> None:
 
 
 def run(args) -> int:
-    from vggspec.runtime.eval.jobs import run_features
+    from vggspec.runtime.eval.features.job import run_features
 
-    nets.check(args)
+    jobs.check(args)
     if args.reg <= 0:
         raise UserError("--reg must be > 0")
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
         raise UserError(f"--classifier needs a {args.train_split}/ folder under {args.data}")
     if args.classifier == "sklearn-svm":
-        from vggspec.runtime.eval.linear_probe import require_sklearn
+        from vggspec.runtime.eval.features.linear_probe import require_sklearn
 
         require_sklearn()
     check_output(args.out, "--out", folder=True)
     request = FeaturesRequest(
-        nets.nets_request(args),
-        nets.images_request(args),
+        jobs.nets_request(args),
+        jobs.images_request(args),
         out=args.out,
         aggregate=args.aggregate,
         layer=args.layer,
         classifier=args.classifier,
         train_split=args.train_split,
         reg=args.reg,
+        processes=jobs.processes(args),
     )
-    return nets.execute(
-        args, request, run_features, lambda summary: _show(args, summary), [(args.out, True)]
-    )
+    return jobs.execute(request, run_features, lambda summary: _show(args, summary))
 
 
 def _show(args, summary: dict) -> None:

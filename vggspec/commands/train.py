@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from vggspec.builtin import DEMO_RECIPE, HOME, locate
 
 
@@ -44,96 +41,37 @@ def add_parser(run_subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _absolute(path: str, config) -> str:
-    """A path from the command line or a recipe, made absolute so that the run (and its
-    resume) does not depend on the working directory. Relative paths are looked up in
-    the working directory, then beside the recipe's folder (specs/demo.yaml names
-    specs/demo.vgg), or in vggspec's tree when there is no recipe."""
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return str(candidate.resolve())
-    # Beside the recipe's folder, or for the built-in default (spec: specs/demo.vgg) in
-    # vggspec's own tree.
-    beside = (Path(config).resolve().parent.parent if config else HOME) / candidate
-    return str(beside if beside.exists() else candidate.resolve())
+def train_request(args):
+    """The run the command line asks for, as the runtime takes it."""
+    from vggspec.runtime.train.start import TrainRequest
 
-
-def resolve_config(args):
-    """(settings, spec) of the run: a resumed run's as it recorded them, else the recipe's
-    with the command line's on top."""
-    from vggspec.compiler import load_spec
-    from vggspec.runtime.dist.context import holds_lock
-    from vggspec.runtime.train.config import ConfigError, load_config
-    from vggspec.runtime.train.settings import resumed
-
-    if args.resume:
-        if args.config:
-            raise ConfigError(
-                "--resume continues a run with its own settings; --config starts a new one: "
-                "give one"
-            )
-        return resumed(args.resume, args.settings, warn=holds_lock(args.from_parent))
-    config = str(locate(args.config)) if args.config else None
-    if config is None and not args.settings:
-        config = DEMO_RECIPE  # `vggspec run train` alone: the demo
-    cfg = load_config(config, args.settings)
-    cfg.spec = _absolute(cfg.spec, config)
-    for key in ("data", "finetune"):
-        if getattr(cfg, key) is not None:
-            setattr(cfg, key, _absolute(getattr(cfg, key), config))
-    if cfg.init not in ("gaussian", "glorot"):
-        cfg.init = _absolute(cfg.init, config)
-    if cfg.out is None:
-        from vggspec.runtime.io.rundir import RunDir
-
-        # A worker takes the folder its parent named (the name holds the time).
-        cfg.out = args.from_parent.get("out") or str(RunDir.default(cfg.spec))
-    return cfg, load_spec(cfg.spec)  # parsed once; the checks and the trainer take it
+    return TrainRequest(
+        settings=list(args.settings),
+        config=str(locate(args.config)) if args.config else None,
+        default_config=str(DEMO_RECIPE),
+        home=str(HOME),
+        nproc=args.nproc,
+        max_restarts=args.max_restarts,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        argv=args.argv,
+        from_parent=args.from_parent,
+    )
 
 
 def run(args) -> int:
-    from vggspec.runtime.train.config import ConfigError
+    from vggspec.runtime.train.start import start_training
 
-    if args.nproc < 1 or args.max_restarts < 0:
-        raise ConfigError("--nproc must be ≥ 1 and --max-restarts ≥ 0")
-    from vggspec.runtime.dist.context import holds_lock, under_torchrun
-    from vggspec.runtime.io.rundir import RunDir
-    from vggspec.runtime.train.claim import check_options, claimed
-    from vggspec.runtime.train.preflight import check_before_start
-
-    cfg, spec = resolve_config(args)
-    check_options(bool(args.resume), args.overwrite, args.from_parent)
-    # For the processes of the whole run, and of this machine.
-    world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else args.nproc
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else args.nproc
-    check_before_start(cfg, spec, world, local, holds_lock(args.from_parent))
-    if not holds_lock(args.from_parent):
-        return _train(args, cfg, spec, args.from_parent.get("staging"))
-    with claimed(RunDir(cfg.out), bool(args.resume), args.overwrite) as staging:
-        return _train(args, cfg, spec, staging and str(staging))
-
-
-def _train(args, cfg, spec, staging: str | None) -> int:
-    from vggspec.runtime.dist.context import under_torchrun
-
-    if not under_torchrun() and (args.nproc > 1 or args.max_restarts > 0):
-        from vggspec.runtime.dist.launch import relaunch
-
-        # The workers find the run folder (its name may hold the time) and the lock, held
-        # here across torchrun's restarts, settled by this process.
-        settled = {"out": cfg.out, "locked": "1", **({"staging": staging} if staging else {})}
-        return relaunch(args.argv, args.nproc, args.max_restarts, settled)
-    from vggspec.runtime.train.trainer import run_training
-
-    summary = run_training(cfg, spec, resume=bool(args.resume), staging=staging)
-    if summary is None:  # not rank 0: rank 0 reports
-        return 0
+    result = start_training(train_request(args))
+    summary = result.summary
+    if summary is None:  # a parent of workers, or not rank 0: rank 0 reports
+        return result.code
     top1, loc = summary["val_top1_error"], summary.get("val_loc_error")
     print(
         f"{summary['outcome']}: {summary['steps']} steps in {summary['wall_seconds']:.0f} s, "
         f"{summary['images_per_second']:.1f} images/s"
         + (f", validation top-1 error {top1:.2%}" if top1 is not None else "")
         + (f", validation GT-class localisation error {loc:.2%}" if loc is not None else "")
-        + f"; run folder {cfg.out}"
+        + f"; run folder {result.out}"
     )
-    return 0
+    return result.code

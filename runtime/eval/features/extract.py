@@ -14,13 +14,12 @@ from vggspec.compiler.ir.graph import nodes, op
 from vggspec.compiler.ir.ops.traits import Epilogue, Weighted
 from vggspec.compiler.lowering.net import Net, cut
 
-from ..data.image_folder import ImageFolder
-from ..dist.context import Context, gather_to_main, shard
-from .dense import with_flip
-from .engines.serving import quiet
-from .images import MAX_ASPECT
-from .models import EvalError, EvalModel
-from .scale_passes import scale_passes
+from ...data.image_folder import ImageFolder
+from ...dist.context import Context, gather_to_main, shard
+from ..classify.dense import with_flip
+from ..engines.serving import quiet
+from ..models import EvalError, EvalModel
+from ..scale_passes import PassSettings, scale_passes
 
 AGGREGATES = ("stack", "pool")
 
@@ -78,15 +77,10 @@ def extract_features(
     models: list[EvalModel],
     folder: ImageFolder,
     ctx: Context,
+    settings: PassSettings | None = None,
     *,
     aggregate: str = "stack",
     layer: str | None = None,
-    flip: bool = True,
-    max_images: int = 32,
-    max_pixels: int = 50 * 224 * 224,
-    workers: int = 0,
-    max_aspect: float = MAX_ASPECT,
-    progress=None,
 ) -> Features:
     """Per net: the descriptor at each of its scales, stacked (ascending Q) or pooled
     (averaged) across scales, L2-normalised; the nets' descriptors stacked, and the whole
@@ -94,25 +88,16 @@ def extract_features(
     (relu5_3, pool5, fc6 …, as `vggspec compile --no-fuse` names them)."""
     if aggregate not in AGGREGATES:
         raise EvalError(f"aggregate must be stack or pool, not {aggregate!r}")
+    settings = settings or PassSettings()
+    flip = settings.flip
     started = time.perf_counter()
     local = shard(len(folder), ctx)
     heads = [penultimate_net(m.twin) if layer is None else layer_net(m.twin, layer) for m in models]
     per_scale: dict[tuple[int, int], np.ndarray] = {}
     readable = np.ones(len(local), dtype=bool)
     for m, head in zip(models, heads, strict=True):  # before any image: all ranks, in order
-        m.choose_engine(head, progress or quiet)
-    batches = scale_passes(
-        models,
-        folder,
-        local,
-        max_images=max_images,
-        max_pixels=max_pixels,
-        copies=2 if flip else 1,
-        workers=workers,
-        max_aspect=max_aspect,
-        device=ctx.device,
-        progress=progress,
-    )
+        m.choose_engine(head, settings.progress or quiet)
+    batches = scale_passes(models, folder, local, settings, ctx.device, copies=2 if flip else 1)
     for batch in batches:
         readable[batch.rows] &= batch.readable
         for i in batch.nets:

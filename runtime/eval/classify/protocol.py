@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..dist import context as distributed
-from ..dist.context import Context
+from ...dist import context as distributed
+from ...dist.context import Context
+from ...train.metrics import topk_correct
+from ..models import single_scale
 from .evaluate import METHODS, EvalSettings, Evaluation
-from .metrics import topk_correct
-from .models import single_scale
 
 CHOICES = ("dense", "multi-crop", "both", "all")
 LABELS = {"dense": "dense", "multi-crop": "multi-crop", "both": "multi-crop & dense"}

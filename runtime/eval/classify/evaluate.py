@@ -19,30 +19,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.image_folder import ImageFolder
-from ..dist.context import Context, shard
+from ...data.image_folder import ImageFolder
+from ...dist.context import Context, shard
+from ..engines.serving import quiet
+from ..models import EvalModel, single_scale
+from ..scale_passes import PassSettings, scale_passes
 from .dense import dense_posteriors
-from .engines.serving import quiet
-from .images import MAX_ASPECT
-from .models import EvalModel, single_scale
 from .multicrop import GRID, multicrop_posteriors
-from .scale_passes import scale_passes
 
 METHODS = ("dense", "multi-crop")
 
 
 @dataclass
-class EvalSettings:
-    """How to test; the defaults are the paper's protocol."""
+class EvalSettings(PassSettings):
+    """How to test (with how the images go through the nets: flip, batches, loader, aspect
+    cap, progress); the defaults are the paper's protocol."""
 
     methods: tuple[str, ...] = ("dense",)  # "dense" and/or "multi-crop"
     single_scale: bool = False  # also keep each net's dense posteriors at Table 3's Q
-    flip: bool = True  # average with the horizontally flipped image (crops)
     grid: int = GRID  # n×n crops per scale
-    max_images: int = 32  # images per dense batch
-    max_pixels: int = 50 * 224 * 224  # pixels per batch (flips and crops counted)
-    workers: int = 0  # data-loading processes
-    max_aspect: float = MAX_ASPECT  # cap on the rescaled long side / short side
 
 
 @dataclass
@@ -74,10 +69,9 @@ def evaluate(
     folder: ImageFolder,
     settings: EvalSettings,
     ctx: Context | None = None,
-    progress=None,
 ) -> Evaluation:
     """Run every scale pass on this rank's share. `orders[i]` puts net i's outputs in the
-    order of `class_names` (see `class_order`); `progress(message)` hears one line a pass."""
+    order of `class_names` (see `class_order`); `settings.progress` hears one line a pass."""
     ctx = ctx or single_process()
     started = time.perf_counter()
     local = shard(len(folder), ctx)
@@ -99,18 +93,11 @@ def evaluate(
         for store in stores:
             store[i] = np.zeros((len(local), len(class_names)))
     for m in models:  # before any image: every rank, in the same order
-        m.choose_engine(m.twin if "dense" in settings.methods else m.net, progress or quiet)
+        m.choose_engine(
+            m.twin if "dense" in settings.methods else m.net, settings.progress or quiet
+        )
     batches = scale_passes(
-        models,
-        folder,
-        local,
-        max_images=settings.max_images,
-        max_pixels=settings.max_pixels,
-        copies=2 if settings.flip else 1,
-        workers=settings.workers,
-        max_aspect=settings.max_aspect,
-        device=ctx.device,
-        progress=progress,
+        models, folder, local, settings, ctx.device, copies=2 if settings.flip else 1
     )
     for batch in batches:
         result.readable[batch.rows] &= batch.readable

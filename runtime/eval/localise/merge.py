@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import boxes as bx
+from ...data import boxes as bx
 
 DEFAULT_MERGE_THRESHOLD = 0.5  # about IoU ≥ 0.5 for boxes of one size a little apart
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from vggspec.compiler.ir.ops.box import IOU_THRESHOLD as BOX_IOU_THRESHOLD
 
-from ..data import boxes as bx
-from .box_merge import DEFAULT_MERGE_THRESHOLD, ClassBoxes, best_box
+from ...data import boxes as bx
+from .merge import DEFAULT_MERGE_THRESHOLD, ClassBoxes, best_box
 
 IOU_THRESHOLD = BOX_IOU_THRESHOLD  # the box task's
 TOP_K = 5
@@ -78,8 +78,8 @@ def top5_guesses(
     threshold: float = DEFAULT_MERGE_THRESHOLD,
 ) -> list[Guess]:
     """Protocol 2's guesses for one image: for each of the classifier's top classes (best
-    first), the best-rated merged box of that class's dense predictions (see box_merge; fuse
-    several nets with box_merge.union first). A class without any box makes no guess."""
+    first), the best-rated merged box of that class's dense predictions (see merge.py; fuse
+    several nets with merge.union first). A class without any box makes no guess."""
     guesses: list[Guess] = []
     for cls in list(top_classes)[:TOP_K]:
         boxes, scores = predictions.get(int(cls), (bx.as_boxes([]), np.zeros(0)))

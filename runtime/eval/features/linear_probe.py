@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models import EvalError
+from ..models import EvalError
 
 CHOICES = ("ridge", "logistic", "svm", "sklearn-svm")
 

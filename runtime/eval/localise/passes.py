@@ -6,16 +6,16 @@ Protocol 1 (`centre_boxes`): the central crop of each image at Q, the ground-tru
 Protocol 2 (`dense_guesses`): every localisation net densely at each of its scales Q (and on the
 mirrored image, mirrored back), a box per map position for each of the classifier's top-5
 classes, rated by the classifier's soft-max score there; the union over nets, scales and flips
-is merged greedily per class (box_merge) and the best group of each class is its guess. An
+is merged greedily per class (merge.py) and the best group of each class is its guess. An
 image's boxes are complete after the largest Q; its merge then runs in a worker thread while
-the next batches go through the nets (localisation_merges).
+the next batches go through the nets (merge_worker.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,17 +23,17 @@ from torch.utils.data import Dataset
 from vggspec.compiler.ir.graph import meta
 from vggspec.compiler.lowering.net import Net
 
-from ..data.box_augment import centre_crop_geometry
-from ..data.geometry import resized_crop
-from ..data.image_folder import ImageFolder
-from ..data.image_io import UnreadableImage, load_rgb
-from ..data.loader import make_loader
-from .box_merge import union
-from .localisation import Guess, top5_guesses
-from .localisation_merges import BackgroundMerges
-from .locate import aligned_scores, centre_box, map_boxes, rated_boxes, targets_of
-from .models import EvalModel
-from .scale_passes import scale_passes
+from ...data.box_augment import centre_crop_geometry
+from ...data.geometry import resized_crop
+from ...data.image_folder import ImageFolder
+from ...data.image_io import UnreadableImage, load_rgb
+from ...data.loader import make_loader
+from ..models import EvalModel
+from ..scale_passes import PassSettings, scale_passes
+from .merge import union
+from .merge_worker import BackgroundMerges
+from .net_boxes import aligned_scores, centre_box, map_boxes, rated_boxes, targets_of
+from .scoring import Guess, top5_guesses
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,13 @@ def centre_boxes(
     folder: ImageFolder,
     local: range,
     q: int,
-    *,
-    max_images: int,
-    workers: int,
+    settings: PassSettings,
     device,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Protocol 1 on this rank's images at Q = q: (each image's box for its ground-truth
     class, in the stored image, (n, 4); readable). `rows[c]` is class c's box row."""
     crops = CentreCrops(folder, q, model.input_size)
-    loader = make_loader(crops, max_images, workers, sampler=list(local))
+    loader = make_loader(crops, settings.max_images, settings.workers, sampler=list(local))
     boxes = np.zeros((len(local), 4))
     readable = np.ones(len(local), dtype=bool)
     for pixels, labels, indices, ok in loader:
@@ -118,14 +116,9 @@ def dense_guesses(
     top: np.ndarray,
     folder: ImageFolder,
     local: range,
-    *,
-    flip: bool,
-    max_images: int,
-    max_pixels: int,
-    workers: int,
-    max_aspect: float,
+    settings: PassSettings,
     device,
-    progress: Callable[[str], None] | None = None,
+    *,
     overlap: bool = True,
 ) -> tuple[list[list[Guess]], np.ndarray]:
     """Protocol 2 on this rank's images: (each image's (class, box) guesses, readable).
@@ -138,19 +131,9 @@ def dense_guesses(
     strides = [map_stride(m.twin) for m in models]
     predictions: list[list] = [[] for _ in local]
     readable = np.ones(len(local), dtype=bool)
+    flip = settings.flip
     views = 2 if flip else 1
-    batches = scale_passes(
-        models,
-        folder,
-        local,
-        max_images=max_images,
-        max_pixels=max_pixels,
-        copies=views,
-        workers=workers,
-        max_aspect=max_aspect,
-        device=device,
-        progress=progress,
-    )
+    batches = scale_passes(models, folder, local, settings, device, copies=views)
     merges = BackgroundMerges(_merge, lambda k: folder.samples[local.start + k][0], overlap)
     with merges:
         for batch in batches:

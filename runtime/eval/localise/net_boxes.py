@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data import boxes as bx
-from ..data.box_augment import centre_crop_geometry, crop_to_image
-from .box_merge import ClassBoxes
-from .dense_boxes import dense_boxes
+from ...data import boxes as bx
+from ...data.box_augment import centre_crop_geometry, crop_to_image
+from .box_maps import dense_boxes
+from .merge import ClassBoxes
 
 
 def class_rows(per_class: bool, positions: Sequence[int]) -> list[int]:

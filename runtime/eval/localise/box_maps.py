@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import boxes as bx
+from ...data import boxes as bx
 
 
 def window_offsets(map_hw: tuple[int, int], stride: int) -> np.ndarray:

@@ -1,0 +1,39 @@
+"""What a training run folder tells an evaluation of its net: the data folder it trained on
+and the box annotations it read."""
+
+from __future__ import annotations
+
+from ..data.demo import demo_data_root
+from ..io.rundir import RunDir
+from ..train.config import ConfigError, read_yaml
+
+
+def _config(checkpoint: str) -> dict | None:
+    """The config of the training run holding `checkpoint`; None when it is not in a run
+    folder or its config cannot be read."""
+    run = RunDir.containing(checkpoint)
+    if run is None:
+        return None
+    try:
+        return read_yaml(run.config)
+    except ConfigError:
+        return None
+
+
+def training_data(checkpoint: str) -> str | None:
+    """The data folder the training run holding `checkpoint` read (its config's data, or the
+    built-in demo data's folder when it had none), or None when it is not in a run folder."""
+    config = _config(checkpoint)
+    if config is None:
+        return None
+    if config.get("data"):
+        return str(config["data"])
+    return str(demo_data_root(int(config.get("seed", 0))))
+
+
+def training_boxes(checkpoint: str, split: str) -> str | None:
+    """The box annotations the training run holding `checkpoint` read for `split` (its
+    config's `boxes`, "{split}" standing for the split); None for the default place."""
+    config = _config(checkpoint)
+    boxes = config.get("boxes") if config else None
+    return str(boxes).replace("{split}", split) if boxes else None

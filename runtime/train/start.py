@@ -1,0 +1,111 @@
+"""`vggspec run train` as one call: the run's settings resolved (a resumed run's as recorded,
+else the recipe's with the command line's on top, paths made absolute), checked, its run
+folder claimed, then trained here or in `--nproc` workers that rerun the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vggspec.compiler import Spec, load_spec
+
+from ..dist.context import holds_lock, under_torchrun
+from ..io.rundir import RunDir
+from .claim import check_options, claimed
+from .config import ConfigError, TrainConfig, load_config
+from .preflight import check_before_start
+from .settings import resumed
+
+
+@dataclass
+class TrainRequest:
+    settings: list[str] = field(default_factory=list)  # key=value words
+    config: str | None = None  # a recipe (found already), on which the settings go
+    default_config: str | None = None  # the recipe when neither config nor settings are given
+    home: str = "."  # where a relative path of a run with no recipe is found (vggspec's tree)
+    nproc: int = 1
+    max_restarts: int = 0
+    resume: str | None = None  # a run folder to continue with its own settings
+    overwrite: bool = False
+    argv: list[str] = field(default_factory=list)  # the command line, as workers rerun it
+    from_parent: dict = field(default_factory=dict)  # what a --nproc parent settled
+
+
+@dataclass
+class TrainResult:
+    code: int  # the exit status
+    out: str  # the run folder
+    summary: dict | None = None  # the run's outcome, on the process that reports it (rank 0)
+
+
+def _absolute(path: str, config: str | None, home: str) -> str:
+    """A path from the command line or a recipe, made absolute so that the run (and its
+    resume) does not depend on the working directory. Relative paths are looked up in
+    the working directory, then beside the recipe's folder (specs/demo.yaml names
+    specs/demo.vgg), or in vggspec's tree when there is no recipe."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return str(candidate.resolve())
+    # Beside the recipe's folder, or for the built-in default (spec: specs/demo.vgg) in
+    # vggspec's own tree.
+    beside = (Path(config).resolve().parent.parent if config else Path(home)) / candidate
+    return str(beside if beside.exists() else candidate.resolve())
+
+
+def resolve_config(request: TrainRequest) -> tuple[TrainConfig, Spec]:
+    """(settings, spec) of the run: a resumed run's as it recorded them, else the recipe's
+    with the command line's on top."""
+    if request.resume:
+        if request.config:
+            raise ConfigError(
+                "--resume continues a run with its own settings; --config starts a new one: "
+                "give one"
+            )
+        return resumed(request.resume, request.settings, warn=holds_lock(request.from_parent))
+    config = request.config
+    if config is None and not request.settings:
+        config = request.default_config  # `vggspec run train` alone: the demo
+    cfg = load_config(config, request.settings)
+    cfg.spec = _absolute(cfg.spec, config, request.home)
+    for key in ("data", "finetune"):
+        if getattr(cfg, key) is not None:
+            setattr(cfg, key, _absolute(getattr(cfg, key), config, request.home))
+    if cfg.init not in ("gaussian", "glorot"):
+        cfg.init = _absolute(cfg.init, config, request.home)
+    if cfg.out is None:
+        # A worker takes the folder its parent named (the name holds the time).
+        cfg.out = request.from_parent.get("out") or str(RunDir.default(cfg.spec))
+    return cfg, load_spec(cfg.spec)  # parsed once; the checks and the trainer take it
+
+
+def start_training(request: TrainRequest) -> TrainResult:
+    """The run, checked before any worker starts and anything is written; its folder locked
+    (by the process that holds the lock) across torchrun's restarts."""
+    if request.nproc < 1 or request.max_restarts < 0:
+        raise ConfigError("--nproc must be ≥ 1 and --max-restarts ≥ 0")
+    cfg, spec = resolve_config(request)
+    check_options(bool(request.resume), request.overwrite, request.from_parent)
+    # For the processes of the whole run, and of this machine.
+    world = int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else request.nproc
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else request.nproc
+    check_before_start(cfg, spec, world, local, holds_lock(request.from_parent))
+    if not holds_lock(request.from_parent):
+        return _train(request, cfg, spec, request.from_parent.get("staging"))
+    with claimed(RunDir(cfg.out), bool(request.resume), request.overwrite) as staging:
+        return _train(request, cfg, spec, staging and str(staging))
+
+
+def _train(request: TrainRequest, cfg: TrainConfig, spec: Spec, staging: str | None):
+    if not under_torchrun() and (request.nproc > 1 or request.max_restarts > 0):
+        from ..dist.launch import relaunch
+
+        # The workers find the run folder (its name may hold the time) and the lock, held
+        # here across torchrun's restarts, settled by this process.
+        settled = {"out": cfg.out, "locked": "1", **({"staging": staging} if staging else {})}
+        code = relaunch(request.argv, request.nproc, request.max_restarts, settled)
+        return TrainResult(code, cfg.out)
+    from .trainer import run_training
+
+    summary = run_training(cfg, spec, resume=bool(request.resume), staging=staging)
+    return TrainResult(0, cfg.out, summary)  # summary None: not rank 0 (rank 0 reports)
