@@ -36,8 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from vggspec.threads import sleep_when_idle
+
+sleep_when_idle()  # as `vggspec run eval` does, before torch loads
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
