@@ -3,7 +3,7 @@ re-computation for each crop"), through vggspec's own test pipeline, in the same
 (--engines) evaluation on each inference engine against the same engines run directly.
 
 Run: python bench/eval.py [--config A] [--scales 256,384,512] [--images 2] [--threads N]
-     python bench/eval.py --engines [--config D] [--scales 256,384] [--rounds 5]
+     python bench/eval.py --engines [--config D] [--scales 256,384] [--rounds 5] [--pairs 7]
      python bench/eval.py --demo RUN [--rounds 5]
 
 --engines: D (random Glorot weights) densely at Q = 256 and 384 through vggspec's
@@ -11,9 +11,11 @@ Run: python bench/eval.py [--config A] [--scales 256,384,512] [--images 2] [--th
 against ONNX Runtime and OpenVINO (f32 and the bf16 precision hint) run directly on the
 model vggspec exports, and torch.compile with freezing (fp32, and bf16 under autocast with
 NHWC), all in this process, the candidates in rotated order each round; images/s medians,
-ratios, and agreement with torch fp32 (max relative error of the score map, top-1). About
-10 minutes on 2 cores. --demo RUN: on a trained demo run, `run eval` with its defaults
-against its compute-only floor, and each engine × precision's top-1 against fp32's.
+ratios, and agreement with torch fp32 (max relative error of the score map, top-1); then
+each vggspec engine and that engine run directly in --pairs back-to-back pairs (which goes
+first alternating): the acceptance ratios. About 10 minutes on 2 cores. --demo RUN: on a
+trained demo run, `run eval` with its defaults against its compute-only floor, and each
+engine × precision's top-1 against fp32's.
 
 Writes --images synthetic 500×375 photos (ILSVRC's typical size) to a temporary
 ImageFolder, then evaluates them with random weights (timing does not depend on them) in
@@ -36,8 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from vggspec.threads import sleep_when_idle
+
+sleep_when_idle()  # as `vggspec run eval` does, before torch loads
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -146,6 +152,9 @@ def main() -> None:
     parser.add_argument("--engines", action="store_true", help="engines × precisions vs peers")
     parser.add_argument("--demo", metavar="RUN", help="a trained demo run: floor and agreement")
     parser.add_argument("--rounds", type=int, default=5, help="rotated rounds (--engines, --demo)")
+    parser.add_argument(
+        "--pairs", type=int, default=7, help="--engines: back-to-back pairs per Q and engine"
+    )
     parser.add_argument("--no-compile", action="store_true", help="--engines without torch.compile")
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--grid", type=int, default=5)

@@ -229,15 +229,31 @@ def engines_section(args, write_photos) -> None:
             print(
                 f"  {label:{width}s}  " + "  ".join(cells) + f"   [{'; '.join(agreement[label])}]"
             )
-        print("vggspec against the engine run directly (medians of per-round ratios; range):")
+        # The acceptance figures: each vggspec side and the engine run directly, back to back
+        # (which goes first alternates), so that the machine's load drifts less between them
+        # than between the rounds' far-apart runs above.
         pairs = [(f"vggspec {p.label}", p.label) for p in others if f"vggspec {p.label}" in ours]
         pairs += [
             (auto, p.label) for p in others if p.label in ("openvino bf16", "onnxruntime fp32")
         ]
+        print(f"vggspec / the engine run directly, head to head ({args.pairs} back-to-back "
+              f"pairs per Q, first and second in turn; median ratio of images/s, range); "
+              f"{load()}")  # fmt: skip
         for mine, theirs in pairs:
+            peer = next(p for p in others if p.label == theirs)
             cells = []
             for q in scales:
-                each = [a / b for a, b in zip(rates[mine, q], rates[theirs, q], strict=True)]
+                each = []
+                for r in range(args.pairs):
+                    seconds = {}
+                    for side in (mine, theirs) if r % 2 == 0 else (theirs, mine):
+                        if side == mine:
+                            seconds[side], _ = run_ours(ours[mine], q)
+                        else:
+                            tick = time.perf_counter()
+                            peer.run(inputs[q])
+                            seconds[side] = time.perf_counter() - tick
+                    each.append(seconds[theirs] / seconds[mine])
                 cells.append(
                     f"Q={q}: {statistics.median(each):.2f} ({min(each):.2f}-{max(each):.2f})"
                 )

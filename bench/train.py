@@ -36,10 +36,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from torch import nn
+from vggspec.threads import sleep_when_idle
+
+sleep_when_idle()  # as `vggspec run train` does, before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -201,6 +205,52 @@ def compare_precision(data, batch, steps, workers, tmp, rounds):
         )
 
 
+def conv_ceiling(batch: int) -> None:
+    """What the CPU allows bf16 to gain, apart from the trainer: oneDNN's throughput (GFLOP/s,
+    best of 3 after a first call) for a 2048² matrix product and for three of A's 3×3
+    convolutions at their sizes, forward and backward (input and weight gradients), fp32 in
+    NCHW and NHWC and bf16 tensors in NHWC, all in this process."""
+    torch.manual_seed(0)
+
+    def best(f):
+        f()
+        times = []
+        for _ in range(3):
+            tick = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - tick)
+        return min(times)
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    fp32 = 2 * 2048**3 / best(lambda: a @ b) / 1e9
+    a, b = a.bfloat16(), b.bfloat16()
+    bf16 = 2 * 2048**3 / best(lambda: a @ b) / 1e9
+    print(f"  oneDNN ceiling: 2048² matrix product fp32 {fp32:.0f} GFLOP/s, "
+          f"bf16 {bf16:.0f} ({bf16 / fp32:.2f}x)")  # fmt: skip
+    layouts = {
+        "fp32 NCHW": (torch.float32, torch.contiguous_format),
+        "fp32 NHWC": (torch.float32, torch.channels_last),
+        "bf16 NHWC": (torch.bfloat16, torch.channels_last),
+    }
+    for channels, side in ((128, 112), (256, 56), (512, 28)):
+        flops = 2 * batch * channels * channels * 9 * side * side  # forward; backward twice it
+        rates = {}
+        for label, (dtype, layout) in layouts.items():
+            conv = nn.Conv2d(channels, channels, 3, padding=1).to(dtype, memory_format=layout)
+            x = torch.randn(batch, channels, side, side, dtype=dtype)
+            x = x.contiguous(memory_format=layout).requires_grad_(True)
+
+            def step(conv=conv, x=x):
+                y = conv(x)
+                y.backward(torch.ones_like(y))
+
+            rates[label] = 3 * flops / best(step) / 1e9
+        base = rates["fp32 NCHW"]
+        print(f"  oneDNN ceiling: conv {channels}->{channels} 3x3 at {side}x{side}, b{batch}, "
+              "forward + backward: " + ", ".join(
+                  f"{k} {v:.0f} GFLOP/s ({v / base:.2f}x)" for k, v in rates.items()))  # fmt: skip
+
+
 def compare(net, label, data, batch, steps, workers, tmp, rounds):
     rates = {side: [] for side in SIDES}
     for i in range(rounds):
@@ -255,6 +305,7 @@ def main() -> None:
             compare_precision(
                 tmp / "inet", args.a_batch, args.a_steps, args.workers, tmp, args.rounds
             )
+            conv_ceiling(args.a_batch)
             return
         make_demo_dataset(tmp / "demo", seed=0, train_per_class=60, val_per_class=2)
         compare(

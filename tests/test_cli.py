@@ -173,3 +173,33 @@ def test_a_silent_pipe_is_one_line_after_a_bounded_wait(cli, tmp_path, monkeypat
     writer_thread.join(timeout=10)
     assert code == 0, err
     assert json.loads(out)["params"] == 132_863_336
+
+
+def _wait_policy_after_main(env_extra: dict[str, str], before: str = "") -> list[str]:
+    """OMP_WAIT_POLICY after `vggspec compile` ran in a fresh process (`before`: code run
+    first), and whether it held when torch was first imported."""
+    script = (
+        f"{before}\nimport os, sys\nfrom vggspec import cli\n"
+        "cli.main(['compile', sys.argv[1], '-o', os.devnull])\n"
+        "import torch\n"
+        "print(os.environ.get('OMP_WAIT_POLICY', '-'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(SPECS / "demo.vgg")],
+        env={**env, **env_extra},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_commands_let_idle_openmp_threads_sleep():
+    """The CLI sets OMP_WAIT_POLICY=PASSIVE before torch loads (its OpenMP runtime reads it
+    then), unless the user chose a policy or a spin count; once torch is loaded it is left."""
+    assert _wait_policy_after_main({}) == ["PASSIVE"]
+    assert _wait_policy_after_main({"OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE"]
+    assert _wait_policy_after_main({"GOMP_SPINCOUNT": "1000"}) == ["-"]
+    assert _wait_policy_after_main({}, before="import torch") == ["-"]

@@ -16,6 +16,7 @@ from vggspec.commands import plot as plot_command
 from vggspec.commands import run as run_command
 from vggspec.compiler.errors import VggspecError
 from vggspec.errors import UserError
+from vggspec.threads import sleep_when_idle
 
 COMMANDS = (
     compile_command,
@@ -71,6 +72,7 @@ def _terminate_once_unwound(owner: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    sleep_when_idle()  # before any command imports torch
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.from_parent.get("locked"):  # a worker of a launcher holding the lock
         from vggspec.runtime.dist.parent import die_with_launcher
