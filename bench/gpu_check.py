@@ -55,6 +55,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +74,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton  # noqa: E402
+from vggspec.compiler import compile_spec, load_spec  # noqa: E402
+from vggspec.compiler.frontend.errors import VggspecError  # noqa: E402
 from vggspec.compiler.lowering.autotune import (  # noqa: E402
     Autotuner,
     stand_in_timer,
@@ -364,7 +367,24 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    # A user's mistake is one line and exit 2, found before anything is compiled or written.
+    if not (args.dry_run or args.plan or torch.cuda.is_available()):
+        print("bench/gpu_check.py: no CUDA device here (use --dry-run or --plan on the CPU).")
+        return 2
+    if not args.dry_run:
+        try:
+            compile_spec(load_spec(args.spec))  # parsed and its shapes checked
+        except VggspecError as err:
+            print(err, file=sys.stderr)  # "file:line:col: error: …", as vggspec compile
+            return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        print(f"gpu-check: error: cannot write the report in {args.out}: {why}", file=sys.stderr)
+        return 2
     spec = args.spec
     if args.dry_run:
         spec = args.out / "toy.vgg"
@@ -376,13 +396,7 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     if args.plan:
         return plan_only(args, spec)
-    if args.dry_run:
-        device = "cpu"
-    elif torch.cuda.is_available():
-        device = "cuda"
-    else:
-        print("bench/gpu_check.py: no CUDA device here (use --dry-run or --plan on the CPU).")
-        return 2
+    device = "cpu" if args.dry_run else "cuda"
     return Check(args, device, spec).run()
 
 

@@ -11,6 +11,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 from vggspec.compiler.kernels.aot import plan_job
 
 from bench.gpu_check import Check, main
@@ -278,3 +279,32 @@ def test_the_tree_runs_without_an_install():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert Path(done.stdout.strip()) == ROOT / "compiler" / "lowering" / "autotune.py"
+
+
+def test_a_users_mistake_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    """A spec that is missing or does not parse, an OUT that is a file or lies under one,
+    and (without --dry-run or --plan) no CUDA: one line each (a spec's error as the
+    compiler writes it: the line, then where), exit 2, before anything is compiled or
+    written (not a traceback, nor a kernel sweep run before the spec is read)."""
+    bad = tmp_path / "bad.vgg"
+    bad.write_text("input 224x224 RGB\nconv3-64 blah\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    collapses = tmp_path / "collapses.vgg"
+    collapses.write_text("input 8x8 RGB\nconv3-4 maxpool maxpool maxpool maxpool\nFC-5\n")
+    cases = [
+        ([str(tmp_path / "o0"), "--plan", "--spec", str(collapses)], "collapses.vgg"),
+        ([str(tmp_path / "o1"), "--plan", "--spec", str(tmp_path / "nope.vgg")], "nope.vgg"),
+        ([str(tmp_path / "o2"), "--plan", "--spec", str(bad)], "bad.vgg"),
+        ([str(a_file), "--plan"], "a-file"),
+        ([str(a_file / "under"), "--plan"], "a-file"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(([str(tmp_path / "o3")], "no CUDA"))
+    for argv, named in cases:
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        lines = (out + err).strip().splitlines()
+        assert named in lines[0] and "Traceback" not in out + err, lines
+        assert len(lines) == 1 or lines[1].lstrip().startswith("conv3-"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "bad.vgg", "collapses.vgg"]
