@@ -238,7 +238,9 @@ class Check:
 
     def run_unit(self, unit) -> None:
         verdict = (self.verdicts or {}).get(unit.id)
-        if verdict is not None and not verdict["launched"]:
+        if verdict is not None and verdict.get("failed"):  # its launches could not be known
+            self.fail(unit.section, unit.name, unit.config, RuntimeError(verdict["why"]))
+        elif verdict is not None and not verdict["launched"]:
             self.result["skipped"].append(
                 {"section": unit.section, "unit": unit.name, "why": verdict["why"]}
             )

@@ -79,7 +79,12 @@ def build_plan(units: list[Unit], target: str, workers: int | None = None) -> di
     """plan.json's content: every launch of every unit, compiled for `target`, whether it
     fits, and whether the check launches it (its unit fits whole)."""
     gpu = GPUS[target]
-    recorded = [(unit, unit_launches(unit)) for unit in units]
+    recorded, unrecorded = [], {}
+    for unit in units:
+        try:
+            recorded.append((unit, unit_launches(unit)))
+        except Exception as err:  # kept off (unchecked) and failed, the others planned
+            unrecorded[unit.id] = f"{type(err).__name__}: {err}".splitlines()[0][:500]
     jobs = [job for _, launches in recorded for _, job in launches]
     figures = iter(compile_jobs(jobs, target, workers))
     rows, verdicts = [], {}
@@ -117,6 +122,8 @@ def build_plan(units: list[Unit], target: str, workers: int | None = None) -> di
             ),
         }
         rows += unit_rows
+    for unit_id, error in unrecorded.items():
+        verdicts[unit_id] = {"launched": False, "why": f"not recorded: {error}", "failed": True}
     import triton
 
     return {

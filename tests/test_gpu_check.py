@@ -308,3 +308,48 @@ def test_a_users_mistake_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys)
         assert named in lines[0] and "Traceback" not in out + err, lines
         assert len(lines) == 1 or lines[1].lstrip().startswith("conv3-"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "bad.vgg", "collapses.vgg"]
+
+
+def test_a_malformed_spec_in_specs_fails_its_own_unit_only(tmp_path, monkeypatch, one_thread):
+    """A spec of specs/ that does not parse is one failed unit of the specs section: the
+    plan is still made (it was the plan's and the section's set-up that failed, whole) and
+    the other specs run."""
+    import bench.gpu_sections as sections
+
+    bad = tmp_path / "bad.vgg"
+    bad.write_text("input 224x224 RGB\nconv3-64 blah\n")
+    monkeypatch.setattr(sections, "spec_files", lambda: [ROOT / "specs" / "demo.vgg", bad])
+    check = Check(_args(tmp_path, only=["specs"]), "cpu", tmp_path / "toy.vgg")
+    units = check.units("specs")
+    assert [u.name for u in units] == ["demo.vgg", "bad.vgg"]
+    plan = build_plan(units[1:], "sm_90")  # the bad spec records nothing: no compile
+    assert plan["units"]["specs: bad.vgg"] == {"launched": True, "why": ""}
+    assert unit_launches(units[0])  # the good spec's launches are recorded
+    row = {"spec": "demo.vgg", "input": "32x32", "measured": 0, "error": 0.0, "worst": "-"}
+    row.update(tol=1e-3, ok=True)
+    units[0].run = lambda: [row]
+    monkeypatch.setattr(check, "units", lambda section: units)
+    check.run_section("specs")
+    (failure,) = check.result["failures"]
+    assert failure["unit"] == "bad.vgg" and "unknown word 'blah'" in failure["error"]
+    assert check.result["specs"] == [row]
+
+
+def test_a_unit_whose_launches_cannot_be_recorded_is_failed_not_launched(tmp_path):
+    """The plan records every unit on shape-only tensors; one that raises there is kept off
+    the GPU (its kernels are unchecked) and counted as failed, and the plan is still made."""
+    check = Check(_args(tmp_path), "cpu", tmp_path / "toy.vgg")
+    unit = check.units("kernels")[0]
+
+    def broken(where):
+        raise RuntimeError("cannot run on meta")
+
+    unit.triton = broken
+    plan = build_plan([unit], "sm_90")
+    assert plan["units"][unit.id]["launched"] is False and plan["units"][unit.id]["failed"]
+    check.verdicts, ran = plan["units"], []
+    unit.run = lambda: ran.append(unit) or []
+    check.result["kernels"] = []
+    check.run_unit(unit)
+    assert not ran and "cannot run on meta" in check.result["failures"][0]["error"]
+    assert not check.passed()
