@@ -55,7 +55,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,6 +82,7 @@ from vggspec.compiler.lowering.autotune import (  # noqa: E402
 )
 from vggspec.compiler.lowering.autotune_cache import DecisionCache  # noqa: E402
 from vggspec.compiler.targets import GPUS  # noqa: E402
+from vggspec.runtime.io.atomic import atomic_write, cannot_create_in  # noqa: E402
 
 from bench.gpu_plan import build_plan, read_plan, write_plan  # noqa: E402
 from bench.gpu_report import markdown  # noqa: E402
@@ -314,10 +314,13 @@ class Check:
             torch.cuda.synchronize()
 
     def write(self) -> str:
+        """Both files, each replaced whole: a kill or a full disk while writing leaves the
+        report of the units before (the json is rewritten after every unit)."""
         self.result["autotune"] = dict(self.tuner.chosen)
-        (self.out / "gpu_check.json").write_text(json.dumps(self.result, indent=1) + "\n")
         text = markdown(self.result)
-        (self.out / "gpu_check.md").write_text(text)
+        report = json.dumps(self.result, indent=1) + "\n"
+        atomic_write(self.out / "gpu_check.json", lambda tmp: Path(tmp).write_text(report))
+        atomic_write(self.out / "gpu_check.md", lambda tmp: Path(tmp).write_text(text))
         return text
 
 
@@ -381,10 +384,10 @@ def main(argv=None) -> int:
             return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out):
-            pass
+        why = cannot_create_in(args.out)
     except OSError as err:
         why = err.strerror or type(err).__name__
+    if why:
         print(f"gpu-check: error: cannot write the report in {args.out}: {why}", file=sys.stderr)
         return 2
     spec = args.spec

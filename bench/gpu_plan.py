@@ -20,6 +20,7 @@ from vggspec.compiler.kernels.aot import compile_jobs, fits, plan_job
 from vggspec.compiler.kernels.plan import Ptr
 from vggspec.compiler.kernels.version import kernels_version
 from vggspec.compiler.targets import GPUS
+from vggspec.runtime.io.atomic import atomic_write
 
 
 @dataclass
@@ -138,8 +139,8 @@ def build_plan(units: list[Unit], target: str, workers: int | None = None) -> di
 
 
 def write_plan(plan: dict, out: Path) -> Path:
-    path = out / "plan.json"
-    path.write_text(json.dumps(plan, indent=1) + "\n")
+    path, text = out / "plan.json", json.dumps(plan, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 

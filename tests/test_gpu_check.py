@@ -353,3 +353,26 @@ def test_a_unit_whose_launches_cannot_be_recorded_is_failed_not_launched(tmp_pat
     check.run_unit(unit)
     assert not ran and "cannot run on meta" in check.result["failures"][0]["error"]
     assert not check.passed()
+
+
+def test_a_report_write_cut_short_keeps_the_report_before(tmp_path, monkeypatch, one_thread):
+    """gpu_check.json is rewritten after every unit: a write cut short (a full disk here; a
+    kill is the same) leaves the report of the units before, not a torn file."""
+    check = Check(_args(tmp_path), "cpu", tmp_path / "toy.vgg")
+    check.result["kernels"] = []
+    check.write()
+    before = json.loads((tmp_path / "gpu_check.json").read_text())
+    row = {"family": "conv fwd", "config": "c", "case": "x", "dtype": "bf16", "error": 0.0}
+    check.result["kernels"].append({**row, "tol": 1e-2, "ok": True})
+    written = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        written(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        check.write()
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "gpu_check.json").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.md"]
