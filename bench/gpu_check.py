@@ -139,6 +139,7 @@ class Check:
         self.spec_names = set(args.specs or ())
         self.verdicts = None  # unit id → {"launched", "why"} once the plan is made
         self.planned = False  # the plan compiled every kernel: estimates can be read
+        self.current = None  # the unit running (for Ctrl-C's line)
         self.result = self._start(args.resume)
 
     def _start(self, resume: bool) -> dict:
@@ -217,6 +218,7 @@ class Check:
                 self.run_unit(unit)
 
     def make_plan(self) -> None:
+        self.current = "plan"
         self._guard_injected("plan", "plan")
         units = [u for section in self.measured_sections() for u in self.units(section)]
         plan = read_plan(self.out, self.target, units)
@@ -237,6 +239,7 @@ class Check:
         }
 
     def run_unit(self, unit) -> None:
+        self.current = unit.id
         verdict = (self.verdicts or {}).get(unit.id)
         if verdict is not None and verdict.get("failed"):  # its launches could not be known
             self.fail(unit.section, unit.name, unit.config, RuntimeError(verdict["why"]))
@@ -274,6 +277,14 @@ class Check:
         if self.device == "cuda":
             with contextlib.suppress(Exception):  # a lost context raises here too
                 torch.cuda.empty_cache()
+
+    def interrupted(self) -> str:
+        """Ctrl-C: the report says where it stopped (the units done are in it already)."""
+        where = f"in {self.current}" if self.current else "before the first unit"
+        self.result["interrupted"] = where
+        with contextlib.suppress(OSError):
+            self.write()
+        return where
 
     def restart(self) -> None:
         """The CUDA context is lost: go on in a fresh process that skips what is done."""
@@ -399,10 +410,22 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
-    if args.plan:
-        return plan_only(args, spec)
-    device = "cpu" if args.dry_run else "cuda"
-    return Check(args, device, spec).run()
+    check = None
+    try:
+        if args.plan:
+            return plan_only(args, spec)
+        check = Check(args, "cpu" if args.dry_run else "cuda", spec)
+        return check.run()
+    except KeyboardInterrupt:
+        if check is None:  # --plan: no plan written; the compiles done are cached
+            print("gpu-check: interrupted while planning; no plan written", file=sys.stderr)
+        else:
+            where = check.interrupted()
+            print(f"gpu-check: interrupted {where}; the report so far: {args.out}", file=sys.stderr)
+        return 130
+    except OSError as err:  # the report or the plan could not be written (a full disk)
+        print(f"gpu-check: error: {err} (the last whole report is kept)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

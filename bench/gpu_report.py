@@ -159,6 +159,8 @@ def markdown(result: dict) -> str:
     out.append(
         "Section times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items())
     )
+    if result.get("interrupted"):
+        out.append(f"\nInterrupted {result['interrupted']}: the units after it did not run.")
     if result.get("restarts"):
         out.append(f"\nRestarted {result['restarts']} time(s) after a lost CUDA context.")
     return "\n".join(out) + "\n"

@@ -376,3 +376,32 @@ def test_a_report_write_cut_short_keeps_the_report_before(tmp_path, monkeypatch,
     monkeypatch.undo()
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json", "gpu_check.md"]
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_report(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in a unit: one line naming it, exit 130 (as vggspec's), no traceback, and
+    gpu_check.json holds the units done and says where it stopped."""
+    import bench.gpu_check as gpu_check
+    from bench.gpu_plan import Unit
+
+    row = {"family": "f", "config": "c", "case": "x", "dtype": "bf16", "error": 0.0}
+    row.update(tol=1e-2, ok=True)
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    units = [
+        Unit("kernels", "first", "bf16", triton=None, run=lambda: [row]),
+        Unit("kernels", "second", "bf16", triton=None, run=ctrl_c),
+        Unit("kernels", "third", "bf16", triton=None, run=lambda: [row]),
+    ]
+    monkeypatch.setattr(gpu_check, "sweep_units", lambda *args: units if args[1] == "bf16" else [])
+    assert main([str(tmp_path), "--dry-run", "--only", "kernels"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"gpu-check: interrupted in kernels: second; the report so far: {tmp_path}"
+    ]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["kernels"] == [row] and result["done"] == ["kernels: first"]
+    assert result["interrupted"] == "in kernels: second"
+    assert "Interrupted in kernels: second" in (tmp_path / "gpu_check.md").read_text()
