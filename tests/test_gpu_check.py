@@ -202,13 +202,19 @@ def test_the_plan_keeps_a_config_over_the_h100s_shared_memory_off(tmp_path):
     assert not any(r["launched"] and not r["fits"] for r in plan["launches"])
 
 
-def test_the_plan_records_what_the_units_launch(tmp_path, one_thread):
+def test_the_plan_records_what_the_units_launch(tmp_path, monkeypatch, one_thread):
     """What the check launches when it runs a unit (interpreter, CPU) is what the plan
-    recorded for it on shape-only tensors: the same kernels, specialised the same way."""
+    recorded for it on shape-only tensors: the same kernels, specialised the same way,
+    auto's trials included (their output gradient is channels-last where the net's, after
+    the last pool, is not; a spec whose last pool leaves more than 1x1 shows it)."""
+    import bench.gpu_sections as sections
+
     only = ["kernels", "layers", "step", "dense", "specs"]
-    check = Check(_args(tmp_path, only=only, specs=["demo.vgg"]), "cpu", tmp_path / "toy.vgg")
     (tmp_path / "toy.vgg").write_text("input 8x8 RGB\nconv3-4 conv3-4 maxpool\nFC-8 FC-5\n")
-    units = sweep_units("cpu", "tf32", 1, 1) + layer_units(check)[:3] + step_units(check)[1:2]
+    specs = [ROOT / "specs" / "demo.vgg", tmp_path / "toy.vgg"]
+    monkeypatch.setattr(sections, "spec_files", lambda: specs)
+    check = Check(_args(tmp_path, only=only), "cpu", tmp_path / "toy.vgg")
+    units = sweep_units("cpu", "tf32", 1, 1) + layer_units(check)[:3] + step_units(check)[1:3]
     units += dense_units(check)[1:] + spec_units(check)
     for unit in units:
         planned = {json.dumps(job, sort_keys=True) for _, job in unit_launches(unit)}
@@ -216,7 +222,10 @@ def test_the_plan_records_what_the_units_launch(tmp_path, one_thread):
             unit.run()
         launched = {json.dumps(plan_job(p), sort_keys=True) for p in seen}
         assert launched and launched <= planned, unit.id
-        assert launched == planned, unit.id
+        # auto measures a signature once per process: a later unit meeting it again
+        # launches no trial (demo.vgg's and toy.vgg's 32x32 layers share some)
+        auto = unit.section == "specs" or unit.name.endswith(" auto")
+        assert launched == planned or (auto and unit.name == "toy.vgg"), unit.id
 
 
 @pytest.mark.slow  # ~4 min on the 2-core machine with a cold compile cache
