@@ -144,16 +144,26 @@ def write_plan(plan: dict, out: Path) -> Path:
     return path
 
 
+def _compiled_alike(target: str) -> tuple:
+    """What a plan's figures and verdicts depend on: the compile target and the limits
+    (sm_90's plan serves an H200, which differs only in bandwidth)."""
+    gpu = GPUS[target]
+    return gpu.capability, gpu.shared_per_block, gpu.registers_per_sm
+
+
 def read_plan(out: Path, target: str, units: list[Unit]) -> dict | None:
-    """OUT/plan.json when it was made for `target` and these units with these kernels and
-    this triton (a plan prepared on another machine with `--plan` is reused), else None."""
+    """OUT/plan.json when it was made for `target` (or a GPU compiled and limited alike)
+    and these units with these kernels and this triton (a plan prepared on another machine
+    with `--plan` is reused), else None."""
     import triton
 
     try:
         plan = json.loads((out / "plan.json").read_text())
-    except (OSError, ValueError):
+        made_for = _compiled_alike(plan["target"])
+        same = (made_for, plan["kernels"], plan["triton"])
+        ids = set(plan["units"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, torn, or not a plan
         return None
-    same = (plan.get("target"), plan.get("kernels"), plan.get("triton"))
-    if same != (target, kernels_version(), triton.__version__):
+    if same != (_compiled_alike(target), kernels_version(), triton.__version__):
         return None
-    return plan if set(plan.get("units", ())) == {unit.id for unit in units} else None
+    return plan if ids == {unit.id for unit in units} else None

@@ -414,3 +414,26 @@ def test_ctrl_c_is_one_line_and_keeps_the_report(tmp_path, monkeypatch, capsys):
     assert result["kernels"] == [row] and result["done"] == ["kernels: first"]
     assert result["interrupted"] == "in kernels: second"
     assert "Interrupted in kernels: second" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_plan_made_for_sm_90_serves_an_h200(tmp_path):
+    """`make gpu-plan` (sm_90 by default) carried to an H200: the same compiled kernels and
+    limits, so the plan is reused, not compiled again on the GPU's time; an A100 compiles
+    its own, and a plan.json that is not a plan is ignored, not a crash."""
+    import triton
+    from vggspec.compiler.kernels.version import kernels_version
+
+    from bench.gpu_plan import read_plan, write_plan
+
+    check = Check(_args(tmp_path), "cpu", tmp_path / "toy.vgg")
+    units = check.units("kernels")[:2]
+    plan = {"target": "sm_90", "kernels": kernels_version(), "triton": triton.__version__}
+    plan.update(units={u.id: {"launched": True, "why": ""} for u in units}, launches=[])
+    write_plan(plan, tmp_path)
+    assert read_plan(tmp_path, "h200", units) == plan
+    assert read_plan(tmp_path, "sm_90", units) == plan
+    assert read_plan(tmp_path, "sm_80", units) is None
+    assert read_plan(tmp_path, "sm_90", units[:1]) is None
+    for junk in ("[]", '{"target": "sm_75"}', '{"target": "sm_90"}'):
+        (tmp_path / "plan.json").write_text(junk)
+        assert read_plan(tmp_path, "sm_90", units) is None
