@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels.plan import tf32_allowed
 from ..autotune import Autotuner, default_autotuner
 from . import torch_functional, triton_kernels
 
@@ -34,11 +35,7 @@ def precision_of(method: str, args: tuple) -> str:
         dtype = torch.get_autocast_dtype(x.device.type)
     name = _SHORT.get(dtype, "fp32")
     if name == "fp32" and x.device.type == "cuda":
-        tf32 = (
-            torch.backends.cudnn.allow_tf32
-            if method == "conv"
-            else torch.backends.cuda.matmul.allow_tf32
-        )
+        tf32 = tf32_allowed("conv" if method == "conv" else "matmul")
         return "tf32" if tf32 else "fp32"
     return name
 
