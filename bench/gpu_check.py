@@ -88,6 +88,7 @@ from bench.gpu_plan import build_plan, read_plan, write_plan  # noqa: E402
 from bench.gpu_report import markdown  # noqa: E402
 from bench.gpu_sections import dense_units, layer_units, spec_units, step_units  # noqa: E402
 from bench.gpu_sweep import sweep_units  # noqa: E402
+from bench.toy_specs import spec_files  # noqa: E402
 
 SECTIONS = ("plan", "kernels", "layers", "step", "dense", "specs")
 # Toy net for --dry-run's layers, step and dense sections: every op kind D has, at 8×8.
@@ -393,6 +394,10 @@ def main(argv=None) -> int:
         except VggspecError as err:
             print(err, file=sys.stderr)  # "file:line:col: error: …", as vggspec compile
             return 2
+    unknown = sorted(set(args.specs or ()) - {path.name for path in spec_files()})
+    if unknown:
+        print(f"gpu-check: error: --specs: not in specs/: {', '.join(unknown)}", file=sys.stderr)
+        return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         why = cannot_create_in(args.out)

@@ -292,7 +292,8 @@ def test_the_tree_runs_without_an_install():
 
 def test_a_users_mistake_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     """A spec that is missing or does not parse, an OUT that is a file or lies under one,
-    and (without --dry-run or --plan) no CUDA: one line each (a spec's error as the
+    --specs naming a file not in specs/ (it ran no spec, and passed), and (without
+    --dry-run or --plan) no CUDA: one line each (a spec's error as the
     compiler writes it: the line, then where), exit 2, before anything is compiled or
     written (not a traceback, nor a kernel sweep run before the spec is read)."""
     bad = tmp_path / "bad.vgg"
@@ -306,6 +307,7 @@ def test_a_users_mistake_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys)
         ([str(tmp_path / "o1"), "--plan", "--spec", str(tmp_path / "nope.vgg")], "nope.vgg"),
         ([str(tmp_path / "o2"), "--plan", "--spec", str(bad)], "bad.vgg"),
         ([str(a_file), "--plan"], "a-file"),
+        ([str(tmp_path / "o4"), "--dry-run", "--specs", "demo.vgg", "Z.vgg"], "Z.vgg"),
         ([str(a_file / "under"), "--plan"], "a-file"),
     ]
     if not torch.cuda.is_available():
