@@ -249,18 +249,23 @@ class Check:
                 {"section": unit.section, "unit": unit.name, "why": verdict["why"]}
             )
         else:
+            # On disk while it runs: a kill -9, or a hang the GPU's lease ends, names it.
+            self.result["running"] = unit.id
+            self.write()
             try:
                 self._guard_injected(unit.section, unit.name)
                 rows = unit.run()
                 self.synchronize()  # an asynchronous fault surfaces here, inside the guard
                 self.result[unit.section] += rows
             except Exception as err:
+                del self.result["running"]
                 self.fail(unit.section, unit.name, unit.config, err)
                 self.result["done"].append(unit.id)  # a fresh process does not retry it
                 if self.device == "cuda" and not cuda_context_alive():
                     self.restart()
                 self.write()
                 return
+        self.result.pop("running", None)
         self.result["done"].append(unit.id)
         self.write()
 
@@ -283,6 +288,7 @@ class Check:
         """Ctrl-C: the report says where it stopped (the units done are in it already)."""
         where = f"in {self.current}" if self.current else "before the first unit"
         self.result["interrupted"] = where
+        self.result.pop("running", None)
         with contextlib.suppress(OSError):
             self.write()
         return where

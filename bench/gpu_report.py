@@ -159,6 +159,11 @@ def markdown(result: dict) -> str:
     out.append(
         "Section times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items())
     )
+    if result.get("running"):
+        out.append(
+            f"\nRunning {result['running']} when this was written: a report that still says so"
+            " after the check ended stopped there (killed, or hung until killed)."
+        )
     if result.get("interrupted"):
         out.append(f"\nInterrupted {result['interrupted']}: the units after it did not run.")
     if result.get("restarts"):

@@ -439,3 +439,22 @@ def test_a_plan_made_for_sm_90_serves_an_h200(tmp_path):
     for junk in ("[]", '{"target": "sm_75"}', '{"target": "sm_90"}'):
         (tmp_path / "plan.json").write_text(junk)
         assert read_plan(tmp_path, "sm_90", units) is None
+
+
+def test_the_report_names_the_unit_running(tmp_path, one_thread):
+    """While a unit runs, gpu_check.json and .md name it (a kill -9, or a hang that ends
+    with the GPU's lease, leaves a report saying where); once done, they no longer do."""
+    check = Check(_args(tmp_path), "cpu", tmp_path / "toy.vgg")
+    unit = check.units("kernels")[0]
+    seen = []
+
+    def run():
+        seen.append(json.loads((tmp_path / "gpu_check.json").read_text()).get("running"))
+        seen.append(f"Running {unit.id} when" in (tmp_path / "gpu_check.md").read_text())
+        return []
+
+    unit.run = run
+    check.result["kernels"] = []
+    check.run_unit(unit)
+    assert seen == [unit.id, True]
+    assert "running" not in json.loads((tmp_path / "gpu_check.json").read_text())
