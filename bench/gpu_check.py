@@ -26,7 +26,9 @@ written after each, so an error is one row of the report and a kill keeps what w
            and backward, the dense twin's prediction; fp32 without TF32, so that a wrong
            kernel stands out from rounding), each ok or not;
   and the peak GPU memory of each case. Not yet timed on a GPU (the plan's compiles: 8.6 min
-  on a shared 2-core CPU, none when a plan made beforehand is carried along).
+  on a shared 2-core CPU, none when a plan made beforehand is carried along; the estimates
+  of the layers and step sections compile D's 51 training kernels into this machine's
+  compile cache, which the plan does not carry).
 
 An error a unit raises (out of resources, a device-side assert or an illegal address seen at
 the synchronisation that ends every unit, out of memory) is recorded with its section, unit,
