@@ -458,3 +458,24 @@ def test_the_report_names_the_unit_running(tmp_path, one_thread):
     check.run_unit(unit)
     assert seen == [unit.id, True]
     assert "running" not in json.loads((tmp_path / "gpu_check.json").read_text())
+
+
+def test_make_gpu_check_runs_the_python_it_is_told(tmp_path):
+    """README: `make gpu-check PYTHON=python3 …` on a machine with torch preinstalled. A
+    tree carried with a .venv (of another machine: a CPU torch, or a dangling link) ran
+    that instead of the PYTHON named; without PYTHON, the .venv is still preferred."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text())
+
+    def dry(*args):
+        done = subprocess.run(["make", "-n", "gpu-check", "GPU_CHECK_OUT=o", *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+        return done.stdout.split()
+
+    assert "python3" in dry("PYTHON=python3", "LARK=lark.whl")
+    assert ".venv/bin/python" in dry()
