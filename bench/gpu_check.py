@@ -124,6 +124,17 @@ def device_target(device: str) -> str:
     return "h200" if "H200" in torch.cuda.get_device_name() else "sm_90"
 
 
+def not_in_table(device: str) -> str | None:
+    """What the report says of a GPU that is not one of the table's (an A10, an L4, an
+    RTX card, a B200: other shared memory per block and SMs), or None."""
+    if device != "cuda" or not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) in ((8, 0), (9, 0)):
+        return None
+    return f"{torch.cuda.get_device_name()} (sm_{major}{minor}) is not in the GPU table"
+
+
 class InjectedFailure(RuntimeError):
     """--inject-failure: the first unit of a section raises this, to prove the guard."""
 
@@ -154,8 +165,16 @@ class Check:
         on_gpu = self.device == "cuda" and torch.cuda.is_available()
         gpu = torch.cuda.get_device_name() if on_gpu else platform.processor()
         spec = GPUS[self.target]
+        other = not_in_table(self.device)
+        if other:
+            other += (
+                f": the plan's limits and the roofline are {self.target}'s ({spec.name}); a "
+                "kernel over this GPU's own limits fails in its guard"
+            )
+            print(f"gpu-check: warning: {other}", file=sys.stderr, flush=True)
         return {
             "dry_run": self.dry_run,
+            "not_in_table": other,
             "environment": {
                 "gpu": gpu or "cpu",
                 "torch": torch.__version__,

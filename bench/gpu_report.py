@@ -56,6 +56,8 @@ def markdown(result: dict) -> str:
         f"{env['date']}{' (dry run)' if result['dry_run'] else ''}",
         "",
     ]
+    if result.get("not_in_table"):
+        out += [f"**{result['not_in_table']}.**", ""]
     if result.get("failures"):
         out += _table("## Failures (each in its own guard)", "| section | unit | config | error |")
         for r in result["failures"]:

@@ -479,3 +479,23 @@ def test_make_gpu_check_runs_the_python_it_is_told(tmp_path):
 
     assert "python3" in dry("PYTHON=python3", "LARK=lark.whl")
     assert ".venv/bin/python" in dry()
+
+
+def test_a_gpu_not_in_the_table_is_said_to_be(tmp_path, monkeypatch, capsys):
+    """An L4 (sm_89: 99 KB of shared memory per block) is planned and costed as the
+    table's A100 (163 KB): the report and one warning line say so (no GPU here: the
+    device queries are stand-ins). An H100 is in the table: nothing said."""
+    from bench.gpu_report import markdown
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name, capability, warned in [("NVIDIA L4", (8, 9), True), ("NVIDIA H100", (9, 0), False)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, c=capability: c)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, n=name: n)
+        check = Check(_args(tmp_path), "cuda", tmp_path / "toy.vgg")
+        said = check.result["not_in_table"]
+        err = capsys.readouterr().err
+        if warned:
+            assert check.target == "sm_80" and said.startswith("NVIDIA L4 (sm_89) is not in")
+            assert "A100" in said and said in err and said in markdown(check.result)
+        else:
+            assert check.target == "sm_90" and said is None and not err
