@@ -66,7 +66,9 @@ bench: $(BIN)/vggspec
 # beforehand on any machine (no GPU); gpu-check with the same GPU_CHECK_OUT reuses it.
 GPU_CHECK_OUT ?= runs/gpu-check-$(shell date +%Y%m%d-%H%M%S)
 GPU_TARGET ?= sm_90
-GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+# PYTHON named on the command line wins over a .venv the tree may carry from another machine.
+VENV_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+GPU_PYTHON ?= $(if $(filter command line,$(origin PYTHON)),$(PYTHON),$(VENV_PYTHON))
 
 gpu-check:
 	PYTHONPATH="$(LARK):$$PYTHONPATH" $(GPU_PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT)

@@ -26,7 +26,9 @@ written after each, so an error is one row of the report and a kill keeps what w
            and backward, the dense twin's prediction; fp32 without TF32, so that a wrong
            kernel stands out from rounding), each ok or not;
   and the peak GPU memory of each case. Not yet timed on a GPU (the plan's compiles: 8.6 min
-  on a shared 2-core CPU, none when a plan made beforehand is carried along).
+  on a shared 2-core CPU, none when a plan made beforehand is carried along; the estimates
+  of the layers and step sections compile D's 51 training kernels into this machine's
+  compile cache, which the plan does not carry).
 
 An error a unit raises (out of resources, a device-side assert or an illegal address seen at
 the synchronisation that ends every unit, out of memory) is recorded with its section, unit,
@@ -73,6 +75,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton  # noqa: E402
+from vggspec.compiler import compile_spec, load_spec  # noqa: E402
+from vggspec.compiler.errors import VggspecError  # noqa: E402
 from vggspec.compiler.lowering.autotune import (  # noqa: E402
     Autotuner,
     stand_in_timer,
@@ -80,11 +84,13 @@ from vggspec.compiler.lowering.autotune import (  # noqa: E402
 )
 from vggspec.compiler.lowering.autotune_cache import DecisionCache  # noqa: E402
 from vggspec.compiler.targets import GPUS  # noqa: E402
+from vggspec.runtime.io.atomic import atomic_write, cannot_create_in  # noqa: E402
 
 from bench.gpu_plan import build_plan, read_plan, write_plan  # noqa: E402
 from bench.gpu_report import markdown  # noqa: E402
 from bench.gpu_sections import dense_units, layer_units, spec_units, step_units  # noqa: E402
 from bench.gpu_sweep import sweep_units  # noqa: E402
+from bench.toy_specs import spec_files  # noqa: E402
 
 SECTIONS = ("plan", "kernels", "layers", "step", "dense", "specs")
 # Toy net for --dry-run's layers, step and dense sections: every op kind D has, at 8×8.
@@ -118,6 +124,17 @@ def device_target(device: str) -> str:
     return "h200" if "H200" in torch.cuda.get_device_name() else "sm_90"
 
 
+def not_in_table(device: str) -> str | None:
+    """What the report says of a GPU that is not one of the table's (an A10, an L4, an
+    RTX card, a B200: other shared memory per block and SMs), or None."""
+    if device != "cuda" or not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) in ((8, 0), (9, 0)):
+        return None
+    return f"{torch.cuda.get_device_name()} (sm_{major}{minor}) is not in the GPU table"
+
+
 class InjectedFailure(RuntimeError):
     """--inject-failure: the first unit of a section raises this, to prove the guard."""
 
@@ -136,6 +153,7 @@ class Check:
         self.spec_names = set(args.specs or ())
         self.verdicts = None  # unit id → {"launched", "why"} once the plan is made
         self.planned = False  # the plan compiled every kernel: estimates can be read
+        self.current = None  # the unit running (for Ctrl-C's line)
         self.result = self._start(args.resume)
 
     def _start(self, resume: bool) -> dict:
@@ -147,8 +165,16 @@ class Check:
         on_gpu = self.device == "cuda" and torch.cuda.is_available()
         gpu = torch.cuda.get_device_name() if on_gpu else platform.processor()
         spec = GPUS[self.target]
+        other = not_in_table(self.device)
+        if other:
+            other += (
+                f": the plan's limits and the roofline are {self.target}'s ({spec.name}); a "
+                "kernel over this GPU's own limits fails in its guard"
+            )
+            print(f"gpu-check: warning: {other}", file=sys.stderr, flush=True)
         return {
             "dry_run": self.dry_run,
+            "not_in_table": other,
             "environment": {
                 "gpu": gpu or "cpu",
                 "torch": torch.__version__,
@@ -214,6 +240,7 @@ class Check:
                 self.run_unit(unit)
 
     def make_plan(self) -> None:
+        self.current = "plan"
         self._guard_injected("plan", "plan")
         units = [u for section in self.measured_sections() for u in self.units(section)]
         plan = read_plan(self.out, self.target, units)
@@ -234,24 +261,32 @@ class Check:
         }
 
     def run_unit(self, unit) -> None:
+        self.current = unit.id
         verdict = (self.verdicts or {}).get(unit.id)
-        if verdict is not None and not verdict["launched"]:
+        if verdict is not None and verdict.get("failed"):  # its launches could not be known
+            self.fail(unit.section, unit.name, unit.config, RuntimeError(verdict["why"]))
+        elif verdict is not None and not verdict["launched"]:
             self.result["skipped"].append(
                 {"section": unit.section, "unit": unit.name, "why": verdict["why"]}
             )
         else:
+            # On disk while it runs: a kill -9, or a hang the GPU's lease ends, names it.
+            self.result["running"] = unit.id
+            self.write()
             try:
                 self._guard_injected(unit.section, unit.name)
                 rows = unit.run()
                 self.synchronize()  # an asynchronous fault surfaces here, inside the guard
                 self.result[unit.section] += rows
             except Exception as err:
+                del self.result["running"]
                 self.fail(unit.section, unit.name, unit.config, err)
                 self.result["done"].append(unit.id)  # a fresh process does not retry it
                 if self.device == "cuda" and not cuda_context_alive():
                     self.restart()
                 self.write()
                 return
+        self.result.pop("running", None)
         self.result["done"].append(unit.id)
         self.write()
 
@@ -269,6 +304,15 @@ class Check:
         if self.device == "cuda":
             with contextlib.suppress(Exception):  # a lost context raises here too
                 torch.cuda.empty_cache()
+
+    def interrupted(self) -> str:
+        """Ctrl-C: the report says where it stopped (the units done are in it already)."""
+        where = f"in {self.current}" if self.current else "before the first unit"
+        self.result["interrupted"] = where
+        self.result.pop("running", None)
+        with contextlib.suppress(OSError):
+            self.write()
+        return where
 
     def restart(self) -> None:
         """The CUDA context is lost: go on in a fresh process that skips what is done."""
@@ -309,10 +353,13 @@ class Check:
             torch.cuda.synchronize()
 
     def write(self) -> str:
+        """Both files, each replaced whole: a kill or a full disk while writing leaves the
+        report of the units before (the json is rewritten after every unit)."""
         self.result["autotune"] = dict(self.tuner.chosen)
-        (self.out / "gpu_check.json").write_text(json.dumps(self.result, indent=1) + "\n")
         text = markdown(self.result)
-        (self.out / "gpu_check.md").write_text(text)
+        report = json.dumps(self.result, indent=1) + "\n"
+        atomic_write(self.out / "gpu_check.json", lambda tmp: Path(tmp).write_text(report))
+        atomic_write(self.out / "gpu_check.md", lambda tmp: Path(tmp).write_text(text))
         return text
 
 
@@ -364,7 +411,28 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    # A user's mistake is one line and exit 2, found before anything is compiled or written.
+    if not (args.dry_run or args.plan or torch.cuda.is_available()):
+        print("bench/gpu_check.py: no CUDA device here (use --dry-run or --plan on the CPU).")
+        return 2
+    if not args.dry_run:
+        try:
+            compile_spec(load_spec(args.spec))  # parsed and its shapes checked
+        except VggspecError as err:
+            print(err, file=sys.stderr)  # "file:line:col: error: …", as vggspec compile
+            return 2
+    unknown = sorted(set(args.specs or ()) - {path.name for path in spec_files()})
+    if unknown:
+        print(f"gpu-check: error: --specs: not in specs/: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        why = cannot_create_in(args.out)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+    if why:
+        print(f"gpu-check: error: cannot write the report in {args.out}: {why}", file=sys.stderr)
+        return 2
     spec = args.spec
     if args.dry_run:
         spec = args.out / "toy.vgg"
@@ -374,16 +442,22 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
-    if args.plan:
-        return plan_only(args, spec)
-    if args.dry_run:
-        device = "cpu"
-    elif torch.cuda.is_available():
-        device = "cuda"
-    else:
-        print("bench/gpu_check.py: no CUDA device here (use --dry-run or --plan on the CPU).")
-        return 2
-    return Check(args, device, spec).run()
+    check = None
+    try:
+        if args.plan:
+            return plan_only(args, spec)
+        check = Check(args, "cpu" if args.dry_run else "cuda", spec)
+        return check.run()
+    except KeyboardInterrupt:
+        if check is None:  # --plan: no plan written; the compiles done are cached
+            print("gpu-check: interrupted while planning; no plan written", file=sys.stderr)
+        else:
+            where = check.interrupted()
+            print(f"gpu-check: interrupted {where}; the report so far: {args.out}", file=sys.stderr)
+        return 130
+    except OSError as err:  # the report or the plan could not be written (a full disk)
+        print(f"gpu-check: error: {err} (the last whole report is kept)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from vggspec.compiler.kernels.aot import compile_jobs, fits, plan_job
 from vggspec.compiler.kernels.plan import Ptr
 from vggspec.compiler.kernels.version import kernels_version
 from vggspec.compiler.targets import GPUS
+from vggspec.runtime.io.atomic import atomic_write
 
 
 @dataclass
@@ -79,7 +80,12 @@ def build_plan(units: list[Unit], target: str, workers: int | None = None) -> di
     """plan.json's content: every launch of every unit, compiled for `target`, whether it
     fits, and whether the check launches it (its unit fits whole)."""
     gpu = GPUS[target]
-    recorded = [(unit, unit_launches(unit)) for unit in units]
+    recorded, unrecorded = [], {}
+    for unit in units:
+        try:
+            recorded.append((unit, unit_launches(unit)))
+        except Exception as err:  # kept off (unchecked) and failed, the others planned
+            unrecorded[unit.id] = f"{type(err).__name__}: {err}".splitlines()[0][:500]
     jobs = [job for _, launches in recorded for _, job in launches]
     figures = iter(compile_jobs(jobs, target, workers))
     rows, verdicts = [], {}
@@ -117,6 +123,8 @@ def build_plan(units: list[Unit], target: str, workers: int | None = None) -> di
             ),
         }
         rows += unit_rows
+    for unit_id, error in unrecorded.items():
+        verdicts[unit_id] = {"launched": False, "why": f"not recorded: {error}", "failed": True}
     import triton
 
     return {
@@ -131,21 +139,31 @@ def build_plan(units: list[Unit], target: str, workers: int | None = None) -> di
 
 
 def write_plan(plan: dict, out: Path) -> Path:
-    path = out / "plan.json"
-    path.write_text(json.dumps(plan, indent=1) + "\n")
+    path, text = out / "plan.json", json.dumps(plan, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
+def _compiled_alike(target: str) -> tuple:
+    """What a plan's figures and verdicts depend on: the compile target and the limits
+    (sm_90's plan serves an H200, which differs only in bandwidth)."""
+    gpu = GPUS[target]
+    return gpu.capability, gpu.shared_per_block, gpu.registers_per_sm
+
+
 def read_plan(out: Path, target: str, units: list[Unit]) -> dict | None:
-    """OUT/plan.json when it was made for `target` and these units with these kernels and
-    this triton (a plan prepared on another machine with `--plan` is reused), else None."""
+    """OUT/plan.json when it was made for `target` (or a GPU compiled and limited alike)
+    and these units with these kernels and this triton (a plan prepared on another machine
+    with `--plan` is reused), else None."""
     import triton
 
     try:
         plan = json.loads((out / "plan.json").read_text())
-    except (OSError, ValueError):
+        made_for = _compiled_alike(plan["target"])
+        same = (made_for, plan["kernels"], plan["triton"])
+        ids = set(plan["units"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, torn, or not a plan
         return None
-    same = (plan.get("target"), plan.get("kernels"), plan.get("triton"))
-    if same != (target, kernels_version(), triton.__version__):
+    if same != (_compiled_alike(target), kernels_version(), triton.__version__):
         return None
-    return plan if set(plan.get("units", ())) == {unit.id for unit in units} else None
+    return plan if ids == {unit.id for unit in units} else None

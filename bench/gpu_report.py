@@ -56,6 +56,8 @@ def markdown(result: dict) -> str:
         f"{env['date']}{' (dry run)' if result['dry_run'] else ''}",
         "",
     ]
+    if result.get("not_in_table"):
+        out += [f"**{result['not_in_table']}.**", ""]
     if result.get("failures"):
         out += _table("## Failures (each in its own guard)", "| section | unit | config | error |")
         for r in result["failures"]:
@@ -159,6 +161,13 @@ def markdown(result: dict) -> str:
     out.append(
         "Section times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items())
     )
+    if result.get("running"):
+        out.append(
+            f"\nRunning {result['running']} when this was written: a report that still says so"
+            " after the check ended stopped there (killed, or hung until killed)."
+        )
+    if result.get("interrupted"):
+        out.append(f"\nInterrupted {result['interrupted']}: the units after it did not run.")
     if result.get("restarts"):
         out.append(f"\nRestarted {result['restarts']} time(s) after a lost CUDA context.")
     return "\n".join(out) + "\n"

@@ -16,6 +16,7 @@ from .plan import (
     dot_precision,
     interpreting,
     new_tensor,
+    tf32_allowed,
 )
 from .shapes import ConvLaunch
 from .splitk import new_partials, splitk_sum
@@ -434,7 +435,7 @@ class Conv2dBiasAct(torch.autograd.Function):
         plan = conv_fwd_plan(
             layer, TRITON_DTYPE[x.dtype], has_bias=bias is not None,
             x_strides=_strides_nhwc_of(x), config=config,
-            allow_tf32=torch.backends.cudnn.allow_tf32,
+            allow_tf32=tf32_allowed("conv"),
         )  # fmt: skip
         packed = weight.permute(2, 3, 1, 0).contiguous()
         ho, wo = plan.args["HO"], plan.args["WO"]
@@ -455,7 +456,7 @@ class Conv2dBiasAct(torch.autograd.Function):
         dy = dy.contiguous(memory_format=torch.channels_last)
         if not _same_layout(dy, y):  # the gate is read with dy's strides
             y = y.contiguous(memory_format=torch.channels_last)
-        tf32 = torch.backends.cudnn.allow_tf32
+        tf32 = tf32_allowed("conv")
         dx = dw = db = None
 
         if ctx.needs_input_grad[0]:

@@ -16,6 +16,7 @@ from .plan import (
     dot_precision,
     interpreting,
     new_tensor,
+    tf32_allowed,
 )
 from .shapes import LinearLaunch
 from .splitk import new_partials, splitk_sum
@@ -261,7 +262,7 @@ class LinearBiasAct(torch.autograd.Function):
         m, k = x.shape
         n = weight.shape[0]
         dtype = TRITON_DTYPE[x.dtype]
-        tf32 = torch.backends.cuda.matmul.allow_tf32
+        tf32 = tf32_allowed("matmul")
         layer = LinearLaunch("fc", m, k, n, relu)
         plan = linear_fwd_plan(
             layer, dtype, bias is not None, x.stride(), weight.stride(), config, tf32
@@ -281,7 +282,7 @@ class LinearBiasAct(torch.autograd.Function):
         m, k = x.shape
         n = weight.shape[0]
         dtype = TRITON_DTYPE[x.dtype]
-        tf32 = torch.backends.cuda.matmul.allow_tf32
+        tf32 = tf32_allowed("matmul")
         dgrad_config, wgrad_config = ctx.configs
         dy = dy.contiguous()  # same strides as the saved y, which gates it
         dx = dw = db = None

@@ -56,6 +56,19 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def tf32_allowed(kind: str) -> bool:
+    """torch's TF32 setting for "conv" (cuDNN) or "matmul" GEMMs. The legacy allow_tf32
+    flag, or where torch >= 2.9's fp32_precision API was used (torch then raises on
+    reading the legacy flag) that API's setting."""
+    try:
+        if kind == "conv":
+            return torch.backends.cudnn.allow_tf32
+        return torch.backends.cuda.matmul.allow_tf32
+    except RuntimeError:
+        api = torch.backends.cudnn.conv if kind == "conv" else torch.backends.cuda.matmul
+        return api.fp32_precision == "tf32"
+
+
 def dot_precision(dtype: str, allow_tf32: bool) -> str:
     """tl.dot input precision: tf32 tensor cores for fp32 only when torch allows it."""
     return "tf32" if (dtype == "fp32" and allow_tf32) else "ieee"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels.plan import tf32_allowed
 from ..autotune import Autotuner, default_autotuner
 from . import torch_functional, triton_kernels
 
@@ -29,15 +30,12 @@ def precision_of(method: str, args: tuple) -> str:
     inputs' dtype, and fp32 on a GPU that allows TF32 counts as TF32."""
     x = args[0]
     dtype = x.dtype
-    if method in ("conv", "linear") and torch.is_autocast_enabled(x.device.type):
+    meta = x.device.type == "meta"  # (gpu-check's plan: no autocast on shape-only tensors)
+    if method in ("conv", "linear") and not meta and torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
     name = _SHORT.get(dtype, "fp32")
     if name == "fp32" and x.device.type == "cuda":
-        tf32 = (
-            torch.backends.cudnn.allow_tf32
-            if method == "conv"
-            else torch.backends.cuda.matmul.allow_tf32
-        )
+        tf32 = tf32_allowed("conv" if method == "conv" else "matmul")
         return "tf32" if tf32 else "fp32"
     return name
 
@@ -112,8 +110,11 @@ def trial(side, method: str, args: tuple, backward: bool):
         # Its own generator: both sides get the same gradient, and the global generator
         # (which training draws from) is left alone. In the output's memory layout, as
         # training hands it back: the backward kernels measured are the ones that will run.
-        g = torch.Generator(out.device).manual_seed(0)
-        dy = torch.randn(out.shape, generator=g, device=out.device).to(out.dtype)
+        if out.device.type == "meta":  # gpu-check's plan records the trial's launches
+            dy = torch.empty(out.shape, device="meta", dtype=out.dtype)
+        else:
+            g = torch.Generator(out.device).manual_seed(0)
+            dy = torch.randn(out.shape, generator=g, device=out.device).to(out.dtype)
         if out.dim() == 4 and not out.is_contiguous():
             dy = dy.contiguous(memory_format=torch.channels_last)
         return [out.detach(), *torch.autograd.grad(out, wrt, dy)]
