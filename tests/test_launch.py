@@ -124,3 +124,35 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize(
+    "codes, expected",
+    [
+        ({0: 2, 1: 2}, 2),  # every worker refused the mistake in its line
+        ({0: 2, 1: -signal.SIGTERM}, 2),  # one did; torchrun stopped the other before it could
+        ({0: 2, 1: 1}, 1),  # another worker failed of its own: not a user's mistake alone
+        ({0: -signal.SIGTERM, 1: -signal.SIGKILL}, 1),  # killed, no mistake told
+    ],
+)
+def test_a_mistake_a_worker_refused_is_exit_2_whoever_torchrun_stopped(
+    monkeypatch, capsys, codes, expected
+):
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def failing(args):
+        failures = {
+            rank: ProcessFailure(rank, 1000 + rank, code, "") for rank, code in codes.items()
+        }
+        raise ChildFailedError("vggspec", failures)
+
+    monkeypatch.setattr(torchrun, "run", failing)
+    from vggspec.runtime.dist.parent import LAUNCHER_PID
+
+    # launch_local sets these in this process: each goes back as it was after the test.
+    for name in (LAUNCHER_PID, "GLOO_SOCKET_IFNAME", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    assert launch.launch_local(2, 0, ["vggspec", "run", "eval"]) == expected
+    said = capsys.readouterr().err
+    assert ("the workers failed" in said) == (expected == 1), said

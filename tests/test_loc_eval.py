@@ -173,6 +173,26 @@ def test_table_names_the_protocols_and_the_regression(setup, cli):
     assert lines[-1].startswith("5 images with a box, top-5 classes from right")
 
 
+def test_output_is_refused_while_another_writer_holds_its_folder(setup, cli, tmp_path):
+    # As classification's -o (tests/test_lock.py): one writer per folder, nothing written.
+    from vggspec.runtime.io.lock import FolderLock
+
+    _, _, nets = setup
+    out = tmp_path / "busy"
+    args = ["--checkpoint", nets["perfect"], "--protocol", "centre", "--scales", "32"]
+    with FolderLock(out, "run train"):
+        before = sorted(p.name for p in out.iterdir())
+        code, _, err = cli("run", "eval", *args, *_cli_args(setup), "-o", out / "loc.json")
+        assert code == 2, err
+        assert "in use by another writer (`vggspec run train`" in err
+        assert len(err.strip().splitlines()) == 1, err
+        assert sorted(p.name for p in out.iterdir()) == before  # no loc.json
+    code, _, err = cli("run", "eval", *args, *_cli_args(setup), "-o", out / "loc.json")
+    assert code == 0, err
+    assert json.loads((out / "loc.json").read_text())["results"][0]["loc_error"] == 0.0
+    assert not (out / ".loc.json.lock").exists() and not (out / ".vggspec.lock").exists()
+
+
 def _request(setup, checkpoints, classifier="right", protocol="dense", **images):
     root, data, nets = setup
     return LocRequest(

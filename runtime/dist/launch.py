@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
@@ -29,6 +30,10 @@ def torchrun_args(nproc: int, max_restarts: int, module_args: list[str]) -> list
     ]  # fmt: skip
 
 
+# How torchrun stops the workers left once one has failed: SIGTERM, then SIGKILL.
+_STOPPED = (-signal.SIGTERM, -signal.SIGKILL)
+
+
 def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     """Run `python -m <module_args>` in `nproc` workers; returns the launcher's exit code.
     torchrun restarts the whole group (up to `max_restarts` times) if a worker dies."""
@@ -48,7 +53,9 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
         run(args)
     except Exception as err:  # torchrun raises ChildFailedError after printing its report
         codes = {f.exitcode for f in getattr(err, "failures", {}).values()}
-        if codes == {2}:  # a mistake each worker refused in its one line: the parent says 2
+        # A mistake a worker refused in its one line: the parent says 2, also when torchrun
+        # stopped the other workers (a signal) before they reached it themselves.
+        if 2 in codes and codes <= {2, *_STOPPED}:
             return 2
         print(f"vggspec: the workers failed ({type(err).__name__})", file=sys.stderr)
         return 1

@@ -104,4 +104,4 @@ class LocRequest:
     processes: Processes = field(default_factory=Processes)
 
     def outputs(self) -> list[tuple[str, bool]]:
-        return []  # --output is written unlocked, as it was before this request existed
+        return [(self.output, False)] if self.output else []
