@@ -231,3 +231,13 @@ def test_no_output_lands_on_a_training_runs_files_or_on_an_input(cli, tmp_path):
     spec.write_text("input 32x32 RGB\nconv3-8 maxpool\nFC-10 soft-max\n")
     code, _, err = cli("compile", spec, "-o", spec)  # wrote the table over the spec
     assert code == 2 and "is the input" in err and "conv3-8" in spec.read_text()
+
+
+@pytest.mark.parametrize("command", ["eval", "features"])
+def test_a_missing_net_is_named_before_the_data_it_would_give(cli, tmp_path, command):
+    """`run eval --checkpoint runs/typo` said "say which images: --data DIR": the run's own
+    data is looked up from the run, and a run that is not there was not named."""
+    out = ["--out", tmp_path / "feats"] if command == "features" else []
+    code, _, err = cli("run", command, "--checkpoint", tmp_path / "typo", *out)
+    assert code == 2 and "typo: no such checkpoint file or run folder" in err
+    assert len(err.strip().splitlines()) == 1

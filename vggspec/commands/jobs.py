@@ -44,6 +44,14 @@ def check(args) -> None:
         Serving(args.engine, args.precision, _device(args.device)).candidates()
     except EngineError as err:
         raise UserError(str(err)) from None
+    # The nets first: a run that is not there has no data to take either.
+    from vggspec.runtime.eval.models import resolve_checkpoint
+
+    for path in args.checkpoint:
+        resolve_checkpoint(path)
+    for path in [*args.weights, *args.spec]:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
     if args.data is None:
         from vggspec.runtime.eval.runs import training_data
 
@@ -55,13 +63,6 @@ def check(args) -> None:
             f"--data {args.data}: no {args.split}/ folder (expected the ImageFolder layout "
             f"{args.data}/{args.split}/<class>/<image>)"
         )
-    from vggspec.runtime.eval.models import resolve_checkpoint
-
-    for path in args.checkpoint:
-        resolve_checkpoint(path)
-    for path in [*args.weights, *args.spec]:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
 
 
 def _device(device: str) -> str:
