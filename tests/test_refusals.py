@@ -80,6 +80,9 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
         ("bad memory cap", train(), {"VGGSPEC_MEMORY_CAP": "lots"}, "give a size"),
         # It trained a step, wrote a checkpoint and exited 1: stopped by its own cap.
         ("cap under the step", train(), {"VGGSPEC_MEMORY_CAP": "1M"}, "would stop at its first"),
+        # Anything but 0 ran the probe and kept freed memory, as 1 does.
+        ("probe switch not 0/1", train(), {"VGGSPEC_MEMORY_PROBE": "off"}, "give 0 (off) or 1"),
+        ("retain switch not 0/1", train(), {"VGGSPEC_RETAIN_MEMORY": "no"}, "give 0 (off) or 1"),
         ("recipe from /dev/zero", ["run", "train", "--config", "/dev/zero"], {}, "1 MiB"),
         ("run already there", train_args(root, done), {}, "already holds a run"),
         ("resume edited", ["run", "train", "--resume", done, "lr=0.5"], {}, "not lr"),
