@@ -388,3 +388,14 @@ def test_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_checkpoint_checked_against_its_own_spec_is_evaluated(setup, cli, tmp_path):
+    """`--checkpoint RUN --spec SPEC` ended in a traceback (the spec was zipped with the
+    weights files, of which there were none)."""
+    root, data, run, _ = setup
+    code, out, err = cli("run", "eval", "--checkpoint", run, "--spec", root / "net1.vgg",
+                         *common(data, "--json"))  # fmt: skip
+    assert code == 0, err
+    code, plain, _ = cli("run", "eval", "--checkpoint", run, *common(data, "--json"))
+    assert json.loads(out)["results"] == json.loads(plain)["results"]
