@@ -52,6 +52,10 @@ def check(args) -> None:
     for path in [*args.weights, *args.spec]:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
+    from vggspec.compiler import compile_spec, load_spec
+
+    for path in args.spec:  # its own located error, not "a net of another spec than --spec"
+        compile_spec(load_spec(path))
     if args.data is None:
         from vggspec.runtime.eval.runs import training_data
 
