@@ -38,6 +38,14 @@ def setup(tmp_path_factory):
     (root / "mine").mkdir()  # a folder of the user's, named as the demo data's
     (root / "mine" / "thesis.txt").write_text("keep")
     assert main([str(a) for a in train_args(root, root / "done", "max_steps=4")]) == 0
+    # A run whose last.pt is another spec's run's (resuming it was a torch traceback).
+    (root / "wide.vgg").write_text(
+        "input 32x32 RGB\nconv3-12 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-10 soft-max\n"
+    )
+    wide = train_args(root, root / "wide", "max_steps=2", f"spec={root / 'wide.vgg'}")
+    assert main([str(a) for a in wide]) == 0
+    shutil.copytree(root / "done", root / "swapped")
+    shutil.copy(root / "wide" / "checkpoints" / "last.pt", root / "swapped" / "checkpoints")
     return root
 
 
@@ -88,6 +96,12 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
         ("resume edited", ["run", "train", "--resume", done, "lr=0.5"], {}, "not lr"),
         ("resume and config", ["run", "train", "--resume", done, "--config", data], {}, "give one"),
         ("resume not a run", ["run", "train", "--resume", data], {}, "not a run folder"),
+        (
+            "resume another spec's checkpoint",
+            ["run", "train", "--resume", root / "swapped"],
+            {},
+            "conv1_1.weight has shape (12, 3, 3, 3), the spec needs (8, 3, 3, 3)",
+        ),
         ("resume and overwrite", ["run", "train", "--resume", done, "--overwrite"], {}, "give one"),
         ("no processes", ["run", "train", "--nproc", "0"], {}, "--nproc must be"),
         # Writing the demo data there deleted the folder whole, then trained.
