@@ -203,3 +203,41 @@ def test_commands_let_idle_openmp_threads_sleep():
     assert _wait_policy_after_main({"OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE"]
     assert _wait_policy_after_main({"GOMP_SPINCOUNT": "1000"}) == ["-"]
     assert _wait_policy_after_main({}, before="import torch") == ["-"]
+
+
+def test_no_output_lands_on_a_training_runs_files_or_on_an_input(cli, tmp_path):
+    """`run eval -o RUN/model.safetensors` replaced the net it had just evaluated with its
+    JSON report; `convert -o RUN/model.safetensors` a trained net with a converted one."""
+    from vggspec.errors import UserError, check_output
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "model.safetensors", "checkpoints/last.pt"):
+        (run / name).write_text(name)
+    code, _, err = cli("convert", tmp_path / "vgg16.caffemodel", "-o", run / "model.safetensors")
+    assert code == 2 and "is a file of the training run" in err
+    assert len(err.strip().splitlines()) == 1
+    for name in ("model.safetensors", "checkpoints/last.pt", "summary.json"):
+        with pytest.raises(UserError, match="training run"):
+            check_output(run / name, "-o")
+    assert (run / "model.safetensors").read_text() == "model.safetensors"
+    check_output(run / "report.json", "-o")  # a report of its own beside the run is fine
+    weights = tmp_path / "w.pth"
+    weights.write_text("w")
+    with pytest.raises(UserError, match="is the input"):
+        check_output(tmp_path / "." / "w.pth", "-o", inputs=[weights])
+    check_output(tmp_path / "report.json", "-o", inputs=[weights])
+    spec = tmp_path / "c.vgg"
+    spec.write_text("input 32x32 RGB\nconv3-8 maxpool\nFC-10 soft-max\n")
+    code, _, err = cli("compile", spec, "-o", spec)  # wrote the table over the spec
+    assert code == 2 and "is the input" in err and "conv3-8" in spec.read_text()
+
+
+@pytest.mark.parametrize("command", ["eval", "features"])
+def test_a_missing_net_is_named_before_the_data_it_would_give(cli, tmp_path, command):
+    """`run eval --checkpoint runs/typo` said "say which images: --data DIR": the run's own
+    data is looked up from the run, and a run that is not there was not named."""
+    out = ["--out", tmp_path / "feats"] if command == "features" else []
+    code, _, err = cli("run", command, "--checkpoint", tmp_path / "typo", *out)
+    assert code == 2 and "typo: no such checkpoint file or run folder" in err
+    assert len(err.strip().splitlines()) == 1

@@ -388,3 +388,18 @@ def test_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_checkpoint_checked_against_its_own_spec_is_evaluated(setup, cli, tmp_path):
+    """`--checkpoint RUN --spec SPEC` ended in a traceback (the spec was zipped with the
+    weights files, of which there were none); a spec with an error said "another spec"."""
+    root, data, run, _ = setup
+    code, out, err = cli("run", "eval", "--checkpoint", run, "--spec", root / "net1.vgg",
+                         *common(data, "--json"))  # fmt: skip
+    assert code == 0, err
+    code, plain, _ = cli("run", "eval", "--checkpoint", run, *common(data, "--json"))
+    assert json.loads(out)["results"] == json.loads(plain)["results"]
+    bad = tmp_path / "bad.vgg"
+    bad.write_text("input 32x32 RGB\nconv3-8 FC-10 conv3-8 soft-max\n")
+    code, _, err = cli("run", "eval", "--checkpoint", run, "--spec", bad, *common(data))
+    assert code == 2 and f"{bad}:2:15: error: conv1_2" in err and "Traceback" not in err

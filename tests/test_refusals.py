@@ -35,7 +35,17 @@ def setup(tmp_path_factory):
     (root / "huge.vgg").write_text("input 224x224 RGB conv3-999999 maxpool FC-10 soft-max\n")
     (root / "a-file").write_text("")
     (root / "dangling").symlink_to(root / "gone")
+    (root / "mine").mkdir()  # a folder of the user's, named as the demo data's
+    (root / "mine" / "thesis.txt").write_text("keep")
     assert main([str(a) for a in train_args(root, root / "done", "max_steps=4")]) == 0
+    # A run whose last.pt is another spec's run's (resuming it was a torch traceback).
+    (root / "wide.vgg").write_text(
+        "input 32x32 RGB\nconv3-12 maxpool\nconv3-16 maxpool\nFC-32 FC-32 FC-10 soft-max\n"
+    )
+    wide = train_args(root, root / "wide", "max_steps=2", f"spec={root / 'wide.vgg'}")
+    assert main([str(a) for a in wide]) == 0
+    shutil.copytree(root / "done", root / "swapped")
+    shutil.copy(root / "wide" / "checkpoints" / "last.pt", root / "swapped" / "checkpoints")
     return root
 
 
@@ -78,13 +88,35 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
         ("bad memory cap", train(), {"VGGSPEC_MEMORY_CAP": "lots"}, "give a size"),
         # It trained a step, wrote a checkpoint and exited 1: stopped by its own cap.
         ("cap under the step", train(), {"VGGSPEC_MEMORY_CAP": "1M"}, "would stop at its first"),
+        # Anything but 0 ran the probe and kept freed memory, as 1 does.
+        ("probe switch not 0/1", train(), {"VGGSPEC_MEMORY_PROBE": "off"}, "give 0 (off) or 1"),
+        ("retain switch not 0/1", train(), {"VGGSPEC_RETAIN_MEMORY": "no"}, "give 0 (off) or 1"),
         ("recipe from /dev/zero", ["run", "train", "--config", "/dev/zero"], {}, "1 MiB"),
         ("run already there", train_args(root, done), {}, "already holds a run"),
         ("resume edited", ["run", "train", "--resume", done, "lr=0.5"], {}, "not lr"),
         ("resume and config", ["run", "train", "--resume", done, "--config", data], {}, "give one"),
         ("resume not a run", ["run", "train", "--resume", data], {}, "not a run folder"),
+        (
+            "resume another spec's checkpoint",
+            ["run", "train", "--resume", root / "swapped"],
+            {},
+            "conv1_1.weight has shape (12, 3, 3, 3), the spec needs (8, 3, 3, 3)",
+        ),
         ("resume and overwrite", ["run", "train", "--resume", done, "--overwrite"], {}, "give one"),
         ("no processes", ["run", "train", "--nproc", "0"], {}, "--nproc must be"),
+        # Writing the demo data there deleted the folder whole, then trained.
+        (
+            "demo data over a folder",
+            train("data=null"),
+            {"VGGSPEC_DEMO_DATA": str(root / "mine")},
+            "holds files but not the demo data",
+        ),
+        (
+            "demo data over a file",
+            train("data=null"),
+            {"VGGSPEC_DEMO_DATA": str(root / "a-file")},
+            "not a folder",
+        ),
     ]
     if not torch.cuda.is_available():
         cases.append(("cuda without CUDA", train("device=cuda"), {}, "device=cuda: "))
@@ -149,3 +181,25 @@ def test_eval_and_features_refuse_a_device_or_backend_the_machine_lacks(
             code, _, err = cli("run", job, "--checkpoint", setup / "done", *flag, *output)
             assert code == 2 and err.count("\n") == 1 and says in err, err
     assert os.listdir(tmp_path) == []
+
+
+def test_the_demo_data_may_go_only_where_nothing_is(tmp_path):
+    """An absent or empty folder takes the demo data; a file or a folder with anything in it
+    is refused (writing the demo data replaced it whole)."""
+    from vggspec.runtime.train.config import ConfigError
+    from vggspec.runtime.train.data import check_demo_data_root
+
+    check_demo_data_root(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    check_demo_data_root(tmp_path / "empty")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / ".complete").write_text("ok\n")
+    (tmp_path / "done" / "train").mkdir()
+    check_demo_data_root(tmp_path / "done")
+    (tmp_path / "file").write_text("")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    for name, says in (("file", "not a folder"), ("full", "holds files")):
+        with pytest.raises(ConfigError, match=says):
+            check_demo_data_root(tmp_path / name)
+    assert (tmp_path / "full" / "x").exists()

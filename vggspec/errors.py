@@ -7,17 +7,29 @@ class UserError(VggspecError):
     """Printed as `vggspec: error: <message>` with exit status 2, never as a traceback."""
 
 
-def check_output(path, flag: str, folder: bool = False) -> None:
-    """Before any work: `path` (a file, or with `folder` a folder) can be written. Missing
-    parent folders are created, as the writers do."""
+def check_output(path, flag: str, folder: bool = False, inputs=()) -> None:
+    """Before any work: `path` (a file, or with `folder` a folder) can be written, and is
+    neither one of `inputs` nor a file a training run keeps (`-o RUN/model.safetensors`
+    replaced the net it evaluated). Missing parent folders are created, as the writers do."""
     import os
     from pathlib import Path
+
+    from vggspec.runtime.io.rundir import RunDir
 
     target = Path(path)
     if folder and target.exists() and not target.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder")
     if not folder and target.is_dir():
         raise UserError(f"{flag} {path}: is a folder; give a file name")
+    if not folder:
+        run = RunDir.containing(target.parent)
+        kept = (RunDir.CONFIG, RunDir.SETTINGS, RunDir.LOG, RunDir.METRICS, RunDir.LAST)
+        kept += (RunDir.BEST, RunDir.MODEL, RunDir.SUMMARY)
+        if run is not None and any(target.resolve() == (run.path / k).resolve() for k in kept):
+            raise UserError(f"{flag} {path}: is a file of the training run {run}; write elsewhere")
+        for given in inputs:
+            if target.exists() and Path(given).exists() and os.path.samefile(target, given):
+                raise UserError(f"{flag} {path}: is the input {given}; write elsewhere")
     parent = target if folder else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

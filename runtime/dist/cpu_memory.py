@@ -22,6 +22,8 @@ import platform
 from contextlib import contextmanager
 from pathlib import Path
 
+from vggspec.compiler.errors import VggspecError
+
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_MAX = -4
 
@@ -30,6 +32,15 @@ M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _retaining = False
+
+
+def switch_on(name: str) -> bool:
+    """An on/off environment variable (unset or empty: on). Anything but 0 or 1 is refused:
+    VGGSPEC_MEMORY_PROBE=off ran the probe, as if it were 1."""
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise VggspecError(f"{name}={value}: give 0 (off) or 1 (on, the default)")
+    return value != "0"
 
 
 def _mallopt():
@@ -48,7 +59,7 @@ def retain_freed_memory() -> bool:
     """Tell glibc's malloc to serve large blocks from its heap and never give memory back
     (mallopt: M_MMAP_MAX 0, M_TRIM_THRESHOLD -1). True if it took effect."""
     global _retaining
-    if os.environ.get("VGGSPEC_RETAIN_MEMORY", "1") == "0":
+    if not switch_on("VGGSPEC_RETAIN_MEMORY"):
         return False
     mallopt = _mallopt()
     if mallopt is None:

@@ -40,7 +40,9 @@ def load_models(request: NetsRequest, device) -> list:
             )
         )
     names = read_class_names(request.classes) if request.classes else None
-    for weights, spec in zip(request.weights, request.specs, strict=True):
+    # The specs are the weights' when there are weights; else each checks a checkpoint (above).
+    weight_specs = request.specs if request.weights else []
+    for weights, spec in zip(request.weights, weight_specs, strict=True):
         models.append(
             load_weights_model(
                 weights,

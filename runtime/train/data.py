@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +45,47 @@ class TrainingData:
         return ModelInfo(self.preprocessing, tuple(self.classes), self.train.scale, self.train.crop)
 
 
+def _demo_data_name(root: Path) -> str:
+    """How a refusal names the demo data's folder: by the variable that chose it, if one did."""
+    chosen = os.environ.get("VGGSPEC_DEMO_DATA")
+    return f"VGGSPEC_DEMO_DATA={chosen}" if chosen else str(root)
+
+
+def check_demo_data_root(root: Path) -> None:
+    """The demo data's folder holds the demo data, or can take it: absent, or an empty folder.
+    Anything else is the user's (VGGSPEC_DEMO_DATA pointed at a folder of theirs, which
+    writing the demo data used to delete whole)."""
+    if (root / ".complete").is_file():
+        return
+    if root.exists() or root.is_symlink():
+        if not root.is_dir():
+            raise ConfigError(f"{_demo_data_name(root)}: not a folder; name a new or empty one")
+        if any(root.iterdir()):
+            raise ConfigError(
+                f"{_demo_data_name(root)}: holds files but not the demo data; "
+                "name a new or empty folder for it"
+            )
+
+
 def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
     """Rank 0 writes the demo set (into a temporary folder, renamed when complete)."""
     if ctx.is_main and not (root / ".complete").exists():
+        check_demo_data_root(root)
         log.info(f"writing the built-in demo data to {root} (once)")
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        make_demo_dataset(partial, seed=seed)
-        (partial / ".complete").write_text("ok\n")
-        shutil.rmtree(root, ignore_errors=True)
-        partial.rename(root)
+        try:
+            make_demo_dataset(partial, seed=seed)
+            (partial / ".complete").write_text("ok\n")
+            if root.is_dir():
+                root.rmdir()  # empty (checked): never a folder with anything in it
+            partial.rename(root)
+        except OSError as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ConfigError(
+                f"{_demo_data_name(root)}: cannot write the demo data there "
+                f"({err.strerror or err}); set VGGSPEC_DEMO_DATA to a writable folder"
+            ) from None
     distributed.barrier(ctx)
     return root
 
@@ -76,6 +108,7 @@ def check_data_settings(cfg: TrainConfig, spec: Spec, world: int = 1) -> tuple[i
         )
     task = training_task(spec)
     if cfg.data is None:
+        check_demo_data_root(demo_data_root(cfg.seed))
         task.check_data(cfg, spec, None)
     else:
         root = Path(cfg.data)

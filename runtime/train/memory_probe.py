@@ -35,7 +35,7 @@ from vggspec.compiler.ir.report import format_bytes as size_text
 from vggspec.compiler.lowering.net import GlobalBatch, build, head_task
 
 from ..dist import context as distributed
-from ..dist.cpu_memory import available_bytes, freed_memory_returned, retaining
+from ..dist.cpu_memory import available_bytes, freed_memory_returned, retaining, switch_on
 from ..dist.memory_watch import CAP_SETTING, cap_from_environment, resident_bytes
 
 # What a refused job must leave free on this machine: a tenth of what is available, and
@@ -223,8 +223,9 @@ def check_step_memory(cfg, spec: Spec, classes: int, ctx, log) -> MemoryProbe | 
     the margin. The processes decide together, on the largest need and the smallest room.
     None where the peak cannot be measured (no /proc): the graph's estimate stood alone."""
     device = ctx.device
+    wanted = switch_on(PROBE_SWITCH)  # every process refuses a bad value alike, before waiting
     unmeasurable = distributed.all_reduce_sum([0.0 if measurable(device) else 1.0], ctx)[0]
-    if unmeasurable or os.environ.get(PROBE_SWITCH, "1") == "0":
+    if unmeasurable or not wanted:
         return None
     batch = cfg.batch_size // ctx.world
     local = 1 if device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -198,7 +198,8 @@ class Trainer:
             self.log.info(f"fine-tuning all layers of {cfg.finetune} at lr {cfg.lr:g}")
 
     def _restore(self, state: dict) -> None:
-        self.net.load_state_dict(state["model"])
+        # Names and shapes checked first: a last.pt of another spec's run is one line.
+        load_state(self.net, state["model"], str(self.rundir.last))
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.position = Position(**state["position"])

@@ -133,7 +133,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
 
 def run(args) -> int:
     if args.output:
-        check_output(args.output, "-o")
+        check_output(args.output, "-o", inputs=[args.spec])
     text = render(args)
     if args.output:
         Path(args.output).write_text(text)

@@ -77,7 +77,7 @@ def run(args) -> int:
         raise UserError("--grid must be ≥ 1")
     for flag, value in (("--output", args.output), ("--posteriors", args.posteriors)):
         if value:
-            check_output(value, flag)
+            check_output(value, flag, inputs=[*(args.checkpoint or ()), *(args.weights or ())])
     request = EvalRequest(
         jobs.nets_request(args),
         jobs.images_request(args),
@@ -115,7 +115,7 @@ def _localise(args) -> int:
 
         resolve_checkpoint(args.classifier)
     if args.output:
-        check_output(args.output, "--output")
+        check_output(args.output, "--output", inputs=[*args.checkpoint, args.classifier or ""])
     request = LocRequest(
         jobs.nets_request(args),
         jobs.images_request(args),

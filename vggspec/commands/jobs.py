@@ -44,6 +44,18 @@ def check(args) -> None:
         Serving(args.engine, args.precision, _device(args.device)).candidates()
     except EngineError as err:
         raise UserError(str(err)) from None
+    # The nets first: a run that is not there has no data to take either.
+    from vggspec.runtime.eval.models import resolve_checkpoint
+
+    for path in args.checkpoint:
+        resolve_checkpoint(path)
+    for path in [*args.weights, *args.spec]:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+    from vggspec.compiler import compile_spec, load_spec
+
+    for path in args.spec:  # its own located error, not "a net of another spec than --spec"
+        compile_spec(load_spec(path))
     if args.data is None:
         from vggspec.runtime.eval.runs import training_data
 
@@ -55,13 +67,6 @@ def check(args) -> None:
             f"--data {args.data}: no {args.split}/ folder (expected the ImageFolder layout "
             f"{args.data}/{args.split}/<class>/<image>)"
         )
-    from vggspec.runtime.eval.models import resolve_checkpoint
-
-    for path in args.checkpoint:
-        resolve_checkpoint(path)
-    for path in [*args.weights, *args.spec]:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
 
 
 def _device(device: str) -> str:
