@@ -66,6 +66,18 @@ def one_thread_by_default():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def malloc_defaults_after_each_test():
+    """A training run in this process (distributed.setup) keeps freed memory for good, as a
+    `run train` process should; the suite then runs other tests in the same process, so
+    each test ends with glibc's defaults back (after in-process training, the Triton
+    interpreter's config-A test grew to 23 GB and was OOM-killed; alone it peaks at 1.1 GB)."""
+    yield
+    from vggspec.runtime.dist.cpu_memory import stop_retaining
+
+    stop_retaining()
+
+
 @pytest.fixture
 def one_thread():
     """Tiny nets gain nothing from threads, and on a loaded 2-core machine OpenMP's

@@ -73,6 +73,18 @@ def retaining() -> bool:
     return _retaining
 
 
+def stop_retaining() -> None:
+    """glibc's defaults again, for good: for a process that trained in-process and goes on
+    to other work (the test suite after each test: with mmap off, the Triton interpreter's
+    large short-lived blocks fragmented the kept heap of a later test to 23 GB)."""
+    global _retaining
+    mallopt = _mallopt() if _retaining else None
+    if mallopt is not None:
+        mallopt(M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        mallopt(M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _retaining = False
+
+
 @contextmanager
 def freed_memory_returned():
     """Within the block, glibc's defaults: large blocks are mapped and unmapped on their own,
