@@ -121,6 +121,8 @@ def merge_at(revision: str):
         print(f"--against {revision}: {shown.stderr.strip().splitlines()[-1]}", file=sys.stderr)
         raise SystemExit(2)
     source = re.sub(r"from \.+data import", "from vggspec.runtime.data import", shown.stdout)
+    # Its own package's modules (e.g. the compiled loop, greedy.py) as they are in this tree.
+    source = re.sub(r"from \.(\w+) import", r"from vggspec.runtime.eval.localise.\1 import", source)
     module = types.ModuleType(f"box_merge_at_{revision}")
     sys.modules[module.__name__] = module  # for its dataclasses
     exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
@@ -152,6 +154,8 @@ def bench_merge(repeats: int, against: str | None, merge_against) -> None:
     extra = f" {against + '/new':>9}" if against else ""
     print(f"{'boxes':>6} {'set':<9} {'merges':>6}{columns} {'old/new':>8}{extra}  same")
     print(f"{'':>23}" + f" {'min':>6} {'median':>6}" * 2 * len(merges) + f" {'(cpu)':>8}")
+    for merge in merges.values():  # numba compiles (or reads its cache) on the first call
+        merge(windows(np.random.default_rng(1), 20), np.ones(20))
     rng = np.random.default_rng(0)
     for n in (140, 280, 560, 1200):
         for name, make in (("clusters", clusters), ("anywhere", anywhere), ("windows", windows)):
