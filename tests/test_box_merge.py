@@ -8,6 +8,9 @@ boxes, one box and none.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from box_merge_reference import merge_boxes_reference
@@ -179,3 +182,20 @@ def test_a_threshold_that_is_not_a_number_is_refused(threshold):
     # (The reference, given inf, merged the last group with itself forever.)
     with pytest.raises(ValueError, match="finite"):
         merge_boxes([[0, 0, 1, 1], [0, 0, 1, 1]], [1.0, 1.0], threshold)
+
+
+def test_the_merge_works_where_numba_cannot_write_its_cache(tmp_path):
+    """A read-only install and home: numba finds no cache folder and refuses cache=True; the
+    loop is then compiled in each process, and merges as before."""
+    code = (
+        "from numba.core import caching\n"
+        "caching.CacheImpl._locator_classes = []\n"
+        "from vggspec.runtime.eval.localise.merge import merge_boxes\n"
+        "groups = merge_boxes([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], [1, 2, 4])\n"
+        "print([g.members for g in groups])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1,", "2]"]

@@ -20,6 +20,20 @@ from numba import njit
 INF = np.inf
 
 
+def _compiled(**options):
+    """njit with numba's on-disk cache (the first call compiles for a few seconds, later
+    processes read the cache), or without it where numba finds no folder it can write (a
+    read-only install and home): each process then compiles once."""
+
+    def wrap(fn):
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function …: no locator available"
+            return njit(**options)(fn)
+
+    return wrap
+
+
 @njit(inline="always")
 def _max(a, b):
     return a if a >= b or a != a else b  # np.maximum: a NaN either side is the result
@@ -66,7 +80,7 @@ def _nearest(dist, r):
     return at, best
 
 
-@njit(cache=True)
+@_compiled()
 def distances(a, b):
     """(N, M) distances between boxes a and b, as the loop computes them (for the tests)."""
     g = np.empty((len(a) + len(b), 7))
@@ -79,7 +93,7 @@ def distances(a, b):
     return out
 
 
-@njit(cache=True, nogil=True)
+@_compiled(nogil=True)
 def greedy_merge(state, alive, threshold):
     """Merges in place, by merge.py's rule, the groups of `state` (n, 6): per group the sum
     of its members' boxes, their number and their summed rating; `alive` marks the groups
