@@ -1,4 +1,4 @@
-"""The greedy merge's loop (merge.py's rule) compiled to machine code by numba: O(n²) time and memory.
+"""The greedy merge's loop (merge.py's rule), compiled by numba: O(n²) time and memory.
 
 numpy's cost per call, not its arithmetic, set the pace of the merge when it was written in
 numpy (about 30 µs a merge at 1,200 boxes, 38 ms in all on the 2-core machine); one loop
@@ -151,7 +151,7 @@ def greedy_merge(state, alive, threshold):
             dist[i, r] = d
             dist[r, i] = d
             near = nearest[r]
-            if near == i or near == j:
+            if near in (i, j):
                 # Its nearest moved or left. Where the merged group is no farther than the
                 # nearest was, it is the nearest now (lowest index too: the columns at the
                 # old distance lay beyond the old nearest, and i < j); else look again.
