@@ -169,8 +169,3 @@ def test_a_separate_process_exits_2_without_a_traceback(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not run.exists()
-
-
-def test_a_setting_given_twice_is_refused_not_the_last_taken():
-    with pytest.raises(ConfigError, match=r"^'max_steps' is given twice; give it once$"):
-        parse_overrides(["max_steps=4", "lr=0.1", " max_steps=8"])

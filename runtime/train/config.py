@@ -204,8 +204,6 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"expected key=value, got {shown(item)}")
-        if key.strip() in result:  # the last one won, quietly
-            raise ConfigError(f"{shown(key.strip())} is given twice; give it once")
         try:
             result[key.strip()] = yaml.safe_load(text) if text.strip() else None
         except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per nesting level
