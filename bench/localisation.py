@@ -3,7 +3,7 @@ greedy box merging, and the O(n²) merge against the O(n³) one it replaced, in 
 
 Run: python bench/localisation.py [--images 2] [--scales 256,384,512] [--demo-images 500]
                                   [--demo-scales 32,224] [--skip merge,dloc,demo] [--threads N]
-                                  [--repeats 9] [--against REV]
+                                  [--repeats 9] [--against REV] [--demo-rounds 3]
 
 1. merge: one class's boxes, n = 140 … 1,200, three kinds of sets (clusters around two
    objects; boxes anywhere; the protocol's windows: every 32-px position of a 224 window at
@@ -27,13 +27,13 @@ Run: python bench/localisation.py [--images 2] [--scales 256,384,512] [--demo-im
 3. demo: the demo-loc body (specs/demo-loc.vgg, a 32-pixel net, 10 classes) rated by
    specs/demo.vgg, random weights as above, on --demo-images boxed demo images at Q = 32
    (the demo recipe's scale) and Q = 224 (about 200 positions a map) with flips: one net
-   against two fused, end to end with the worker thread (after a 2-image warm-up).
+   against two fused, end to end with the worker thread, taking turns --demo-rounds times
+   (after an untimed pass over every image: torch's first pass at an image size is slower).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import subprocess
@@ -121,6 +121,8 @@ def merge_at(revision: str):
         print(f"--against {revision}: {shown.stderr.strip().splitlines()[-1]}", file=sys.stderr)
         raise SystemExit(2)
     source = re.sub(r"from \.+data import", "from vggspec.runtime.data import", shown.stdout)
+    # Its own package's modules (e.g. the compiled loop, greedy.py) as they are in this tree.
+    source = re.sub(r"from \.(\w+) import", r"from vggspec.runtime.eval.localise.\1 import", source)
     module = types.ModuleType(f"box_merge_at_{revision}")
     sys.modules[module.__name__] = module  # for its dataclasses
     exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
@@ -152,6 +154,8 @@ def bench_merge(repeats: int, against: str | None, merge_against) -> None:
     extra = f" {against + '/new':>9}" if against else ""
     print(f"{'boxes':>6} {'set':<9} {'merges':>6}{columns} {'old/new':>8}{extra}  same")
     print(f"{'':>23}" + f" {'min':>6} {'median':>6}" * 2 * len(merges) + f" {'(cpu)':>8}")
+    for merge in merges.values():  # numba compiles (or reads its cache) on the first call
+        merge(windows(np.random.default_rng(1), 20), np.ones(20))
     rng = np.random.default_rng(0)
     for n in (140, 280, 560, 1200):
         for name, make in (("clusters", clusters), ("anywhere", anywhere), ("windows", windows)):
@@ -315,9 +319,9 @@ def bench_dloc(images: int, scales: list[int]) -> None:
         protocol_rows("two nets fused", [first, second], classifier, folder, 1000, 1)
 
 
-def bench_demo(images: int, scales: list[int]) -> None:
-    """End to end with the worker thread only (the merge time is the worker's); the old
-    merge replays the first 20 images."""
+def bench_demo(images: int, scales: list[int], rounds: int) -> None:
+    """End to end with the worker thread only (the merge time is the worker's), one net and
+    two taking turns `rounds` times; the old merge replays the first 20 images."""
     with tempfile.TemporaryDirectory() as tmp:
         make_demo_dataset(tmp, train_per_class=0, val_per_class=-(-images // 10), boxes=True)
         folder = scan_image_folder(tmp, "val")
@@ -326,14 +330,20 @@ def bench_demo(images: int, scales: list[int]) -> None:
             classifier = eval_model("demo.vgg", [q], None, 0)
             first = eval_model("demo-loc.vgg", [q], 0.05, 1)
             second = eval_model("demo-loc.vgg", [q], 0.05, 2)
-            warm = dataclasses.replace(folder, samples=folder.samples[:2], sizes=folder.sizes[:2])
-            run_protocol([first], classifier, warm, 10, overlap=True, max_images=32)
+            # Untimed, every image once: the first pass over an image size pays for torch's
+            # kernels of that size (oneDNN's primitives), and the demo's sizes vary.
+            run_protocol([first], classifier, folder, 10, overlap=True, max_images=32)
             protocol_header(f"3. demo-loc body, protocol 2 at Q={q} with flips, {images} images")
-            one = protocol_rows("one net", [first], classifier, folder, 10, 32, inline=False,
-                                replay=20)  # fmt: skip
-            two = protocol_rows("two nets fused", [first, second], classifier, folder, 10, 32,
-                                inline=False, replay=20)  # fmt: skip
-            print(f"   two nets fused: {two / one:.2f}x the time of one")
+            one, two = [], []
+            for _ in range(rounds):
+                one.append(protocol_rows("one net", [first], classifier, folder, 10, 32,
+                                         inline=False, replay=20))  # fmt: skip
+                two.append(protocol_rows("two nets fused", [first, second], classifier, folder,
+                                         10, 32, inline=False, replay=20))  # fmt: skip
+            print(
+                f"   two nets fused: {np.median(two) / np.median(one):.2f}x the time of one "
+                f"(medians of {rounds}); load average {os.getloadavg()[0]:.1f}"
+            )
 
 
 def main() -> None:
@@ -346,6 +356,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=9, help="calls of each merge per set")
     parser.add_argument("--against", help="a git revision whose merge to time as well")
+    parser.add_argument("--demo-rounds", type=int, default=3, help="turns of one net and two")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -357,7 +368,9 @@ def main() -> None:
     if "dloc" not in skip:
         bench_dloc(args.images, [int(q) for q in args.scales.split(",")])
     if "demo" not in skip:
-        bench_demo(args.demo_images, [int(q) for q in args.demo_scales.split(",")])
+        bench_demo(
+            args.demo_images, [int(q) for q in args.demo_scales.split(",")], args.demo_rounds
+        )
 
 
 if __name__ == "__main__":

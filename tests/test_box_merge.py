@@ -8,12 +8,16 @@ boxes, one box and none.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from box_merge_reference import merge_boxes_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vggspec.runtime.eval.localise.merge import _distances, _geometry, match_distance, merge_boxes
+from vggspec.runtime.eval.localise.greedy import distances
+from vggspec.runtime.eval.localise.merge import match_distance, merge_boxes
 
 THRESHOLDS = [0.0, 0.25, 0.5, 0.9, 1.0, 1.25, 2.0]
 
@@ -138,19 +142,20 @@ def test_the_same_groups_with_many_ties_at_the_protocols_scale(count):
 
 
 def test_distances_are_match_distance_to_the_bit():
-    """The merge's own distance kernel (with and without the masks that empty boxes need)
-    gives match_distance's floats exactly: equal distances stay equal, so ties break alike."""
+    """The compiled loop's distances are match_distance's floats exactly, for odd boxes too
+    (empty, inverted, points, NaN, squares that overflow): equal distances stay equal, so
+    ties break alike, and a NaN is a NaN where numpy's is."""
     rng = np.random.default_rng(0)
     sane = np.concatenate([xy := rng.uniform(0, 50, (40, 2)), xy + rng.uniform(1, 30, (40, 2))], 1)
     odd = rng.integers(-3, 4, (40, 4)).astype(float)  # empty, inverted and point boxes
-    odd[:3] = [[0, 0, 0, 0], [1e300, 0, 1e300, 5], [np.nan, 0, 1, 1]]
-    for boxes, plain in ((sane, True), (sane, False), (odd, False)):
+    odd[:5] = [[0, 0, 0, 0], [1e300, 0, 1e300, 5], [np.nan, 0, 1, 1], [0, np.nan, 1, 1],
+               [0, 0, np.inf, 1]]  # fmt: skip
+    tiny = sane * 1e-160  # squares that underflow: diagonals of 0
+    for boxes in (sane, odd, tiny):
         with np.errstate(over="ignore", invalid="ignore"):
-            geometry = np.empty((11, len(boxes)))
-            _geometry(boxes, geometry)
-            got = _distances(geometry[:, :7], geometry, plain)
             expected = match_distance(boxes[:7], boxes)
-        np.testing.assert_array_equal(got, expected, strict=True)
+        assert np.isnan(expected).any() == (boxes is odd)
+        np.testing.assert_array_equal(distances(boxes[:7], boxes), expected, strict=True)
 
 
 def test_equal_boxes_are_one_group_in_input_order():
@@ -177,3 +182,20 @@ def test_a_threshold_that_is_not_a_number_is_refused(threshold):
     # (The reference, given inf, merged the last group with itself forever.)
     with pytest.raises(ValueError, match="finite"):
         merge_boxes([[0, 0, 1, 1], [0, 0, 1, 1]], [1.0, 1.0], threshold)
+
+
+def test_the_merge_works_where_numba_cannot_write_its_cache(tmp_path):
+    """A read-only install and home: numba finds no cache folder and refuses cache=True; the
+    loop is then compiled in each process, and merges as before."""
+    code = (
+        "from numba.core import caching\n"
+        "caching.CacheImpl._locator_classes = []\n"
+        "from vggspec.runtime.eval.localise.merge import merge_boxes\n"
+        "groups = merge_boxes([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], [1, 2, 4])\n"
+        "print([g.members for g in groups])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1,", "2]"]

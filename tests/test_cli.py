@@ -10,6 +10,8 @@ import time
 import pytest
 from helpers import ROOT, SPECS
 
+from vggspec.cli import main
+
 
 def test_table_has_every_layer_and_the_totals(cli):
     code, out, _ = cli("compile", SPECS / "E.vgg")
@@ -241,3 +243,16 @@ def test_a_missing_net_is_named_before_the_data_it_would_give(cli, tmp_path, com
     code, _, err = cli("run", command, "--checkpoint", tmp_path / "typo", *out)
     assert code == 2 and "typo: no such checkpoint file or run folder" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_abbreviated_option_is_refused_not_taken_for_the_whole_one(tmp_path, capsys):
+    """argparse took --check for --checkpoint and --train-per for --train-per-class."""
+    for args in (
+        ["run", "eval", "--check", tmp_path],
+        ["data", "demo", tmp_path / "d", "--train-per", "1"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main([str(a) for a in args])
+        assert exited.value.code == 2
+        assert "unrecognized arguments: --" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -231,6 +231,22 @@ def test_not_a_caffemodel_is_one_line(cli, tmp_path, small_spec):
         assert err.startswith(f"{file}: not a")
 
 
+def test_a_file_of_another_kind_names_the_formats_convert_reads(cli, tmp_path, small_spec):
+    """Caffe files have no signature, so any other file is read as one: the line says what
+    convert reads, and that a .pth or safetensors file needs no conversion, not only "not a
+    readable .caffemodel"."""
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "vgg16.pth")
+    (tmp_path / "model.onnx").write_bytes(bytes(range(256)) * 4)
+    for name in ("vgg16.pth", "model.onnx"):
+        file = tmp_path / name
+        err = _refused(cli, tmp_path, file, small_spec)
+        assert err.startswith(
+            f"{file}: not a file `vggspec convert` reads (a Caffe .caffemodel, a MatConvNet "
+            ".mat or a Keras .h5): read as a .caffemodel, "
+        ), err
+        assert ("needs no conversion" in err) == (name == "vgg16.pth")
+
+
 def test_caffemodel_without_weights_is_one_line(cli, tmp_path, small_spec):
     """Layers but no blobs (a net saved before it had weights): said so, not "its first
     layer takes 0 channels"."""

@@ -145,3 +145,24 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
     while any(running(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(running(w) for w in workers)
+    # Nothing at D that looks like data (`make demo-loc` took a partial D/annotations as
+    # done): the set is renamed into place only when complete.
+    assert not (tmp_path / "d").exists()  # (d.partial, if a worker had begun writing)
+
+
+def test_data_demo_writes_a_new_or_empty_folder_only(tmp_path, cli):
+    small = ["--train-per-class", "1", "--val-per-class", "1"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.partial").mkdir()  # left by a killed run: replaced
+    (tmp_path / "x.partial" / "stale.jpg").write_text("")
+    for name in ("empty", "x"):
+        code, _, err = cli("data", "demo", tmp_path / name, *small)
+        assert code == 0, err
+        assert len(list((tmp_path / name).rglob("*.jpg"))) == 20
+    assert not list(tmp_path.glob("*.partial"))
+    before = sorted((tmp_path / "x").rglob("*"))
+    code, _, err = cli("data", "demo", tmp_path / "x", "--train-per-class", "2")
+    assert code == 2 and err.strip().endswith(
+        "exists and is not an empty folder; name a new or empty one"
+    )
+    assert sorted((tmp_path / "x").rglob("*")) == before  # another count is not mixed in

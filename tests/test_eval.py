@@ -295,6 +295,16 @@ def test_a_fifo_or_device_as_the_class_names_file_is_one_error_not_a_hang(tmp_pa
         signal.signal(signal.SIGALRM, old)
 
 
+def test_a_folder_as_the_class_names_file_is_called_a_folder(tmp_path):
+    (tmp_path / "classes").mkdir()
+    with pytest.raises(EvalError) as refused:
+        read_class_names(tmp_path / "classes")
+    assert (
+        str(refused.value)
+        == f"{tmp_path / 'classes'}: cannot read the class names (a folder, not a file)"
+    )
+
+
 # -- odd images ---------------------------------------------------------------------------
 
 

@@ -203,3 +203,11 @@ def test_the_demo_data_may_go_only_where_nothing_is(tmp_path):
         with pytest.raises(ConfigError, match=says):
             check_demo_data_root(tmp_path / name)
     assert (tmp_path / "full" / "x").exists()
+
+
+def test_a_mistyped_memory_cap_is_refused_before_the_data_is_read(setup, cli, monkeypatch):
+    # It came after the data scan and the memory probe: log lines, seconds, then the refusal.
+    monkeypatch.setenv("VGGSPEC_MEMORY_CAP", "lots")
+    code, _, err = cli(*train_args(setup, setup / "new"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("VGGSPEC_MEMORY_CAP=lots: give a size"), err

@@ -698,6 +698,26 @@ def test_a_resume_builds_the_net_it_started_with(tiny, tmp_path, cli):
     assert code == 0 and "is gone or unreadable" in err
 
 
+def test_a_resume_below_where_the_run_stands_is_refused(tiny, tmp_path, cli):
+    """max_steps=2 on a run at step 10 trained nothing, exit 0, and settings.json and
+    config.yaml said max_steps 2 beside a summary of 10 steps."""
+    out = tmp_path / "run"
+    assert cli("run", "train", *settings(tiny, out, "max_steps=10"))[0] == 0  # into epoch 2
+    before = _files(out)
+    for setting, line in (
+        ("max_steps=2", "stands at step 10: max_steps=2 would end it before that; give "
+                        "max_steps=10 or more"),
+        ("epochs=1", "stands in epoch 2: epochs=1 would end it before that; give epochs=2 "
+                     "or more"),
+    ):  # fmt: skip
+        code, _, err = cli("run", "train", "--resume", out, setting)
+        assert code == 2 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == f"{out} {line}"
+        assert _files(out) == before  # nothing written
+    code, _, err = cli("run", "train", "--resume", out, "max_steps=10")  # where it stands
+    assert code == 0, err
+
+
 def test_a_resume_refuses_data_whose_classes_changed(tiny, tmp_path, cli):
     # A class folder renamed between the start and the resume moved every class after it one
     # output along: the run went on training output 0 on another class, exit 0, and its

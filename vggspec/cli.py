@@ -28,8 +28,18 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """Options are given whole: argparse's default took `--check` for `--checkpoint`, so a
+    typo, or an option added later that shares a prefix, changed what a command did. Its
+    sub-command parsers are of this class too (add_subparsers makes its parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vggspec",
         description="Declare, compile, train and evaluate VGG-style ConvNets "
         "written in the notation of the VGG paper.",

@@ -11,5 +11,8 @@ import stat
 def check_regular(path: str | os.PathLike) -> None:
     """OSError (FileNotFoundError where nothing is there) unless `path` is a regular file,
     or a link to one."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(path))
+    if not stat.S_ISREG(mode):
         raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device…)", str(path))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from vggspec.compiler.lowering.net import Net, lower
 
 from ..data.preprocessing import CAFFE_MEAN_RGB, Preprocessing
 from .atomic import atomic_write
-from .caffe import read_caffemodel
+from .caffe import CaffeError, read_caffemodel
 from .implied_spec import implied_spec
 from .keras import HDF5_SIGNATURE, read_keras
 from .matconvnet import read_matconvnet
@@ -278,6 +279,17 @@ def is_matconvnet(path: Path) -> bool:
     return source_format(path) == "matconvnet"
 
 
+def _why(error: CaffeError) -> str:
+    """The reason in a CaffeError's message: "not a readable .caffemodel (WHY)" → WHY."""
+    found = re.search(r"\((.*)\)$", str(error))
+    return found.group(1) if found else str(error)
+
+
+# torchvision's and vggspec's own formats load as they are.
+NO_CONVERSION = (
+    ". A torchvision .pth or a safetensors file needs no conversion: give it to `run eval` or "
+    "`run features` as --weights FILE with --spec SPEC"
+)
 READERS = {"caffe": _read_caffe, "matconvnet": _read_matconvnet, "keras": _read_keras}
 
 
@@ -287,7 +299,18 @@ def read_source(path: str | os.PathLike) -> Source:
     if not path.is_file():
         what = "a folder, not a weights file" if path.is_dir() else "not a regular file"
         raise ConvertError(f"{path}: {what if path.exists() else 'no such weights file'}")
-    source = READERS[source_format(path)](path)
+    kind = source_format(path)
+    try:
+        source = READERS[kind](path)
+    except CaffeError as e:  # Caffe files have no signature: any other file lands here
+        suffix = path.suffix.lower()
+        if suffix in (".caffemodel", ".caffe", ".binaryproto"):
+            raise
+        raise ConvertError(
+            f"{path}: not a file `vggspec convert` reads (a Caffe .caffemodel, a MatConvNet .mat "
+            f"or a Keras .h5): read as a .caffemodel, {_why(e)}"
+            + (NO_CONVERSION if suffix in (".pth", ".pt", ".safetensors") else "")
+        ) from None
     if not source.weight_layers:
         raise ConvertError(f"{path}: a {source.kind} file without a layer that has weights")
     return source

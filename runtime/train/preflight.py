@@ -5,6 +5,7 @@ from __future__ import annotations
 from vggspec.compiler import Spec
 
 from ..dist.devices import check_device
+from ..dist.memory_watch import cap_from_environment
 from ..dist.resources import check_training
 from ..io.rundir import model_file
 from ..io.weights import read_metadata
@@ -20,6 +21,7 @@ def check_before_start(
     `local` processes of this machine and a checkpoint's disk. (The memory actually taken
     is measured later, in each process, before its first step: train/memory_probe.py.)"""
     check_device(cfg.device, cfg.backend)
+    cap_from_environment()  # a mistyped VGGSPEC_MEMORY_CAP now, not after the data and probe
     if cfg.precision == "fp64" and cfg.backend == "triton":
         raise ConfigError("precision=fp64 runs on the torch backend: give backend=torch or auto")
     check_data_settings(cfg, spec, world)

@@ -464,6 +464,22 @@ class Trainer:
         }
 
 
+def check_not_past(cfg: TrainConfig, position: dict, run: RunDir) -> None:
+    """A resume's max_steps or epochs below where the run stands would train nothing and
+    record the smaller figure in settings.json beside a summary of more steps: refused."""
+    step, begun = position["step"], position["epoch"] + (position["step_in_epoch"] > 0)
+    if cfg.max_steps and cfg.max_steps < step:
+        raise ConfigError(
+            f"{run} stands at step {step}: max_steps={cfg.max_steps} would end it before "
+            f"that; give max_steps={step} or more"
+        )
+    if cfg.epochs < begun:
+        raise ConfigError(
+            f"{run} stands in epoch {begun}: epochs={cfg.epochs} would end it before that; "
+            f"give epochs={begun} or more"
+        )
+
+
 def run_training(
     cfg: TrainConfig, spec: Spec, resume: bool = False, staging: str | None = None
 ) -> dict | None:
@@ -484,6 +500,8 @@ def run_training(
             state = checkpoints.load_checkpoint(run.last)
         elif resume:
             raise ConfigError(f"{run}: nothing to resume (no {RunDir.LAST})")
+        if state is not None:
+            check_not_past(cfg, state["position"], run)
         elif ctx.is_main:
             check_fresh(run)
         distributed.barrier(ctx)

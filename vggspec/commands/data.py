@@ -21,11 +21,27 @@ def add_parser(subparsers) -> None:
 
 
 def run_demo(args) -> int:
+    """The set is written into DIR.partial and renamed DIR when complete: a killed run
+    leaves no DIR that looks like data (`make demo-loc` tests for DIR/annotations), and a
+    set is never mixed with files already in DIR (another count left the extra images)."""
+    import shutil
+    from pathlib import Path
+
+    from vggspec.errors import UserError, check_output
     from vggspec.runtime.data.demo import make_demo_dataset
 
-    root = make_demo_dataset(
-        args.dir, args.seed, args.train_per_class, args.val_per_class, boxes=args.boxes
+    root = Path(args.dir)
+    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+        raise UserError(f"{root}: exists and is not an empty folder; name a new or empty one")
+    partial = root.with_name(root.name + ".partial")
+    check_output(partial, "data demo", folder=True)
+    shutil.rmtree(partial)  # created empty by the check, or left by a killed run
+    make_demo_dataset(
+        partial, args.seed, args.train_per_class, args.val_per_class, boxes=args.boxes
     )
+    if root.is_dir():
+        root.rmdir()  # empty (checked)
+    partial.rename(root)
     boxes = ", boxes in annotations/" if args.boxes else ""
     print(f"wrote the demo data to {root} (train/ and val/, 10 classes{boxes})")
     return 0
