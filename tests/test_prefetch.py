@@ -1,5 +1,5 @@
 """The evaluation's read-ahead thread: the same results, the same bad files, and never a hang
-(a failing producer, a failing caller, Ctrl-C)."""
+(a failing producer, a failing caller, Ctrl-C); the numpy preprocessing it runs is torch's."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from contextlib import nullcontext
 
 import numpy as np
 import pytest
+import torch
 from eval_helpers import SPEC_32, save_net, write_images
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.prefetch import prefetched
+from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.classify import evaluate as evaluate_module
 from vggspec.runtime.eval.classify.evaluate import evaluate
@@ -204,3 +206,35 @@ def test_a_failing_net_mid_stream_raises_and_leaves_no_thread(case, caplog, dead
     # Stopped and joined as the error left evaluate, not later when its traceback (which
     # holds evaluate's frame, so the batches' generator) is let go.
     assert raised.traceback and not producers()
+
+
+def torch_preprocessing(p: Preprocessing, images: torch.Tensor) -> torch.Tensor:
+    """What `Preprocessing.__call__` computed in torch before it used numpy on the CPU."""
+    x = images.float()
+    if p.pixel_factor != 1.0:
+        x = x * p.pixel_factor
+    x = x - torch.tensor(p.mean_rgb, dtype=torch.float32)[:, None, None]
+    if p.std_rgb != (1.0, 1.0, 1.0):
+        x = x / torch.tensor(p.std_rgb, dtype=torch.float32)[:, None, None]
+    return x.flip(1) if p.bgr else x
+
+
+@pytest.mark.parametrize(
+    "convention",
+    [
+        Preprocessing.trained([126.8, 125.8, 124.9], [73.82, 74.09, 74.34]),
+        Preprocessing.trained([123.7, 116.8, 103.9]),
+        Preprocessing.caffe(),
+        Preprocessing.torchvision(),
+    ],
+    ids=["mean-std", "mean", "caffe", "torchvision"],
+)
+def test_numpy_preprocessing_is_torchs_bit_for_bit(convention):
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (5, 3, 17, 23), generator=generator, dtype=torch.uint8)
+    pixels[0, :, 0, :3] = torch.tensor([0, 255, 128], dtype=torch.uint8)
+    got = convention(pixels)
+    want = torch_preprocessing(convention, pixels)
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    assert torch.equal(got, want)
+    assert torch.equal(convention(pixels[2:3])[0], convention.image(pixels[2].permute(1, 2, 0)))
