@@ -1,5 +1,6 @@
-"""The evaluation's read-ahead thread: the same results, the same bad files, and never a hang
-(a failing producer, a failing caller, Ctrl-C); the numpy preprocessing it runs is torch's."""
+"""The evaluation's read-ahead thread and its images decoded once for every scale: the same
+results, the same bad files, and never a hang (a failing producer, a failing caller, Ctrl-C);
+the numpy preprocessing it runs is torch's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from eval_helpers import SPEC_32, save_net, write_images
 from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.prefetch import prefetched
 from vggspec.runtime.data.preprocessing import Preprocessing
+from vggspec.runtime.eval import images as images_module
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.classify import evaluate as evaluate_module
 from vggspec.runtime.eval.classify.evaluate import evaluate
@@ -159,20 +161,28 @@ def _run(case, caplog, **settings):
     return ev, [r.getMessage() for r in caplog.records if "leaving out" in r.getMessage()]
 
 
-def test_prefetch_changes_nothing_bit_for_bit(case, caplog, deadline, monkeypatch):
-    where = []
-    real = ScaledImages.__getitem__
+def test_prefetch_and_kept_images_change_nothing_bit_for_bit(case, caplog, deadline, monkeypatch):
+    where, decoded = [], []
+    real_item, real_load = ScaledImages.__getitem__, images_module.load_rgb
 
     def item(self, index):
         where.append(threading.current_thread().name)
-        return real(self, index)
+        return real_item(self, index)
+
+    def load(path, *args):
+        decoded.append(path)
+        return real_load(path, *args)
 
     monkeypatch.setattr(ScaledImages, "__getitem__", item)
+    monkeypatch.setattr(images_module, "load_rgb", load)
     ahead, said_ahead = _run(case, caplog, max_images=4)  # several batches per size
     assert set(where) == {"vggspec-prefetch"}
-    where.clear()
-    here, said_here = _run(case, caplog, max_images=4, prefetch=False)
-    assert set(where) == {"MainThread"}
+    # Each image decoded once for the 3 scales; the corrupt one tried at each.
+    broken = case[4]
+    assert len(decoded) == 17 + 3 and decoded.count(broken) == 3
+    where.clear(), decoded.clear()
+    here, said_here = _run(case, caplog, max_images=4, prefetch=False, keep_decoded=0)
+    assert set(where) == {"MainThread"} and len(decoded) == 3 * 18
     assert ahead.readable.tolist() == here.readable.tolist()
     assert (~ahead.readable).sum() == 1 and not ahead.readable[7]
     for got, want in (
@@ -184,7 +194,6 @@ def test_prefetch_changes_nothing_bit_for_bit(case, caplog, deadline, monkeypatc
         for i in want:
             assert np.array_equal(got[i], want[i])
     # The corrupt file: once a scale, the same words either way.
-    broken = case[4]
     assert said_ahead == said_here and len(said_ahead) == 3
     assert all(m.startswith(f"leaving out {broken}: ") for m in said_ahead)
     assert not producers()

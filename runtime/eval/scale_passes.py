@@ -15,7 +15,14 @@ import torch
 from ..data.image_folder import ImageFolder
 from ..data.loader import make_loader
 from ..data.prefetch import prefetched
-from .images import MAX_ASPECT, ScaledImages, batches_by_size, collate
+from .images import (
+    KEEP_DECODED_BYTES,
+    MAX_ASPECT,
+    ScaledImages,
+    batches_by_size,
+    collate,
+    kept_decoded,
+)
 from .models import EvalModel
 
 
@@ -28,6 +35,7 @@ class PassSettings:
     max_pixels: int = 50 * 224 * 224  # pixels per batch (flips and crops counted)
     workers: int = 0  # data-loading processes
     prefetch: bool = True  # with no workers: a thread reads the next batches during this one
+    keep_decoded: int = KEEP_DECODED_BYTES  # with no workers: decode once for every Q if all fit
     max_aspect: float = MAX_ASPECT  # cap on the rescaled long side / short side
     progress: Callable[[str], None] | None = None  # hears one line a pass
 
@@ -61,9 +69,11 @@ def scale_passes(
     max_images, max_pixels, workers = settings.max_images, settings.max_pixels, settings.workers
     max_aspect, progress = settings.max_aspect, settings.progress
     at_least = (max(m.input_size[1] for m in models), max(m.input_size[0] for m in models))
+    # Worker processes would each keep their own copy, and end with their pass.
+    decoded = kept_decoded(folder, local, settings.keep_decoded) if workers == 0 else None
     for q in sorted({q for m in models for q in m.scales}):
         nets = [i for i, m in enumerate(models) if q in m.scales]
-        images = ScaledImages(folder, q, at_least, max_aspect)
+        images = ScaledImages(folder, q, at_least, max_aspect, decoded)
         batches = batches_by_size(images, local, max_images, max_pixels, copies)
         loader = make_loader(images, None, workers, batch_sampler=batches, collate_fn=collate)
         started = time.perf_counter()
