@@ -24,7 +24,7 @@ from .requests import MAX_ASPECT
 log = logging.getLogger(__name__)
 
 # Decoded images kept across the passes of one evaluation (each then decoded once, not once per
-# scale) when all of this process's images fit: the demo's 500 take 12 MB; ILSVRC's 50,000
+# scale) when all of this process's images fit: the demo's 500 take 19 MB; ILSVRC's 50,000
 # validation photos 28 GB, so there each is decoded again at each scale.
 KEEP_DECODED_BYTES = 256 * 2**20
 
