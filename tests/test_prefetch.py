@@ -28,21 +28,11 @@ from vggspec.runtime.eval.models import load_checkpoint_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def deadline():
-    """Fail, rather than hang, if anything waits for good."""
-    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("did not finish in 20 s"))
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
 def producers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "vggspec-prefetch"]
 
 
-def test_items_come_in_order_at_most_depth_ahead(deadline):
+def test_items_come_in_order_at_most_depth_ahead(alarm):
     made, ahead = [], []
 
     def items():
@@ -73,7 +63,7 @@ def test_depth_0_makes_the_items_in_this_thread():
     assert where == [threading.current_thread()] * 3
 
 
-def test_a_producer_error_comes_after_the_items_made_before_it(deadline):
+def test_a_producer_error_comes_after_the_items_made_before_it(alarm):
     def items():
         yield from range(3)
         raise ValueError("broken file system")
@@ -87,7 +77,7 @@ def test_a_producer_error_comes_after_the_items_made_before_it(deadline):
 
 
 @pytest.mark.parametrize("stop", ["break", "error", "interrupt"])
-def test_a_caller_that_stops_stops_the_producer(deadline, stop):
+def test_a_caller_that_stops_stops_the_producer(alarm, stop):
     finished = threading.Event()
 
     def endless():
@@ -111,7 +101,7 @@ def test_a_caller_that_stops_stops_the_producer(deadline, stop):
     assert finished.wait(5)  # the producer's generator was left and closed
 
 
-def test_ctrl_c_while_waiting_for_a_slow_producer_ends_promptly(deadline):
+def test_ctrl_c_while_waiting_for_a_slow_producer_ends_promptly(alarm):
     def slow():
         while True:
             time.sleep(0.3)  # a large batch being decoded
@@ -161,7 +151,7 @@ def _run(case, caplog, **settings):
     return ev, [r.getMessage() for r in caplog.records if "leaving out" in r.getMessage()]
 
 
-def test_prefetch_and_kept_images_change_nothing_bit_for_bit(case, caplog, deadline, monkeypatch):
+def test_prefetch_and_kept_images_change_nothing_bit_for_bit(case, caplog, alarm, monkeypatch):
     where, decoded = [], []
     real_item, real_load = ScaledImages.__getitem__, images_module.load_rgb
 
@@ -199,7 +189,7 @@ def test_prefetch_and_kept_images_change_nothing_bit_for_bit(case, caplog, deadl
     assert not producers()
 
 
-def test_a_failing_net_mid_stream_raises_and_leaves_no_thread(case, caplog, deadline, monkeypatch):
+def test_a_failing_net_mid_stream_raises_and_leaves_no_thread(case, caplog, alarm, monkeypatch):
     calls = []
     real = evaluate_module.dense_posteriors
 
