@@ -14,8 +14,9 @@ NHWC), all in this process, the candidates in rotated order each round; images/s
 ratios, and agreement with torch fp32 (max relative error of the score map, top-1); then
 each vggspec engine and that engine run directly in --pairs back-to-back pairs (which goes
 first alternating): the acceptance ratios. About 10 minutes on 2 cores. --demo RUN: on a
-trained demo run, `run eval` with its defaults against its compute-only floor, and each
-engine × precision's top-1 against fp32's.
+trained demo run, `run eval` with its defaults against its compute-only floor (the net's
+seconds in a run without the read-ahead thread and the single decode), and each engine ×
+precision's top-1 against fp32's.
 
 Writes --images synthetic 500×375 photos (ILSVRC's typical size) to a temporary
 ImageFolder, then evaluates them with random weights (timing does not depend on them) in

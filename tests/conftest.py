@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 # Idle OpenMP threads sleep instead of spinning, here and in every process the tests start
@@ -86,3 +87,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def alarm():
+    """Fail, rather than hang, if a test waits for good (a walk that follows a loop, a thread
+    that is never joined): 20 s."""
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("did not finish in 20 s"))
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

@@ -111,7 +111,12 @@ class Preprocessing:
         return 1.0 if self.pixel_range == 255 else 1 / 255
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) uint8 RGB → float32 net input on the same device."""
+        """(N, 3, H, W) uint8 RGB → float32 net input on the same device. On the CPU it is
+        numpy's, on one thread: evaluation makes it in its read-ahead thread while the net
+        computes, where torch's would start a second team of OpenMP threads on the net's
+        cores. The figures are torch's, bit for bit (tests/test_prefetch.py)."""
+        if images.device.type == "cpu":
+            return torch.from_numpy(self._normalised(images.numpy()))
         x = images.float()
         if self.pixel_factor != 1.0:
             x = x * self.pixel_factor
@@ -123,10 +128,13 @@ class Preprocessing:
 
     def image(self, pixels: np.ndarray, shift_rgb: Sequence[float] | None = None) -> torch.Tensor:
         """One HWC uint8 RGB image (optionally shifted per channel, in pixel units: the PCA
-        colour shift) → the CHW float32 net input, in one pass. For range 255 the shift and
-        the mean are one float32 add, then a true float32 division by the std: the same
-        figures as `__call__` on the unshifted image."""
-        chw = np.asarray(pixels).transpose(2, 0, 1)
+        colour shift) → the CHW float32 net input, in one pass: the same figures as
+        `__call__` on the unshifted image."""
+        return torch.from_numpy(self._normalised(np.asarray(pixels).transpose(2, 0, 1), shift_rgb))
+
+    def _normalised(self, chw: np.ndarray, shift_rgb: Sequence[float] | None = None) -> np.ndarray:
+        """uint8 RGB, channels on axis -3 → float32 net input. For range 255 the shift and
+        the mean are one float32 add, then a true float32 division by the std."""
         out = np.empty(chw.shape, dtype=np.float32)
         mean = np.asarray(self.mean_rgb, dtype=np.float32)
         shift = np.zeros(3) if shift_rgb is None else np.asarray(shift_rgb)
@@ -141,8 +149,8 @@ class Preprocessing:
         if self.std_rgb != NO_STD:
             out /= np.asarray(self.std_rgb, dtype=np.float32)[:, None, None]
         if self.bgr:
-            out = np.ascontiguousarray(out[::-1])
-        return torch.from_numpy(out)
+            out = np.ascontiguousarray(out[..., ::-1, :, :])
+        return out
 
     def describe(self) -> str:
         mean = ",".join(f"{v:.4g}" for v in self.mean_rgb)

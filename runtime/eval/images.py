@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..data.geometry import RESAMPLE, scaled_size
@@ -21,6 +22,11 @@ from ..data.image_io import UnreadableImage, load_rgb
 from .requests import MAX_ASPECT
 
 log = logging.getLogger(__name__)
+
+# Decoded images kept across the passes of one evaluation (each then decoded once, not once per
+# scale) when all of this process's images fit: the demo's 500 take 19 MB; ILSVRC's 50,000
+# validation photos 28 GB, so there each is decoded again at each scale.
+KEEP_DECODED_BYTES = 256 * 2**20
 
 
 def scaled_geometry(
@@ -59,11 +65,13 @@ class ScaledImages(Dataset):
         q: int,
         at_least: tuple[int, int] = (1, 1),
         max_aspect: float = MAX_ASPECT,
+        decoded: dict[int, Image.Image] | None = None,
     ) -> None:
         self.folder = folder
         self.q = int(q)
         self.at_least = at_least
         self.max_aspect = max_aspect
+        self.decoded = decoded  # index → its decoded image, shared by the passes (`kept_decoded`)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -80,7 +88,7 @@ class ScaledImages(Dataset):
         try:
             # Whole, as torchvision's readers do; with reduced_decode at the smallest DCT
             # size ≥ full (see ImageFolder).
-            img = load_rgb(path, full if self.folder.reduced_decode else None)
+            img = self._decode(index, path, full)
         except UnreadableImage as err:
             log.warning("leaving out %s: %s (%s)", path, err.reason, err.detail)
             return torch.zeros(3, h, w, dtype=torch.uint8), label, index, False
@@ -89,6 +97,25 @@ class ScaledImages(Dataset):
             img = img.resize((w, h), RESAMPLE, box=region)
         chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(chw)), label, index, True
+
+    def _decode(self, index: int, path: str, full: tuple[int, int]) -> Image.Image:
+        if self.decoded is None:
+            return load_rgb(path, full if self.folder.reduced_decode else None)
+        if index not in self.decoded:  # a file that fails is tried again at the next scale
+            self.decoded[index] = load_rgb(path)
+        return self.decoded[index]
+
+
+def kept_decoded(
+    folder: ImageFolder, indices: Sequence[int], budget: int = KEEP_DECODED_BYTES
+) -> dict | None:
+    """An empty store for the decoded images of `indices` across the passes when their RGB
+    pixels fit `budget` bytes and JPEGs are decoded whole (a reduced decode depends on Q),
+    else None: each image decoded again at each scale."""
+    if folder.reduced_decode:
+        return None
+    pixels = sum(w * h for w, h in (folder.sizes[i] for i in indices))
+    return {} if 3 * pixels <= budget else None
 
 
 def batches_by_size(

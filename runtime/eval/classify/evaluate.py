@@ -14,6 +14,7 @@ rank, so fusion and averaging are local and only correct-counts cross processes.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,28 +97,32 @@ def evaluate(
         m.choose_engine(
             m.twin if "dense" in settings.methods else m.net, settings.progress or quiet
         )
-    batches = scale_passes(
-        models, folder, local, settings, ctx.device, copies=2 if settings.flip else 1
+    # Closed as soon as this stops, also by an exception: no batch is read ahead for nothing.
+    passes = scale_passes(
+        models, folder, local, settings, ctx.device, copies=2 if settings.flip else 1, inputs=True
     )
-    for batch in batches:
-        result.readable[batch.rows] &= batch.readable
-        for i in batch.nets:
-            m = models[i]
-            x = m.preprocessing(batch.pixels)
-            for method in settings.methods:
-                tick = time.perf_counter()
-                if method == "dense":
-                    p = dense_posteriors(m.serving.serve(m.twin), x, settings.flip)
-                    store = result.dense
-                else:
-                    max_crops = max(1, settings.max_pixels // (m.input_size[0] * m.input_size[1]))
-                    net = m.serving.serve(m.net)
-                    p = multicrop_posteriors(net, x, settings.grid, settings.flip, max_crops)
-                    store = result.crops
-                p = p.cpu().numpy()[:, orders[i]]
-                store[i][batch.rows] += p
-                if method == "dense" and settings.single_scale and batch.q == single[i]:
-                    result.single[i][batch.rows] = p
-                seconds[method] += time.perf_counter() - tick
+    with closing(passes) as batches:
+        for batch in batches:
+            result.readable[batch.rows] &= batch.readable
+            for i in batch.nets:
+                m = models[i]
+                x = batch.inputs[i]
+                for method in settings.methods:
+                    tick = time.perf_counter()
+                    if method == "dense":
+                        p = dense_posteriors(m.serving.serve(m.twin), x, settings.flip)
+                        store = result.dense
+                    else:
+                        max_crops = max(
+                            1, settings.max_pixels // (m.input_size[0] * m.input_size[1])
+                        )
+                        net = m.serving.serve(m.net)
+                        p = multicrop_posteriors(net, x, settings.grid, settings.flip, max_crops)
+                        store = result.crops
+                    p = p.cpu().numpy()[:, orders[i]]
+                    store[i][batch.rows] += p
+                    if method == "dense" and settings.single_scale and batch.q == single[i]:
+                        result.single[i][batch.rows] = p
+                    seconds[method] += time.perf_counter() - tick
     result.seconds = {**seconds, "total": time.perf_counter() - started}
     return result

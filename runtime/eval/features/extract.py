@@ -5,6 +5,7 @@ the whole image, globally averaged, averaged with the flipped image, over severa
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,15 +98,17 @@ def extract_features(
     readable = np.ones(len(local), dtype=bool)
     for m, head in zip(models, heads, strict=True):  # before any image: all ranks, in order
         m.choose_engine(head, settings.progress or quiet)
-    batches = scale_passes(models, folder, local, settings, ctx.device, copies=2 if flip else 1)
-    for batch in batches:
-        readable[batch.rows] &= batch.readable
-        for i in batch.nets:
-            x = models[i].preprocessing(batch.pixels)
-            d = dense_descriptor(models[i].serving.serve(heads[i]), x, flip)
-            if (i, batch.q) not in per_scale:
-                per_scale[i, batch.q] = np.zeros((len(local), d.shape[1]))
-            per_scale[i, batch.q][batch.rows] = d.cpu().numpy()
+    copies = 2 if flip else 1
+    with closing(
+        scale_passes(models, folder, local, settings, ctx.device, copies=copies, inputs=True)
+    ) as batches:
+        for batch in batches:
+            readable[batch.rows] &= batch.readable
+            for i in batch.nets:
+                d = dense_descriptor(models[i].serving.serve(heads[i]), batch.inputs[i], flip)
+                if (i, batch.q) not in per_scale:
+                    per_scale[i, batch.q] = np.zeros((len(local), d.shape[1]))
+                per_scale[i, batch.q][batch.rows] = d.cpu().numpy()
     parts = []
     for i, m in enumerate(models):
         scales = [per_scale.get((i, q)) for q in sorted(m.scales)]
