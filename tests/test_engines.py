@@ -80,12 +80,37 @@ def test_each_engine_computes_the_twin_and_classifier_as_torch(setup, name, prec
     engine_agrees(setup[1], name, precision, tolerance)
 
 
+def openvino_as_one_request(run, precision):
+    """The engine splits a batch over its streams: its outputs are, bit for bit, those of
+    one request of the whole batch on a model compiled with OpenVINO's defaults, for every
+    split (even, uneven, a batch of one that is not split) and thread count."""
+    import openvino
+    from vggspec.runtime.eval.engines import openvino_engine
+
+    model = load_checkpoint_model(run, "torch")
+    torch.manual_seed(0)
+    for net, shape in ((model.twin, (3, 44, 60)), (model.net, (3, 32, 32))):
+        path = str(exported.exported_onnx(net))
+        hint = openvino_engine.HINTS[precision]
+        alone = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        request = alone.create_infer_request()
+        for threads in (2, 1):
+            run_net = openvino_engine.compile(net, precision, threads)
+            for n in (1, 2, 3, 4):
+                x = torch.randn(n, *shape) * 40
+                reference = torch.from_numpy(np.array(request.infer({0: x.numpy()})[0]))
+                assert torch.equal(run_net(x), reference), (precision, threads, n)
+
+
 @pytest.mark.skipif(not HAS_OPENVINO, reason=NO_OPENVINO)
 def test_openvino_in_a_process_of_its_own(setup, engine_cache):
     code = (
-        "import sys; sys.path.insert(0, 'tests'); from test_engines import engine_agrees; "
+        "import sys; sys.path.insert(0, 'tests'); "
+        "from test_engines import engine_agrees, openvino_as_one_request; "
         f"engine_agrees({str(setup[1])!r}, 'openvino', 'fp32', 1e-5); "
-        f"engine_agrees({str(setup[1])!r}, 'openvino', 'bf16', 2e-2); print('agreed')"
+        f"engine_agrees({str(setup[1])!r}, 'openvino', 'bf16', 2e-2); "
+        f"openvino_as_one_request({str(setup[1])!r}, 'fp32'); "
+        f"openvino_as_one_request({str(setup[1])!r}, 'bf16'); print('agreed')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
