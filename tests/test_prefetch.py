@@ -4,6 +4,7 @@ the numpy preprocessing it runs is torch's."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -24,6 +25,7 @@ from vggspec.runtime.eval.classify.evaluate import evaluate
 from vggspec.runtime.eval.classify.protocol import settings_for
 from vggspec.runtime.eval.images import ScaledImages
 from vggspec.runtime.eval.models import load_checkpoint_model
+from vggspec.runtime.eval.scale_passes import PassSettings, scale_passes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -205,6 +207,37 @@ def test_a_failing_net_mid_stream_raises_and_leaves_no_thread(case, caplog, alar
     # Stopped and joined as the error left evaluate, not later when its traceback (which
     # holds evaluate's frame, so the batches' generator) is let go.
     assert raised.traceback and not producers()
+
+
+def test_on_a_gpu_the_thread_only_reads_and_the_inputs_are_made_here(case, alarm, monkeypatch):
+    """Off the CPU, the device copy and the nets' inputs are made on the calling thread (the
+    thread reads and decodes): no CUDA work from a second thread. The "meta" device stands
+    in for a GPU here, as a device that is not the CPU."""
+    models, _, _, folder, _ = case
+    made_on, decoded_on = [], []
+    real_call, real_item = Preprocessing.__call__, ScaledImages.__getitem__
+
+    def call(self, images):
+        made_on.append((threading.current_thread().name, images.device.type))
+        return real_call(self, images)
+
+    def item(self, index):
+        decoded_on.append(threading.current_thread().name)
+        return real_item(self, index)
+
+    monkeypatch.setattr(Preprocessing, "__call__", call)
+    monkeypatch.setattr(ScaledImages, "__getitem__", item)
+    settings = PassSettings(max_images=4)
+    passes = scale_passes(
+        models, folder, range(len(folder)), settings, torch.device("meta"), copies=1, inputs=True
+    )
+    with contextlib.closing(passes) as batches:
+        first = next(batches)
+        assert first.pixels.device.type == "meta"
+        assert all(x.device.type == "meta" for x in first.inputs.values())
+    assert set(made_on) == {("MainThread", "meta")}
+    assert set(decoded_on) == {"vggspec-prefetch"}
+    assert not producers()  # closed with the passes
 
 
 def torch_preprocessing(p: Preprocessing, images: torch.Tensor) -> torch.Tensor:

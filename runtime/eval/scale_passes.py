@@ -81,8 +81,11 @@ def scale_passes(
         # and resize let go of the GIL), two batches ahead at most.
         ahead = 2 if workers == 0 and settings.prefetch else 0
         steps = {i: models[i].preprocessing for i in nets} if inputs else {}
-        made = _made(loader, device, steps)
-        with closing(prefetched(made, ahead)) as loaded:  # closed here if the caller stops
+        if device.type == "cpu":  # the thread makes the nets' inputs too
+            loaded = prefetched(_made(loader, device, steps), ahead)
+        else:  # GPU work stays on this thread: the thread only reads and decodes
+            loaded = _made(prefetched(loader, ahead), device, steps)
+        with closing(loaded):  # closed here if the caller stops
             for pixels, index, readable, ready in loaded:
                 rows = (index - local.start).numpy()
                 yield Batch(q, nets, rows, pixels, readable.numpy(), images, ready)
@@ -94,9 +97,13 @@ def scale_passes(
             )
 
 
-def _made(loader, device, steps: dict[int, Callable]) -> Iterator[tuple]:
+def _made(batches, device, steps: dict[int, Callable]) -> Iterator[tuple]:
     """The loader's batches on the device, each with its input for every net of `steps`
-    (net → its preprocessing)."""
-    for pixels, _, index, readable in loader:
-        pixels = pixels.to(device)
-        yield pixels, index, readable, {i: step(pixels) for i, step in steps.items()}
+    (net → its preprocessing). Closing this closes `batches` (a read-ahead) at once."""
+    try:
+        for pixels, _, index, readable in batches:
+            pixels = pixels.to(device)
+            yield pixels, index, readable, {i: step(pixels) for i, step in steps.items()}
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()

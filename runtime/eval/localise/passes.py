@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from contextlib import closing
 
 import numpy as np
 import torch
@@ -133,9 +134,9 @@ def dense_guesses(
     readable = np.ones(len(local), dtype=bool)
     flip = settings.flip
     views = 2 if flip else 1
-    batches = scale_passes(models, folder, local, settings, device, copies=views)
+    passes = scale_passes(models, folder, local, settings, device, copies=views)
     merges = BackgroundMerges(_merge, lambda k: folder.samples[local.start + k][0], overlap)
-    with merges:
+    with merges, closing(passes) as batches:  # the read-ahead stops as soon as this does
         for batch in batches:
             readable[batch.rows] &= batch.readable
             ratings = _class_scores(rater.twin, rater.preprocessing(batch.pixels), flip)
