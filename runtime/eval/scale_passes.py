@@ -81,7 +81,7 @@ def scale_passes(
         # and resize let go of the GIL), two batches ahead at most.
         ahead = 2 if workers == 0 and settings.prefetch else 0
         steps = {i: models[i].preprocessing for i in nets} if inputs else {}
-        if device.type == "cpu":  # the thread makes the nets' inputs too
+        if torch.device(device).type == "cpu":  # the thread makes the nets' inputs too
             loaded = prefetched(_made(loader, device, steps), ahead)
         else:  # GPU work stays on this thread: the thread only reads and decodes
             loaded = _made(prefetched(loader, ahead), device, steps)
