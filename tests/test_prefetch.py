@@ -19,6 +19,7 @@ from vggspec.runtime.data.image_folder import scan_image_folder
 from vggspec.runtime.data.prefetch import prefetched
 from vggspec.runtime.data.preprocessing import Preprocessing
 from vggspec.runtime.eval import images as images_module
+from vggspec.runtime.eval import scale_passes as scale_passes_module
 from vggspec.runtime.eval.classes import class_order
 from vggspec.runtime.eval.classify import evaluate as evaluate_module
 from vggspec.runtime.eval.classify.evaluate import evaluate
@@ -211,8 +212,8 @@ def test_a_failing_net_mid_stream_raises_and_leaves_no_thread(case, caplog, alar
 
 def test_on_a_gpu_the_thread_only_reads_and_the_inputs_are_made_here(case, alarm, monkeypatch):
     """Off the CPU, the device copy and the nets' inputs are made on the calling thread (the
-    thread reads and decodes): no CUDA work from a second thread. The "meta" device stands
-    in for a GPU here, as a device that is not the CPU."""
+    thread reads and decodes, and pins nothing): no CUDA work from a second thread. The
+    "meta" device stands in for a GPU here, as a device that is not the CPU."""
     models, _, _, folder, _ = case
     made_on, decoded_on = [], []
     real_call, real_item = Preprocessing.__call__, ScaledImages.__getitem__
@@ -227,6 +228,16 @@ def test_on_a_gpu_the_thread_only_reads_and_the_inputs_are_made_here(case, alarm
 
     monkeypatch.setattr(Preprocessing, "__call__", call)
     monkeypatch.setattr(ScaledImages, "__getitem__", item)
+    # On a machine with CUDA the loader pinned each batch, in the thread that iterates it.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    pinned, real_loader = [], scale_passes_module.make_loader
+
+    def loader(*args, **kwargs):
+        made = real_loader(*args, **kwargs)
+        pinned.append(made.pin_memory)
+        return made
+
+    monkeypatch.setattr(scale_passes_module, "make_loader", loader)
     settings = PassSettings(max_images=4)
     passes = scale_passes(
         models, folder, range(len(folder)), settings, torch.device("meta"), copies=1, inputs=True
@@ -237,6 +248,7 @@ def test_on_a_gpu_the_thread_only_reads_and_the_inputs_are_made_here(case, alarm
         assert all(x.device.type == "meta" for x in first.inputs.values())
     assert set(made_on) == {("MainThread", "meta")}
     assert set(decoded_on) == {"vggspec-prefetch"}
+    assert pinned and not any(pinned)  # no CUDA call in the thread
     assert not producers()  # closed with the passes
 
 

@@ -36,13 +36,15 @@ def make_loader(
     drop_last: bool = False,
     collate_fn: Callable | None = None,
     prefetch_factor: int = 2,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """DataLoader over `dataset` with `workers` processes (0: load in this process).
 
     No shuffling here: pass a sampler (e.g. DistributedSampler, reseeded each epoch) so the
     order is reproducible; the items themselves are already deterministic. Workers persist
     across epochs, so call the dataset's `set_epoch` before each `iter(loader)`. Use either
-    `batch_size` (with an optional `sampler`) or `batch_sampler` (with batch_size None)."""
+    `batch_size` (with an optional `sampler`) or `batch_sampler` (with batch_size None).
+    `pin_memory`: pin batches for the copy to a GPU; None: when CUDA is available."""
     if batch_sampler is not None and (batch_size is not None or sampler is not None):
         raise ValueError("give batch_sampler alone, with batch_size=None and no sampler")
     extra = {}
@@ -60,6 +62,6 @@ def make_loader(
         num_workers=workers,
         drop_last=drop_last if batch_sampler is None else False,
         collate_fn=collate_fn,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         **extra,
     )

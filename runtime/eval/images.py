@@ -150,7 +150,9 @@ def collate(items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     """Equal-size items → (uint8 (N, 3, h, w), labels, indices, readable)."""
     images, labels, indices, readable = zip(*items, strict=True)
     return (
-        torch.stack(images),
+        # numpy's copy: torch.stack of a batch this size starts a team of OpenMP threads, in
+        # the read-ahead thread a second one on the net's cores.
+        torch.from_numpy(np.stack([image.numpy() for image in images])),
         torch.tensor(labels, dtype=torch.long),
         torch.tensor(indices, dtype=torch.long),
         torch.tensor(readable, dtype=torch.bool),

@@ -75,7 +75,12 @@ def scale_passes(
         nets = [i for i, m in enumerate(models) if q in m.scales]
         images = ScaledImages(folder, q, at_least, max_aspect, decoded)
         batches = batches_by_size(images, local, max_images, max_pixels, copies)
-        loader = make_loader(images, None, workers, batch_sampler=batches, collate_fn=collate)
+        # Pinned by torch's pin thread behind loader processes; not in this process, where
+        # the read-ahead thread would make that CUDA call (and a CPU run would start CUDA).
+        pin = workers > 0 and torch.device(device).type == "cuda"
+        loader = make_loader(
+            images, None, workers, batch_sampler=batches, collate_fn=collate, pin_memory=pin
+        )
         started = time.perf_counter()
         # Worker processes read ahead already; in this process, a thread does (PIL's decode
         # and resize let go of the GIL), two batches ahead at most.
