@@ -8,6 +8,7 @@ boxes, one box and none.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -196,6 +197,26 @@ def test_the_merge_works_where_numba_cannot_write_its_cache(tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1,", "2]"]
+
+
+def test_the_merge_works_where_numba_fails_to_write_its_cache(tmp_path):
+    """The disk full when numba saves the compiled loop: compiled again without the cache."""
+    code = (
+        "import errno\n"
+        "from numba.core import caching\n"
+        "def full(*a, **k):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "caching.IndexDataCacheFile.save = full\n"
+        "from vggspec.runtime.eval.localise.merge import merge_boxes\n"
+        "groups = merge_boxes([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], [1, 2, 4])\n"
+        "print([g.members for g in groups])\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}  # nothing cached yet
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[1,", "2]"]

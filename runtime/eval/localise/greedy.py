@@ -23,13 +23,25 @@ INF = np.inf
 def _compiled(**options):
     """njit with numba's on-disk cache (the first call compiles for a few seconds, later
     processes read the cache), or without it where numba finds no folder it can write (a
-    read-only install and home): each process then compiles once."""
+    read-only install and home: each process then compiles once), or where writing or
+    reading the cache fails on the first call (a full disk): compiled again without it."""
 
     def wrap(fn):
         try:
-            return njit(cache=True, **options)(fn)
+            cached = njit(cache=True, **options)(fn)
         except RuntimeError:  # "cannot cache function …: no locator available"
             return njit(**options)(fn)
+        plain = []
+
+        def call(*args):
+            if not plain:
+                try:
+                    return cached(*args)
+                except OSError:  # the cache's file, before the loop ran (it does no I/O)
+                    plain.append(njit(**options)(fn))
+            return plain[0](*args)
+
+        return call
 
     return wrap
 

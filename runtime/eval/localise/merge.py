@@ -59,7 +59,9 @@ def match_distance(a, b) -> np.ndarray:
     ex1 = np.maximum(a[:, None, 2], b[None, :, 2])
     ey1 = np.maximum(a[:, None, 3], b[None, :, 3])
     diag2 = (ex1 - ex0) ** 2 + (ey1 - ey0) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Squares of coordinates past 1e154 overflow to inf (and inf / inf is NaN, which stops
+    # the merging): rule 2 read literally, without a warning for each.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         spread = np.where(diag2 > 0, centre2 / np.where(diag2 > 0, diag2, 1), 0.0)
     return 1.0 - bx.iou(a, b) + spread
 
