@@ -150,19 +150,62 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
     assert not (tmp_path / "d").exists()  # (d.partial, if a worker had begun writing)
 
 
-def test_data_demo_writes_a_new_or_empty_folder_only(tmp_path, cli):
+def test_data_demo_writes_a_new_or_empty_folder_only(tmp_path, cli, monkeypatch):
+    from vggspec.runtime.io.lock import FolderLock
+    from vggspec.runtime.io.whole_folder import PARTIAL_MARK
+
     small = ["--train-per-class", "1", "--val-per-class", "1"]
     (tmp_path / "empty").mkdir()
-    (tmp_path / "x.partial").mkdir()  # left by a killed run: replaced
+    (tmp_path / "x.partial").mkdir()  # left by a killed run (it carries the mark): replaced
+    (tmp_path / "x.partial" / PARTIAL_MARK).write_text("")
     (tmp_path / "x.partial" / "stale.jpg").write_text("")
     for name in ("empty", "x"):
         code, _, err = cli("data", "demo", tmp_path / name, *small)
         assert code == 0, err
         assert len(list((tmp_path / name).rglob("*.jpg"))) == 20
-    assert not list(tmp_path.glob("*.partial"))
+        assert not (tmp_path / name / PARTIAL_MARK).exists()
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.lock"))
     before = sorted((tmp_path / "x").rglob("*"))
     code, _, err = cli("data", "demo", tmp_path / "x", "--train-per-class", "2")
-    assert code == 2 and err.strip().endswith(
-        "exists and is not an empty folder; name a new or empty one"
-    )
+    assert code == 2
+    assert err.strip().endswith("exists and is not an empty folder; name a new or empty one")
     assert sorted((tmp_path / "x").rglob("*")) == before  # another count is not mixed in
+    # A user's own y.partial was deleted whole.
+    (tmp_path / "y.partial").mkdir()
+    (tmp_path / "y.partial" / "thesis.txt").write_text("keep")
+    code, _, err = cli("data", "demo", tmp_path / "y", *small)
+    assert code == 2 and "y.partial: exists and is not a set vggspec was writing" in err
+    assert (tmp_path / "y.partial" / "thesis.txt").read_text() == "keep"
+    # A second writer of one folder: the two deleted each other's z.partial, and one said
+    # "wrote" over an incomplete set.
+    with FolderLock(tmp_path, "another data demo", name=".z.lock", target=tmp_path / "z"):
+        code, _, err = cli("data", "demo", tmp_path / "z", *small)
+    assert code == 2 and "z: in use by another writer" in err, err
+    assert not (tmp_path / "z").exists() and not (tmp_path / "z.partial").exists()
+    # The current folder (its name was empty: a traceback) and a symbolic link (refused
+    # only after all the work, leaving DIR.partial).
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    (tmp_path / "link").symlink_to(tmp_path / "empty2", target_is_directory=True)
+    for name, says in ((".", "not the current one"), (tmp_path / "link", "a symbolic link")):
+        code, _, err = cli("data", "demo", name, *small)
+        assert code == 2 and says in err, err
+    assert [p.name for p in tmp_path.glob("*.partial")] == ["y.partial"]  # the user's
+    assert os.listdir(tmp_path / "here") == []
+
+
+def test_a_second_writer_of_the_demo_data_waits_its_turn_or_finds_it_done(tmp_path):
+    """The trainer's demo data (two first `run train` at once deleted each other's
+    ROOT.partial and both failed): one writer at a time, and one that gets the lock after
+    another finished writes nothing."""
+    from vggspec.runtime.io.lock import FolderBusy, FolderLock
+    from vggspec.runtime.io.whole_folder import write_whole
+
+    root, wrote = tmp_path / "demo", []
+    first = FolderLock(tmp_path, "a first run", name=".demo.lock", target=root)
+    with first, pytest.raises(FolderBusy, match="in use by another writer"):
+        write_whole(root, wrote.append, "a second run")
+    assert not wrote and not root.exists()
+    write_whole(root, lambda partial: (partial / "a.jpg").write_text("x"), "a run")
+    write_whole(root, wrote.append, "a later run", done=root.exists)
+    assert not wrote and os.listdir(root) == ["a.jpg"]

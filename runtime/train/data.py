@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ..data.validation import CenterCropDataset
 from ..dist import context as distributed
 from ..io.color_stats_file import load_or_compute_color_stats
 from ..io.model_info import ModelInfo
+from ..io.whole_folder import write_whole
 from .config import ConfigError, TrainConfig
 from .tasks import training_task
 
@@ -68,20 +68,21 @@ def check_demo_data_root(root: Path) -> None:
 
 
 def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
-    """Rank 0 writes the demo set (into a temporary folder, renamed when complete)."""
-    if ctx.is_main and not (root / ".complete").exists():
+    """Rank 0 writes the demo set whole (runtime/io/whole_folder.py: into ROOT.partial, one
+    writer at a time, renamed when complete; two first runs at once deleted each other's
+    ROOT.partial and both failed)."""
+    complete = root / ".complete"
+    if ctx.is_main and not complete.exists():
         check_demo_data_root(root)
         log.info(f"writing the built-in demo data to {root} (once)")
-        partial = root.with_name(root.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
+
+        def write(partial: Path) -> None:
             make_demo_dataset(partial, seed=seed)
             (partial / ".complete").write_text("ok\n")
-            if root.is_dir():
-                root.rmdir()  # empty (checked): never a folder with anything in it
-            partial.rename(root)
+
+        try:
+            write_whole(root, write, "vggspec run train (the demo data)", complete.exists)
         except OSError as err:
-            shutil.rmtree(partial, ignore_errors=True)
             raise ConfigError(
                 f"{_demo_data_name(root)}: cannot write the demo data there "
                 f"({err.strerror or err}); set VGGSPEC_DEMO_DATA to a writable folder"

@@ -21,27 +21,32 @@ def add_parser(subparsers) -> None:
 
 
 def run_demo(args) -> int:
-    """The set is written into DIR.partial and renamed DIR when complete: a killed run
-    leaves no DIR that looks like data (`make demo-loc` tests for DIR/annotations), and a
-    set is never mixed with files already in DIR (another count left the extra images)."""
-    import shutil
+    """The set is written whole (runtime/io/whole_folder.py): a killed run leaves no DIR
+    that looks like data (`make demo-loc` tests for DIR/annotations), two runs never write
+    into one DIR.partial, and a set is never mixed with files already in DIR (another count
+    left the extra images)."""
+    import os
     from pathlib import Path
 
-    from vggspec.errors import UserError, check_output
+    from vggspec.errors import UserError
     from vggspec.runtime.data.demo import make_demo_dataset
+    from vggspec.runtime.io.whole_folder import write_whole
 
-    root = Path(args.dir)
+    given = Path(args.dir)
+    root = Path(os.path.abspath(given))
+    if given.is_symlink():
+        raise UserError(f"{given}: a symbolic link; name the folder itself")
+    if root == Path(os.path.abspath(os.curdir)) or not root.name:
+        raise UserError(f"{given}: name a new or empty folder to write, not the current one")
     if root.exists() and not (root.is_dir() and not any(root.iterdir())):
-        raise UserError(f"{root}: exists and is not an empty folder; name a new or empty one")
-    partial = root.with_name(root.name + ".partial")
-    check_output(partial, "data demo", folder=True)
-    shutil.rmtree(partial)  # created empty by the check, or left by a killed run
-    make_demo_dataset(
-        partial, args.seed, args.train_per_class, args.val_per_class, boxes=args.boxes
-    )
-    if root.is_dir():
-        root.rmdir()  # empty (checked)
-    partial.rename(root)
+        raise UserError(f"{given}: exists and is not an empty folder; name a new or empty one")
+
+    def write(partial: Path) -> None:
+        make_demo_dataset(
+            partial, args.seed, args.train_per_class, args.val_per_class, boxes=args.boxes
+        )
+
+    write_whole(root, write, "vggspec data demo")
     boxes = ", boxes in annotations/" if args.boxes else ""
-    print(f"wrote the demo data to {root} (train/ and val/, 10 classes{boxes})")
+    print(f"wrote the demo data to {given} (train/ and val/, 10 classes{boxes})")
     return 0
