@@ -81,7 +81,7 @@ def ensure_demo_data(root: Path, seed: int, ctx, log) -> Path:
             (partial / ".complete").write_text("ok\n")
 
         try:
-            write_whole(root, write, "vggspec run train (the demo data)", complete.exists)
+            write_whole(root, write, "run train", complete.exists)
         except OSError as err:
             raise ConfigError(
                 f"{_demo_data_name(root)}: cannot write the demo data there "

@@ -46,7 +46,7 @@ def run_demo(args) -> int:
             partial, args.seed, args.train_per_class, args.val_per_class, boxes=args.boxes
         )
 
-    write_whole(root, write, "vggspec data demo")
+    write_whole(root, write, "data demo")
     boxes = ", boxes in annotations/" if args.boxes else ""
     print(f"wrote the demo data to {given} (train/ and val/, 10 classes{boxes})")
     return 0
