@@ -90,6 +90,13 @@ def test_table_and_json(setup, cli, tmp_path):
         hits = ranked == saved["label"][:, None]
         assert r["top1_error"] == pytest.approx(1 - hits[:, 0].mean(), abs=1e-12)
         assert r["top5_error"] == pytest.approx(1 - hits[:, :5].any(axis=1).mean(), abs=1e-12)
+    # Written under the name given: "p.npy" became "p.npy.npz", said nowhere.
+    npy = tmp_path / "p.npy"
+    code, _, _ = cli(
+        "run", "eval", "--checkpoint", run, *common(data, "--scales", "32,48"), "--posteriors", npy
+    )
+    assert code == 0 and not (tmp_path / "p.npy.npz").exists()
+    assert np.array_equal(np.load(npy)["dense@32,48"], saved["dense@32,48"])
     seconds = report["seconds"]["total"]
     assert report["images_per_second"] == pytest.approx(15 / seconds)
     assert report["processes"] == 1

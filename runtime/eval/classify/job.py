@@ -3,11 +3,14 @@ run the dense and/or multi-crop passes, score the rows on every rank, write the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...data.image_folder import ImageFolder
 from ...dist import context as distributed
 from ...dist.context import Context
+from ...io.atomic import atomic_write
 from ..prepare import Say, classifiers_only, load_models, pass_settings, quiet, scan, with_workers
 from ..requests import EvalRequest
 from ..run import write_report
@@ -89,4 +92,9 @@ def write_posteriors(path: str, evaluation, table, folder: ImageFolder, ctx: Con
     for r, row in enumerate(table):
         scales = "+".join(",".join(map(str, qs)) for qs in row.scales)
         arrays[f"{row.method}@{scales}"] = np.concatenate([p[3][r] for p in parts])
-    np.savez(path, **arrays)
+
+    def write(tmp) -> None:
+        with open(tmp, "wb") as f:  # a file object: numpy adds no ".npz" to the name given
+            np.savez(f, **arrays)
+
+    atomic_write(Path(path), write)
