@@ -295,6 +295,12 @@ def test_a_fifo_or_device_as_the_class_names_file_is_one_error_not_a_hang(tmp_pa
         signal.signal(signal.SIGALRM, old)
 
 
+def test_an_empty_class_names_file_is_called_empty(tmp_path):
+    (tmp_path / "classes.txt").write_text("\n  \n")
+    with pytest.raises(EvalError, match=r"classes\.txt: no class names in it"):
+        read_class_names(tmp_path / "classes.txt")
+
+
 def test_a_folder_as_the_class_names_file_is_called_a_folder(tmp_path):
     (tmp_path / "classes").mkdir()
     with pytest.raises(EvalError) as refused:

@@ -20,6 +20,8 @@ def read_class_names(path: str | Path) -> list[str]:
         detail = (err.strerror or err) if isinstance(err, OSError) else err
         raise EvalError(f"{path}: cannot read the class names ({detail})") from None
     names = [line.split()[0] for line in lines if line.strip()]
+    if not names:  # it was reported as a folder whose classes the model does not know
+        raise EvalError(f"{path}: no class names in it (one a line, in the net's output order)")
     if len(set(names)) != len(names):
         raise EvalError(f"{path}: a class name appears twice")
     return names
