@@ -718,6 +718,34 @@ def test_a_resume_below_where_the_run_stands_is_refused(tiny, tmp_path, cli):
     assert code == 0, err
 
 
+def test_a_resume_asking_for_more_where_the_other_bound_ended_the_run_is_refused(
+    tiny, tmp_path, cli
+):
+    """max_steps=20 on a run that had trained its epochs=1 trained nothing, said "finished"
+    and recorded max_steps 20; so did epochs= on a run ended by its max_steps."""
+    out = tmp_path / "run"
+    assert cli("run", "train", *settings(tiny, out, "epochs=1"))[0] == 0
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    ended_by_steps = tmp_path / "steps"
+    assert cli("run", "train", *settings(tiny, ended_by_steps, "max_steps=3"))[0] == 0
+    for run, setting, line in (
+        (out, "max_steps=20", f"has trained its epochs=1 (step {steps}): max_steps=20 would "
+                              f"train nothing more; give epochs={-(-20 // steps)} too"),
+        (ended_by_steps, "epochs=90", "has trained its max_steps=3: epochs=90 would train "
+                                      "nothing more; give a larger max_steps too"),
+    ):  # fmt: skip
+        before = _files(run)
+        code, _, err = cli("run", "train", "--resume", run, setting)
+        assert code == 2 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == f"{run} {line}"
+        assert _files(run) == before  # nothing written
+    # Both raised: it trains on; the same figure again, or none: a finished run stays so.
+    code, stdout, err = cli("run", "train", "--resume", out, "max_steps=20", "epochs=3")
+    assert code == 0 and "finished: 20 steps" in stdout, err
+    code, stdout, err = cli("run", "train", "--resume", out, "max_steps=20")
+    assert code == 0 and "finished: 20 steps" in stdout, err
+
+
 def test_a_resume_refuses_data_whose_classes_changed(tiny, tmp_path, cli):
     # A class folder renamed between the start and the resume moved every class after it one
     # output along: the run went on training output 0 on another class, exit 0, and its

@@ -464,9 +464,12 @@ class Trainer:
         }
 
 
-def check_not_past(cfg: TrainConfig, position: dict, run: RunDir) -> None:
+def check_not_past(cfg: TrainConfig, state: dict, run: RunDir) -> None:
     """A resume's max_steps or epochs below where the run stands would train nothing and
-    record the smaller figure in settings.json beside a summary of more steps: refused."""
+    record the smaller figure in settings.json beside a summary of more steps: refused. So is
+    one that raises one of them where the other has ended the run (it said "finished" as if
+    it had trained, and recorded the figure)."""
+    position, before = state["position"], state.get("config", {})
     step, begun = position["step"], position["epoch"] + (position["step_in_epoch"] > 0)
     if cfg.max_steps and cfg.max_steps < step:
         raise ConfigError(
@@ -477,6 +480,20 @@ def check_not_past(cfg: TrainConfig, position: dict, run: RunDir) -> None:
         raise ConfigError(
             f"{run} stands in epoch {begun}: epochs={cfg.epochs} would end it before that; "
             f"give epochs={begun} or more"
+        )
+    raised = cfg.max_steps != before.get("max_steps")
+    if raised and cfg.max_steps and cfg.max_steps > step and position["epoch"] >= cfg.epochs:
+        per_epoch = step // position["epoch"] if position["epoch"] else 0
+        needed = -(-cfg.max_steps // per_epoch) if per_epoch else cfg.epochs + 1
+        raise ConfigError(
+            f"{run} has trained its epochs={cfg.epochs} (step {step}): "
+            f"max_steps={cfg.max_steps} would train nothing more; give epochs={needed} too"
+        )
+    steps_done = bool(cfg.max_steps) and step >= cfg.max_steps
+    if cfg.epochs > begun and steps_done and cfg.epochs != before.get("epochs"):
+        raise ConfigError(
+            f"{run} has trained its max_steps={cfg.max_steps}: epochs={cfg.epochs} would "
+            "train nothing more; give a larger max_steps too"
         )
 
 
@@ -501,7 +518,7 @@ def run_training(
         elif resume:
             raise ConfigError(f"{run}: nothing to resume (no {RunDir.LAST})")
         if state is not None:
-            check_not_past(cfg, state["position"], run)
+            check_not_past(cfg, state, run)
         elif ctx.is_main:
             check_fresh(run)
         distributed.barrier(ctx)
