@@ -127,16 +127,25 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    "codes, expected",
+    "codes, expected, told",
     [
-        ({0: 2, 1: 2}, 2),  # every worker refused the mistake in its line
-        ({0: 2, 1: -signal.SIGTERM}, 2),  # one did; torchrun stopped the other before it could
-        ({0: 2, 1: 1}, 1),  # another worker failed of its own: not a user's mistake alone
-        ({0: -signal.SIGTERM, 1: -signal.SIGKILL}, 1),  # killed, no mistake told
+        ({0: 2, 1: 2}, 2, ""),  # every worker refused the mistake in its line
+        ({0: 2, 1: -signal.SIGTERM}, 2, ""),  # one did; torchrun stopped the other first
+        ({0: 2, 1: launch.PEER_GONE_EXIT}, 2, ""),  # or it lost it in a collective
+        # Another worker failed of its own: not a user's mistake alone.
+        ({0: 2, 1: 1}, 1, "worker rank 0 (pid 1000) failed with exit code 2 (its own words "
+                          "are above); the others were stopped\n"),
+        # Killed, no mistake told: the one killed is named, not the one torchrun stopped.
+        ({0: -signal.SIGTERM, 1: -signal.SIGKILL}, 1, "worker rank 1 (pid 1001) was killed "
+                                                      "by SIGKILL; the others were stopped\n"),
+        # Nor the one that stopped because it lost its peer (and said so in its own line).
+        ({0: launch.PEER_GONE_EXIT, 1: -signal.SIGKILL}, 1, "worker rank 1 (pid 1001) was "
+                                                            "killed by SIGKILL; the others were "
+                                                            "stopped\n"),
     ],
-)
+)  # fmt: skip
 def test_a_mistake_a_worker_refused_is_exit_2_whoever_torchrun_stopped(
-    monkeypatch, capsys, codes, expected
+    monkeypatch, capsys, codes, expected, told
 ):
     import torch.distributed.run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
@@ -155,4 +164,4 @@ def test_a_mistake_a_worker_refused_is_exit_2_whoever_torchrun_stopped(
         monkeypatch.delenv(name, raising=False)
     assert launch.launch_local(2, 0, ["vggspec", "run", "eval"]) == expected
     said = capsys.readouterr().err
-    assert ("the workers failed" in said) == (expected == 1), said
+    assert said == (f"vggspec: {told}" if told else ""), said

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -537,6 +538,26 @@ def test_a_worker_killed_under_max_restarts_still_gives_the_result(tiny, tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert max_rel_diff(weights(restarted), weights(straight)) < 1e-5
+
+
+def test_a_worker_killed_without_restarts_is_named_in_lines_and_the_run_resumes(tiny, tmp_path):
+    # It ended in rank 0's 60-line gloo traceback and "the workers failed (ChildFailedError)".
+    out = tmp_path / "run"
+    result = vggspec_cmd(
+        "run", "train", "--nproc", "2", *settings(tiny, out, "max_steps=12", "dropout=0"),
+        env={"VGGSPEC_FAULT": "kill:8:1"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("vggspec:")]
+    assert re.fullmatch(
+        r"vggspec: worker rank 1 \(pid \d+\) was killed by SIGKILL; the others were stopped",
+        said[-2],
+    ), said
+    assert said[-1] == f"vggspec: the run's last checkpoint is kept: continue with vggspec run " \
+        f"train --resume {out}"  # fmt: skip
+    resumed = vggspec_cmd("run", "train", "--nproc", "2", "--resume", str(out))
+    assert resumed.returncode == 0 and "finished: 12 steps" in resumed.stdout, resumed.stderr
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_0(tiny, tmp_path):

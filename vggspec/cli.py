@@ -119,6 +119,14 @@ def _run(args) -> int:
         return 130
     except BrokenPipeError:  # `vggspec compile ... | head`
         return 0
+    except RuntimeError as err:
+        from vggspec.runtime.dist.launch import PEER_GONE_EXIT, peer_gone
+
+        gone = peer_gone(err)  # a worker whose peer died: the launcher names the dead one
+        if gone is None:
+            raise
+        print(f"vggspec: {gone}", file=sys.stderr)
+        return PEER_GONE_EXIT
     except OSError as err:
         print(f"vggspec: error: {err}", file=sys.stderr)
         return 1

@@ -54,12 +54,59 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     except Exception as err:  # torchrun raises ChildFailedError after printing its report
         codes = {f.exitcode for f in getattr(err, "failures", {}).values()}
         # A mistake a worker refused in its one line: the parent says 2, also when torchrun
-        # stopped the other workers (a signal) before they reached it themselves.
-        if 2 in codes and codes <= {2, *_STOPPED}:
+        # stopped the other workers (a signal) before they reached it themselves, or they
+        # lost it in a collective.
+        if 2 in codes and codes <= {2, PEER_GONE_EXIT, *_STOPPED}:
             return 2
-        print(f"vggspec: the workers failed ({type(err).__name__})", file=sys.stderr)
+        print(f"vggspec: {first_failure(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def first_failure(err: Exception) -> str:
+    """Which worker failed first and how, from torchrun's ChildFailedError, in words."""
+    failures = getattr(err, "failures", None)
+    if not failures:
+        return f"the workers failed ({type(err).__name__}: {err})"
+    # The earliest (to the second); among those, one that neither lost its peer (it tells
+    # so itself) nor was stopped by torchrun.
+    rank, failure = min(
+        failures.items(),
+        key=lambda item: (
+            item[1].timestamp,
+            item[1].exitcode in (PEER_GONE_EXIT, -signal.SIGTERM),
+            item[0],
+        ),
+    )
+    if failure.exitcode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-failure.exitcode).name}"
+        except ValueError:
+            how = f"was killed by signal {-failure.exitcode}"
+    else:
+        how = f"failed with exit code {failure.exitcode} (its own words are above)"
+    return f"worker rank {rank} (pid {failure.pid}) {how}; the others were stopped"
+
+
+# The exit code of a worker that stopped because another of its group died (EX_TEMPFAIL).
+PEER_GONE_EXIT = 75
+# What gloo says on a process whose peer has gone (killed, or stopped by torchrun).
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def peer_gone(err: BaseException) -> str | None:
+    """For an error a worker met because another worker of its group died (gloo's read or
+    write failed), one line saying so, else None: the dead worker's own failure is the
+    news, not this process's traceback."""
+    seen = err
+    while seen is not None:
+        text = str(seen)
+        said = [words for words in _PEER_GONE if words in text]
+        if "gloo" in text and said:
+            rank = os.environ.get("RANK", "?")
+            return f"rank {rank}: another process of its group is gone (gloo: {said[0]})"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def relaunch(

@@ -5,6 +5,7 @@ folder claimed, then trained here or in `--nproc` workers that rerun the command
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,12 @@ def _train(request: TrainRequest, cfg: TrainConfig, spec: Spec, staging: str | N
         # here across torchrun's restarts, settled by this process.
         settled = {"out": cfg.out, "locked": "1", **({"staging": staging} if staging else {})}
         code = relaunch(request.argv, request.nproc, request.max_restarts, settled)
+        if code == 1 and staging is None and RunDir(cfg.out).last.is_file():
+            print(
+                f"vggspec: the run's last checkpoint is kept: continue with "
+                f"vggspec run train --resume {cfg.out}",
+                file=sys.stderr,
+            )
         return TrainResult(code, cfg.out)
     from .trainer import run_training
 
