@@ -195,6 +195,19 @@ def test_no_annotations_at_all_is_one_clear_error(folder, tmp_path):
     assert np.asarray(load_folder_boxes(folder, tmp_path / "val").boxes[0]).shape == (0, 4)
 
 
+def test_the_folder_of_every_split_given_for_one_is_told_where_to_look(folder, tmp_path):
+    # Every image came out "without annotation" (and too many such stop a run), with
+    # nothing said of where it looked.
+    parent = tmp_path / "annotations"
+    _write(parent / "val" / "cat" / "0.xml", voc_xml("0.png", (40, 30), [("cat", (1, 2, 3, 4))]))
+    with pytest.raises(DataError) as told:
+        load_folder_boxes(folder, parent)
+    assert str(told.value) == (
+        f"{parent} holds a folder per split, not the VOC files of val: give {parent / 'val'}"
+    )
+    assert load_folder_boxes(folder, parent / "val").boxes[0].tolist() == [[1, 2, 3, 4]]
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_a_fifo_or_device_for_a_box_table_or_annotation_is_one_error_not_a_hang(tmp_path, kind):
     """A FIFO held open() for ever; /dev/zero read as a table grew without end."""

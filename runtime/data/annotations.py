@@ -228,9 +228,23 @@ class _XmlSource:
         return None
 
 
+def _holds_splits(path: Path, folder: ImageFolder) -> bool:
+    """Whether a folder given for one split's VOC files is their parent (ROOT/annotations
+    rather than ROOT/annotations/SPLIT): a SPLIT folder beside no XML file and no class
+    folder. Every image was then "without annotation", and nothing said where it looked."""
+    if not (path / folder.split).is_dir() or next(path.glob("*.xml"), None) is not None:
+        return False
+    return not any((path / name).is_dir() for name in folder.classes)
+
+
 def _open_source(folder: ImageFolder, source: str | Path | None):
     path = Path(folder.root) / ANNOTATIONS_DIR / folder.split if source is None else Path(source)
     if path.is_dir():
+        if _holds_splits(path, folder):
+            raise DataError(
+                f"{path} holds a folder per split, not the VOC files of {folder.split}: "
+                f"give {path / folder.split}"
+            )
         return _XmlSource(path)
     if path.is_file():
         return read_box_table(path)
