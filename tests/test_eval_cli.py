@@ -161,6 +161,55 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
     assert len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--checkpoint", "RUN", "-o", "DATA/val/a/000.png"],
+        ["eval", "--checkpoint", "RUN", "--posteriors", "DATA/val/a/001.png"],
+        ["eval", "--checkpoint", "RUN", "-o", "DATA/report.json"],
+        ["eval", "--weights", "W", "--spec", "SPEC", "-o", "SPEC"],
+        ["eval", "--checkpoint", "RUN", "--spec", "SPEC", "--posteriors", "SPEC_AGAIN"],
+        ["eval", "--checkpoint", "RUN", "--classes", "CLASSES", "-o", "CLASSES"],
+        ["eval", "--checkpoint", "RUN", "--posteriors", "P", "-o", "P"],
+        ["eval", "--checkpoint", "RUN", "--protocol", "centre", "-o", "DATA/val/a/000.png"],
+        ["eval", "--checkpoint", "RUN", "--protocol", "centre", "--boxes", "B", "-o", "B"],
+        ["eval", "--checkpoint", "RUN", "--classifier", "W", "-o", "W"],
+        ["features", "--checkpoint", "RUN", "--out", "DATA/feats"],
+        ["features", "--checkpoint", "RUN", "--out", "DATA"],
+        ["features", "--checkpoint", "RUN", "--classes", "OUT/val_files.txt", "--out", "OUT"],
+    ],
+)
+def test_no_output_lands_on_an_input(setup, cli, tmp_path, args):
+    """`run eval -o DATA/val/square/00000.jpg` wrote its report over an image, `-o SPEC`
+    over the spec, `--posteriors P -o P` left the report in P; localisation's `-o` on an
+    image said "[Errno 2] No such file or directory: ''", exit 1."""
+    import shutil
+
+    _, data, run, _ = setup
+    shutil.copytree(data, tmp_path / "data")
+    shutil.copy(run / "model.safetensors", tmp_path / "w.safetensors")
+    (tmp_path / "c.vgg").write_text(SPEC_32)
+    (tmp_path / "classes.txt").write_text("".join(c + "\n" for c in CLASSES))
+    (tmp_path / "boxes.json").write_text("{}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "val_files.txt").write_text("".join(c + "\n" for c in CLASSES))
+    (tmp_path / "p.npz").write_bytes(b"p")
+    names = {
+        "RUN": run, "DATA": tmp_path / "data", "W": tmp_path / "w.safetensors",
+        "SPEC": tmp_path / "c.vgg", "CLASSES": tmp_path / "classes.txt",
+        "B": tmp_path / "boxes.json", "OUT": tmp_path / "out", "P": tmp_path / "p.npz",
+        "SPEC_AGAIN": f"{tmp_path}/./c.vgg",
+    }  # fmt: skip
+    parts = [a.partition("/") for a in args]
+    args = [f"{names[head]}{sep}{tail}" if head in names else head for head, sep, tail in parts]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = cli("run", *args, *common(tmp_path / "data"))
+    assert code == 2, err
+    assert "write elsewhere" in err or "give two files" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_weights_from_torchvision_layout(setup, cli, tmp_path):
     root, data, run, _ = setup
     net = vggspec.load(run / "model.safetensors", backend="torch")

@@ -7,10 +7,11 @@ class UserError(VggspecError):
     """Printed as `vggspec: error: <message>` with exit status 2, never as a traceback."""
 
 
-def check_output(path, flag: str, folder: bool = False, inputs=()) -> None:
+def check_output(path, flag: str, folder: bool = False, inputs=(), within=()) -> None:
     """Before any work: `path` (a file, or with `folder` a folder) can be written, and is
-    neither one of `inputs` nor a file a training run keeps (`-o RUN/model.safetensors`
-    replaced the net it evaluated). Missing parent folders are created, as the writers do."""
+    neither one of `inputs`, nor in one of the input folders `within` (the images), nor a
+    file a training run keeps (`-o RUN/model.safetensors` replaced the net it evaluated).
+    Missing parent folders are created, as the writers do."""
     import os
     from pathlib import Path
 
@@ -27,9 +28,12 @@ def check_output(path, flag: str, folder: bool = False, inputs=()) -> None:
         kept += (RunDir.BEST, RunDir.MODEL, RunDir.SUMMARY)
         if run is not None and any(target.resolve() == (run.path / k).resolve() for k in kept):
             raise UserError(f"{flag} {path}: is a file of the training run {run}; write elsewhere")
-        for given in inputs:
+        for given in filter(None, inputs):  # "" would be the current folder
             if target.exists() and Path(given).exists() and os.path.samefile(target, given):
                 raise UserError(f"{flag} {path}: is the input {given}; write elsewhere")
+    for given in filter(None, within):
+        if target.resolve().is_relative_to(Path(given).resolve()):
+            raise UserError(f"{flag} {path}: is in the input folder {given}; write elsewhere")
     parent = target if folder else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -42,3 +46,18 @@ def check_output(path, flag: str, folder: bool = False, inputs=()) -> None:
     reason = cannot_create_in(parent)  # os.access says yes to root, also in /proc
     if reason:
         raise UserError(f"{flag} {path}: cannot create files in {parent} ({reason})")
+
+
+def check_distinct(outputs) -> None:
+    """No two of `outputs` ((flag, path) pairs, None for one not asked for) name the same
+    file: the last writer's would be all that is left (`--posteriors p.npz -o p.npz`)."""
+    from pathlib import Path
+
+    seen = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{flag} {path}: is also {seen[key][0]} {seen[key][1]}; give two files")
+        seen[key] = (flag, path)

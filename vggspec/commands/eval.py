@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from vggspec.commands import jobs, nets
-from vggspec.errors import UserError, check_output
+from vggspec.errors import UserError
 from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest, NetsRequest
 
 
@@ -75,9 +75,7 @@ def run(args) -> int:
     jobs.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
-    for flag, value in (("--output", args.output), ("--posteriors", args.posteriors)):
-        if value:
-            check_output(value, flag, inputs=[*(args.checkpoint or ()), *(args.weights or ())])
+    jobs.check_outputs(args, [("--output", args.output), ("--posteriors", args.posteriors)])
     request = EvalRequest(
         jobs.nets_request(args),
         jobs.images_request(args),
@@ -114,8 +112,7 @@ def _localise(args) -> int:
         from vggspec.runtime.eval.models import resolve_checkpoint
 
         resolve_checkpoint(args.classifier)
-    if args.output:
-        check_output(args.output, "--output", inputs=[*args.checkpoint, args.classifier or ""])
+    jobs.check_outputs(args, [("--output", args.output)], classifier=args.classifier)
     request = LocRequest(
         jobs.nets_request(args),
         jobs.images_request(args),

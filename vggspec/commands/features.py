@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from vggspec.commands import jobs, nets
-from vggspec.errors import UserError, check_output
+from vggspec.errors import UserError
 from vggspec.runtime.eval.requests import FeaturesRequest
 
 
@@ -69,7 +69,10 @@ def run(args) -> int:
         from vggspec.runtime.eval.features.linear_probe import require_sklearn
 
         require_sklearn()
-    check_output(args.out, "--out", folder=True)
+    splits = [args.split, *([args.train_split] if args.classifier else [])]
+    names = [f"{s}{end}" for s in splits for end in (".npy", "_labels.npy", "_files.txt")]
+    written = [("--out", Path(args.out) / name) for name in [*names, "features.json"]]
+    jobs.check_outputs(args, written, folder=("--out", args.out))
     request = FeaturesRequest(
         jobs.nets_request(args),
         jobs.images_request(args),

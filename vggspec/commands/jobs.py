@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from vggspec.commands.nets import parse_ints
-from vggspec.errors import UserError
+from vggspec.errors import UserError, check_distinct, check_output
 from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.eval.requests import ImagesRequest, NetsRequest, Processes
 
@@ -67,6 +67,26 @@ def check(args) -> None:
             f"--data {args.data}: no {args.split}/ folder (expected the ImageFolder layout "
             f"{args.data}/{args.split}/<class>/<image>)"
         )
+
+
+def check_outputs(args, files, folder=None, classifier=None) -> None:
+    """After `check`: the outputs ((flag, path) pairs; `folder` one that is a folder) are
+    none of the command's input files, not in its data folder (or box annotations' folder)
+    and not two names of one file; `-o DATA/val/cat/1.jpg` wrote its report over an image.
+    `classifier`: localisation's classification net, an input too."""
+    from vggspec.runtime.eval.models import resolve_checkpoint
+
+    nets = [*args.checkpoint, *([classifier] if classifier else [])]
+    inputs = [*nets, *map(resolve_checkpoint, nets), *args.weights, *args.spec, args.classes]
+    within = [args.data]
+    boxes = getattr(args, "boxes", None)
+    (within if boxes and Path(boxes).is_dir() else inputs).append(boxes)
+    check_distinct(files)
+    if folder is not None:
+        check_output(folder[1], folder[0], folder=True, within=within)
+    for flag, path in files:
+        if path:
+            check_output(path, flag, inputs=inputs, within=within)
 
 
 def _device(device: str) -> str:
