@@ -5,19 +5,24 @@ from __future__ import annotations
 
 from ..data.demo import demo_data_root
 from ..io.rundir import RunDir
-from ..train.config import ConfigError, read_yaml
+from ..train.config import read_yaml
+from ..train.settings import checked_record
 
 
 def _config(checkpoint: str) -> dict | None:
-    """The config of the training run holding `checkpoint`; None when it is not in a run
-    folder or its config cannot be read."""
+    """The settings of the training run holding `checkpoint`, as it recorded them (as
+    --resume reads them: config.yaml edited since is refused); its config.yaml for a run
+    written before settings.json existed; None when it is not in a run folder."""
     run = RunDir.containing(checkpoint)
     if run is None:
         return None
-    try:
+    if not run.settings.is_file():
         return read_yaml(run.config)
-    except ConfigError:
-        return None
+    return checked_record(
+        run,
+        f"The run's data and boxes are read from its record, {run.settings}: undo the "
+        "edit, or say which images: --data DIR",
+    )
 
 
 def training_data(checkpoint: str) -> str | None:

@@ -113,9 +113,11 @@ def _shown_change(key: str, old, new) -> str:
 _MISSING = object()
 
 
-def _check_config_file(run: RunDir, recorded: dict, overridden: set[str]) -> None:
+def _check_config_file(
+    run: RunDir, recorded: dict, overridden: set[str], advice: str | None = None
+) -> None:
     """Refuse a config.yaml that says other settings than the record (`overridden`: given
-    on the command line, which decides them)."""
+    on the command line, which decides them); `advice` ends the message, else --resume's."""
     raw = read_yaml(run.config)
     header = _HEADER_DIGEST.search(run.config.read_text(encoding="utf-8", errors="replace"))
     try:
@@ -136,6 +138,8 @@ def _check_config_file(run: RunDir, recorded: dict, overridden: set[str]) -> Non
     if not edited:
         return
     shown = ", ".join(_shown_change(k, recorded.get(k), current.get(k, raw.get(k))) for k in edited)
+    if advice is not None:
+        raise ConfigError(f"{run.config} was edited after the run started: {shown}. {advice}")
     hint = ""
     if set(edited) <= RESUMABLE:
         hint = f"; {', '.join(edited)} may change on the command line: --resume {run} KEY=VALUE"
@@ -144,6 +148,14 @@ def _check_config_file(run: RunDir, recorded: dict, overridden: set[str]) -> Non
         f"settings: undo the edit, or start a new run from the file: vggspec run train "
         f"--config {run.config} out=NEW_FOLDER{hint}"
     )
+
+
+def checked_record(run: RunDir, advice: str) -> dict:
+    """The settings `run` recorded in settings.json (digests checked), refused with
+    `advice` when its config.yaml says otherwise: what an evaluation of its net trusts."""
+    values, _ = _recorded(run)
+    _check_config_file(run, values, set(), advice)
+    return values
 
 
 def resumed(path: str, overrides: list[str], warn: bool = True) -> tuple[TrainConfig, Spec]:
