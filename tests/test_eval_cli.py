@@ -441,6 +441,36 @@ def test_data_of_a_run_is_its_recorded_one(setup, cli, tmp_path):
     assert code == 2 and "edited after the run started: data" in err, err
 
 
+def test_a_run_that_has_not_finished_is_said_to_be_one(setup, cli, tmp_path):
+    """`run eval --checkpoint RUN` on a run still training (no model.safetensors yet)
+    evaluated its checkpoints/last.pt without a word: 74.0 % mid-run, read as the net's."""
+    from vggspec.runtime.io.checkpoint import save_checkpoint
+
+    _, data, run, _ = setup
+    net = vggspec.load(run / "model.safetensors", backend="torch")
+    run_dir = tmp_path / "run"
+    state = {
+        "format": "vggspec-checkpoint/1",
+        "model": net.state_dict(),
+        "spec": net.spec_text(),
+        "preprocess": vggspec.model_info(run / "model.safetensors").to_metadata(),
+        "config": {"spec": "specs/net1.vgg"},
+        "position": {"step": 7, "epoch": 0, "step_in_epoch": 7},
+    }
+    save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+    (run_dir / "config.yaml").write_text(f"spec: x.vgg\ndata: {data}\nseed: 0\n")
+    said = f"vggspec: warning: {run_dir} has no model.safetensors (the run has not finished)"
+    said += f": its last checkpoint, {run_dir}/checkpoints/last.pt (step 7), is used"
+    for command in (["eval"], ["features", "--out", tmp_path / "f"]):
+        code, _, err = cli("run", *command, "--checkpoint", run_dir, "--workers", "0")
+        assert code == 0 and err.splitlines().count(said) == 1, err
+    code, _, err = cli("run", "eval", "--checkpoint", run_dir / "checkpoints" / "last.pt")
+    assert code == 0 and "warning" not in err, err  # asked for by name
+    (run_dir / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes())
+    code, _, err = cli("run", "eval", "--checkpoint", run_dir, "--workers", "0")
+    assert code == 0 and "warning" not in err, err
+
+
 def test_the_command_line_takes_its_defaults_from_the_requests(monkeypatch):
     from vggspec.runtime.eval.requests import EvalRequest, FeaturesRequest, ImagesRequest
 

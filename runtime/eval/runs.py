@@ -1,5 +1,5 @@
-"""What a training run folder tells an evaluation of its net: the data folder it trained on
-and the box annotations it read."""
+"""What a training run folder tells an evaluation of its net: the data folder it trained on,
+the box annotations it read, and whether its net is a finished one."""
 
 from __future__ import annotations
 
@@ -42,3 +42,23 @@ def training_boxes(checkpoint: str, split: str) -> str | None:
     config = _config(checkpoint)
     boxes = config.get("boxes") if config else None
     return str(boxes).replace("{split}", split) if boxes else None
+
+
+def unfinished(path: str) -> str | None:
+    """When `path` is a run folder without its model.safetensors (still training, or stopped
+    before the end), whose last checkpoint will be evaluated: a line saying so, with that
+    checkpoint's step; else None."""
+    run = RunDir(path)
+    if not run.path.is_dir() or run.trained_model() != run.last:
+        return None
+    import torch
+
+    try:  # mmap: the step alone, not the weights (the load that follows checks the file)
+        state = torch.load(run.last, map_location="cpu", weights_only=True, mmap=True)
+        step = f" (step {int(state['position']['step'])})"
+    except Exception:
+        step = ""
+    return (
+        f"{path} has no {RunDir.MODEL} (the run has not finished): its last checkpoint, "
+        f"{run.last}{step}, is used"
+    )

@@ -109,9 +109,7 @@ def _localise(args) -> int:
     if args.boxes and not Path(args.boxes).exists():
         raise UserError(f"--boxes {args.boxes}: no such file or folder")
     if args.classifier:
-        from vggspec.runtime.eval.models import resolve_checkpoint
-
-        resolve_checkpoint(args.classifier)
+        jobs.resolve_net(args, args.classifier)
     jobs.check_outputs(args, [("--output", args.output)], classifier=args.classifier)
     request = LocRequest(
         jobs.nets_request(args),

@@ -45,10 +45,8 @@ def check(args) -> None:
     except EngineError as err:
         raise UserError(str(err)) from None
     # The nets first: a run that is not there has no data to take either.
-    from vggspec.runtime.eval.models import resolve_checkpoint
-
     for path in args.checkpoint:
-        resolve_checkpoint(path)
+        resolve_net(args, path)
     for path in [*args.weights, *args.spec]:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
@@ -67,6 +65,19 @@ def check(args) -> None:
             f"--data {args.data}: no {args.split}/ folder (expected the ImageFolder layout "
             f"{args.data}/{args.split}/<class>/<image>)"
         )
+
+
+def resolve_net(args, path: str) -> None:
+    """`path` names a net (a file or a run folder); a run that has not finished is said
+    to be one, its last checkpoint standing in for the net it has not written yet."""
+    from vggspec.runtime.dist.context import holds_lock
+    from vggspec.runtime.eval.models import resolve_checkpoint
+    from vggspec.runtime.eval.runs import unfinished
+
+    resolve_checkpoint(path)
+    note = unfinished(path) if holds_lock(args.from_parent) else None  # once, not per rank
+    if note:
+        print(f"vggspec: warning: {note}", file=sys.stderr, flush=True)
 
 
 def check_outputs(args, files, folder=None, classifier=None) -> None:
