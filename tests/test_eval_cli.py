@@ -171,6 +171,7 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
         ["eval", "--checkpoint", "RUN", "--spec", "SPEC", "--posteriors", "SPEC_AGAIN"],
         ["eval", "--checkpoint", "RUN", "--classes", "CLASSES", "-o", "CLASSES"],
         ["eval", "--checkpoint", "RUN", "--posteriors", "P", "-o", "P"],
+        ["eval", "--checkpoint", "RUN", "-o", "NEW/r.json", "--posteriors", "DATA/val/a/0.npz"],
         ["eval", "--checkpoint", "RUN", "--protocol", "centre", "-o", "DATA/val/a/000.png"],
         ["eval", "--checkpoint", "RUN", "--protocol", "centre", "--boxes", "B", "-o", "B"],
         ["eval", "--checkpoint", "RUN", "--classifier", "W", "-o", "W"],
@@ -198,7 +199,7 @@ def test_no_output_lands_on_an_input(setup, cli, tmp_path, args):
         "RUN": run, "DATA": tmp_path / "data", "W": tmp_path / "w.safetensors",
         "SPEC": tmp_path / "c.vgg", "CLASSES": tmp_path / "classes.txt",
         "B": tmp_path / "boxes.json", "OUT": tmp_path / "out", "P": tmp_path / "p.npz",
-        "SPEC_AGAIN": f"{tmp_path}/./c.vgg",
+        "SPEC_AGAIN": f"{tmp_path}/./c.vgg", "NEW": tmp_path / "new",
     }  # fmt: skip
     parts = [a.partition("/") for a in args]
     args = [f"{names[head]}{sep}{tail}" if head in names else head for head, sep, tail in parts]
@@ -208,6 +209,7 @@ def test_no_output_lands_on_an_input(setup, cli, tmp_path, args):
     assert "write elsewhere" in err or "give two files" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new").exists()  # no folder made for an output either
 
 
 def test_weights_from_torchvision_layout(setup, cli, tmp_path):

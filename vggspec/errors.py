@@ -7,11 +7,12 @@ class UserError(VggspecError):
     """Printed as `vggspec: error: <message>` with exit status 2, never as a traceback."""
 
 
-def check_output(path, flag: str, folder: bool = False, inputs=(), within=()) -> None:
+def check_output(path, flag: str, folder=False, inputs=(), within=(), create=True) -> None:
     """Before any work: `path` (a file, or with `folder` a folder) can be written, and is
     neither one of `inputs`, nor in one of the input folders `within` (the images), nor a
     file a training run keeps (`-o RUN/model.safetensors` replaced the net it evaluated).
-    Missing parent folders are created, as the writers do."""
+    Missing parent folders are created, as the writers do (not with `create` False: the
+    refusals alone, so that a command's outputs are all checked before any folder is made)."""
     import os
     from pathlib import Path
 
@@ -34,6 +35,8 @@ def check_output(path, flag: str, folder: bool = False, inputs=(), within=()) ->
     for given in filter(None, within):
         if target.resolve().is_relative_to(Path(given).resolve()):
             raise UserError(f"{flag} {path}: is in the input folder {given}; write elsewhere")
+    if not create:
+        return
     parent = target if folder else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -93,11 +93,12 @@ def check_outputs(args, files, folder=None, classifier=None) -> None:
     boxes = getattr(args, "boxes", None)
     (within if boxes and Path(boxes).is_dir() else inputs).append(boxes)
     check_distinct(files)
-    if folder is not None:
-        check_output(folder[1], folder[0], folder=True, within=within)
-    for flag, path in files:
-        if path:
-            check_output(path, flag, inputs=inputs, within=within)
+    for create in (False, True):  # every refusal before any folder is made
+        if folder is not None:
+            check_output(folder[1], folder[0], folder=True, within=within, create=create)
+        for flag, path in files:
+            if path:
+                check_output(path, flag, inputs=inputs, within=within, create=create)
 
 
 def _device(device: str) -> str:
