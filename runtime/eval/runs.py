@@ -3,10 +3,14 @@ the box annotations it read, and whether its net is a finished one."""
 
 from __future__ import annotations
 
+import sys
+
 from ..data.demo import demo_data_root
+from ..dist.context import holds_lock
 from ..io.rundir import RunDir
 from ..train.config import read_yaml
 from ..train.settings import checked_record
+from .models import resolve_checkpoint
 
 
 def _config(checkpoint: str) -> dict | None:
@@ -44,13 +48,15 @@ def training_boxes(checkpoint: str, split: str) -> str | None:
     return str(boxes).replace("{split}", split) if boxes else None
 
 
-def unfinished(path: str) -> str | None:
-    """When `path` is a run folder without its model.safetensors (still training, or stopped
-    before the end), whose last checkpoint will be evaluated: a line saying so, with that
-    checkpoint's step; else None."""
+def resolve_net(path: str, from_parent: dict) -> None:
+    """`path` names a net (a model file or a run folder: else an EvalError); a run folder
+    without its model.safetensors (still training, or stopped before the end), whose last
+    checkpoint is used in its place, is said to be one, with that checkpoint's step, once
+    (by the process that holds the lock, not by every worker)."""
+    resolve_checkpoint(path)
     run = RunDir(path)
-    if not run.path.is_dir() or run.trained_model() != run.last:
-        return None
+    if not run.path.is_dir() or run.trained_model() != run.last or not holds_lock(from_parent):
+        return
     import torch
 
     try:  # mmap: the step alone, not the weights (the load that follows checks the file)
@@ -58,7 +64,9 @@ def unfinished(path: str) -> str | None:
         step = f" (step {int(state['position']['step'])})"
     except Exception:
         step = ""
-    return (
-        f"{path} has no {RunDir.MODEL} (the run has not finished): its last checkpoint, "
-        f"{run.last}{step}, is used"
+    print(
+        f"vggspec: warning: {path} has no {RunDir.MODEL} (the run has not finished): its last "
+        f"checkpoint, {run.last}{step}, is used",
+        file=sys.stderr,
+        flush=True,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vggspec.commands import jobs, nets
+from vggspec.commands import jobs, nets, outputs
 from vggspec.errors import UserError
 from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest, NetsRequest
 
@@ -75,7 +75,7 @@ def run(args) -> int:
     jobs.check(args)
     if args.grid < 1:
         raise UserError("--grid must be ≥ 1")
-    jobs.check_outputs(args, [("--output", args.output), ("--posteriors", args.posteriors)])
+    outputs.check_outputs(args, [("--output", args.output), ("--posteriors", args.posteriors)])
     request = EvalRequest(
         jobs.nets_request(args),
         jobs.images_request(args),
@@ -109,8 +109,10 @@ def _localise(args) -> int:
     if args.boxes and not Path(args.boxes).exists():
         raise UserError(f"--boxes {args.boxes}: no such file or folder")
     if args.classifier:
-        jobs.resolve_net(args, args.classifier)
-    jobs.check_outputs(args, [("--output", args.output)], classifier=args.classifier)
+        from vggspec.runtime.eval.runs import resolve_net
+
+        resolve_net(args.classifier, args.from_parent)
+    outputs.check_outputs(args, [("--output", args.output)], classifier=args.classifier)
     request = LocRequest(
         jobs.nets_request(args),
         jobs.images_request(args),

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggspec.commands import jobs, nets
+from vggspec.commands import jobs, nets, outputs
 from vggspec.errors import UserError
 from vggspec.runtime.eval.requests import FeaturesRequest
 
@@ -72,7 +72,7 @@ def run(args) -> int:
     splits = [args.split, *([args.train_split] if args.classifier else [])]
     names = [f"{s}{end}" for s in splits for end in (".npy", "_labels.npy", "_files.txt")]
     written = [("--out", Path(args.out) / name) for name in [*names, "features.json"]]
-    jobs.check_outputs(args, written, folder=("--out", args.out))
+    outputs.check_outputs(args, written, folder=("--out", args.out))
     request = FeaturesRequest(
         jobs.nets_request(args),
         jobs.images_request(args),

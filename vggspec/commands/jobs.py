@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from vggspec.commands.nets import parse_ints
-from vggspec.errors import UserError, check_distinct, check_output
+from vggspec.errors import UserError
 from vggspec.runtime.data.scale import TrainScale
 from vggspec.runtime.eval.requests import ImagesRequest, NetsRequest, Processes
 
@@ -45,8 +45,10 @@ def check(args) -> None:
     except EngineError as err:
         raise UserError(str(err)) from None
     # The nets first: a run that is not there has no data to take either.
+    from vggspec.runtime.eval.runs import resolve_net
+
     for path in args.checkpoint:
-        resolve_net(args, path)
+        resolve_net(path, args.from_parent)
     for path in [*args.weights, *args.spec]:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
@@ -65,40 +67,6 @@ def check(args) -> None:
             f"--data {args.data}: no {args.split}/ folder (expected the ImageFolder layout "
             f"{args.data}/{args.split}/<class>/<image>)"
         )
-
-
-def resolve_net(args, path: str) -> None:
-    """`path` names a net (a file or a run folder); a run that has not finished is said
-    to be one, its last checkpoint standing in for the net it has not written yet."""
-    from vggspec.runtime.dist.context import holds_lock
-    from vggspec.runtime.eval.models import resolve_checkpoint
-    from vggspec.runtime.eval.runs import unfinished
-
-    resolve_checkpoint(path)
-    note = unfinished(path) if holds_lock(args.from_parent) else None  # once, not per rank
-    if note:
-        print(f"vggspec: warning: {note}", file=sys.stderr, flush=True)
-
-
-def check_outputs(args, files, folder=None, classifier=None) -> None:
-    """After `check`: the outputs ((flag, path) pairs; `folder` one that is a folder) are
-    none of the command's input files, not in its data folder (or box annotations' folder)
-    and not two names of one file; `-o DATA/val/cat/1.jpg` wrote its report over an image.
-    `classifier`: localisation's classification net, an input too."""
-    from vggspec.runtime.eval.models import resolve_checkpoint
-
-    nets = [*args.checkpoint, *([classifier] if classifier else [])]
-    inputs = [*nets, *map(resolve_checkpoint, nets), *args.weights, *args.spec, args.classes]
-    within = [args.data]
-    boxes = getattr(args, "boxes", None)
-    (within if boxes and Path(boxes).is_dir() else inputs).append(boxes)
-    check_distinct(files)
-    for create in (False, True):  # every refusal before any folder is made
-        if folder is not None:
-            check_output(folder[1], folder[0], folder=True, within=within, create=create)
-        for flag, path in files:
-            if path:
-                check_output(path, flag, inputs=inputs, within=within, create=create)
 
 
 def _device(device: str) -> str:
