@@ -141,6 +141,11 @@ def test_fused_report_names_every_net(setup, cli):
         (["--checkpoint", "RUN", "--scales", "8", "--nproc", "2"], "Q=8 is smaller"),  # no worker
         (["--checkpoint", "RUN", "--posteriors", "TMP"], "is a folder; give a file name"),
         (["--checkpoint", "RUN", "-o", "TMP"], "is a folder; give a file name"),
+        # 1000 held 2.5 GB of crop lists and ran for ever; with dense, --grid did nothing.
+        (["--checkpoint", "RUN", "--method", "all", "--grid", "1000"], "--grid must be 1 to 20"),
+        (["--checkpoint", "RUN", "--method", "both", "--grid", "0"], "--grid must be 1 to 20"),
+        (["--checkpoint", "RUN", "--grid", "3"], "--grid is for multi-crop"),
+        (["--checkpoint", "RUN", "--protocol", "centre", "--grid", "3"], "--grid and --posteri"),
     ],
 )
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
