@@ -303,6 +303,19 @@ def test_features_and_a_linear_classifier(setup, cli, tmp_path):
         *common(data, "--out", out, "--classifier", "ridge", "--train-split", "nope"),
     )
     assert code == 2 and "needs a nope/ folder" in err
+    # Fitted on the images it is scored on (it said 98.0 %), and the classifier's settings
+    # without a classifier: refused, nothing written.
+    for extra, says in (
+        (["--classifier", "ridge", "--train-split", "val"], "--train-split val is the --split"),
+        (["--train-split", "train2"], "--train-split and --reg are the classifier's"),
+        (["--reg", "5"], "--train-split and --reg are the classifier's"),
+    ):
+        new = tmp_path / "refused"
+        code, _, err = cli(
+            "run", "features", "--checkpoint", run, *common(data, "--out", new, *extra)
+        )
+        assert code == 2 and says in err and len(err.splitlines()) == 1, err
+        assert not new.exists()
     (tmp_path / "a-file").write_text("")
     code, _, err = cli(
         "run", "features", "--checkpoint", run, *common(data, "--out", tmp_path / "a-file")
