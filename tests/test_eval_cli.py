@@ -377,6 +377,21 @@ def test_data_defaults_to_what_the_run_trained_on(setup, cli, tmp_path, monkeypa
     assert code == 0 and json.loads(out)["images"] == 15
 
 
+def test_a_folder_without_images_is_one_line_before_any_worker(setup, cli, tmp_path, monkeypatch):
+    # Each worker said it, between torchrun's banner and its report: 7 lines.
+    from vggspec.runtime.eval import run as run_module
+
+    _, _, run, _ = setup
+    (tmp_path / "empty" / "val" / "a").mkdir(parents=True)
+    monkeypatch.setattr(run_module, "relaunch", lambda *a, **k: pytest.fail("workers started"))
+    for command in (["eval"], ["features", "--out", str(tmp_path / "f")]):
+        code, _, err = cli(
+            "run", *command, "--checkpoint", run, "--data", tmp_path / "empty", "--nproc", "2"
+        )
+        assert code == 2 and err == f"no image files under {tmp_path / 'empty' / 'val'} " \
+            "(expected val/<class>/<image>)\n", err  # fmt: skip
+
+
 def test_the_command_line_takes_its_defaults_from_the_requests(monkeypatch):
     from vggspec.runtime.eval.requests import EvalRequest, FeaturesRequest, ImagesRequest
 

@@ -7,7 +7,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..data.image_folder import ImageFolder, scan_image_folder
+from ..data.image_folder import ImageFolder, check_layout, scan_image_folder
 from ..data.image_io import DataError
 from ..data.loader import default_workers
 from ..dist.context import Context
@@ -75,11 +75,17 @@ def classifiers_only(models) -> None:
             )
 
 
-def preflight(request: NetsRequest) -> None:
-    """Before starting workers: load every net once (on the CPU, then let it go), so that a
-    wrong spec, file or scale is one message here rather than one per worker."""
+def preflight(request: NetsRequest, images: ImagesRequest | None = None) -> None:
+    """Before starting workers: load every net once (on the CPU, then let it go), and look
+    at the layout of the images' folder, so that a wrong spec, file, scale or folder is one
+    message here rather than one per worker."""
     load_models(request, "cpu")
     gc.collect()
+    if images is not None:
+        try:
+            check_layout(images.data, images.split)
+        except DataError as err:
+            raise EvalError(str(err)) from None
 
 
 def scan(images: ImagesRequest, classes: str | None, models, split: str | None = None):
