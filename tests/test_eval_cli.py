@@ -146,6 +146,9 @@ def test_fused_report_names_every_net(setup, cli):
         (["--checkpoint", "RUN", "--method", "both", "--grid", "0"], "--grid must be 1 to 20"),
         (["--checkpoint", "RUN", "--grid", "3"], "--grid is for multi-crop"),
         (["--checkpoint", "RUN", "--protocol", "centre", "--grid", "3"], "--grid and --posteri"),
+        # Each dropped without a word (and 0 threads passed as "not given").
+        (["--checkpoint", "RUN", "--train-scale", "100"], "--train-scale is for --weights"),
+        (["--checkpoint", "RUN", "--protocol", "centre", "--classifier", "RUN"], "not centre"),
     ],
 )
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
@@ -375,6 +378,13 @@ def test_data_defaults_to_what_the_run_trained_on(setup, cli, tmp_path, monkeypa
     monkeypatch.setenv("VGGSPEC_DEMO_DATA", str(data))  # where the demo data was written
     code, out, _ = cli("run", "eval", "--checkpoint", run_dir, "--workers", "0", "--json")
     assert code == 0 and json.loads(out)["images"] == 15
+
+
+def test_zero_threads_is_refused_not_taken_for_the_default(setup, cli):
+    _, data, run, _ = setup
+    code, _, err = cli("run", "eval", "--checkpoint", run, "--data", data, "--threads", "0")
+    assert code == 2 and err == "vggspec: error: --nproc, --batch and --threads must be ≥ 1, " \
+        "--workers ≥ 0\n", err  # fmt: skip
 
 
 def test_a_folder_without_images_is_one_line_before_any_worker(setup, cli, tmp_path, monkeypatch):

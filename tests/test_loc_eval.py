@@ -285,7 +285,7 @@ def test_a_capped_image_is_placed_back_in_the_whole_one():
         (["--checkpoint", "LOC", "--classifier", "CLS", "NO_BOXES"], "no box annotations at"),
         (["--checkpoint", "LOC", "--classifier", "CLS", "--boxes", "NONE"], "no image has a box"),
         (["--checkpoint", "LOC", "NO_BOXES"], "is a localisation net (box head): evaluate it"),
-        (["--checkpoint", "LOC", "--protocol", "centre", "--method", "both"], "--method and"),
+        (["--checkpoint", "LOC", "--protocol", "centre", "--method", "both"], "--grid and"),
     ],
 )  # fmt: skip
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
@@ -327,14 +327,14 @@ def test_run_localisation_counts_images_without_a_box(setup, tmp_path):
 
 
 def test_data_and_boxes_default_to_what_the_run_trained_on(setup, cli, tmp_path):
-    root, data, nets = setup
+    root, data, _ = setup
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.safetensors").write_bytes((root / "perfect.safetensors").read_bytes())
     config = {"data": str(data), "boxes": str(root / "boxes.json").replace("boxes", "{split}")}
     (run / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     (root / "val.json").write_text((root / "boxes.json").read_text())
-    args = ["--checkpoint", run, "--classifier", nets["right"], "--protocol", "centre"]
+    args = ["--checkpoint", run, "--protocol", "centre"]
     results = _json(cli, *args, "--scales", "32", "--workers", "0")
     assert results == [{"protocol": "centre", "scales": [32], "loc_error": 0.0, "images": 5}]
 

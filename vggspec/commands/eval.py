@@ -101,6 +101,9 @@ def _localise(args) -> int:
     from vggspec.runtime.eval.localise.job import run_localisation
 
     args.protocol = args.protocol or LocRequest.protocol  # given --classifier alone
+    if args.classifier and args.protocol == "centre":
+        # The centre crop's box is rated by the loc net's own class: it was dropped unread.
+        raise UserError("--classifier is for --protocol dense or both, not centre")
     if args.weights:
         raise UserError("localisation evaluates training runs: give them as --checkpoint")
     if args.method != EvalRequest.method or args.grid != EvalRequest.grid or args.posteriors:

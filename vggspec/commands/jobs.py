@@ -28,8 +28,12 @@ def check(args) -> None:
         )
     if not args.weights and args.spec and len(args.spec) != len(args.checkpoint):
         raise UserError("give one --spec per --checkpoint (a check of what each holds)")
-    if args.nproc < 1 or (args.workers or 0) < 0 or args.batch < 1 or (args.threads or 1) < 1:
+    threads = 1 if args.threads is None else args.threads  # 0 passed as "not given"
+    if args.nproc < 1 or (args.workers or 0) < 0 or args.batch < 1 or threads < 1:
         raise UserError("--nproc, --batch and --threads must be ≥ 1, --workers ≥ 0")
+    if args.train_scale and not args.weights:
+        # It was dropped without a word: a run knows the scale it trained at.
+        raise UserError("--train-scale is for --weights: a --checkpoint run knows its own")
     if not 0 <= args.max_bad_files < 1:
         raise UserError("--max-bad-files is a fraction in [0, 1)")
     if args.max_aspect < 1:
