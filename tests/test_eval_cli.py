@@ -148,6 +148,8 @@ def test_fused_report_names_every_net(setup, cli):
         (["--checkpoint", "RUN", "--protocol", "centre", "--grid", "3"], "--grid and --posteri"),
         # Each dropped without a word (and 0 threads passed as "not given").
         (["--checkpoint", "RUN", "--train-scale", "100"], "--train-scale is for --weights"),
+        # It said the folder had classes the net did not know.
+        (["--checkpoint", "RUN", "--classes", "ONE_CLASS"], "1 class name(s), but"),
         (["--checkpoint", "RUN", "--protocol", "centre", "--classifier", "RUN"], "not centre"),
     ],
 )
@@ -161,7 +163,9 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
         "JUNK": str(tmp_path / "junk.safetensors"),
         "OTHER_SPEC": str(spec),
         "TMP": str(tmp_path),
+        "ONE_CLASS": str(tmp_path / "one.txt"),
     }
+    (tmp_path / "one.txt").write_text("a\n")
     args = [replace.get(a, a.replace("RUN", str(run))) for a in args]
     code, _, err = cli("run", "eval", *args, *common(data))
     assert code == 2, err

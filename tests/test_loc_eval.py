@@ -442,3 +442,13 @@ def test_a_merge_that_does_not_end_is_an_error_not_a_hang(setup, monkeypatch):
     finally:
         release.set()
     assert time.monotonic() - started < 30
+
+
+def test_features_of_a_localisation_net_are_refused_in_features_words(setup, cli, tmp_path):
+    # It said "evaluate it with --protocol …", an option `run features` does not have.
+    _, data, nets = setup
+    out = tmp_path / "f"
+    code, _, err = cli("run", "features", "--checkpoint", nets["perfect"], "--data", data,
+                       "--out", out, "--workers", "0")  # fmt: skip
+    assert code == 2 and "features are taken from classification nets" in err, err
+    assert "--protocol" not in err

@@ -65,9 +65,14 @@ def load_models(request: NetsRequest, device) -> list:
     return models
 
 
-def classifiers_only(models) -> None:
+def classifiers_only(models, features: bool = False) -> None:
     """Classification and features take classification nets; a box net is told apart."""
     for m in models:
+        if m.boxes and features:  # `run features` has no --protocol to point to
+            raise EvalError(
+                f"{m.source} is a localisation net (box head): features are taken from "
+                "classification nets"
+            )
         if m.boxes:
             raise EvalError(
                 f"{m.source} is a localisation net (box head): evaluate it with "
@@ -93,6 +98,12 @@ def scan(images: ImagesRequest, classes: str | None, models, split: str | None =
     class order); data errors as one message."""
     split = split or images.split
     given = read_class_names(classes) if classes else None
+    for m in models if given else ():
+        if m.num_classes != len(given):  # it said the folder had classes the net did not know
+            raise EvalError(
+                f"{classes}: {len(given)} class name(s), but {m.source} has {m.num_classes} "
+                "outputs: give one name a line for each, in output order"
+            )
     try:
         folder = scan_image_folder(
             images.data, split, classes=given, max_bad_fraction=images.max_bad_files
