@@ -280,6 +280,21 @@ def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli
     assert "finished: 4 steps" in stdout
 
 
+def test_a_recipe_of_ones_own_names_a_built_in_spec_from_any_folder(
+    tiny, tmp_path, cli, monkeypatch
+):
+    # It looked for specs/demo.vgg beside the recipe only: "no such file".
+    from vggspec.builtin import HOME
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("spec: specs/demo.vgg\nmax_steps: 1\n")
+    out = tmp_path / "run"
+    extra = [f"data={tiny / 'data'}", f"out={out}", *BASE]
+    code, _, err = cli("run", "train", "--config", "mine.yaml", *extra)
+    assert code == 0, err
+    assert f"spec: {HOME / 'specs' / 'demo.vgg'}\n" in (out / "config.yaml").read_text()
+
+
 # With dropout on is the stronger check (masks drawn for the global batch); without it runs
 # in the slow tier.
 @pytest.mark.parametrize("dropout", [pytest.param("0", marks=pytest.mark.slow), "0.5"])

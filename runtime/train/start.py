@@ -44,13 +44,17 @@ def _absolute(path: str, config: str | None, home: str) -> str:
     """A path from the command line or a recipe, made absolute so that the run (and its
     resume) does not depend on the working directory. Relative paths are looked up in
     the working directory, then beside the recipe's folder (specs/demo.yaml names
-    specs/demo.vgg), or in vggspec's tree when there is no recipe."""
+    specs/demo.vgg), then in vggspec's tree (its built-in specs)."""
     candidate = Path(path).expanduser()
     if candidate.is_absolute() or candidate.exists():
         return str(candidate.resolve())
     # Beside the recipe's folder, or for the built-in default (spec: specs/demo.vgg) in
     # vggspec's own tree.
     beside = (Path(config).resolve().parent.parent if config else Path(home)) / candidate
+    if not beside.exists() and (Path(home) / candidate).is_file():
+        # A built-in file (spec: specs/A.vgg) named by the user's own recipe elsewhere, as
+        # `vggspec compile specs/A.vgg` takes it from any folder.
+        return str(Path(home) / candidate)
     return str(beside if beside.exists() else candidate.resolve())
 
 
