@@ -13,9 +13,11 @@ from .config import ConfigError
 from .settings import is_record
 
 # What a start writes before its first checkpoint (its records, log, lock, the mark of an
-# --overwrite's staging folder, and temporaries of a start killed mid-write).
+# --overwrite's staging folder, and temporaries of a start killed mid-write), and the
+# figure `vggspec plot` draws of its log.
 _LEFTOVER_NAMES = frozenset(
     {RunDir.SETTINGS, RunDir.CONFIG, RunDir.LOG, RunDir.METRICS, RunDir.LOCK, replace.MARKER}
+    | {RunDir.CURVES}
 )
 
 
