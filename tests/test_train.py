@@ -885,3 +885,27 @@ def test_in_float64_two_processes_compute_what_one_does_on_the_demo(tmp_path):
         assert _two_process_drift(None, tmp_path) <= 1e-12
     finally:
         del os.environ["VGGSPEC_DEMO_DATA"]
+
+
+def test_out_takes_an_empty_folder_or_what_a_start_left_and_finetune_names_its_weights(
+    tiny, tmp_path, cli
+):
+    """A folder that holds no run is taken only when empty or holding what a start writes
+    before its first checkpoint (test_refusals.py: a folder of the user's own is refused)."""
+    first = tmp_path / "first"
+    assert cli("run", "train", *settings(tiny, first, "max_steps=2"))[0] == 0
+    left = tmp_path / "left"  # a start killed before its first checkpoint
+    left.mkdir()
+    for name in ("settings.json", "config.yaml", "train.log", "metrics.jsonl"):
+        shutil.copy(first / name, left / name)
+    (left / ".metrics.jsonl.999999999.abcd1234.tmp").write_text("")  # its writer is gone
+    (tmp_path / "empty").mkdir()
+    # finetune= starts from all of first's weights; the recipe's init=glorot would not count.
+    tuned = [s for s in settings(tiny, left, "max_steps=2") if s != "init=glorot"]
+    code, _, err = cli("run", "train", *tuned, f"finetune={first}")
+    assert code == 0, err
+    assert f"initialised all layers from {first / 'model.safetensors'} (finetune=)" in err
+    assert json.loads((left / "summary.json").read_text())["steps"] == 2
+    assert not list(left.glob(".*.tmp"))
+    code, _, err = cli("run", "train", *settings(tiny, tmp_path / "empty", "max_steps=1"))
+    assert code == 0, err
