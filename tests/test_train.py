@@ -265,6 +265,11 @@ def test_exponent_floats_read_as_numbers_in_settings_and_recipes(tmp_path):
     assert (cfg.lr, cfg.weight_decay) == (0.001, 0.0005)
     with pytest.raises(ConfigError, match="lr must be float, got 'fast'"):
         load_config(recipe, ["lr=fast"])
+    # A key given twice: the last one won without a word.
+    recipe.write_text("lr: 0.1\nepochs: 2\nlr: 0.002\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe, [])
+    assert str(err.value) == f"{recipe}:3:1: not valid YAML (lr is given twice)"
 
 
 def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli, monkeypatch):
