@@ -130,6 +130,16 @@ def test_output_and_target_mistakes_are_one_message(cli, tmp_path):
     assert code == 2 and "past int32 indexing" in err and len(err.splitlines()) == 1
     assert cli("compile", spec, "-o", tmp_path / "new" / "c.txt")[0] == 0  # folders created
     assert "conv1_1" in (tmp_path / "new" / "c.txt").read_text()
+    # Flags that were dropped without a word: float16 reported as "bf16" (its kernels), --emit
+    # beside --json printed JSON, --emit ir under --target printed the kernel table.
+    for flags, says in (
+        (["--target", "sm_90", "--dtype", "float16"], "--dtype float16 sizes the memory"),
+        (["--json", "--emit", "dot"], "--json is --emit json: give one of them"),
+        (["--target", "sm_90", "--emit", "ir"], "as a table or JSON, not --emit ir"),
+    ):
+        code, out, err = cli("compile", spec, *flags)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1 and says in err, err
+    assert cli("compile", spec, "--json", "--emit", "json")[0] == 0
 
 
 def test_spec_and_recipe_reads_stop_at_the_limit_whatever_the_file_is(cli, tmp_path):

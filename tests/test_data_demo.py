@@ -209,3 +209,21 @@ def test_a_second_writer_of_the_demo_data_waits_its_turn_or_finds_it_done(tmp_pa
     write_whole(root, lambda partial: (partial / "a.jpg").write_text("x"), "a run")
     write_whole(root, wrote.append, "a later run", done=root.exists)
     assert not wrote and os.listdir(root) == ["a.jpg"]
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--seed", "-1", "expected a whole number ≥ 0, got '-1'"),  # was a traceback
+        ("--train-per-class", "0", "expected a positive integer, got '0'"),  # an empty split
+        ("--val-per-class", "-1", "expected a positive integer, got '-1'"),
+    ],
+)
+def test_data_demo_refuses_a_negative_seed_or_an_empty_split(tmp_path, capsys, flag, value, says):
+    from vggspec.cli import main
+
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, in its one line
+        main(["data", "demo", str(tmp_path / "d"), flag, value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.strip().endswith(says), err
+    assert os.listdir(tmp_path) == []  # no d, no d.partial

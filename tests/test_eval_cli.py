@@ -141,6 +141,16 @@ def test_fused_report_names_every_net(setup, cli):
         (["--checkpoint", "RUN", "--scales", "8", "--nproc", "2"], "Q=8 is smaller"),  # no worker
         (["--checkpoint", "RUN", "--posteriors", "TMP"], "is a folder; give a file name"),
         (["--checkpoint", "RUN", "-o", "TMP"], "is a folder; give a file name"),
+        # 1000 held 2.5 GB of crop lists and ran for ever; with dense, --grid did nothing.
+        (["--checkpoint", "RUN", "--method", "all", "--grid", "1000"], "--grid must be 1 to 20"),
+        (["--checkpoint", "RUN", "--method", "both", "--grid", "0"], "--grid must be 1 to 20"),
+        (["--checkpoint", "RUN", "--grid", "3"], "--grid is for multi-crop"),
+        (["--checkpoint", "RUN", "--protocol", "centre", "--grid", "3"], "--grid and --posteri"),
+        # Each dropped without a word (and 0 threads passed as "not given").
+        (["--checkpoint", "RUN", "--train-scale", "100"], "--train-scale is for --weights"),
+        # It said the folder had classes the net did not know.
+        (["--checkpoint", "RUN", "--classes", "ONE_CLASS"], "1 class name(s), but"),
+        (["--checkpoint", "RUN", "--protocol", "centre", "--classifier", "RUN"], "not centre"),
     ],
 )
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
@@ -153,7 +163,9 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
         "JUNK": str(tmp_path / "junk.safetensors"),
         "OTHER_SPEC": str(spec),
         "TMP": str(tmp_path),
+        "ONE_CLASS": str(tmp_path / "one.txt"),
     }
+    (tmp_path / "one.txt").write_text("a\n")
     args = [replace.get(a, a.replace("RUN", str(run))) for a in args]
     code, _, err = cli("run", "eval", *args, *common(data))
     assert code == 2, err
@@ -349,6 +361,19 @@ def test_features_and_a_linear_classifier(setup, cli, tmp_path):
         *common(data, "--out", out, "--classifier", "ridge", "--train-split", "nope"),
     )
     assert code == 2 and "needs a nope/ folder" in err
+    # Fitted on the images it is scored on (it said 98.0 %), and the classifier's settings
+    # without a classifier: refused, nothing written.
+    for extra, says in (
+        (["--classifier", "ridge", "--train-split", "val"], "--train-split val is the --split"),
+        (["--train-split", "train2"], "--train-split and --reg are the classifier's"),
+        (["--reg", "5"], "--train-split and --reg are the classifier's"),
+    ):
+        new = tmp_path / "refused"
+        code, _, err = cli(
+            "run", "features", "--checkpoint", run, *common(data, "--out", new, *extra)
+        )
+        assert code == 2 and says in err and len(err.splitlines()) == 1, err
+        assert not new.exists()
     (tmp_path / "a-file").write_text("")
     code, _, err = cli(
         "run", "features", "--checkpoint", run, *common(data, "--out", tmp_path / "a-file")
@@ -471,6 +496,28 @@ def test_a_run_that_has_not_finished_is_said_to_be_one(setup, cli, tmp_path):
     (run_dir / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes())
     code, _, err = cli("run", "eval", "--checkpoint", run_dir, "--workers", "0")
     assert code == 0 and "warning" not in err, err
+
+
+def test_zero_threads_is_refused_not_taken_for_the_default(setup, cli):
+    _, data, run, _ = setup
+    code, _, err = cli("run", "eval", "--checkpoint", run, "--data", data, "--threads", "0")
+    assert code == 2 and err == "vggspec: error: --nproc, --batch and --threads must be ≥ 1, " \
+        "--workers ≥ 0\n", err  # fmt: skip
+
+
+def test_a_folder_without_images_is_one_line_before_any_worker(setup, cli, tmp_path, monkeypatch):
+    # Each worker said it, between torchrun's banner and its report: 7 lines.
+    from vggspec.runtime.eval import run as run_module
+
+    _, _, run, _ = setup
+    (tmp_path / "empty" / "val" / "a").mkdir(parents=True)
+    monkeypatch.setattr(run_module, "relaunch", lambda *a, **k: pytest.fail("workers started"))
+    for command in (["eval"], ["features", "--out", str(tmp_path / "f")]):
+        code, _, err = cli(
+            "run", *command, "--checkpoint", run, "--data", tmp_path / "empty", "--nproc", "2"
+        )
+        assert code == 2 and err == f"no image files under {tmp_path / 'empty' / 'val'} " \
+            "(expected val/<class>/<image>)\n", err  # fmt: skip
 
 
 def test_the_command_line_takes_its_defaults_from_the_requests(monkeypatch):

@@ -140,3 +140,7 @@ def test_named_activations_from_one_pass_that_stops_early(monkeypatch):
     with pytest.raises(vggspec.VggspecError) as err:
         vggspec.features(net, x, ["relu1_2", "relu5_3"])
     assert "no layer named 'relu5_3'; the layers are: conv1_1, bn1_1, relu1_1," in str(err.value)
+    # A folded net has no conv1_1 output, which `compile --no-fuse` lists: it says why.
+    with pytest.raises(vggspec.VggspecError) as err:
+        vggspec.features(folded, x, ["conv1_1"])
+    assert str(err.value).startswith("conv1_1 is folded into bn1_1 in this net")

@@ -103,6 +103,8 @@ def _dump(recipe: dict) -> str:
 @example("!!python/object/apply:os.system ['true']\n")
 @example("lr: !!binary aGVsbG8=\n")
 @example("? [1, 2]\n: 3\n")
+@example("lr: 0.1\nepochs: 2\nlr: 0.002\n")  # a key twice: refused, not the last one taken
+@example("a: {b: 1, b: 2}\n")
 @example("\x1f")  # once a two-line message (PyYAML's ReaderError)
 def test_any_recipe_file_is_a_config_or_one_config_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("recipe") / "r.yaml"

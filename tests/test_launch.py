@@ -160,8 +160,14 @@ def test_a_mistake_a_worker_refused_is_exit_2_whoever_torchrun_stopped(
     from vggspec.runtime.dist.parent import LAUNCHER_PID
 
     # launch_local sets these in this process: each goes back as it was after the test.
-    for name in (LAUNCHER_PID, "GLOO_SOCKET_IFNAME", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"):
-        monkeypatch.delenv(name, raising=False)
+    for name in (
+        LAUNCHER_PID,
+        "GLOO_SOCKET_IFNAME",
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE",
+        "OMP_NUM_THREADS",
+    ):
+        monkeypatch.setenv(name, "")  # recorded as it was (delenv records only one present)
+        monkeypatch.delenv(name)
     assert launch.launch_local(2, 0, ["vggspec", "run", "eval"]) == expected
     said = capsys.readouterr().err
     assert said == (f"vggspec: {told}" if told else ""), said

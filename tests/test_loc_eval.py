@@ -285,7 +285,7 @@ def test_a_capped_image_is_placed_back_in_the_whole_one():
         (["--checkpoint", "LOC", "--classifier", "CLS", "NO_BOXES"], "no box annotations at"),
         (["--checkpoint", "LOC", "--classifier", "CLS", "--boxes", "NONE"], "no image has a box"),
         (["--checkpoint", "LOC", "NO_BOXES"], "is a localisation net (box head): evaluate it"),
-        (["--checkpoint", "LOC", "--protocol", "centre", "--method", "both"], "--method and"),
+        (["--checkpoint", "LOC", "--protocol", "centre", "--method", "both"], "--grid and"),
     ],
 )  # fmt: skip
 def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message):
@@ -327,14 +327,14 @@ def test_run_localisation_counts_images_without_a_box(setup, tmp_path):
 
 
 def test_data_and_boxes_default_to_what_the_run_trained_on(setup, cli, tmp_path):
-    root, data, nets = setup
+    root, data, _ = setup
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.safetensors").write_bytes((root / "perfect.safetensors").read_bytes())
     config = {"data": str(data), "boxes": str(root / "boxes.json").replace("boxes", "{split}")}
     (run / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     (root / "val.json").write_text((root / "boxes.json").read_text())
-    args = ["--checkpoint", run, "--classifier", nets["right"], "--protocol", "centre"]
+    args = ["--checkpoint", run, "--protocol", "centre"]
     results = _json(cli, *args, "--scales", "32", "--workers", "0")
     assert results == [{"protocol": "centre", "scales": [32], "loc_error": 0.0, "images": 5}]
 
@@ -442,3 +442,13 @@ def test_a_merge_that_does_not_end_is_an_error_not_a_hang(setup, monkeypatch):
     finally:
         release.set()
     assert time.monotonic() - started < 30
+
+
+def test_features_of_a_localisation_net_are_refused_in_features_words(setup, cli, tmp_path):
+    # It said "evaluate it with --protocol …", an option `run features` does not have.
+    _, data, nets = setup
+    out = tmp_path / "f"
+    code, _, err = cli("run", "features", "--checkpoint", nets["perfect"], "--data", data,
+                       "--out", out, "--workers", "0")  # fmt: skip
+    assert code == 2 and "features are taken from classification nets" in err, err
+    assert "--protocol" not in err

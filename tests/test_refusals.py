@@ -45,6 +45,11 @@ def setup(tmp_path_factory):
     wide = train_args(root, root / "wide", "max_steps=2", f"spec={root / 'wide.vgg'}")
     assert main([str(a) for a in wide]) == 0
     shutil.copytree(root / "done", root / "swapped")
+    shutil.copytree(root / "done", root / "copy")  # its config.yaml names done/ as out
+    (root / "mystuff").mkdir()  # the user's files, named as a run's
+    (root / "mystuff" / "config.yaml").write_text("lr: 0.1\n")
+    (root / "mystuff" / "metrics.jsonl").write_text('{"mine": 1}\n')
+    (root / "recipe.yaml").write_text("lr: 0.01\n")
     shutil.copy(root / "wide" / "checkpoints" / "last.pt", root / "swapped" / "checkpoints")
     return root
 
@@ -63,6 +68,8 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
     """(name, command line, environment, what the line says)."""
     data = root / "data"
     train = lambda *extra: train_args(root, root / "new", *extra)  # noqa: E731
+    # finetune= with the recipe's init=glorot is refused (init= would not take effect).
+    tuned = lambda *extra: [a for a in train(*extra) if a != "init=glorot"]  # noqa: E731
     done = root / "done"
     cases = [
         ("bad value", train("lr=fast"), {}, "lr must be float"),
@@ -76,8 +83,8 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
         ("init missing", train(f"init={root / 'nothing'}"), {}, "no such checkpoint"),
         ("init not weights", train(f"init={root / 'junk.safetensors'}"), {}, "junk.safetensors"),
         ("init another net", train(f"init={root / 'other.safetensors'}"), {}, "fc"),
-        ("finetune missing", train(f"finetune={root / 'nothing'}"), {}, "no such checkpoint"),
-        ("finetune another net", train(f"finetune={root / 'other.safetensors'}"), {}, "fc"),
+        ("finetune missing", tuned(f"finetune={root / 'nothing'}"), {}, "no such checkpoint"),
+        ("finetune another net", tuned(f"finetune={root / 'other.safetensors'}"), {}, "fc"),
         ("unknown val class", train(f"data={root / 'unknown-class'}"), {}, "zigzag"),
         ("too many bad files", train(f"data={root / 'bad-files'}"), {}, "cannot be read"),
         ("triton without a GPU", train("backend=triton"), {}, "TRITON_INTERPRET=1"),
@@ -104,6 +111,43 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
         ),
         ("resume and overwrite", ["run", "train", "--resume", done, "--overwrite"], {}, "give one"),
         ("no processes", ["run", "train", "--nproc", "0"], {}, "--nproc must be"),
+        # These trained, replacing or mixing with the files there (exit 0).
+        ("out over the user's files", train_args(root, root / "mystuff"), {}, "holds files"),
+        (
+            "--overwrite over the user's files",
+            [*train_args(root, root / "mystuff"), "--overwrite"],
+            {},
+            "holds files",
+        ),
+        ("out in the data", train_args(root, data / "train" / "circle"), {}, "inside data="),
+        ("out new in the data", train_args(root, data / "runs" / "a"), {}, "inside data="),
+        (
+            "out in the demo data",
+            train_args(root, root / "demo" / "run", "data=null"),
+            {"VGGSPEC_DEMO_DATA": str(root / "demo")},
+            "inside the built-in demo data",
+        ),
+        # It trained into done/ (the out: its config.yaml records), --overwrite replacing it.
+        (
+            "a run's config without out=",
+            ["run", "train", "--config", root / "copy" / "config.yaml", "--overwrite"],
+            {},
+            "out=NEW_FOLDER",
+        ),
+        ("init and finetune", train(f"init={done}", f"finetune={done}"), {}, "give one"),
+        ("finetune and init given", train(f"finetune={done}", "init=gaussian"), {}, "give one"),
+        ("boxes for a classifier", train(f"boxes={root / 'x.csv'}"), {}, "no box head"),
+        ("empty data=", train("data="), {}, "data= has no value"),  # trained on the demo data
+        ("empty out=", train("out="), {}, "out= has no value"),  # trained into runs/
+        ("momentum 1", train("momentum=1"), {}, "momentum must be in [0, 1)"),
+        ("momentum 2", train("momentum=2"), {}, "momentum must be in [0, 1)"),
+        (
+            "a typo on the command line",
+            ["run", "train", "--config", root / "recipe.yaml", "lrr=0.1"],
+            {},
+            "unknown setting in the command line: 'lrr'",
+        ),
+        ("too many workers", train("workers=100000"), {}, "workers=100000: more data-loading"),
         # Writing the demo data there deleted the folder whole, then trained.
         (
             "demo data over a folder",
@@ -164,7 +208,7 @@ def test_every_refusal_is_one_line_and_leaves_no_run_folder(setup, cli, monkeypa
         if problems:
             failures.append(f"{name}: {'; '.join(problems)}")
     assert not failures, "\n".join(failures)
-    assert len(cases) >= 30
+    assert len(cases) >= 50
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")

@@ -265,6 +265,11 @@ def test_exponent_floats_read_as_numbers_in_settings_and_recipes(tmp_path):
     assert (cfg.lr, cfg.weight_decay) == (0.001, 0.0005)
     with pytest.raises(ConfigError, match="lr must be float, got 'fast'"):
         load_config(recipe, ["lr=fast"])
+    # A key given twice: the last one won without a word.
+    recipe.write_text("lr: 0.1\nepochs: 2\nlr: 0.002\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe, [])
+    assert str(err.value) == f"{recipe}:3:1: not valid YAML (lr is given twice)"
 
 
 def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli, monkeypatch):
@@ -278,6 +283,21 @@ def test_relative_paths_survive_a_resume_from_another_folder(tiny, tmp_path, cli
     code, stdout, err = cli("run", "train", "--resume", out, "max_steps=4")
     assert code == 0, err
     assert "finished: 4 steps" in stdout
+
+
+def test_a_recipe_of_ones_own_names_a_built_in_spec_from_any_folder(
+    tiny, tmp_path, cli, monkeypatch
+):
+    # It looked for specs/demo.vgg beside the recipe only: "no such file".
+    from vggspec.builtin import HOME
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("spec: specs/demo.vgg\nmax_steps: 1\n")
+    out = tmp_path / "run"
+    extra = [f"data={tiny / 'data'}", f"out={out}", *BASE]
+    code, _, err = cli("run", "train", "--config", "mine.yaml", *extra)
+    assert code == 0, err
+    assert f"spec: {HOME / 'specs' / 'demo.vgg'}\n" in (out / "config.yaml").read_text()
 
 
 # With dropout on is the stronger check (masks drawn for the global batch); without it runs
@@ -870,3 +890,27 @@ def test_in_float64_two_processes_compute_what_one_does_on_the_demo(tmp_path):
         assert _two_process_drift(None, tmp_path) <= 1e-12
     finally:
         del os.environ["VGGSPEC_DEMO_DATA"]
+
+
+def test_out_takes_an_empty_folder_or_what_a_start_left_and_finetune_names_its_weights(
+    tiny, tmp_path, cli
+):
+    """A folder that holds no run is taken only when empty or holding what a start writes
+    before its first checkpoint (test_refusals.py: a folder of the user's own is refused)."""
+    first = tmp_path / "first"
+    assert cli("run", "train", *settings(tiny, first, "max_steps=2"))[0] == 0
+    left = tmp_path / "left"  # a start killed before its first checkpoint
+    left.mkdir()
+    for name in ("settings.json", "config.yaml", "train.log", "metrics.jsonl"):
+        shutil.copy(first / name, left / name)
+    (left / ".metrics.jsonl.999999999.abcd1234.tmp").write_text("")  # its writer is gone
+    (tmp_path / "empty").mkdir()
+    # finetune= starts from all of first's weights; the recipe's init=glorot would not count.
+    tuned = [s for s in settings(tiny, left, "max_steps=2") if s != "init=glorot"]
+    code, _, err = cli("run", "train", *tuned, f"finetune={first}")
+    assert code == 0, err
+    assert f"initialised all layers from {first / 'model.safetensors'} (finetune=)" in err
+    assert json.loads((left / "summary.json").read_text())["steps"] == 2
+    assert not list(left.glob(".*.tmp"))
+    code, _, err = cli("run", "train", *settings(tiny, tmp_path / "empty", "max_steps=1"))
+    assert code == 0, err

@@ -153,13 +153,32 @@ class Net(nn.Module):
         (a folded conv gives its BN's output, bn3_3)."""
         return [(meta(self.graph, n).fused or [n])[-1] for n, _ in self._body]
 
+    def known_layers(self, names) -> list[str]:
+        """`layer_names()`, once every name of `names` is found among them; else an error
+        listing them, or saying where a name was folded (conv1_1 into bn1_1)."""
+        known = self.layer_names()
+        unknown = [name for name in names if name not in known]
+        folded = {
+            name: chain[-1]
+            for n, _ in self._body
+            for chain in [meta(self.graph, n).fused or [n]]
+            for name in chain[:-1]
+        }
+        for name in unknown:
+            if name in folded:  # `compile --no-fuse` lists it: say why it has no output here
+                raise VggspecError(
+                    f"{name} is folded into {folded[name]} in this net (batch norm folded for "
+                    f"inference): its output before the norm is not computed; take "
+                    f"{folded[name]}, the layer after it"
+                )
+        if unknown:
+            raise _unknown_layers(unknown, known)
+        return known
+
     def activations(self, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
         """The outputs of the named layers (see `layer_names`) from one forward pass that
         stops after the last one asked for."""
-        known = self.layer_names()
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise _unknown_layers(unknown, known)
+        known = self.known_layers(names)
         if not names:
             return {}
         wanted = {known.index(name): name for name in names}
@@ -372,9 +391,7 @@ def cut(net: Net, name: str) -> Net:
     """The named twin of `net` ending at layer `name` (its output is that layer's), sharing
     the weights."""
     twin = named_twin(net)
-    known = twin.layer_names()
-    if name not in known:
-        raise _unknown_layers([name], known)
+    known = twin.known_layers([name])
     order = nodes(twin.graph)
     end = order.index(twin.layers()[known.index(name)][0]) + 1
     head = Net(twin.graph.subgraph(order[:end]).copy(), twin.backend, twin.dropout)

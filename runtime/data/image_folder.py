@@ -220,6 +220,21 @@ def _check(path: str, full_check: bool) -> ImageHeader | UnreadableImage:
         return err
 
 
+def check_layout(root: str | Path, split: str) -> tuple[list, int, int]:
+    """The candidate files of ROOT/SPLIT (files, ignored, repeated; nothing opened), or a
+    DataError for a layout with none: what a `--nproc` parent checks before its workers
+    start, so that the mistake is one message and not one per worker."""
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise DataError(
+            f"no folder {split_dir}: expected the ImageFolder layout ROOT/{split}/<class>/<image>"
+        )
+    files, ignored, repeated = _candidate_files(split_dir)
+    if not files:
+        raise DataError(f"no image files under {split_dir} (expected {split}/<class>/<image>)")
+    return files, ignored, repeated
+
+
 def scan_image_folder(
     root: str | Path,
     split: str = "train",
@@ -233,11 +248,7 @@ def scan_image_folder(
     the file does not end cleanly or `full_check`); unreadable ones are skipped and reported.
     Raises DataError for a wrong layout and TooManyBadFiles over `max_bad_fraction`."""
     split_dir = Path(root) / split
-    if not split_dir.is_dir():
-        raise DataError(
-            f"no folder {split_dir}: expected the ImageFolder layout ROOT/{split}/<class>/<image>"
-        )
-    files, ignored, repeated = _candidate_files(split_dir)
+    files, ignored, repeated = check_layout(root, split)
     found = sorted({name for name, _ in files})
     if classes is None:
         classes = found
@@ -247,8 +258,6 @@ def scan_image_folder(
             raise DataError(
                 f"{split_dir} has classes the model does not know: {', '.join(unknown[:5])}"
             )
-    if not files:
-        raise DataError(f"no image files under {split_dir} (expected {split}/<class>/<image>)")
     index = {name: i for i, name in enumerate(classes)}
     report = ScanReport(
         root=str(root), split=split, examined=len(files), ignored=ignored, repeated=repeated

@@ -44,6 +44,10 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     # A restarted group must not find the dead group's gloo addresses in a shared store:
     # give every rendezvous round a store of its own.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    # Each worker's share of the cores, as the workers set their threads themselves; unset,
+    # torchrun sets 1 and prints a banner about it on every run.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cores or 1) // nproc)))
     mark_launcher()  # the workers die with this process (parent.py)
     args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args[:1]))
     # The module's own words are set, not parsed: torchrun's parser would take a word such

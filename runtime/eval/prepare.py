@@ -7,7 +7,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..data.image_folder import ImageFolder, scan_image_folder
+from ..data.image_folder import ImageFolder, check_layout, scan_image_folder
 from ..data.image_io import DataError
 from ..data.loader import default_workers
 from ..dist.context import Context
@@ -65,9 +65,14 @@ def load_models(request: NetsRequest, device) -> list:
     return models
 
 
-def classifiers_only(models) -> None:
+def classifiers_only(models, features: bool = False) -> None:
     """Classification and features take classification nets; a box net is told apart."""
     for m in models:
+        if m.boxes and features:  # `run features` has no --protocol to point to
+            raise EvalError(
+                f"{m.source} is a localisation net (box head): features are taken from "
+                "classification nets"
+            )
         if m.boxes:
             raise EvalError(
                 f"{m.source} is a localisation net (box head): evaluate it with "
@@ -75,11 +80,17 @@ def classifiers_only(models) -> None:
             )
 
 
-def preflight(request: NetsRequest) -> None:
-    """Before starting workers: load every net once (on the CPU, then let it go), so that a
-    wrong spec, file or scale is one message here rather than one per worker."""
+def preflight(request: NetsRequest, images: ImagesRequest | None = None) -> None:
+    """Before starting workers: load every net once (on the CPU, then let it go), and look
+    at the layout of the images' folder, so that a wrong spec, file, scale or folder is one
+    message here rather than one per worker."""
     load_models(request, "cpu")
     gc.collect()
+    if images is not None:
+        try:
+            check_layout(images.data, images.split)
+        except DataError as err:
+            raise EvalError(str(err)) from None
 
 
 def scan(images: ImagesRequest, classes: str | None, models, split: str | None = None):
@@ -87,6 +98,12 @@ def scan(images: ImagesRequest, classes: str | None, models, split: str | None =
     class order); data errors as one message."""
     split = split or images.split
     given = read_class_names(classes) if classes else None
+    for m in models if given else ():
+        if m.num_classes != len(given):  # it said the folder had classes the net did not know
+            raise EvalError(
+                f"{classes}: {len(given)} class name(s), but {m.source} has {m.num_classes} "
+                "outputs: give one name a line for each, in output order"
+            )
     try:
         folder = scan_image_folder(
             images.data, split, classes=given, max_bad_fraction=images.max_bad_files

@@ -42,7 +42,7 @@ def _run(request, job: Callable, say: Say) -> JobResult:
     processes = request.processes
     if not distributed.under_torchrun() and processes.nproc > 1:
         # A wrong net is one message here, not one per worker.
-        preflight(request.nets)
+        preflight(request.nets, request.images)
         return JobResult(relaunch(processes.argv, processes.nproc, resolved={"locked": "1"}), None)
     ctx = distributed.setup(processes.device, threads=processes.threads)
     try:

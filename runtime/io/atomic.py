@@ -24,6 +24,13 @@ def _alive(pid: int) -> bool:
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
 
 
+def temporary_of(name: str) -> str | None:
+    """The file a temporary named `name` (.NAME.PID.*.tmp) was written for; None when `name`
+    is not one."""
+    match = _TEMPORARY.fullmatch(name)
+    return match["name"] if match else None
+
+
 def _stale(tmp: Path, name: str | None) -> bool:
     match = _TEMPORARY.fullmatch(tmp.name)
     return bool(match) and name in (None, match["name"]) and not _alive(int(match["pid"]))

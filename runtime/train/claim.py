@@ -7,8 +7,29 @@ from contextlib import contextmanager
 
 from ..dist.context import restart_count, under_torchrun
 from ..io import replace
+from ..io.atomic import temporary_of
 from ..io.rundir import RunDir
 from .config import ConfigError
+from .settings import is_record
+
+# What a start writes before its first checkpoint (its records, log, lock, the mark of an
+# --overwrite's staging folder, and temporaries of a start killed mid-write), and the
+# figure `vggspec plot` draws of its log.
+_LEFTOVER_NAMES = frozenset(
+    {RunDir.SETTINGS, RunDir.CONFIG, RunDir.LOG, RunDir.METRICS, RunDir.LOCK, replace.MARKER}
+    | {RunDir.CURVES}
+)
+
+
+def is_leftover(run: RunDir) -> bool:
+    """Whether the folder `run` (holding no run) is empty or what an earlier start of a run
+    left before its first checkpoint: nothing but the files it writes, its settings among
+    them once it wrote any (a folder of the user's own config.yaml and metrics.jsonl is not)."""
+    names = {temporary_of(p.name) or p.name for p in run.path.iterdir()}
+    if not names <= _LEFTOVER_NAMES:
+        return False
+    written = names - {RunDir.LOCK, replace.MARKER}
+    return not written or is_record(run)
 
 
 def check_fresh(run: RunDir) -> None:
@@ -17,6 +38,10 @@ def check_fresh(run: RunDir) -> None:
             f"{run} already holds a run: continue it with --resume {run}, replace it with "
             "--overwrite, or choose another out="
         )
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"out={run}: not a folder; name a new or empty one")
+    if run.path.is_dir() and not is_leftover(run):
+        raise ConfigError(f"out={run}: holds files but not a run; name a new or empty folder")
 
 
 def check_options(resume: bool, overwrite: bool, from_parent: dict) -> None:
@@ -48,6 +73,8 @@ def claimed(run: RunDir, resume: bool, overwrite: bool) -> Iterator[RunDir | Non
             staging = replace.staging_folder(run)
             replace.start(run, staging)
             lock.extend_to(staging.path)
+        elif not resume and restart_count() == 0:
+            check_fresh(run)  # --overwrite replaces a run, not a folder of other files
         try:
             yield staging
         finally:

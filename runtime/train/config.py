@@ -84,6 +84,8 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "scale": self.scale.as_given}
 
 
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
 _CHOICES = {
     "backend": ("auto", "torch", "triton"),
     "precision": ("fp32", "bf16", "fp64"),
@@ -95,14 +97,13 @@ _CHOICES = {
 _POSITIVE = ("epochs", "batch_size", "lr", "checkpoint_every", "log_every")
 _NON_NEGATIVE = (
     "seed",
-    "momentum",
     "weight_decay",
     "workers",
     "lr_drops",
     "lr_patience",
     "colour_shift",
 )
-_FRACTIONS = ("dropout", "max_bad_files", "lr_warmup")
+_FRACTIONS = ("dropout", "max_bad_files", "lr_warmup", "momentum")
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -204,8 +205,13 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"expected key=value, got {shown(item)}")
+        name = key.strip()
+        if not text.strip() and name in _FIELDS:
+            # An unset shell variable (data=$DATA) must not fall back to a default.
+            null = f", or {name}=null for none" if "None" in str(_FIELDS[name].type) else ""
+            raise ConfigError(f"{name}= has no value: give {name}=VALUE{null}")
         try:
-            result[key.strip()] = yaml.safe_load(text) if text.strip() else None
+            result[key.strip()] = yaml.safe_load(text)
         except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per nesting level
             raise ConfigError(f"cannot read the value of {shown(key)}: {shown(text)}") from None
     return result
@@ -215,13 +221,37 @@ def parse_overrides(items: list[str]) -> dict:
 MAX_CONFIG_BYTES = 1 << 20
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """safe_load's reading, with a key given twice in one mapping an error: the last one
+    won without a word (`lr: 0.1` … `lr: 0.002` trained at 0.002)."""
+
+
+def _mapping_once(loader: _UniqueKeys, node, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            again = key in seen
+        except TypeError:  # an unhashable key: construct_mapping says so
+            break
+        if again:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder, not a config file")
         # At most the limit, whatever the file says its size is (/dev/zero, a pipe).
-        data = yaml.safe_load(read_at_most(path, MAX_CONFIG_BYTES).decode("utf-8"))
+        data = yaml.load(read_at_most(path, MAX_CONFIG_BYTES).decode("utf-8"), _UniqueKeys)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except TooLarge:
@@ -242,8 +272,9 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def make_config(values: dict, source: str = "the config") -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
+def check_known(values: dict, source: str) -> None:
+    """Refuse the keys of `values` that are no setting, naming `source` and close ones."""
+    known = set(_FIELDS)
     unknown = sorted(set(values) - known, key=repr)  # YAML keys may be numbers, null, ...
     if unknown:
         import difflib
@@ -255,11 +286,25 @@ def make_config(values: dict, source: str = "the config") -> TrainConfig:
             )
             hints.append(shown(key) + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown setting in {source}: {', '.join(hints)}")
+
+
+def make_config(values: dict, source: str = "the config") -> TrainConfig:
+    check_known(values, source)
     return validate(TrainConfig(**values))
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     """The recipe at `path` (or the defaults) with the command line's key=value on top."""
+    given = parse_overrides(overrides)
+    check_known(given, "the command line")
     values = read_yaml(path) if path else {}
-    values.update(parse_overrides(overrides))
-    return make_config(values, str(path) if path else "the command line")
+    check_known(values, str(path))
+    cfg = make_config({**values, **given}, str(path))
+    # finetune= loads every weight over what init= made: both would record a start that
+    # did not happen (init's default, unless given here, is no request).
+    if cfg.finetune is not None and (cfg.init != _FIELDS["init"].default or "init" in given):
+        raise ConfigError(
+            f"init={cfg.init} and finetune={cfg.finetune}: finetune= starts from all the "
+            "weights of its net, so init= would not take effect; give one"
+        )
+    return cfg

@@ -15,15 +15,30 @@ def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     if not path.is_file():
         raise VggspecError(f"{run_dir}: no {path.name} (is it a training run folder?)")
     steps, vals = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_bytes().decode("utf-8", errors="replace")  # garbage is a bad line
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            if number == len(lines) and not text.endswith("\n"):
+                break  # the last line, cut short by a kill: left out, as a resume drops it
             raise VggspecError(f"{path}:{number}: not a JSON line") from None
         (vals if row.get("kind") == "val" else steps).append(row)
     return steps, vals
+
+
+# The validation errors a run may log, and their labels: classification, and localisation
+# (its validation logs the GT-class localisation error, no top-1).
+ERRORS = (
+    ("val_top1_error", "top-1 error", "o-"),
+    ("val_top5_error", "top-5 error", "s-"),
+    ("val_loc_error", "localisation error", "^-"),
+)
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -39,31 +54,28 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if steps:
         left.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="training loss")
-    if vals:
+    if vals and all(r.get("val_loss") is not None for r in vals):
         left.plot(
             [r["step"] for r in vals], [r["val_loss"] for r in vals], "o-", label="validation loss"
         )
-        right.plot(
-            [r["step"] for r in vals],
-            [100 * r["val_top1_error"] for r in vals],
-            "o-",
-            label="top-1 error",
-        )
-        if all(r.get("val_top5_error") is not None for r in vals):
-            right.plot(
-                [r["step"] for r in vals],
-                [100 * r["val_top5_error"] for r in vals],
-                "s-",
-                label="top-5 error",
-            )
+    for key, label, style in ERRORS:
+        if vals and all(r.get(key) is not None for r in vals):
+            right.plot([r["step"] for r in vals], [100 * r[key] for r in vals], style, label=label)
     left.set(xlabel="step", ylabel="loss", title="loss")
     right.set(xlabel="step", ylabel="error (%)", title="validation error")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     target = Path(out) if out else RunDir(run_dir).curves
+    kinds = fig.canvas.get_supported_filetypes()
+    if target.suffix[1:].lower() not in kinds:
+        plt.close(fig)
+        raise VggspecError(
+            f"-o {target}: name an image file ({', '.join('.' + k for k in sorted(kinds))})"
+        )
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from vggspec.compiler import Spec
 
+from ..data.demo import demo_data_root
 from ..dist.devices import check_device
 from ..dist.memory_watch import cap_from_environment
 from ..dist.resources import check_training
@@ -24,7 +28,9 @@ def check_before_start(
     cap_from_environment()  # a mistyped VGGSPEC_MEMORY_CAP now, not after the data and probe
     if cfg.precision == "fp64" and cfg.backend == "triton":
         raise ConfigError("precision=fp64 runs on the torch backend: give backend=torch or auto")
+    _check_workers(cfg.workers)
     check_data_settings(cfg, spec, world)
+    _check_out_outside_data(cfg)
     for source in (cfg.init, cfg.finetune):  # a vggspec net there; whether it fits comes later
         if source is not None and source not in ("gaussian", "glorot"):
             read_metadata(model_file(source))
@@ -37,4 +43,30 @@ def check_before_start(
             cfg.out,
             cfg.momentum > 0,
             precision=cfg.precision,
+        )
+
+
+def _check_out_outside_data(cfg: TrainConfig) -> None:
+    """A run folder inside the training data would be read as data (its files a class), and
+    the data's files would be taken for a run's."""
+    data = Path(cfg.data) if cfg.data is not None else demo_data_root(cfg.seed)
+    out, data = Path(cfg.out).resolve(), data.resolve()
+    if out == data or data in out.parents:
+        what = f"data={data}" if cfg.data is not None else f"the built-in demo data ({data})"
+        raise ConfigError(f"out={cfg.out} is inside {what}: name a folder outside it")
+
+
+# Loader processes per training process beyond this many per core only take memory (each
+# holds its prefetched batches) and time to start; the paper's recipe asks for 8.
+WORKERS_PER_CORE = 8
+
+
+def _check_workers(workers: int) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = WORKERS_PER_CORE * (cores or 1)
+    if workers > limit:
+        raise ConfigError(
+            f"workers={workers}: more data-loading processes than {limit} "
+            f"({WORKERS_PER_CORE} per core, {cores or 1} cores here); give workers={cores or 1} "
+            "or so"
         )

@@ -79,6 +79,23 @@ def record(cfg: TrainConfig, spec: Spec, run: RunDir) -> None:
     atomic_write(run.config, lambda tmp: Path(tmp).write_text(yaml_text))
 
 
+def is_record(run: RunDir) -> bool:
+    """Whether `run` holds a record of a run's settings written by a start: settings.json in
+    this format, or a config.yaml headed by the settings' digest."""
+    try:
+        if run.settings.is_file():
+            entry = json.loads(run.settings.read_text(encoding="utf-8"))
+            if isinstance(entry, dict) and entry.get("format") == FORMAT:
+                return True
+        if run.config.is_file():
+            with run.config.open(encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)  # the header; a config.yaml of one's own may be anything
+            return _HEADER_DIGEST.search(head) is not None
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def _recorded(run: RunDir) -> tuple[dict, str]:
     """(settings, canonical spec text) as the run recorded them: settings.json, or for a run
     written before it existed, its last checkpoint's."""

@@ -14,9 +14,9 @@ from vggspec.compiler import Spec, load_spec
 from ..dist.context import holds_lock, under_torchrun
 from ..io.rundir import RunDir
 from .claim import check_options, claimed
-from .config import ConfigError, TrainConfig, load_config
+from .config import ConfigError, TrainConfig, load_config, parse_overrides
 from .preflight import check_before_start
-from .settings import resumed
+from .settings import is_record, resumed
 
 
 @dataclass
@@ -44,13 +44,17 @@ def _absolute(path: str, config: str | None, home: str) -> str:
     """A path from the command line or a recipe, made absolute so that the run (and its
     resume) does not depend on the working directory. Relative paths are looked up in
     the working directory, then beside the recipe's folder (specs/demo.yaml names
-    specs/demo.vgg), or in vggspec's tree when there is no recipe."""
+    specs/demo.vgg), then in vggspec's tree (its built-in specs)."""
     candidate = Path(path).expanduser()
     if candidate.is_absolute() or candidate.exists():
         return str(candidate.resolve())
     # Beside the recipe's folder, or for the built-in default (spec: specs/demo.vgg) in
     # vggspec's own tree.
     beside = (Path(config).resolve().parent.parent if config else Path(home)) / candidate
+    if not beside.exists() and (Path(home) / candidate).is_file():
+        # A built-in file (spec: specs/A.vgg) named by the user's own recipe elsewhere, as
+        # `vggspec compile specs/A.vgg` takes it from any folder.
+        return str(Path(home) / candidate)
     return str(beside if beside.exists() else candidate.resolve())
 
 
@@ -68,6 +72,8 @@ def resolve_config(request: TrainRequest) -> tuple[TrainConfig, Spec]:
     if config is None and not request.settings:
         config = request.default_config  # `vggspec run train` alone: the demo
     cfg = load_config(config, request.settings)
+    if request.config and "out" not in parse_overrides(request.settings):
+        _check_not_a_record(Path(request.config), cfg.out)
     cfg.spec = _absolute(cfg.spec, config, request.home)
     for key in ("data", "finetune"):
         if getattr(cfg, key) is not None:
@@ -78,6 +84,17 @@ def resolve_config(request: TrainRequest) -> tuple[TrainConfig, Spec]:
         # A worker takes the folder its parent named (the name holds the time).
         cfg.out = request.from_parent.get("out") or str(RunDir.default(cfg.spec))
     return cfg, load_spec(cfg.spec)  # parsed once; the checks and the trainer take it
+
+
+def _check_not_a_record(config: Path, out: str | None) -> None:
+    """A run's config.yaml names that run's folder as out: a new run from it without out=
+    would train there (and --overwrite replace it)."""
+    run = RunDir(config.parent)
+    if config.name == RunDir.CONFIG and (run.settings.is_file() or is_record(run)):
+        raise ConfigError(
+            f"{config} is the record of the run in {out or run}: a new run from its settings "
+            f"needs its own folder: vggspec run train --config {config} out=NEW_FOLDER"
+        )
 
 
 def start_training(request: TrainRequest) -> TrainResult:

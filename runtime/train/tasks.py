@@ -31,6 +31,11 @@ class TrainingTask:
 
     def check_data(self, cfg: TrainConfig, spec: Spec, root: Path | None) -> None:
         """Refuse data (`root`; None: the built-in demo data) the task cannot train on."""
+        if cfg.boxes is not None:
+            raise ConfigError(
+                f"boxes={cfg.boxes}: {cfg.spec} has no box head (it classifies), so it reads "
+                "no boxes; leave boxes= out"
+            )
 
     def datasets(self, cfg: TrainConfig, train: ImageFolder, val: ImageFolder, log, settings,
                  augmentation):  # fmt: skip

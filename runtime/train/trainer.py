@@ -193,9 +193,10 @@ class Trainer:
         elif (note := self.task.random_start()) is not None:
             self.log.info(note)
         if cfg.finetune:
-            source = load(model_file(cfg.finetune), "torch")
+            weights = model_file(cfg.finetune)  # a run folder's model or last checkpoint
+            source = load(weights, "torch")
             load_state(self.net, source.state_dict(), cfg.finetune)
-            self.log.info(f"fine-tuning all layers of {cfg.finetune} at lr {cfg.lr:g}")
+            self.log.info(f"initialised all layers from {weights} (finetune=) at lr {cfg.lr:g}")
 
     def _restore(self, state: dict) -> None:
         # Names and shapes checked first: a last.pt of another spec's run is one line.

@@ -1,4 +1,4 @@
-"""Flag values that argparse checks as it reads them: an image size, a positive whole number."""
+"""Flag values that argparse checks as it reads them: an image size, a whole number ≥ 1 or ≥ 0."""
 
 from __future__ import annotations
 
@@ -26,4 +26,15 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def natural_int(text: str) -> int:
+    """A whole number ≥ 0 (a seed: numpy's SeedSequence takes no negative one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
     return value

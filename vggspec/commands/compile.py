@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
         help="show the fully-convolutional twin (FC layers as convs) for dense testing",
     )
     p.add_argument("--no-fuse", action="store_true", help="stop before the conv+ReLU fusion pass")
-    p.add_argument("--emit", choices=EMITS, default="table", help="which stage to print")
+    p.add_argument("--emit", choices=EMITS, help="which stage to print (default: table)")
     p.add_argument("--json", action="store_true", help="same as --emit json")
     p.add_argument(
         "--target",
@@ -62,7 +62,17 @@ def add_parser(subparsers) -> None:
 
 def render(args) -> str:
     spec = load_spec(locate(args.spec))
-    emit = "json" if args.json else args.emit
+    if args.json and args.emit not in (None, "json"):
+        raise UserError(f"--json is --emit json: give one of them, not --emit {args.emit} too")
+    emit = "json" if args.json else args.emit or "table"
+    if args.target and emit in ("ir", "dot"):
+        raise UserError(f"--target reports the kernels as a table or JSON, not --emit {emit}")
+    if args.target and args.dtype == "float16":
+        # The report said "bf16" and showed the bf16 kernels.
+        raise UserError(
+            "--target: the Triton kernels compute in float32 or bfloat16; --dtype float16 "
+            "sizes the memory figures only (give --dtype bfloat16 for the kernels)"
+        )
     if emit == "spec":
         return format_spec(spec)
     if emit == "ast":
@@ -98,7 +108,7 @@ def kernel_report(graph, args, batch: int, emit: str) -> str:
 
     training = not args.dense
     launches, fallbacks = graph_launches(graph, batch, training)
-    dtype = "bfloat16" if args.dtype in ("bfloat16", "float16") else "float32"
+    dtype = "bfloat16" if args.dtype == "bfloat16" else "float32"
     try:
         rows = aot_report(launches, args.target, dtype, training)
     except ValueError as err:  # a shape the kernels cannot index (past int32)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from .argtypes import natural_int, positive_int
+
 
 def add_parser(subparsers) -> None:
     data = subparsers.add_parser("data", help="data tools: write the built-in demo data")
     tools = data.add_subparsers(dest="tool", metavar="TOOL", required=True)
     demo = tools.add_parser("demo", help="write the demo data as an ImageFolder of JPEGs")
     demo.add_argument("dir", help="where to write train/ and val/")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--train-per-class", type=int, default=300)
-    demo.add_argument("--val-per-class", type=int, default=50)
+    demo.add_argument("--seed", type=natural_int, default=0)
+    demo.add_argument("--train-per-class", type=positive_int, default=300)
+    demo.add_argument("--val-per-class", type=positive_int, default=50)
     demo.add_argument(
         "--boxes",
         action="store_true",

@@ -9,6 +9,9 @@ from vggspec.commands import jobs, nets, outputs
 from vggspec.errors import UserError
 from vggspec.runtime.eval.requests import PROTOCOLS, EvalRequest, LocRequest, NetsRequest
 
+# The largest --grid: 20×20 = 400 crops a scale and flip, 16 times the paper's 5×5.
+MAX_GRID = 20
+
 
 def add_parser(run_subparsers) -> None:
     p = run_subparsers.add_parser(
@@ -30,7 +33,8 @@ def add_parser(run_subparsers) -> None:
         "--grid",
         type=int,
         default=EvalRequest.grid,
-        help=f"n×n crops per scale (default {EvalRequest.grid})",
+        help=f"n×n crops per scale, 1 to {MAX_GRID}, with --method multi-crop, both or all "
+        f"(default {EvalRequest.grid}, the paper's)",
     )
     loc = p.add_argument_group(
         "localisation (Appendix A): --checkpoint gives localisation nets (box head), several "
@@ -73,8 +77,11 @@ def run(args) -> int:
     if args.boxes:
         raise UserError("--boxes is for localisation: say which --protocol (centre or dense)")
     jobs.check(args)
-    if args.grid < 1:
-        raise UserError("--grid must be ≥ 1")
+    if not 1 <= args.grid <= MAX_GRID:
+        # 1000 held 2.5 GB of crop lists and ran for ever on the demo's 40-pixel images.
+        raise UserError(f"--grid must be 1 to {MAX_GRID} (the paper's is {EvalRequest.grid})")
+    if args.grid != EvalRequest.grid and args.method == "dense":
+        raise UserError("--grid is for multi-crop: give --method multi-crop, both or all")
     outputs.check_outputs(args, [("--output", args.output), ("--posteriors", args.posteriors)])
     request = EvalRequest(
         jobs.nets_request(args),
@@ -92,10 +99,13 @@ def _localise(args) -> int:
     from vggspec.runtime.eval.localise.job import run_localisation
 
     args.protocol = args.protocol or LocRequest.protocol  # given --classifier alone
+    if args.classifier and args.protocol == "centre":
+        # The centre crop's box is rated by the loc net's own class: it was dropped unread.
+        raise UserError("--classifier is for --protocol dense or both, not centre")
     if args.weights:
         raise UserError("localisation evaluates training runs: give them as --checkpoint")
-    if args.method != EvalRequest.method or args.posteriors:
-        raise UserError("--method and --posteriors are for classification, not --protocol")
+    if args.method != EvalRequest.method or args.grid != EvalRequest.grid or args.posteriors:
+        raise UserError("--method, --grid and --posteriors are for classification, not --protocol")
     if (args.engine, args.precision) != (NetsRequest.engine, NetsRequest.precision):
         raise UserError(
             "localisation runs on the torch engine in fp32: leave out --engine and --precision"
@@ -108,10 +118,7 @@ def _localise(args) -> int:
     jobs.check(args)
     if args.boxes and not Path(args.boxes).exists():
         raise UserError(f"--boxes {args.boxes}: no such file or folder")
-    if args.classifier:
-        from vggspec.runtime.eval.runs import resolve_net
-
-        resolve_net(args.classifier, args.from_parent)
+    jobs.resolve_nets(args, [args.classifier] if args.classifier else [])
     outputs.check_outputs(args, [("--output", args.output)], classifier=args.classifier)
     request = LocRequest(
         jobs.nets_request(args),

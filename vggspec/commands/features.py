@@ -63,6 +63,15 @@ def run(args) -> int:
     jobs.check(args)
     if args.reg <= 0:
         raise UserError("--reg must be > 0")
+    defaults = (FeaturesRequest.train_split, FeaturesRequest.reg)
+    if not args.classifier and (args.train_split, args.reg) != defaults:
+        raise UserError("--train-split and --reg are the classifier's: give --classifier too")
+    if args.classifier and args.train_split == args.split:
+        # A classifier fitted on the images it is scored on reported 98.0 %.
+        raise UserError(
+            f"--train-split {args.train_split} is the --split tested: the classifier would "
+            "be scored on the images it was fitted on; give another split"
+        )
     if args.classifier and not (Path(args.data) / args.train_split).is_dir():
         raise UserError(f"--classifier needs a {args.train_split}/ folder under {args.data}")
     if args.classifier == "sklearn-svm":

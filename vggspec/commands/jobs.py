@@ -28,8 +28,12 @@ def check(args) -> None:
         )
     if not args.weights and args.spec and len(args.spec) != len(args.checkpoint):
         raise UserError("give one --spec per --checkpoint (a check of what each holds)")
-    if args.nproc < 1 or (args.workers or 0) < 0 or args.batch < 1 or (args.threads or 1) < 1:
+    threads = 1 if args.threads is None else args.threads  # 0 passed as "not given"
+    if args.nproc < 1 or (args.workers or 0) < 0 or args.batch < 1 or threads < 1:
         raise UserError("--nproc, --batch and --threads must be ≥ 1, --workers ≥ 0")
+    if args.train_scale and not args.weights:
+        # It was dropped without a word: a run knows the scale it trained at.
+        raise UserError("--train-scale is for --weights: a --checkpoint run knows its own")
     if not 0 <= args.max_bad_files < 1:
         raise UserError("--max-bad-files is a fraction in [0, 1)")
     if args.max_aspect < 1:
@@ -44,11 +48,7 @@ def check(args) -> None:
         Serving(args.engine, args.precision, _device(args.device)).candidates()
     except EngineError as err:
         raise UserError(str(err)) from None
-    # The nets first: a run that is not there has no data to take either.
-    from vggspec.runtime.eval.runs import resolve_net
-
-    for path in args.checkpoint:
-        resolve_net(path, args.from_parent)
+    resolve_nets(args, args.checkpoint)  # first: a run not there has no data to take either
     for path in [*args.weights, *args.spec]:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
@@ -67,6 +67,14 @@ def check(args) -> None:
             f"--data {args.data}: no {args.split}/ folder (expected the ImageFolder layout "
             f"{args.data}/{args.split}/<class>/<image>)"
         )
+
+
+def resolve_nets(args, paths) -> None:
+    """Each of `paths` names a net; a run that has not finished is said to be one."""
+    from vggspec.runtime.eval.runs import resolve_net
+
+    for path in paths:
+        resolve_net(path, args.from_parent)
 
 
 def _device(device: str) -> str:

@@ -11,7 +11,10 @@ def add_parser(subparsers) -> None:
 
 
 def run_plot(args) -> int:
+    from vggspec.errors import check_output
     from vggspec.runtime.train.plot import plot_run
 
+    if args.output:  # a missing folder, /proc or a run's own file: one line, before any work
+        check_output(args.output, "-o")
     print(plot_run(args.run_dir, args.output))
     return 0

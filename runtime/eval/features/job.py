@@ -22,7 +22,7 @@ def run_features(request: FeaturesRequest, ctx: Context, say: Say = quiet) -> di
     say = say if ctx.is_main else quiet
     images = with_workers(request.images, ctx)
     models = load_models(request.nets, ctx.device)
-    classifiers_only(models)
+    classifiers_only(models, features=True)
     out = Path(request.out)
     splits = [images.split] + ([request.train_split] if request.classifier else [])
     summary = {
