@@ -133,7 +133,7 @@ def test_output_and_target_mistakes_are_one_message(cli, tmp_path):
     # Flags that were dropped without a word: float16 reported as "bf16" (its kernels), --emit
     # beside --json printed JSON, --emit ir under --target printed the kernel table.
     for flags, says in (
-        (["--target", "sm_90", "--dtype", "float16"], "--dtype float16 sizes the memory"),
+        (["--target", "sm_90", "--dtype", "float16"], "or bfloat16, not float16"),
         (["--json", "--emit", "dot"], "--json is --emit json: give one of them"),
         (["--target", "sm_90", "--emit", "ir"], "as a table or JSON, not --emit ir"),
     ):

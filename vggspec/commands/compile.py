@@ -67,12 +67,8 @@ def render(args) -> str:
     emit = "json" if args.json else args.emit or "table"
     if args.target and emit in ("ir", "dot"):
         raise UserError(f"--target reports the kernels as a table or JSON, not --emit {emit}")
-    if args.target and args.dtype == "float16":
-        # The report said "bf16" and showed the bf16 kernels.
-        raise UserError(
-            "--target: the Triton kernels compute in float32 or bfloat16; --dtype float16 "
-            "sizes the memory figures only (give --dtype bfloat16 for the kernels)"
-        )
+    if args.target and args.dtype == "float16":  # it showed the bf16 kernels, as "bf16"
+        raise UserError("--target: the kernels compute in float32 or bfloat16, not float16")
     if emit == "spec":
         return format_spec(spec)
     if emit == "ast":
