@@ -914,3 +914,19 @@ def test_out_takes_an_empty_folder_or_what_a_start_left_and_finetune_names_its_w
     assert not list(left.glob(".*.tmp"))
     code, _, err = cli("run", "train", *settings(tiny, tmp_path / "empty", "max_steps=1"))
     assert code == 0, err
+
+
+def test_finetune_given_here_overrides_the_recipes_init(tiny, tmp_path):
+    # specs/demo.yaml says init: glorot: finetune= on top of it was refused, with init= or
+    # without, and the refusal's "give one" could not be followed.
+    from vggspec.runtime.train.config import ConfigError, load_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("init: glorot\n")
+    cfg = load_config(recipe, [f"finetune={tmp_path / 'run'}"])
+    assert (cfg.init, cfg.finetune) == ("gaussian", str(tmp_path / "run"))  # no init request
+    with pytest.raises(ConfigError, match="would not take effect; give one"):  # both here
+        load_config(recipe, [f"finetune={tmp_path}", "init=gaussian"])
+    recipe.write_text(f"init: glorot\nfinetune: {tmp_path}\n")
+    with pytest.raises(ConfigError, match="would not take effect; give one"):  # both there
+        load_config(recipe, [])

@@ -166,10 +166,11 @@ class Net(nn.Module):
         }
         for name in unknown:
             if name in folded:  # `compile --no-fuse` lists it: say why it has no output here
+                into = folded[name]
+                why = "batch norm folded for inference" if "bn" in into else "conv and ReLU fused"
                 raise VggspecError(
-                    f"{name} is folded into {folded[name]} in this net (batch norm folded for "
-                    f"inference): its output before the norm is not computed; take "
-                    f"{folded[name]}, the layer after it"
+                    f"{name} is folded into {into} in this net ({why}): its own output is not "
+                    f"computed; take {into}, the layer after it"
                 )
         if unknown:
             raise _unknown_layers(unknown, known)

@@ -301,10 +301,15 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     check_known(values, str(path))
     cfg = make_config({**values, **given}, str(path))
     # finetune= loads every weight over what init= made: both would record a start that
-    # did not happen (init's default, unless given here, is no request).
-    if cfg.finetune is not None and (cfg.init != _FIELDS["init"].default or "init" in given):
-        raise ConfigError(
-            f"init={cfg.init} and finetune={cfg.finetune}: finetune= starts from all the "
-            "weights of its net, so init= would not take effect; give one"
-        )
+    # did not happen. Given in one place (both here, or both in the recipe) they are refused;
+    # finetune= here overrides the recipe's init (specs/demo.yaml says init: glorot), which
+    # goes back to its default, no request.
+    default = _FIELDS["init"].default
+    if cfg.finetune is not None:
+        if "init" in given or ("finetune" not in given and cfg.init != default):
+            raise ConfigError(
+                f"init={cfg.init} and finetune={cfg.finetune}: finetune= starts from all the "
+                "weights of its net, so init= would not take effect; give one"
+            )
+        cfg.init = default
     return cfg
