@@ -127,6 +127,27 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
+    "sig, code, told",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+def test_a_signalled_launcher_says_so_in_one_line(monkeypatch, capsys, sig, code, told):
+    # It said "the workers failed (SignalException)", exit 1, for a Ctrl-C.
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def signalled(args):
+        raise SignalException(f"Process {os.getpid()} got signal: {sig}", sigval=sig)
+
+    monkeypatch.setattr(torchrun, "run", signalled)
+    for name in ("VGGSPEC_LAUNCHER_PID", "GLOO_SOCKET_IFNAME", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE",
+                 "OMP_NUM_THREADS"):  # fmt: skip
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert launch.launch_local(2, 0, ["vggspec", "run", "train"]) == code
+    assert capsys.readouterr().err == f"vggspec: {told}\n"
+
+
+@pytest.mark.parametrize(
     "codes, expected, told",
     [
         ({0: 2, 1: 2}, 2, ""),  # every worker refused the mistake in its line

@@ -44,17 +44,24 @@ def launch_local(nproc: int, max_restarts: int, module_args: list[str]) -> int:
     # A restarted group must not find the dead group's gloo addresses in a shared store:
     # give every rendezvous round a store of its own.
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    # Each worker's share of the cores, as the workers set their threads themselves; unset,
-    # torchrun sets 1 and prints a banner about it on every run.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cores or 1) // nproc)))
+    # What torchrun sets when it is unset (each CPU worker sets torch's threads itself), but
+    # without the banner torchrun prints about it on every run.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     mark_launcher()  # the workers die with this process (parent.py)
     args = get_args_parser().parse_args(torchrun_args(nproc, max_restarts, module_args[:1]))
     # The module's own words are set, not parsed: torchrun's parser would take a word such
     # as `--nproc` for an abbreviation of its `--nproc-per-node`.
     args.training_script_args = list(module_args[1:])
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     try:
         run(args)
+    except SignalException as err:  # this process was signalled; torchrun stopped the workers
+        if err.sigval == signal.SIGINT:
+            print("vggspec: interrupted", file=sys.stderr)
+            return 130
+        print(f"vggspec: stopped by {signal.Signals(err.sigval).name}", file=sys.stderr)
+        return 128 + err.sigval
     except Exception as err:  # torchrun raises ChildFailedError after printing its report
         codes = {f.exitcode for f in getattr(err, "failures", {}).values()}
         # A mistake a worker refused in its one line: the parent says 2, also when torchrun

@@ -132,4 +132,9 @@ def _train(request: TrainRequest, cfg: TrainConfig, spec: Spec, staging: str | N
     from .trainer import run_training
 
     summary = run_training(cfg, spec, resume=bool(request.resume), staging=staging)
-    return TrainResult(0, cfg.out, summary)  # summary None: not rank 0 (rank 0 reports)
+    # Interrupted by Ctrl-C, checkpoint written: 130 as an interrupted command, so that `run
+    # train && next` stops there (SIGTERM, a scheduler's stop, exits 0). Not in a worker:
+    # torchrun would take it for a failure and restart the group; its parent says 130.
+    interrupted = summary is not None and summary.get("stopped_by") == "SIGINT"
+    code = 130 if interrupted and not under_torchrun() else 0
+    return TrainResult(code, cfg.out, summary)  # summary None: not rank 0 (rank 0 reports)

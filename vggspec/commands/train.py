@@ -74,8 +74,4 @@ def run(args) -> int:
         + (f", validation GT-class localisation error {loc:.2%}" if loc is not None else "")
         + f"; run folder {result.out}"
     )
-    if summary.get("stopped_by") == "SIGINT":
-        # Interrupted, checkpoint written: exit 130 as Ctrl-C elsewhere, so that `vggspec run
-        # train && next` stops there (SIGTERM, a scheduler's stop, exits 0).
-        return 130
     return result.code
