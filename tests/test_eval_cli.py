@@ -178,7 +178,8 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
     [
         ["eval", "--checkpoint", "RUN", "-o", "DATA/val/a/000.png"],
         ["eval", "--checkpoint", "RUN", "--posteriors", "DATA/val/a/001.png"],
-        ["eval", "--checkpoint", "RUN", "-o", "DATA/report.json"],
+        ["eval", "--checkpoint", "RUN", "-o", "DATA/val/report.json"],
+        ["eval", "--checkpoint", "RUN", "-o", "DATA/annotations/r.json"],
         ["eval", "--weights", "W", "--spec", "SPEC", "-o", "SPEC"],
         ["eval", "--checkpoint", "RUN", "--spec", "SPEC", "--posteriors", "SPEC_AGAIN"],
         ["eval", "--checkpoint", "RUN", "--classes", "CLASSES", "-o", "CLASSES"],
@@ -187,8 +188,8 @@ def test_mistakes_are_one_message_and_exit_2(setup, cli, tmp_path, args, message
         ["eval", "--checkpoint", "RUN", "--protocol", "centre", "-o", "DATA/val/a/000.png"],
         ["eval", "--checkpoint", "RUN", "--protocol", "centre", "--boxes", "B", "-o", "B"],
         ["eval", "--checkpoint", "RUN", "--classifier", "W", "-o", "W"],
-        ["features", "--checkpoint", "RUN", "--out", "DATA/feats"],
-        ["features", "--checkpoint", "RUN", "--out", "DATA"],
+        ["features", "--checkpoint", "RUN", "--out", "DATA/val/feats"],
+        ["features", "--checkpoint", "RUN", "--classifier", "ridge", "--out", "DATA/train/f"],
         ["features", "--checkpoint", "RUN", "--classes", "OUT/val_files.txt", "--out", "OUT"],
     ],
 )
@@ -222,6 +223,18 @@ def test_no_output_lands_on_an_input(setup, cli, tmp_path, args):
     assert len(err.strip().splitlines()) == 1, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "new").exists()  # no folder made for an output either
+
+
+def test_an_output_beside_the_images_under_the_data_root_is_written(setup, cli, tmp_path):
+    # Only what the command reads (its splits, the box annotations) is refused: DATA/report.json
+    # beside DATA/val was refused too.
+    import shutil
+
+    _, data, run, _ = setup
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    code, _, err = cli("run", "eval", "--checkpoint", run, *common(copy, "-o", copy / "r.json"))
+    assert code == 0 and (copy / "r.json").is_file(), err
 
 
 def test_weights_from_torchvision_layout(setup, cli, tmp_path):

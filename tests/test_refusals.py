@@ -120,7 +120,7 @@ def _cases(root: Path) -> list[tuple[str, list[str], dict, str]]:
             "holds files",
         ),
         ("out in the data", train_args(root, data / "train" / "circle"), {}, "inside data="),
-        ("out new in the data", train_args(root, data / "runs" / "a"), {}, "inside data="),
+        ("out new in the data", train_args(root, data / "val" / "new"), {}, "inside data="),
         (
             "out in the demo data",
             train_args(root, root / "demo" / "run", "data=null"),

@@ -930,3 +930,14 @@ def test_finetune_given_here_overrides_the_recipes_init(tiny, tmp_path):
     recipe.write_text(f"init: glorot\nfinetune: {tmp_path}\n")
     with pytest.raises(ConfigError, match="would not take effect; give one"):  # both there
         load_config(recipe, [])
+
+
+def test_a_run_beside_the_images_under_the_data_root_is_taken(tiny, tmp_path, cli):
+    # `cd DATA && vggspec run train data=.` (out= runs/… under the root) was refused as
+    # "inside data=": only what the run reads (train/, val/, annotations/) is.
+    data = tmp_path / "data"
+    shutil.copytree(tiny / "data", data)
+    out = data / "runs" / "a"
+    code, _, err = cli("run", "train", *settings(tiny, out, "max_steps=1", f"data={data}"))
+    assert code == 0, err
+    assert (out / "model.safetensors").is_file()

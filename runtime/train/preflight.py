@@ -47,12 +47,17 @@ def check_before_start(
 
 
 def _check_out_outside_data(cfg: TrainConfig) -> None:
-    """A run folder inside the training data would be read as data (its files a class), and
-    the data's files would be taken for a run's."""
-    data = Path(cfg.data) if cfg.data is not None else demo_data_root(cfg.seed)
-    out, data = Path(cfg.out).resolve(), data.resolve()
-    if out == data or data in out.parents:
-        what = f"data={data}" if cfg.data is not None else f"the built-in demo data ({data})"
+    """A run folder in what the run reads (its train/ or val/ images, the box annotations, or
+    the data root itself) would be read as data (its files a class), and the data's files
+    taken for a run's. Beside them under a user's root (ROOT/runs/…) is no harm; the built-in
+    demo data's folder is vggspec's, written whole: nothing else goes in it."""
+    root = Path(cfg.data) if cfg.data is not None else demo_data_root(cfg.seed)
+    out, root = Path(cfg.out).resolve(), root.resolve()
+    read = [root / "train", root / "val", root / "annotations"] if cfg.data else [root]
+    if cfg.boxes:
+        read += [Path(cfg.boxes.replace("{split}", s)).resolve() for s in ("train", "val")]
+    if out == root or any(out == r or r in out.parents for r in read):
+        what = f"data={root}" if cfg.data is not None else f"the built-in demo data ({root})"
         raise ConfigError(f"out={cfg.out} is inside {what}: name a folder outside it")
 
 
