@@ -45,3 +45,14 @@ def test_bad_metrics_lines_and_outputs_are_one_line(tmp_path, cli):
     assert not (run / "curves.yaml").exists()
     code, _, err = cli("plot", run, "-o", tmp_path / "new" / "c.png")  # was [Errno 2]
     assert code == 0 and (tmp_path / "new" / "c.png").is_file(), err
+
+
+def test_a_refused_plot_makes_no_folder(tmp_path, cli):
+    # -o newdir/x.txt was refused after newdir/ had been made.
+    run = tmp_path / "run"
+    _metrics(run, STEPS)
+    code, _, err = cli("plot", run, "-o", tmp_path / "newdir" / "x.txt")
+    assert code == 2 and "name an image file" in err, err
+    code, _, err = cli("plot", tmp_path / "not-a-run", "-o", tmp_path / "nd2" / "c.png")
+    assert code == 2 and "no metrics.jsonl" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

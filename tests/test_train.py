@@ -914,6 +914,13 @@ def test_out_takes_an_empty_folder_or_what_a_start_left_and_finetune_names_its_w
     assert not list(left.glob(".*.tmp"))
     code, _, err = cli("run", "train", *settings(tiny, tmp_path / "empty", "max_steps=1"))
     assert code == 0, err
+    # A start killed while writing settings.json left only its temporary: taken, not "holds
+    # files but not a run".
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / ".settings.json.999999999.abcd1234.tmp").write_text("{")
+    code, _, err = cli("run", "train", *settings(tiny, killed, "max_steps=1"))
+    assert code == 0, err
 
 
 def test_finetune_given_here_overrides_the_recipes_init(tiny, tmp_path):

@@ -31,6 +31,11 @@ def temporary_of(name: str) -> str | None:
     return match["name"] if match else None
 
 
+def left_by_dead_writer(path: Path) -> bool:
+    """Whether `path` is a temporary (.NAME.PID.*.tmp) whose writer is gone."""
+    return _stale(Path(path), None)
+
+
 def _stale(tmp: Path, name: str | None) -> bool:
     match = _TEMPORARY.fullmatch(tmp.name)
     return bool(match) and name in (None, match["name"]) and not _alive(int(match["pid"]))

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from ..dist.context import restart_count, under_torchrun
 from ..io import replace
-from ..io.atomic import temporary_of
+from ..io.atomic import left_by_dead_writer, temporary_of
 from ..io.rundir import RunDir
 from .config import ConfigError
 from .settings import is_record
@@ -25,11 +25,14 @@ def is_leftover(run: RunDir) -> bool:
     """Whether the folder `run` (holding no run) is empty or what an earlier start of a run
     left before its first checkpoint: nothing but the files it writes, its settings among
     them once it wrote any (a folder of the user's own config.yaml and metrics.jsonl is not)."""
-    names = {temporary_of(p.name) or p.name for p in run.path.iterdir()}
+    entries = list(run.path.iterdir())
+    names = {temporary_of(p.name) or p.name for p in entries}
     if not names <= _LEFTOVER_NAMES:
         return False
-    written = names - {RunDir.LOCK, replace.MARKER}
-    return not written or is_record(run)
+    # A dead writer's temporary (settings.json's, a start killed mid-write) is not a file
+    # written: the start removes it.
+    written = {temporary_of(p.name) or p.name for p in entries if not left_by_dead_writer(p)}
+    return not (written - {RunDir.LOCK, replace.MARKER}) or is_record(run)
 
 
 def check_fresh(run: RunDir) -> None:

@@ -41,7 +41,10 @@ ERRORS = (
 )
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def plot_run(run_dir: str | Path, out: str | Path | None = None, check_out=None) -> Path:
+    """The curves of the run in `run_dir` drawn to `out` (default RUN_DIR/curves.png).
+    `check_out()`, if given, is called once the metrics are read and `out`'s kind is known,
+    before anything is written (the command's checks of where it writes)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -76,6 +79,12 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise VggspecError(
             f"-o {target}: name an image file ({', '.join('.' + k for k in sorted(kinds))})"
         )
+    try:
+        if check_out is not None:
+            check_out()
+    except BaseException:
+        plt.close(fig)
+        raise
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target

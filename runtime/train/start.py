@@ -12,6 +12,7 @@ from pathlib import Path
 from vggspec.compiler import Spec, load_spec
 
 from ..dist.context import holds_lock, under_torchrun
+from ..io import replace
 from ..io.rundir import RunDir
 from .claim import check_options, claimed
 from .config import ConfigError, TrainConfig, load_config, parse_overrides
@@ -122,7 +123,9 @@ def _train(request: TrainRequest, cfg: TrainConfig, spec: Spec, staging: str | N
         # here across torchrun's restarts, settled by this process.
         settled = {"out": cfg.out, "locked": "1", **({"staging": staging} if staging else {})}
         code = relaunch(request.argv, request.nproc, request.max_restarts, settled)
-        if code == 1 and staging is None and RunDir(cfg.out).last.is_file():
+        run = RunDir(cfg.out)  # after an --overwrite's swap, the new run is there
+        new_run_there = staging is None or replace.swapped(run, RunDir(staging))
+        if code == 1 and new_run_there and run.last.is_file():
             print(
                 f"vggspec: the run's last checkpoint is kept: continue with "
                 f"vggspec run train --resume {cfg.out}",

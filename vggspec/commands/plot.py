@@ -14,7 +14,8 @@ def run_plot(args) -> int:
     from vggspec.errors import check_output
     from vggspec.runtime.train.plot import plot_run
 
-    if args.output:  # a missing folder, /proc or a run's own file: one line, before any work
-        check_output(args.output, "-o")
-    print(plot_run(args.run_dir, args.output))
+    # A missing folder made, /proc or a run's own file refused: once the run's metrics are
+    # read and -o names an image kind, so that a refusal leaves no folder made.
+    check = (lambda: check_output(args.output, "-o")) if args.output else None
+    print(plot_run(args.run_dir, args.output, check))
     return 0
