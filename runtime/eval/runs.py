@@ -24,8 +24,8 @@ def _config(checkpoint: str) -> dict | None:
         return read_yaml(run.config)
     return checked_record(
         run,
-        f"The run's data and boxes are read from its record, {run.settings}: undo the "
-        "edit, or say which images: --data DIR",
+        f"What is taken of the run (its data; a box net's boxes) is read from its record, "
+        f"{run.settings}: undo the edit, or say which images: --data DIR",
     )
 
 
