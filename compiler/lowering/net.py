@@ -158,19 +158,18 @@ class Net(nn.Module):
         listing them, or saying where a name was folded (conv1_1 into bn1_1)."""
         known = self.layer_names()
         unknown = [name for name in names if name not in known]
-        folded = {
-            name: chain[-1]
+        chains = {
+            name: chain
             for n, _ in self._body
             for chain in [meta(self.graph, n).fused or [n]]
             for name in chain[:-1]
         }
         for name in unknown:
-            if name in folded:  # `compile --no-fuse` lists it: say why it has no output here
-                into = folded[name]
-                why = "batch norm folded for inference" if "bn" in into else "conv and ReLU fused"
+            if name in chains:  # `compile --no-fuse` lists it: say why it has no output here
+                chain = chains[name]
                 raise VggspecError(
-                    f"{name} is folded into {into} in this net ({why}): its own output is not "
-                    f"computed; take {into}, the layer after it"
+                    f"{name} is folded into {chain[-1]} in this net ({' + '.join(chain)}, one "
+                    f"layer for inference): its own output is not computed; take {chain[-1]}"
                 )
         if unknown:
             raise _unknown_layers(unknown, known)
